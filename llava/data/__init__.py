@@ -1,0 +1,1 @@
+"""Training data: LLaVA-format datasets, collator and validator."""

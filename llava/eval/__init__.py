@@ -1,0 +1,1 @@
+"""Evaluation: answer generators, benchmark registry, scorers and the report."""

@@ -1,0 +1,1 @@
+"""Model components: configs, vision tower, projector, fusion, language models, builder."""

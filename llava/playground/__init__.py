@@ -1,0 +1,1 @@
+"""The offline playground: the paper's comparison in miniature, on a CPU."""

@@ -1,0 +1,1 @@
+"""Serving: interactive command-line chat."""

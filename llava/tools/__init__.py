@@ -1,0 +1,1 @@
+"""Utilities: tiny offline checkpoints and tokenizers."""

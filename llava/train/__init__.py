@@ -1,0 +1,1 @@
+"""Training: arguments, recipe, trainer and the entry point."""
