@@ -1,0 +1,325 @@
+"""The playground's data stage: images, captions, instruction data and eval files on disk, in
+LLaVA-1.5's formats, so the project's real training entry point and eval runners read them.
+
+Layout of `build_data(output_dir, ...)` (every path is in the returned `PlaygroundData`)::
+
+    output_dir/
+      images/pretrain/000000.png ...          caption images
+      images/train/000000.png ...             instruction images   (image folder: output_dir/images)
+      llava_pretrain.json                     captions, as LCS-558K's blip_laion_cc_sbu_558k.json
+      llava_instruct_mix.json                 multi-turn conversations (+ text-only ones), as mix665k
+      eval/MME/llava_mme.jsonl                MME-style yes/no questions, 2 per image
+      eval/MME/MME_Benchmark_release_version/<category>/images/000000.png
+      eval/MME/MME_Benchmark_release_version/<category>/questions_answers_YN/000000.txt
+      eval/vqa/llava_vqa.jsonl                short-answer questions with their `answer`
+      eval/vqa/images/000000.png
+      manifest.json                           seed, sizes and format version (written last)
+
+Train and eval scenes come from different random streams of the seed, and training scenes whose
+content equals an evaluation scene's are redrawn, so no evaluation image (or its exact
+composition) appears in training. A finished directory is reused when its manifest matches;
+a half-written one (no manifest) is rebuilt from scratch.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import os
+import random
+import shutil
+from pathlib import Path
+
+from tqdm.auto import tqdm
+
+from llava.constants import DEFAULT_IMAGE_TOKEN
+from llava.playground.scenes import Scene, render_scene, sample_scenes
+from llava.playground.tasks import (
+    CATEGORIES,
+    Question,
+    can_ask,
+    sample_questions,
+    short_question,
+    yes_no_pair,
+)
+
+logger = logging.getLogger(__name__)
+
+FORMAT_VERSION = 1
+MME_SUBDIR = "MME_Benchmark_release_version"
+
+
+@dataclasses.dataclass(frozen=True)
+class DataSizes:
+    """How much data a preset writes."""
+
+    pretrain_images: int  # caption pairs for LLaVA-1.5's alignment stage
+    train_images: int  # instruction conversations with an image
+    text_only: int  # instruction conversations without an image (scene described in words)
+    max_turns: int  # questions per instruction conversation (1..max_turns)
+    mme_images_per_category: int  # 2 yes/no questions each
+    vqa_per_category: int  # short-answer questions per category (one image each)
+
+    def __post_init__(self) -> None:
+        for field in dataclasses.fields(self):
+            value = getattr(self, field.name)
+            if value < (1 if field.name == "max_turns" else 0):
+                raise ValueError(f"DataSizes.{field.name} must be non-negative (max_turns >= 1), got {value}")
+
+
+PRESETS: dict[str, DataSizes] = {
+    "smoke": DataSizes(
+        pretrain_images=32,
+        train_images=32,
+        text_only=8,
+        max_turns=3,
+        mme_images_per_category=4,
+        vqa_per_category=4,
+    ),
+    "quick": DataSizes(
+        pretrain_images=2000,
+        train_images=4000,
+        text_only=400,
+        max_turns=4,
+        mme_images_per_category=50,
+        vqa_per_category=50,
+    ),
+    "full": DataSizes(
+        pretrain_images=10000,
+        train_images=20000,
+        text_only=2000,
+        max_turns=6,
+        mme_images_per_category=150,
+        vqa_per_category=150,
+    ),
+}
+
+
+@dataclasses.dataclass(frozen=True)
+class PlaygroundData:
+    """Where `build_data` put everything (all absolute paths).
+
+    `image_folder` is the `--image_folder` of the training entry point for both json files;
+    `mme_image_folder` is the `--image-folder` of the MME runner and also the ground-truth root
+    (`<category>/questions_answers_YN/*.txt`), as MME_Benchmark_release_version is for MME;
+    `vqa_image_folder` is the `--image-folder` of the VQA runner.
+    """
+
+    root: Path
+    image_folder: Path
+    pretrain_json: Path
+    instruct_json: Path
+    mme_question_file: Path
+    mme_image_folder: Path
+    mme_gt_dir: Path
+    vqa_question_file: Path
+    vqa_image_folder: Path
+
+    @classmethod
+    def at(cls, root: str | os.PathLike) -> PlaygroundData:
+        """The paths of a data directory laid out by `build_data` (nothing is checked or read)."""
+        root = Path(root).resolve()
+        mme = root / "eval" / "MME" / MME_SUBDIR
+        return cls(
+            root=root,
+            image_folder=root / "images",
+            pretrain_json=root / "llava_pretrain.json",
+            instruct_json=root / "llava_instruct_mix.json",
+            mme_question_file=root / "eval" / "MME" / "llava_mme.jsonl",
+            mme_image_folder=mme,
+            mme_gt_dir=mme,
+            vqa_question_file=root / "eval" / "vqa" / "llava_vqa.jsonl",
+            vqa_image_folder=root / "eval" / "vqa" / "images",
+        )
+
+
+def rng_for(seed: int, stream: str) -> random.Random:
+    """An independent, reproducible random stream per (seed, purpose)."""
+    return random.Random(f"inverse-llava-playground/{seed}/{stream}")
+
+
+def scenes_for_category(
+    rng: random.Random, category: str, n: int, exclude: set[tuple] | None = None
+) -> list[Scene]:
+    """`n` scenes about which `category` can be asked."""
+    scenes: list[Scene] = []
+    while len(scenes) < n:
+        scene = sample_scenes(rng, 1, exclude)[0]
+        if can_ask(scene, category):
+            scenes.append(scene)
+    return scenes
+
+
+def scene_conversation(scene: Scene, questions: list[Question], with_image: bool) -> list[dict[str, str]]:
+    """LLaVA-format turns for `questions` about `scene`. The first human turn starts with the
+    image placeholder (`<image>\\n`) when `with_image`, else with the scene described in words
+    (`Scene.describe()` and a newline): what the chat LM is pre-trained on."""
+    turns: list[dict[str, str]] = []
+    for i, question in enumerate(questions):
+        text = question.text
+        if i == 0:
+            text = f"{DEFAULT_IMAGE_TOKEN if with_image else scene.describe()}\n{text}"
+        turns.append({"from": "human", "value": text})
+        turns.append({"from": "gpt", "value": question.answer})
+    return turns
+
+
+def _write_json(path: Path, data) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "w") as f:
+        json.dump(data, f, indent=1)
+
+
+def _write_jsonl(path: Path, rows: list[dict]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "w") as f:
+        for row in rows:
+            f.write(json.dumps(row) + "\n")
+
+
+def _save_images(scenes: list[Scene], paths: list[Path], desc: str) -> None:
+    for scene, path in tqdm(list(zip(scenes, paths, strict=True)), desc=desc, leave=False):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        render_scene(scene).save(path)
+
+
+def _manifest(seed: int, sizes: DataSizes) -> dict:
+    return {"format_version": FORMAT_VERSION, "seed": seed, "sizes": dataclasses.asdict(sizes)}
+
+
+def build_data(
+    output_dir: str | os.PathLike, preset: str = "quick", seed: int = 0, sizes: DataSizes | None = None
+) -> PlaygroundData:
+    """Generate the playground's data stage into `output_dir` and return its paths.
+
+    `sizes` overrides the preset's. Deterministic: the same seed and sizes write byte-identical
+    files. If `output_dir` already holds a finished build with the same seed and sizes it is
+    reused; a finished build with other settings is an error (choose another directory).
+    """
+    if sizes is None:
+        if preset not in PRESETS:
+            raise ValueError(f"unknown data preset {preset!r}; expected one of {sorted(PRESETS)}")
+        sizes = PRESETS[preset]
+    root = Path(output_dir).resolve()
+    manifest = _manifest(seed, sizes)
+    manifest_path = root / "manifest.json"
+    if manifest_path.is_file():
+        with open(manifest_path) as f:
+            found = json.load(f)
+        if found == manifest:
+            logger.info("playground data: reusing %s", root)
+            return PlaygroundData.at(root)
+        raise FileExistsError(
+            f"{root} holds playground data built with other settings ({found}); wanted {manifest}. "
+            "Use another --output-dir or delete it."
+        )
+    if root.exists() and any(root.iterdir()):
+        if not (root / "images").is_dir() and not (root / "eval").is_dir():
+            raise FileExistsError(
+                f"{root} is not empty and is not a playground data directory; refusing to write there"
+            )
+        logger.info("playground data: removing an unfinished build in %s", root)
+        shutil.rmtree(root)
+    root.mkdir(parents=True, exist_ok=True)
+    paths = PlaygroundData.at(root)
+    logger.info("playground data: writing seed %d, %s into %s", seed, sizes, root)
+
+    eval_keys = _write_mme(paths, seed, sizes)
+    eval_keys |= _write_vqa(paths, seed, sizes)
+    _write_pretrain(paths, seed, sizes, eval_keys)
+    _write_instruct(paths, seed, sizes, eval_keys)
+    _write_json(manifest_path, manifest)
+    return paths
+
+
+def _write_mme(paths: PlaygroundData, seed: int, sizes: DataSizes) -> set[tuple]:
+    rows: list[dict] = []
+    keys: set[tuple] = set()
+    for category in CATEGORIES:
+        rng = rng_for(seed, f"mme/{category}")
+        scenes = scenes_for_category(rng, category, sizes.mme_images_per_category)
+        image_paths = [
+            paths.mme_image_folder / category / "images" / f"{i:06d}.png" for i in range(len(scenes))
+        ]
+        _save_images(scenes, image_paths, f"MME {category}")
+        for i, (scene, image_path) in enumerate(zip(scenes, image_paths, strict=True)):
+            keys.add(scene.key)
+            pair = yes_no_pair(scene, category, rng)
+            if rng.random() < 0.5:  # yes first or no first, as in MME
+                pair = pair[::-1]
+            qid = image_path.relative_to(paths.mme_image_folder).as_posix()
+            gt_path = paths.mme_gt_dir / category / "questions_answers_YN" / f"{i:06d}.txt"
+            gt_path.parent.mkdir(parents=True, exist_ok=True)
+            with open(gt_path, "w") as f:
+                f.writelines(f"{q.text}\t{q.answer}\n" for q in pair)
+            rows.extend(
+                {"question_id": qid, "image": qid, "text": q.text, "category": category} for q in pair
+            )
+    _write_jsonl(paths.mme_question_file, rows)
+    return keys
+
+
+def _write_vqa(paths: PlaygroundData, seed: int, sizes: DataSizes) -> set[tuple]:
+    rows: list[dict] = []
+    keys: set[tuple] = set()
+    for category in CATEGORIES:
+        rng = rng_for(seed, f"vqa/{category}")
+        scenes = scenes_for_category(rng, category, sizes.vqa_per_category)
+        names = [f"{len(rows) + i:06d}.png" for i in range(len(scenes))]
+        _save_images(scenes, [paths.vqa_image_folder / name for name in names], f"VQA {category}")
+        for scene, name in zip(scenes, names, strict=True):
+            keys.add(scene.key)
+            question = short_question(scene, category, rng)
+            rows.append(
+                {
+                    "question_id": len(rows),
+                    "image": name,
+                    "text": question.text,
+                    "category": category,
+                    "answer": question.answer,
+                }
+            )
+    _write_jsonl(paths.vqa_question_file, rows)
+    return keys
+
+
+def _write_pretrain(paths: PlaygroundData, seed: int, sizes: DataSizes, eval_keys: set[tuple]) -> None:
+    scenes = sample_scenes(rng_for(seed, "pretrain"), sizes.pretrain_images, exclude=eval_keys)
+    names = [f"pretrain/{i:06d}.png" for i in range(len(scenes))]
+    _save_images(scenes, [paths.image_folder / name for name in names], "caption images")
+    records = [
+        {
+            "id": f"pretrain-{i:06d}",
+            "image": name,
+            "conversations": [
+                {"from": "human", "value": DEFAULT_IMAGE_TOKEN},
+                {"from": "gpt", "value": scene.caption()},
+            ],
+        }
+        for i, (scene, name) in enumerate(zip(scenes, names, strict=True))
+    ]
+    _write_json(paths.pretrain_json, records)
+
+
+def _write_instruct(paths: PlaygroundData, seed: int, sizes: DataSizes, eval_keys: set[tuple]) -> None:
+    rng = rng_for(seed, "instruct")
+    scenes = sample_scenes(rng, sizes.train_images + sizes.text_only, exclude=eval_keys)
+    image_scenes, text_scenes = scenes[: sizes.train_images], scenes[sizes.train_images :]
+    names = [f"train/{i:06d}.png" for i in range(len(image_scenes))]
+    _save_images(image_scenes, [paths.image_folder / name for name in names], "instruction images")
+    records: list[dict] = []
+    for i, (scene, name) in enumerate(zip(image_scenes, names, strict=True)):
+        questions = sample_questions(scene, rng, rng.randint(1, sizes.max_turns))
+        records.append(
+            {
+                "id": f"train-{i:06d}",
+                "image": name,
+                "conversations": scene_conversation(scene, questions, True),
+            }
+        )
+    for i, scene in enumerate(text_scenes):
+        questions = sample_questions(scene, rng, rng.randint(1, sizes.max_turns))
+        records.append({"id": f"text-{i:06d}", "conversations": scene_conversation(scene, questions, False)})
+    rng.shuffle(records)
+    _write_json(paths.instruct_json, records)

@@ -1,0 +1,191 @@
+"""The playground's world: small synthetic scenes drawn with PIL.
+
+A scene is a 48x48 RGB image split into a 2x2 grid of 24 px cells. One cell holds a rendered
+digit (0-9); two or three other cells each hold one coloured shape (3 colours x 3 shapes, every
+colour/shape pair at most once per scene, so "the red circle" always names one object). With a
+patch-8 ViT every cell is exactly 3x3 patches (36 patches per image).
+
+The world is kept this small on purpose: the feasibility run of PLAYGROUND.md showed that the
+tiny chat LM, not the vision tower, limits what the playground can learn, and a 2x2 grid with
+3 x 3 object types puts counting, comparison and spatial relations within its reach.
+
+Everything is deterministic given a `random.Random`: the same seed draws the same scenes and
+renders byte-identical PNGs.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import random
+
+from PIL import Image, ImageDraw, ImageFont
+
+IMAGE_SIZE = 48
+GRID = 2
+CELL_SIZE = IMAGE_SIZE // GRID
+CELLS = ("top left", "top right", "bottom left", "bottom right")
+COLORS: dict[str, tuple[int, int, int]] = {
+    "red": (220, 40, 40),
+    "green": (30, 170, 60),
+    "blue": (40, 80, 225),
+}
+SHAPES = ("circle", "square", "triangle")
+DIGITS = tuple(range(10))
+MIN_OBJECTS = 2
+MAX_OBJECTS = GRID * GRID - 1
+BACKGROUND = (255, 255, 255)
+DIGIT_COLOR = (0, 0, 0)
+_DIGIT_FONT_SIZE = 20
+_SHAPE_HALF_SIZES = (7, 8, 9)  # half the side of a shape's bounding box, in pixels
+_JITTER = 2  # max offset of a shape or digit from its cell's centre, in pixels
+
+
+@dataclasses.dataclass(frozen=True)
+class SceneObject:
+    """One coloured shape in one grid cell (`cell` indexes `CELLS`)."""
+
+    color: str
+    shape: str
+    cell: int
+
+    @property
+    def name(self) -> str:
+        """`"red circle"`: unique within a scene."""
+        return f"{self.color} {self.shape}"
+
+    @property
+    def row(self) -> int:
+        return self.cell // GRID
+
+    @property
+    def column(self) -> int:
+        return self.cell % GRID
+
+
+@dataclasses.dataclass(frozen=True)
+class Scene:
+    """What an image shows: its shapes, its digit and where the digit is, plus the rendering
+    jitter (offsets and sizes), so that the same `Scene` always renders the same pixels."""
+
+    objects: tuple[SceneObject, ...]
+    digit: int
+    digit_cell: int
+    jitter: tuple[tuple[int, int, int], ...]  # per object, then the digit: (dx, dy, half size)
+
+    def __post_init__(self) -> None:
+        cells = [o.cell for o in self.objects] + [self.digit_cell]
+        if len(set(cells)) != len(cells):
+            raise ValueError(f"scene has two things in one cell: {self}")
+        names = [o.name for o in self.objects]
+        if len(set(names)) != len(names):
+            raise ValueError(f"scene has a repeated colour/shape pair: {names}")
+        if len(self.jitter) != len(self.objects) + 1:
+            raise ValueError(
+                f"scene needs one jitter entry per object plus one for the digit, got {len(self.jitter)}"
+            )
+
+    @property
+    def key(self) -> tuple:
+        """The scene's content without rendering jitter: equal keys describe the same scene."""
+        return (tuple(sorted((o.cell, o.color, o.shape) for o in self.objects)), self.digit, self.digit_cell)
+
+    def object_named(self, name: str) -> SceneObject:
+        for obj in self.objects:
+            if obj.name == name:
+                return obj
+        raise KeyError(f"no {name!r} in scene {self.describe()!r}")
+
+    def count(self, color: str | None = None, shape: str | None = None) -> int:
+        """Number of shapes matching `color` and/or `shape` (`None` matches any)."""
+        return sum(
+            1
+            for o in self.objects
+            if (color is None or o.color == color) and (shape is None or o.shape == shape)
+        )
+
+    def cell_content(self, cell: int) -> str:
+        if cell == self.digit_cell:
+            return f"digit {self.digit}"
+        for obj in self.objects:
+            if obj.cell == cell:
+                return obj.name
+        return "empty"
+
+    def describe(self) -> str:
+        """The structured scene text the chat LM reads in place of an image: one phrase per
+        cell, in reading order, e.g. `top left: red circle. top right: digit 7. bottom left:
+        empty. bottom right: blue square.`"""
+        return " ".join(f"{CELLS[cell]}: {self.cell_content(cell)}." for cell in range(GRID * GRID))
+
+    def caption(self) -> str:
+        """A one-sentence caption (the pre-training captions and CLIP's text side)."""
+        parts = []
+        for cell in range(GRID * GRID):
+            content = self.cell_content(cell)
+            if content == "empty":
+                continue
+            thing = f"the digit {self.digit}" if cell == self.digit_cell else f"a {content}"
+            parts.append(f"{thing} at the {CELLS[cell]}")
+        return "An image with " + ", ".join(parts[:-1]) + " and " + parts[-1] + "."
+
+
+def sample_scene(rng: random.Random) -> Scene:
+    """Draw one scene: a digit in one cell, 2-3 distinct shapes in other cells."""
+    cells = list(range(GRID * GRID))
+    rng.shuffle(cells)
+    digit_cell, free = cells[0], cells[1:]
+    n_objects = rng.randint(MIN_OBJECTS, MAX_OBJECTS)
+    kinds = rng.sample([(c, s) for c in COLORS for s in SHAPES], n_objects)
+    objects = tuple(
+        SceneObject(color, shape, cell)
+        for (color, shape), cell in zip(kinds, sorted(free[:n_objects]), strict=True)
+    )
+    jitter = tuple(
+        (rng.randint(-_JITTER, _JITTER), rng.randint(-_JITTER, _JITTER), rng.choice(_SHAPE_HALF_SIZES))
+        for _ in range(n_objects + 1)
+    )
+    return Scene(objects=objects, digit=rng.choice(DIGITS), digit_cell=digit_cell, jitter=jitter)
+
+
+def sample_scenes(rng: random.Random, n: int, exclude: set[tuple] | None = None) -> list[Scene]:
+    """`n` scenes; scenes whose `key` is in `exclude` (e.g. the evaluation scenes) are redrawn."""
+    exclude = exclude or set()
+    scenes: list[Scene] = []
+    while len(scenes) < n:
+        scene = sample_scene(rng)
+        if scene.key not in exclude:
+            scenes.append(scene)
+    return scenes
+
+
+@functools.cache
+def _digit_font() -> ImageFont.FreeTypeFont | ImageFont.ImageFont:
+    return ImageFont.load_default(size=_DIGIT_FONT_SIZE)
+
+
+def _cell_centre(cell: int) -> tuple[int, int]:
+    return (cell % GRID) * CELL_SIZE + CELL_SIZE // 2, (cell // GRID) * CELL_SIZE + CELL_SIZE // 2
+
+
+def render_scene(scene: Scene) -> Image.Image:
+    """The scene as a 48x48 RGB image."""
+    image = Image.new("RGB", (IMAGE_SIZE, IMAGE_SIZE), BACKGROUND)
+    draw = ImageDraw.Draw(image)
+    for obj, (dx, dy, half) in zip(scene.objects, scene.jitter, strict=False):
+        cx, cy = _cell_centre(obj.cell)
+        cx, cy = cx + dx, cy + dy
+        box = (cx - half, cy - half, cx + half, cy + half)
+        fill = COLORS[obj.color]
+        if obj.shape == "circle":
+            draw.ellipse(box, fill=fill)
+        elif obj.shape == "square":
+            draw.rectangle(box, fill=fill)
+        elif obj.shape == "triangle":
+            draw.polygon([(cx, cy - half), (cx + half, cy + half), (cx - half, cy + half)], fill=fill)
+        else:
+            raise ValueError(f"unknown shape {obj.shape!r}; expected one of {SHAPES}")
+    dx, dy, _ = scene.jitter[-1]
+    cx, cy = _cell_centre(scene.digit_cell)
+    draw.text((cx + dx, cy + dy), str(scene.digit), fill=DIGIT_COLOR, font=_digit_font(), anchor="mm")
+    return image
