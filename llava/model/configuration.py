@@ -1,0 +1,169 @@
+"""Typed, validated configurations of the two multimodal language models.
+
+`FusionLlamaConfig` (Inverse-LLaVA, model_type `fusion_llama`) and `LlavaLlamaConfig` (the
+LLaVA-1.5 baseline, model_type `llava_llama`) extend `LlamaConfig` with the vision tower settings
+they share (`MultimodalLlamaConfig`). Every field is checked when the config is built; the vision
+width `mm_hidden_size` is derived from the tower and the selected layers, and a stored value that
+disagrees is an error (the HD variant concatenates two layers: 2 x 1024 = 2048).
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Literal
+
+from huggingface_hub.dataclasses import strict
+from transformers import AutoConfig, LlamaConfig, PreTrainedConfig
+from transformers.configuration_utils import SubConfigSpec
+
+FUSION_VARIANTS = ("concat", "add", "gated", "mlp")
+FUSION_TARGETS = ("q", "k", "v")
+PROJECTOR_PATTERN = re.compile(r"^(linear|identity|mlp(\d+)x_gelu)$")
+
+# openai/clip-vit-large-patch14-336, the tower of LLaVA-1.5 and Inverse-LLaVA (METHOD.md section 5).
+CLIP_L_336 = {
+    "hidden_size": 1024,
+    "intermediate_size": 4096,
+    "num_hidden_layers": 24,
+    "num_attention_heads": 16,
+    "patch_size": 14,
+    "image_size": 336,
+    "projection_dim": 768,
+}
+
+
+def _as_int_list(value: int | list[int], field: str) -> list[int]:
+    values = [value] if isinstance(value, int) else list(value)
+    if not values or not all(isinstance(v, int) for v in values):
+        raise ValueError(f"{field} must be an int or a non-empty list of ints, got {value!r}")
+    return values
+
+
+@strict
+class MultimodalLlamaConfig(LlamaConfig):
+    """A Llama decoder plus a CLIP-style vision tower; shared by both multimodal models.
+
+    Args:
+        vision_config: the tower's `CLIPVisionConfig` (or its dict); defaults to CLIP ViT-L/14-336.
+        mm_vision_tower: where the tower's weights come from (local folder or hub id).
+        mm_vision_select_layer: hidden-state layer(s) of the tower to use; several layers are
+            concatenated on the feature axis (`[-1, -2]` for Inverse-LLaVA-HD).
+        mm_vision_select_feature: `patch` (CLS dropped) or `cls_patch`.
+        image_aspect_ratio: `pad`, `resize` or `square` (see `llava.mm_utils.process_images`).
+        mm_hidden_size: the vision width d_v; derived, and checked when given.
+    """
+
+    model_type = "multimodal_llama"
+    sub_configs_defaults = {
+        "vision_config": SubConfigSpec(config_class=AutoConfig, model_type="clip_vision_model", init_kwargs=CLIP_L_336)
+    }
+
+    vision_config: dict | PreTrainedConfig | None = None
+    mm_vision_tower: str | None = None
+    mm_vision_select_layer: int | list[int] = -2
+    mm_vision_select_feature: Literal["patch", "cls_patch"] = "patch"
+    image_aspect_ratio: Literal["pad", "resize", "square"] = "pad"
+    mm_hidden_size: int | None = None
+
+    def __post_init__(self, **kwargs):
+        self.mm_vision_select_layer = _as_int_list(self.mm_vision_select_layer, "mm_vision_select_layer")
+        super().__post_init__(**kwargs)
+        depth = self.vision_config.num_hidden_layers
+        for layer in self.mm_vision_select_layer:
+            if not -(depth + 1) <= layer <= depth:
+                raise ValueError(
+                    f"mm_vision_select_layer {layer} is out of range for a vision tower with {depth} layers"
+                )
+        derived = self.vision_config.hidden_size * len(self.mm_vision_select_layer)
+        if self.mm_hidden_size is None:
+            self.mm_hidden_size = derived
+        elif self.mm_hidden_size != derived:
+            raise ValueError(
+                f"mm_hidden_size={self.mm_hidden_size} disagrees with the vision tower: hidden size "
+                f"{self.vision_config.hidden_size} x {len(self.mm_vision_select_layer)} selected layer(s) "
+                f"{self.mm_vision_select_layer} = {derived}"
+            )
+
+    @property
+    def num_image_tokens(self) -> int:
+        """Positions one image occupies in the sequence (576 for CLIP-L/14 at 336 px)."""
+        side = self.vision_config.image_size // self.vision_config.patch_size
+        return side * side + (1 if self.mm_vision_select_feature == "cls_patch" else 0)
+
+
+@strict
+class FusionLlamaConfig(MultimodalLlamaConfig):
+    """Inverse-LLaVA: vision features injected into the q/k/v projections of chosen layers.
+
+    Args:
+        fusion_variant: `concat` (the paper, Eqs. 3-5), `add`, `gated` or `mlp` (METHOD.md section 4).
+        fusion_layer_ids: the layers that receive the fusion term (default `[0]`).
+        fusion_targets: which projections receive it, a subset of `q`, `k`, `v`.
+        fusion_alpha: initial value of the learnable per-target scale.
+        fusion_dropout: dropout on the fusion branch input during training.
+        fusion_hidden_dim: hidden width of the `mlp` variant (default: the LLM's hidden size);
+            rejected for the other variants, which have no hidden layer.
+        vision_stream_norm: a learnable RMSNorm over d_v on the vision stream before use. Off by
+            default, as in the paper's recipe (the release's `--stable_fusion False`).
+    """
+
+    model_type = "fusion_llama"
+
+    mm_vision_select_layer: int | list[int] = -1
+    fusion_variant: Literal["concat", "add", "gated", "mlp"] = "concat"
+    fusion_layer_ids: list[int] | None = None
+    fusion_targets: list[str] | None = None
+    fusion_alpha: float = 1.0
+    fusion_dropout: float = 0.1
+    fusion_hidden_dim: int | None = None
+    vision_stream_norm: bool = False
+
+    def __post_init__(self, **kwargs):
+        if self.fusion_layer_ids is None:
+            self.fusion_layer_ids = [0]
+        if self.fusion_targets is None:
+            self.fusion_targets = list(FUSION_TARGETS)
+        super().__post_init__(**kwargs)
+        self.fusion_layer_ids = sorted(set(_as_int_list(self.fusion_layer_ids, "fusion_layer_ids")))
+        bad_layers = [i for i in self.fusion_layer_ids if not 0 <= i < self.num_hidden_layers]
+        if bad_layers:
+            raise ValueError(f"fusion_layer_ids {bad_layers} are outside 0..{self.num_hidden_layers - 1}")
+        targets = list(self.fusion_targets)
+        if not targets or any(t not in FUSION_TARGETS for t in targets) or len(set(targets)) != len(targets):
+            raise ValueError(f"fusion_targets must be distinct names among {FUSION_TARGETS}, got {targets}")
+        self.fusion_targets = [t for t in FUSION_TARGETS if t in targets]
+        if not 0.0 <= self.fusion_dropout < 1.0:
+            raise ValueError(f"fusion_dropout must be in [0, 1), got {self.fusion_dropout}")
+        if self.fusion_hidden_dim is not None:
+            if self.fusion_variant != "mlp":
+                raise ValueError(
+                    f"fusion_hidden_dim={self.fusion_hidden_dim} only applies to the 'mlp' fusion variant; "
+                    f"the {self.fusion_variant!r} variant has no hidden layer (leave it unset)"
+                )
+            if self.fusion_hidden_dim <= 0:
+                raise ValueError(f"fusion_hidden_dim must be positive, got {self.fusion_hidden_dim}")
+
+
+@strict
+class LlavaLlamaConfig(MultimodalLlamaConfig):
+    """The LLaVA-1.5 baseline: a projector maps vision features into the token-embedding space.
+
+    Args:
+        mm_projector_type: `linear`, `identity` or `mlp{N}x_gelu` (LLaVA-1.5: `mlp2x_gelu`).
+    """
+
+    model_type = "llava_llama"
+
+    mm_projector_type: str = "mlp2x_gelu"
+
+    def __post_init__(self, **kwargs):
+        super().__post_init__(**kwargs)
+        match = PROJECTOR_PATTERN.match(self.mm_projector_type)
+        if match is None or (match.group(2) is not None and int(match.group(2)) < 1):
+            raise ValueError(
+                f"unknown mm_projector_type {self.mm_projector_type!r}; expected linear, identity or mlp<N>x_gelu"
+            )
+        if self.mm_projector_type == "identity" and self.mm_hidden_size != self.hidden_size:
+            raise ValueError(
+                f"an identity projector needs mm_hidden_size ({self.mm_hidden_size}) == hidden_size ({self.hidden_size})"
+            )

@@ -1,0 +1,126 @@
+"""Inverse-LLaVA's language model: Llama with fusion layers and a frozen vision tower."""
+
+from __future__ import annotations
+
+import torch
+from transformers import LlamaForCausalLM, LlamaModel
+from transformers.modeling_outputs import CausalLMOutputWithPast
+
+from llava.model.configuration import FusionLlamaConfig
+from llava.model.fusion import FusionBranch, FusionLlamaAttention
+from llava.model.multimodal import MultimodalGenerationMixin
+from llava.model.vision_tower import CLIPVisionTower
+
+
+class FusionLlamaModel(LlamaModel):
+    """`LlamaModel` whose layers in `config.fusion_layer_ids` use `FusionLlamaAttention`.
+
+    The vision stream reaches those layers as forward keyword arguments (`vision_stream`,
+    `image_mask`), which `LlamaModel.forward` hands to every layer.
+    """
+
+    config_class = FusionLlamaConfig
+
+    def __init__(self, config: FusionLlamaConfig):
+        super().__init__(config)
+        for layer_id in config.fusion_layer_ids:
+            self.layers[layer_id].self_attn = FusionLlamaAttention(config, layer_id)
+        self.vision_tower = CLIPVisionTower(
+            config.vision_config, config.mm_vision_select_layer, config.mm_vision_select_feature
+        )
+
+
+class FusionLlamaForCausalLM(MultimodalGenerationMixin, LlamaForCausalLM):
+    """Inverse-LLaVA (arXiv 2508.12466): no projector; image positions enter as zero embeddings
+    and the vision features are injected into the q/k/v projections of the fusion layers."""
+
+    config_class = FusionLlamaConfig
+    _uses_vision_stream = True
+    _keys_to_ignore_on_load_missing = [r"fusion\.", r"vision_tower\."]
+
+    def __init__(self, config: FusionLlamaConfig):
+        super().__init__(config)
+        self.model = FusionLlamaModel(config)
+        self.post_init()
+
+    def _init_weights(self, module):
+        if isinstance(module, FusionBranch):
+            module.reset_parameters()
+        else:
+            super()._init_weights(module)
+
+    def _image_position_embeds(self, features: torch.Tensor) -> None:
+        return None  # H_0 = 0 at image positions
+
+    def fusion_branches(self) -> dict[int, FusionBranch]:
+        return {i: self.model.layers[i].self_attn.fusion for i in self.config.fusion_layer_ids}
+
+    def forward(
+        self,
+        input_ids: torch.LongTensor | None = None,
+        attention_mask: torch.Tensor | None = None,
+        position_ids: torch.LongTensor | None = None,
+        past_key_values=None,
+        inputs_embeds: torch.FloatTensor | None = None,
+        labels: torch.LongTensor | None = None,
+        images: torch.Tensor | None = None,
+        vision_stream: torch.Tensor | None = None,
+        image_mask: torch.Tensor | None = None,
+        use_cache: bool | None = None,
+        logits_to_keep: int | torch.Tensor = 0,
+        **kwargs,
+    ) -> CausalLMOutputWithPast:
+        """`images` ([N, 3, H, W]) fill the `IMAGE_TOKEN_INDEX` placeholders of `input_ids`;
+        alternatively pass already expanded `inputs_embeds` with `vision_stream` ([B, T, d_v])
+        and `image_mask` ([B, T])."""
+        mm = self._multimodal_forward_inputs(input_ids, images, attention_mask, position_ids, inputs_embeds, labels)
+        if mm is not None:
+            input_ids, inputs_embeds = None, mm.inputs_embeds
+            attention_mask, position_ids, labels = mm.attention_mask, mm.position_ids, mm.labels
+            vision_stream, image_mask = mm.vision_stream, mm.image_mask
+        return super().forward(
+            input_ids=input_ids,
+            attention_mask=attention_mask,
+            position_ids=position_ids,
+            past_key_values=past_key_values,
+            inputs_embeds=inputs_embeds,
+            labels=labels,
+            use_cache=use_cache,
+            logits_to_keep=logits_to_keep,
+            vision_stream=vision_stream,
+            image_mask=image_mask,
+            **kwargs,
+        )
+
+    def prepare_inputs_for_generation(
+        self,
+        input_ids: torch.LongTensor,
+        past_key_values=None,
+        attention_mask: torch.Tensor | None = None,
+        inputs_embeds: torch.Tensor | None = None,
+        vision_stream: torch.Tensor | None = None,
+        image_mask: torch.Tensor | None = None,
+        **kwargs,
+    ):
+        """Hand the vision stream to the positions this step computes: at prefill the whole
+        prompt; with the KV cache, decode steps are text-only and get none; without the cache
+        every step recomputes the prompt and gets it again."""
+        inputs = super().prepare_inputs_for_generation(
+            input_ids,
+            past_key_values=past_key_values,
+            attention_mask=attention_mask,
+            inputs_embeds=inputs_embeds,
+            **kwargs,
+        )
+        if image_mask is None:
+            return inputs
+        step = inputs["inputs_embeds"] if inputs.get("inputs_embeds") is not None else inputs["input_ids"]
+        cache = inputs.get("past_key_values")
+        start = cache.get_seq_length() if cache is not None else 0
+        stop = start + step.shape[1]
+        window = image_mask[:, start:stop]
+        if window.any():
+            pad = stop - start - window.shape[1]
+            inputs["image_mask"] = torch.nn.functional.pad(window, (0, pad), value=False)
+            inputs["vision_stream"] = torch.nn.functional.pad(vision_stream[:, start:stop], (0, 0, 0, pad))
+        return inputs

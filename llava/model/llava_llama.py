@@ -1,0 +1,71 @@
+"""The LLaVA-1.5 baseline: a projector maps vision features into the token-embedding space."""
+
+from __future__ import annotations
+
+import torch
+from transformers import LlamaForCausalLM, LlamaModel
+from transformers.modeling_outputs import CausalLMOutputWithPast
+
+from llava.model.configuration import LlavaLlamaConfig
+from llava.model.multimodal import MultimodalGenerationMixin
+from llava.model.projector import build_projector
+from llava.model.vision_tower import CLIPVisionTower
+
+
+class LlavaLlamaModel(LlamaModel):
+    """`LlamaModel` plus the vision tower and `mm_projector` (LLaVA's state-dict layout)."""
+
+    config_class = LlavaLlamaConfig
+
+    def __init__(self, config: LlavaLlamaConfig):
+        super().__init__(config)
+        self.vision_tower = CLIPVisionTower(
+            config.vision_config, config.mm_vision_select_layer, config.mm_vision_select_feature
+        )
+        self.mm_projector = build_projector(config.mm_projector_type, config.mm_hidden_size, config.hidden_size)
+
+
+class LlavaLlamaForCausalLM(MultimodalGenerationMixin, LlamaForCausalLM):
+    """LLaVA-1.5 (Liu et al., 2023): projector outputs at the image positions."""
+
+    config_class = LlavaLlamaConfig
+    _keys_to_ignore_on_load_missing = [r"mm_projector\.", r"vision_tower\."]
+
+    def __init__(self, config: LlavaLlamaConfig):
+        super().__init__(config)
+        self.model = LlavaLlamaModel(config)
+        self.post_init()
+
+    def _image_position_embeds(self, features: torch.Tensor) -> torch.Tensor:
+        projector = self.model.mm_projector
+        return projector(features.to(self.dtype))  # [N, P, d_v] -> [N, P, d_h]
+
+    def forward(
+        self,
+        input_ids: torch.LongTensor | None = None,
+        attention_mask: torch.Tensor | None = None,
+        position_ids: torch.LongTensor | None = None,
+        past_key_values=None,
+        inputs_embeds: torch.FloatTensor | None = None,
+        labels: torch.LongTensor | None = None,
+        images: torch.Tensor | None = None,
+        use_cache: bool | None = None,
+        logits_to_keep: int | torch.Tensor = 0,
+        **kwargs,
+    ) -> CausalLMOutputWithPast:
+        """`images` ([N, 3, H, W]) fill the `IMAGE_TOKEN_INDEX` placeholders of `input_ids`."""
+        mm = self._multimodal_forward_inputs(input_ids, images, attention_mask, position_ids, inputs_embeds, labels)
+        if mm is not None:
+            input_ids, inputs_embeds = None, mm.inputs_embeds
+            attention_mask, position_ids, labels = mm.attention_mask, mm.position_ids, mm.labels
+        return super().forward(
+            input_ids=input_ids,
+            attention_mask=attention_mask,
+            position_ids=position_ids,
+            past_key_values=past_key_values,
+            inputs_embeds=inputs_embeds,
+            labels=labels,
+            use_cache=use_cache,
+            logits_to_keep=logits_to_keep,
+            **kwargs,
+        )

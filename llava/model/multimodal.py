@@ -1,0 +1,238 @@
+"""Turning (token ids with image placeholders, images) into model inputs; shared by both models.
+
+Each `IMAGE_TOKEN_INDEX` placeholder expands into the P positions of one image. What fills them
+is the model's business: the LLaVA baseline puts its projector's output in the embeddings;
+Inverse-LLaVA puts zeros there and carries the features in a separate *vision stream* (`V_pad`)
+that its fusion layers read.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from llava.constants import IGNORE_INDEX, IMAGE_TOKEN_INDEX
+
+
+@dataclass
+class MultimodalInputs:
+    """Model inputs with every image placeholder expanded. Shapes: B samples, T positions."""
+
+    inputs_embeds: torch.Tensor  # [B, T, d_h]
+    attention_mask: torch.Tensor  # [B, T], 1 on real positions
+    position_ids: torch.Tensor  # [B, T]
+    image_mask: torch.Tensor  # [B, T] bool, True at image positions (P_vis)
+    labels: torch.Tensor | None = None  # [B, T], IGNORE_INDEX at image and padding positions
+    vision_stream: torch.Tensor | None = None  # [B, T, d_v], zeros at text positions
+
+
+def count_image_placeholders(input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None) -> list[int]:
+    is_image = input_ids == IMAGE_TOKEN_INDEX
+    if attention_mask is not None:
+        is_image &= attention_mask.bool()
+    return is_image.sum(dim=1).tolist()
+
+
+def merge_image_positions(
+    input_ids: torch.Tensor,
+    embed_tokens: nn.Module,
+    image_features: torch.Tensor | None,
+    image_embeds: torch.Tensor | None = None,
+    attention_mask: torch.Tensor | None = None,
+    labels: torch.Tensor | None = None,
+    padding_side: str = "right",
+    with_vision_stream: bool = True,
+) -> MultimodalInputs:
+    """Expand every image placeholder of a (padded) batch into the positions of its image.
+
+    Args:
+        input_ids: `[B, L]` token ids with `IMAGE_TOKEN_INDEX` placeholders (padding anywhere,
+            marked by `attention_mask`).
+        embed_tokens: the LLM's token embedding.
+        image_features: `[N, P, d_v]`, the images of the whole batch in order of appearance
+            (sample by sample, left to right); None when the batch has no image.
+        image_embeds: `[N, P, d_h]` embeddings for the image positions (the baseline's projector
+            output); zeros when None (Inverse-LLaVA: `H_0 = 0` at `P_vis`).
+        padding_side: where the re-padded batch is padded (`left` for generation).
+        with_vision_stream: also build `V_pad` `[B, T, d_v]` from `image_features`.
+
+    Raises:
+        ValueError: the number of placeholders differs from the number of images, naming the
+            samples' placeholder counts.
+    """
+    if padding_side not in ("left", "right"):
+        raise ValueError(f"padding_side must be 'left' or 'right', got {padding_side!r}")
+    batch, _ = input_ids.shape
+    device = input_ids.device
+    if attention_mask is None:
+        attention_mask = torch.ones_like(input_ids)
+    counts = count_image_placeholders(input_ids, attention_mask)
+    n_images = 0 if image_features is None else image_features.shape[0]
+    if sum(counts) != n_images:
+        raise ValueError(
+            f"image count mismatch: the prompts hold {sum(counts)} image placeholder(s) "
+            f"(per sample: {counts}) but {n_images} image(s) were given"
+        )
+    is_placeholder = input_ids == IMAGE_TOKEN_INDEX
+    text_embeds = embed_tokens(input_ids.masked_fill(is_placeholder, 0))  # [B, L, d_h]
+    d_h = text_embeds.shape[-1]
+    n_patches = 0 if image_features is None else image_features.shape[1]
+    if image_embeds is None and image_features is not None:
+        image_embeds = text_embeds.new_zeros(n_images, n_patches, d_h)
+    keep_stream = with_vision_stream and image_features is not None
+
+    rows_embeds, rows_labels, rows_image, rows_stream = [], [], [], []
+    image_index = 0
+    for b in range(batch):
+        valid = attention_mask[b].bool()
+        ids, embeds = input_ids[b][valid], text_embeds[b][valid]
+        labs = labels[b][valid] if labels is not None else None
+        cuts = [-1, *is_placeholder[b][valid].nonzero().squeeze(1).tolist(), ids.shape[0]]
+        pieces_e, pieces_l, pieces_m, pieces_s = [], [], [], []
+        for k in range(len(cuts) - 1):
+            start, stop = cuts[k] + 1, cuts[k + 1]
+            span = stop - start
+            pieces_e.append(embeds[start:stop])
+            pieces_m.append(torch.zeros(span, dtype=torch.bool, device=device))
+            if labs is not None:
+                pieces_l.append(labs[start:stop])
+            if keep_stream:
+                pieces_s.append(image_features.new_zeros(span, image_features.shape[-1]))
+            if k == len(cuts) - 2:
+                break
+            pieces_e.append(image_embeds[image_index].to(embeds.dtype))
+            pieces_m.append(torch.ones(n_patches, dtype=torch.bool, device=device))
+            if labs is not None:
+                pieces_l.append(torch.full((n_patches,), IGNORE_INDEX, dtype=labs.dtype, device=device))
+            if keep_stream:
+                pieces_s.append(image_features[image_index])
+            image_index += 1
+        rows_embeds.append(torch.cat(pieces_e))
+        rows_image.append(torch.cat(pieces_m))
+        if labs is not None:
+            rows_labels.append(torch.cat(pieces_l))
+        if keep_stream:
+            rows_stream.append(torch.cat(pieces_s))
+
+    lengths = [row.shape[0] for row in rows_embeds]
+    total = max(lengths)
+
+    def pad(rows: list[torch.Tensor], value) -> torch.Tensor:
+        out = []
+        for row in rows:
+            filler = row.new_full((total - row.shape[0], *row.shape[1:]), value)
+            out.append(torch.cat([filler, row] if padding_side == "left" else [row, filler]))
+        return torch.stack(out)
+
+    new_mask = pad([torch.ones(n, dtype=attention_mask.dtype, device=device) for n in lengths], 0)
+    return MultimodalInputs(
+        inputs_embeds=pad(rows_embeds, 0.0),
+        attention_mask=new_mask,
+        position_ids=(new_mask.long().cumsum(-1) - 1).clamp(min=0),
+        image_mask=pad(rows_image, False),
+        labels=pad(rows_labels, IGNORE_INDEX) if labels is not None else None,
+        vision_stream=pad(rows_stream, 0.0) if keep_stream else None,
+    )
+
+
+def stack_images(images) -> torch.Tensor | None:
+    """Accept `[N, 3, H, W]`, or a list of `[3, H, W]` / `[k, 3, H, W]` tensors; return `[N, 3, H, W]`."""
+    if images is None:
+        return None
+    if isinstance(images, torch.Tensor):
+        return images if images.dim() == 4 else images.unsqueeze(0)
+    parts = [image if image.dim() == 4 else image.unsqueeze(0) for image in images]
+    return torch.cat(parts) if parts else None
+
+
+class MultimodalGenerationMixin:
+    """Image-aware `forward` preparation and `generate`, shared by the two causal LMs.
+
+    Subclasses define `_image_position_embeds(features)` (what fills image positions) and
+    `_uses_vision_stream` (whether the features also travel as `vision_stream`).
+    """
+
+    _uses_vision_stream = False
+
+    def get_vision_tower(self):
+        return self.model.vision_tower
+
+    def get_image_features(self, images: torch.Tensor) -> torch.Tensor:
+        """`[N, 3, H, W]` pixels -> `[N, P, d_v]` features from the frozen tower."""
+        return self.get_vision_tower()(images)
+
+    def _image_position_embeds(self, features: torch.Tensor) -> torch.Tensor | None:
+        raise NotImplementedError
+
+    def prepare_multimodal_inputs(
+        self,
+        input_ids: torch.Tensor,
+        images=None,
+        attention_mask: torch.Tensor | None = None,
+        labels: torch.Tensor | None = None,
+        padding_side: str = "right",
+    ) -> MultimodalInputs:
+        """Encode the images and expand the placeholders of `input_ids` (see `merge_image_positions`)."""
+        images = stack_images(images)
+        features = embeds = anchor = None
+        if images is not None:
+            features = self.get_image_features(images)  # [N, P, d_v]
+            embeds = self._image_position_embeds(features)
+            features = features.to(self.dtype)
+        elif self.training:
+            anchor = self._touch_vision_modules()
+        inputs = merge_image_positions(
+            input_ids,
+            self.get_input_embeddings(),
+            features,
+            image_embeds=embeds,
+            attention_mask=attention_mask,
+            labels=labels,
+            padding_side=padding_side,
+            with_vision_stream=self._uses_vision_stream,
+        )
+        if anchor is not None:
+            inputs.inputs_embeds = inputs.inputs_embeds + anchor
+        return inputs
+
+    def _touch_vision_modules(self) -> torch.Tensor | None:
+        """Run the vision modules on one blank image whose output is discarded.
+
+        Only in training, for a micro-batch without images: under ZeRO-3 every rank must run the
+        same sharded modules, or the ranks that drew images wait forever for the others. Returns
+        a zero that keeps trainable vision modules (the projector) in the graph, or None.
+        """
+        config = self.get_vision_tower().config
+        blank = torch.zeros(1, 3, config.image_size, config.image_size, device=self.device, dtype=self.dtype)
+        embeds = self._image_position_embeds(self.get_image_features(blank))
+        return None if embeds is None else embeds.sum() * 0.0
+
+    def _multimodal_forward_inputs(self, input_ids, images, attention_mask, position_ids, inputs_embeds, labels):
+        """Shared head of both models' `forward`: expand images when they are given."""
+        if images is None:
+            if input_ids is not None and (input_ids == IMAGE_TOKEN_INDEX).any():
+                raise ValueError(
+                    f"input_ids hold image placeholders (per sample: {count_image_placeholders(input_ids, attention_mask)}) "
+                    "but no images were given"
+                )
+            if input_ids is not None and self.training:
+                return self.prepare_multimodal_inputs(input_ids, None, attention_mask, labels)
+            return None
+        if inputs_embeds is not None or position_ids is not None:
+            raise ValueError("pass either images with input_ids, or inputs_embeds/position_ids, not both")
+        return self.prepare_multimodal_inputs(input_ids, images, attention_mask, labels)
+
+    @torch.no_grad()
+    def generate(self, inputs: torch.Tensor | None = None, images=None, attention_mask=None, **kwargs):
+        """The library's `generate` (KV cache, greedy/sampling/beam search, stop strings, ...)
+        on a prompt with image placeholders. Images are consumed at prefill; the batch is
+        re-padded on the left. Returns only the new tokens, as LLaVA's models do."""
+        if "inputs_embeds" in kwargs:
+            raise ValueError("pass token ids with image placeholders (and images), not inputs_embeds")
+        mm = self.prepare_multimodal_inputs(inputs, images, attention_mask, padding_side="left")
+        extra = {}
+        if self._uses_vision_stream and mm.vision_stream is not None:
+            extra = {"vision_stream": mm.vision_stream, "image_mask": mm.image_mask}
+        return super().generate(inputs_embeds=mm.inputs_embeds, attention_mask=mm.attention_mask, **extra, **kwargs)
