@@ -36,7 +36,8 @@ class FusionLlamaForCausalLM(MultimodalGenerationMixin, LlamaForCausalLM):
 
     config_class = FusionLlamaConfig
     _uses_vision_stream = True
-    _keys_to_ignore_on_load_missing = [r"fusion\.", r"vision_tower\."]
+    # The tower's weights come from their own checkpoint (see llava.model.builder).
+    _keys_to_ignore_on_load_missing = [r"^model\.vision_tower\."]
 
     def __init__(self, config: FusionLlamaConfig):
         super().__init__(config)

@@ -29,7 +29,8 @@ class LlavaLlamaForCausalLM(MultimodalGenerationMixin, LlamaForCausalLM):
     """LLaVA-1.5 (Liu et al., 2023): projector outputs at the image positions."""
 
     config_class = LlavaLlamaConfig
-    _keys_to_ignore_on_load_missing = [r"mm_projector\.", r"vision_tower\."]
+    # The tower's weights come from their own checkpoint (see llava.model.builder).
+    _keys_to_ignore_on_load_missing = [r"^model\.vision_tower\."]
 
     def __init__(self, config: LlavaLlamaConfig):
         super().__init__(config)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 from torch import nn
-from transformers import CLIPImageProcessor, CLIPVisionConfig, CLIPVisionModel
+from transformers import AutoImageProcessor, CLIPVisionConfig, CLIPVisionModel
 
 
 class CLIPVisionTower(nn.Module):
@@ -63,5 +63,6 @@ class CLIPVisionTower(nn.Module):
         self.vision_tower.load_state_dict(source.state_dict())
 
 
-def load_image_processor(path: str) -> CLIPImageProcessor:
-    return CLIPImageProcessor.from_pretrained(path)
+def load_image_processor(path: str):
+    """The tower's image processor (a CLIP processor; the PIL backend when torchvision is absent)."""
+    return AutoImageProcessor.from_pretrained(path)

@@ -1,0 +1,244 @@
+"""Loading models: from pre-trained backbones (training) and from checkpoints (inference).
+
+What a checkpoint is, is decided from its own files, never from its folder's name:
+
+| files in `model_path`                                   | meaning                         |
+|---------------------------------------------------------|---------------------------------|
+| `model.safetensors` (or an index)                       | complete (or merged) model      |
+| `adapter_config.json` (+ `non_lora_trainables.safetensors`) | LoRA run: needs `model_base` |
+| `mm_projector.safetensors`, no model weights            | LLaVA stage 1: needs `model_base` |
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from safetensors import safe_open
+from safetensors.torch import load_file
+from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer, CLIPVisionConfig, LlamaForCausalLM
+
+from llava.model.configuration import FusionLlamaConfig, LlavaLlamaConfig, MultimodalLlamaConfig
+from llava.model.fusion_llama import FusionLlamaForCausalLM
+from llava.model.llava_llama import LlavaLlamaForCausalLM
+from llava.model.vision_tower import load_image_processor
+
+logger = logging.getLogger(__name__)
+
+MODEL_CLASSES = {
+    "fusion_llama": (FusionLlamaConfig, FusionLlamaForCausalLM),
+    "llava_llama": (LlavaLlamaConfig, LlavaLlamaForCausalLM),
+}
+NON_LORA_TRAINABLES = "non_lora_trainables.safetensors"
+MM_PROJECTOR = "mm_projector.safetensors"
+_TOWER_PREFIX = "model.vision_tower."
+_CONFIG_KEYS_DROPPED = ("model_type", "architectures", "transformers_version", "dtype", "torch_dtype", "auto_map")
+
+
+@dataclass
+class LoadReport:
+    """Parameters a load left newly initialised (`missing`) or found without a home (`unexpected`)."""
+
+    missing: list[str] = field(default_factory=list)
+    unexpected: list[str] = field(default_factory=list)
+
+
+def default_device() -> str:
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def default_dtype(device: str | torch.device) -> torch.dtype:
+    """fp32 on CPU; bf16 on GPUs that support it, else fp16."""
+    if torch.device(device).type == "cpu":
+        return torch.float32
+    return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+
+
+def multimodal_config_from_backbones(
+    model_type: str, llm_path: str, vision_tower: str, **fields
+) -> MultimodalLlamaConfig:
+    """The config of a new multimodal model: the LLM's architecture, the tower's, and `fields`."""
+    if model_type not in MODEL_CLASSES:
+        raise ValueError(f"unknown model_type {model_type!r}; expected one of {sorted(MODEL_CLASSES)}")
+    config_cls, _ = MODEL_CLASSES[model_type]
+    llm_config = AutoConfig.from_pretrained(llm_path).to_dict()
+    for key in _CONFIG_KEYS_DROPPED:
+        llm_config.pop(key, None)
+    vision_config = CLIPVisionConfig.from_pretrained(vision_tower).to_dict()
+    return config_cls(**llm_config, vision_config=vision_config, mm_vision_tower=vision_tower, **fields)
+
+
+def build_from_backbones(
+    model_type: str,
+    llm_path: str,
+    vision_tower: str,
+    dtype: torch.dtype | None = None,
+    attn_implementation: str | None = None,
+    **config_fields,
+) -> tuple[FusionLlamaForCausalLM | LlavaLlamaForCausalLM, LoadReport]:
+    """A new `fusion_llama` or `llava_llama` model from a pre-trained LLM and a CLIP tower.
+
+    Returns the model and what was newly initialised: exactly the fusion parameters (or the
+    projector), since the LLM and the tower come from their checkpoints.
+    """
+    config = multimodal_config_from_backbones(model_type, llm_path, vision_tower, **config_fields)
+    _, model_cls = MODEL_CLASSES[model_type]
+    model, info = model_cls.from_pretrained(
+        llm_path,
+        config=config,
+        dtype=dtype or torch.float32,
+        attn_implementation=attn_implementation,
+        output_loading_info=True,
+    )
+    model.get_vision_tower().load_pretrained_weights(vision_tower)
+    report = LoadReport(missing=sorted(info["missing_keys"]), unexpected=sorted(info["unexpected_keys"]))
+    logger.info("built %s from %s + %s; newly initialised: %s", model_type, llm_path, vision_tower, report.missing)
+    return model, report
+
+
+def _local_folder(model_path: str) -> Path:
+    """A local folder, or the hub snapshot of a repository id (for users who can reach a hub)."""
+    path = Path(model_path)
+    if path.is_dir():
+        return path
+    if path.exists() or model_path.startswith((".", "/")) or model_path.count("/") != 1:
+        raise FileNotFoundError(f"model path not found (not a folder, nor a hub id): {model_path}")
+    from huggingface_hub import snapshot_download
+
+    return Path(snapshot_download(model_path))
+
+
+def _has_weights(path: Path) -> bool:
+    return any((path / name).exists() for name in ("model.safetensors", "model.safetensors.index.json"))
+
+
+def _load_tokenizer(model_path: Path, model_base: str | None):
+    source = model_path if (model_path / "tokenizer_config.json").exists() else model_base
+    if source is None:
+        raise FileNotFoundError(f"no tokenizer in {model_path} and no --model-base to take one from")
+    tokenizer = AutoTokenizer.from_pretrained(source)
+    if tokenizer.pad_token is None:
+        logger.info("the tokenizer has no pad token; padding with its unk token %r", tokenizer.unk_token)
+        tokenizer.pad_token = tokenizer.unk_token
+    return tokenizer
+
+
+def _load_safetensors_into(model: torch.nn.Module, path: Path) -> None:
+    """Load a partial state dict (trained non-LoRA weights) and insist every key lands."""
+    state = load_file(str(path))
+    params = dict(model.named_parameters())
+    unknown = sorted(k for k in state if k not in params)
+    if unknown:
+        raise KeyError(f"{path}: {len(unknown)} key(s) match no parameter of the model, e.g. {unknown[:3]}")
+    with torch.no_grad():
+        for key, value in state.items():
+            params[key].copy_(value.to(params[key].dtype))
+    logger.info("loaded %d tensors from %s", len(state), path)
+
+
+def _checkpoint_keys(path: Path) -> set[str]:
+    index = path / "model.safetensors.index.json"
+    if index.exists():
+        return set(json.loads(index.read_text())["weight_map"])
+    single = path / "model.safetensors"
+    if not single.exists():
+        return set()
+    with safe_open(str(single), framework="pt") as f:
+        return set(f.keys())
+
+
+def _ensure_vision_tower(model, checkpoint: Path) -> None:
+    """Load the tower from `config.mm_vision_tower` unless `checkpoint` carries its weights."""
+    if any(k.startswith(_TOWER_PREFIX) for k in _checkpoint_keys(checkpoint)):
+        return
+    tower = model.config.mm_vision_tower
+    if not tower:
+        raise ValueError(f"{checkpoint} holds no vision tower weights and its config names no mm_vision_tower")
+    model.get_vision_tower().load_pretrained_weights(tower)
+
+
+def _quantization_config(load_8bit: bool, load_4bit: bool, device: str):
+    if not (load_8bit or load_4bit):
+        return None
+    if load_8bit and load_4bit:
+        raise ValueError("choose one of load_8bit and load_4bit")
+    if torch.device(device).type != "cuda":
+        raise ValueError("4/8-bit loading needs a CUDA device (bitsandbytes)")
+    from transformers import BitsAndBytesConfig
+
+    if load_8bit:
+        return BitsAndBytesConfig(load_in_8bit=True)
+    return BitsAndBytesConfig(
+        load_in_4bit=True,
+        bnb_4bit_compute_dtype=torch.float16,
+        bnb_4bit_use_double_quant=True,
+        bnb_4bit_quant_type="nf4",
+    )
+
+
+def load_pretrained_model(
+    model_path: str,
+    model_base: str | None = None,
+    load_8bit: bool = False,
+    load_4bit: bool = False,
+    device: str | None = None,
+    dtype: torch.dtype | None = None,
+    attn_implementation: str | None = None,
+):
+    """Load a checkpoint for inference, as LLaVA's loader does.
+
+    Args:
+        model_path: a complete/merged checkpoint, a LoRA run's output, or a LLaVA stage-1
+            projector folder (see the module docstring), local or on a hub.
+        model_base: the base LLM for LoRA and projector-only checkpoints.
+        device: `cpu`, `cuda`, `cuda:1`, ... (default: CUDA when available).
+        dtype: default fp32 on CPU, bf16/fp16 on GPU.
+
+    Returns:
+        `(tokenizer, model, image_processor, context_len)`; `image_processor` is None for a
+        text-only Llama checkpoint.
+    """
+    device = device or default_device()
+    dtype = dtype or default_dtype(device)
+    quantization = _quantization_config(load_8bit, load_4bit, device)
+    load_kwargs = {"dtype": dtype, "attn_implementation": attn_implementation, "quantization_config": quantization}
+    path = _local_folder(model_path)
+    config = AutoConfig.from_pretrained(path)
+    is_adapter = (path / "adapter_config.json").exists()
+    is_partial = is_adapter or (not _has_weights(path) and (path / MM_PROJECTOR).exists())
+
+    if is_partial:
+        if model_base is None:
+            raise ValueError(f"{model_path} holds only trained parts (LoRA/projector); pass --model-base")
+        model_cls = MODEL_CLASSES[config.model_type][1] if config.model_type in MODEL_CLASSES else LlamaForCausalLM
+        model = model_cls.from_pretrained(_local_folder(model_base), config=config, **load_kwargs)
+        if isinstance(config, MultimodalLlamaConfig):
+            _ensure_vision_tower(model, _local_folder(model_base))
+        for name in (NON_LORA_TRAINABLES, MM_PROJECTOR):
+            if (path / name).exists():
+                _load_safetensors_into(model, path / name)
+        if is_adapter:
+            from peft import PeftModel
+
+            model = PeftModel.from_pretrained(model, path).merge_and_unload()
+            logger.info("merged the LoRA adapter of %s", model_path)
+    else:
+        if model_base is not None:
+            raise ValueError(f"{model_path} is a complete checkpoint; --model-base applies only to LoRA/projector runs")
+        model = AutoModelForCausalLM.from_pretrained(path, **load_kwargs)
+        if isinstance(config, MultimodalLlamaConfig):
+            _ensure_vision_tower(model, path)
+    if quantization is None:
+        model.to(device=device)
+    model.eval()
+
+    tokenizer = _load_tokenizer(path, model_base)
+    image_processor = None
+    if isinstance(config, MultimodalLlamaConfig):
+        source = path if (path / "preprocessor_config.json").exists() else config.mm_vision_tower
+        image_processor = load_image_processor(source)
+    context_len = getattr(config, "max_sequence_length", None) or config.max_position_embeddings
+    return tokenizer, model, image_processor, context_len
