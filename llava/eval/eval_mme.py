@@ -1,0 +1,269 @@
+"""MME: convert runner answers to the MME eval-tool format, then score acc + acc+ per subtask.
+
+Protocol: https://github.com/haotian-liu/LLaVA/blob/main/docs/Evaluation.md (MME) and the
+MME eval tool (`calculation.py`, https://github.com/BradyFU/Awesome-Multimodal-Large-Language-Models/tree/Evaluation).
+Each subtask scores acc x 100 + acc+ x 100 (acc+: images whose two questions are both right).
+The per-category txt files hold `image\tquestion\tanswer\tprediction` lines, the layout the
+official `calculation.py` reads, so they can be cross-checked with it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from llava.eval.scoring_io import field, read_jsonl, write_results_json
+
+logger = logging.getLogger(__name__)
+
+MME_PERCEPTION: tuple[str, ...] = (
+    "existence", "count", "position", "color", "posters",
+    "celebrity", "scene", "landmark", "artwork", "OCR",
+)  # fmt: skip
+MME_COGNITION: tuple[str, ...] = (
+    "commonsense_reasoning", "numerical_calculation", "text_translation", "code_reasoning",
+)  # fmt: skip
+
+SHORT_ANSWER_SUFFIX = "Answer the question using a single word or phrase."
+YES_NO_SUFFIX = "Please answer yes or no."
+QUESTIONS_PER_IMAGE = 2
+
+
+@dataclass(frozen=True)
+class MMERecord:
+    """One answered yes/no question. `image` groups the questions for acc+."""
+
+    category: str
+    image: str
+    question: str
+    answer: str
+    prediction: str
+
+
+@dataclass(frozen=True)
+class SubtaskScore:
+    acc: float
+    acc_plus: float
+
+    @property
+    def score(self) -> float:
+        return 100.0 * (self.acc + self.acc_plus)
+
+
+@dataclass(frozen=True)
+class MMEScores:
+    subtasks: dict[str, SubtaskScore]
+    perception: float
+    cognition: float
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "perception": self.perception,
+            "cognition": self.cognition,
+            "subtasks": {name: s.score for name, s in self.subtasks.items()},
+            "acc": {name: s.acc for name, s in self.subtasks.items()},
+            "acc_plus": {name: s.acc_plus for name, s in self.subtasks.items()},
+        }
+
+
+def parse_yes_no(prediction: str) -> str:
+    """ "yes", "no" or "other": exact word, else yes/no within the first 4 characters."""
+    text = prediction.lower()
+    if text in ("yes", "no"):
+        return text
+    head = text[:4]
+    if "yes" in head:
+        return "yes"
+    if "no" in head:
+        return "no"
+    return "other"
+
+
+def score_subtask(records: Sequence[MMERecord]) -> SubtaskScore:
+    by_image: dict[str, list[bool]] = {}
+    for record in records:
+        answer = record.answer.strip().lower()
+        if answer not in ("yes", "no"):
+            raise ValueError(
+                f"MME {record.category}/{record.image}: ground truth {record.answer!r} is not yes/no"
+            )
+        by_image.setdefault(record.image, []).append(parse_yes_no(record.prediction) == answer)
+    for image, hits in by_image.items():
+        if len(hits) != QUESTIONS_PER_IMAGE:
+            raise ValueError(
+                f"MME {records[0].category}/{image}: {len(hits)} questions, expected {QUESTIONS_PER_IMAGE}"
+            )
+    acc = sum(sum(hits) for hits in by_image.values()) / len(records)
+    acc_plus = sum(all(hits) for hits in by_image.values()) / len(by_image)
+    return SubtaskScore(acc, acc_plus)
+
+
+def score_mme(
+    records: Iterable[MMERecord],
+    perception: Sequence[str] = MME_PERCEPTION,
+    cognition: Sequence[str] = MME_COGNITION,
+) -> MMEScores:
+    """acc + acc+ per subtask and the perception / cognition totals.
+
+    Subtasks absent from `records` are left out of the totals (logged); records of a category
+    outside both lists raise, since they would otherwise be silently ignored.
+    """
+    by_category: dict[str, list[MMERecord]] = {}
+    for record in records:
+        by_category.setdefault(record.category, []).append(record)
+    unknown = set(by_category) - set(perception) - set(cognition)
+    if unknown:
+        raise ValueError(f"MME records for categories outside perception/cognition: {sorted(unknown)}")
+    missing = [name for name in (*perception, *cognition) if name not in by_category]
+    if missing:
+        logger.warning("MME subtasks without records (not in the totals): %s", missing)
+    subtasks = {
+        name: score_subtask(by_category[name]) for name in (*perception, *cognition) if name in by_category
+    }
+    return MMEScores(
+        subtasks=subtasks,
+        perception=sum(subtasks[name].score for name in perception if name in subtasks),
+        cognition=sum(subtasks[name].score for name in cognition if name in subtasks),
+    )
+
+
+def print_scores(scores: MMEScores, perception: Sequence[str], cognition: Sequence[str]) -> None:
+    for title, names, total in (
+        ("Perception", perception, scores.perception),
+        ("Cognition", cognition, scores.cognition),
+    ):
+        print(f"=========== {title} ===========")
+        print(f"total score: {total:.2f}")
+        for name in names:
+            if name in scores.subtasks:
+                print(f"\t {name}  score: {scores.subtasks[name].score:.2f}")
+
+
+def load_ground_truth(mme_dir: str | Path) -> dict[tuple[str, str, str], str]:
+    """{(category, txt file name, question): answer} from the MME release folder.
+
+    A category keeps its txt files in `<cat>/questions_answers_YN/` when it has an `images/`
+    subfolder, else directly in `<cat>/`.
+    """
+    gt: dict[tuple[str, str, str], str] = {}
+    categories = [path for path in sorted(Path(mme_dir).iterdir()) if path.is_dir()]
+    if not categories:
+        raise FileNotFoundError(f"{mme_dir}: no MME category folders")
+    for category in categories:
+        qa_dir = category / "questions_answers_YN" if (category / "images").is_dir() else category
+        for txt in sorted(qa_dir.glob("*.txt")):
+            for line_no, line in enumerate(txt.read_text(encoding="utf-8").splitlines(), start=1):
+                if not line.strip():
+                    continue
+                parts = line.strip().split("\t")
+                if len(parts) != 2:
+                    raise ValueError(f"{txt}:{line_no}: expected 'question<TAB>answer', got {line!r}")
+                gt[(category.name, txt.name, parts[0])] = parts[1]
+    return gt
+
+
+def lookup_answer(
+    gt: Mapping[tuple[str, str, str], str], category: str, txt_name: str, prompt: str
+) -> tuple[str, str]:
+    """(question as written in MME's txt, answer) for a runner prompt.
+
+    Runner prompts may carry the short-answer suffix (dropped here); MME's own questions end
+    with "Please answer yes or no.", a few of them after two spaces.
+    """
+    question = prompt.replace(SHORT_ANSWER_SUFFIX, "").strip()
+    candidates = [question]
+    if YES_NO_SUFFIX not in question:
+        candidates = [f"{question} {YES_NO_SUFFIX}", f"{question}  {YES_NO_SUFFIX}"]
+    for candidate in candidates:
+        if (category, txt_name, candidate) in gt:
+            return candidate, gt[(category, txt_name, candidate)]
+    raise KeyError(f"MME ground truth has no question {question!r} for {category}/{txt_name}")
+
+
+def convert_answers(
+    answers: Sequence[Mapping[str, Any]], gt: Mapping[tuple[str, str, str], str]
+) -> list[MMERecord]:
+    """Runner answers (question_id = `<category>/.../<image>`) joined with MME's ground truth."""
+    records = []
+    for i, answer in enumerate(answers, start=1):
+        where = f"MME answers: record {i}"
+        qid = str(field(answer, "question_id", where))
+        category, image = qid.split("/", 1)[0], qid.rsplit("/", 1)[-1]
+        txt_name = f"{Path(image).stem}.txt"
+        question, gt_answer = lookup_answer(gt, category, txt_name, str(field(answer, "prompt", where)))
+        records.append(MMERecord(category, image, question, gt_answer, str(field(answer, "text", where))))
+    return records
+
+
+def _one_line(text: str) -> str:
+    return text.replace("\t", " ").replace("\n", " ")
+
+
+def write_mme_txt(records: Sequence[MMERecord], out_dir: str | Path) -> list[Path]:
+    """One `<category>.txt` per category, lines `image\tquestion\tanswer\tprediction`."""
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    lines: dict[str, list[str]] = {}
+    for r in records:
+        row = (r.image, r.question, r.answer, _one_line(r.prediction))
+        lines.setdefault(r.category, []).append("\t".join(row))
+    paths = []
+    for category, rows in lines.items():
+        path = out_dir / f"{category}.txt"
+        path.write_text("\n".join(rows) + "\n", encoding="utf-8")
+        paths.append(path)
+    return paths
+
+
+def read_mme_txt(results_dir: str | Path) -> list[MMERecord]:
+    """Records back from a folder of `<category>.txt` files (ours or the eval tool's)."""
+    records = []
+    for path in sorted(Path(results_dir).glob("*.txt")):
+        for line_no, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
+            if not line.strip():
+                continue
+            parts = line.split("\t")
+            if len(parts) != 4:
+                raise ValueError(f"{path}:{line_no}: expected image, question, answer, prediction")
+            records.append(MMERecord(path.stem, *parts))
+    if not records:
+        raise FileNotFoundError(f"{results_dir}: no MME <category>.txt files")
+    return records
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--answers-file", default=None, help="runner answers for MME/llava_mme.jsonl")
+    parser.add_argument("--mme-dir", default=None, help="MME_Benchmark_release_version (ground truth)")
+    parser.add_argument(
+        "--output-dir", default=None, help="where the per-category txt files go (with --answers-file)"
+    )
+    parser.add_argument("--results-dir", default=None, help="score existing txt files instead of converting")
+    parser.add_argument("--results-json", default=None, help="headline numbers for llava.eval.report")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> MMEScores:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.results_dir:
+        records = read_mme_txt(args.results_dir)
+    elif args.answers_file and args.mme_dir:
+        records = convert_answers(read_jsonl(args.answers_file), load_ground_truth(args.mme_dir))
+        if args.output_dir:
+            write_mme_txt(records, args.output_dir)
+    else:
+        parser.error("give --results-dir, or --answers-file with --mme-dir")
+    scores = score_mme(records)
+    print_scores(scores, MME_PERCEPTION, MME_COGNITION)
+    write_results_json(args.results_json, "mme", scores.perception, **scores.as_dict())
+    return scores
+
+
+if __name__ == "__main__":
+    logging.basicConfig(level=logging.INFO)
+    main()
