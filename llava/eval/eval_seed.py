@@ -74,6 +74,17 @@ def print_scores(scores: SeedScores) -> None:
         print(f"{name} accuracy: {value:.2f}%")
 
 
+def write_seed_results(path: str | None, scores: SeedScores) -> None:
+    write_results_json(
+        path,
+        "seed",
+        scores.image,
+        total=scores.total,
+        by_data_type=scores.by_data_type,
+        question_types=scores.question_types,
+    )
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--annotation-file", required=True, help="SEED-Bench.json")
@@ -87,14 +98,7 @@ def main(argv: Sequence[str] | None = None) -> SeedScores:
     predictions = index_predictions(read_jsonl(args.result_file), args.result_file)
     scores = score_seed(read_json(args.annotation_file), predictions, args.annotation_file)
     print_scores(scores)
-    write_results_json(
-        args.results_json,
-        "seed",
-        scores.image,
-        total=scores.total,
-        by_data_type=scores.by_data_type,
-        question_types=scores.question_types,
-    )
+    write_seed_results(args.results_json, scores)
     return scores
 
 
