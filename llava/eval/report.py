@@ -1,0 +1,232 @@
+"""The paper's report: Table 1 (markdown + LaTeX) and Figure 3 (MME subtasks), measured results
+side by side with the numbers the paper reports.
+
+Results layout: `<results-dir>/<model>/<bench>.json`, each `{"benchmark", "score", ...}` as the
+scorers write it with `--results-json` (`score` is the Table 1 number; MME's file also holds
+`perception`, `cognition` and `subtasks`). Server-scored benchmarks (VQAv2, VizWiz, MMBench
+test, MM-Vet) are entered the same way by hand: `{"benchmark": "vqav2", "score": 78.5}`.
+
+    python -m llava.eval.report --results-dir playground/data/eval/results --out reports/
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from llava.eval.benchmarks import BENCHMARKS, TABLE1_COLUMNS
+from llava.eval.eval_mme import MME_COGNITION, MME_PERCEPTION
+from llava.eval.scoring_io import read_json
+
+logger = logging.getLogger(__name__)
+
+MISSING = "-"
+PAPER_SUFFIX = " (paper)"
+
+# The paper's Table 1 (Vicuna-7B; METHOD.md section 6), kept as printed.
+PAPER_TABLE1: dict[str, dict[str, str]] = {
+    "LLaVA-1.5": {
+        "mmvet": "31.1", "vizwiz": "50.0", "sqa": "66.80", "mmbench": "64.3", "mmbench_cn": "58.3",
+        "mme": "1510.7", "vqav2": "78.5", "textvqa": "58.2", "gqa": "62.0",
+    },
+    "Inverse-LLaVA": {
+        "mmvet": "31.2", "vizwiz": "50.95", "sqa": "67.84", "mmbench": "54.55", "mmbench_cn": "41.84",
+        "mme": "1293.15", "vqav2": "74.76", "textvqa": "52.02", "gqa": "58.46",
+    },
+    "Inverse-LLaVA-HD": {"mme": "1335.67", "gqa": "59.33"},
+}  # fmt: skip
+
+# MME totals the paper reports (METHOD.md section 6, Figure 3 discussion).
+PAPER_MME_TOTALS: dict[str, dict[str, str]] = {
+    "LLaVA-1.5-7B-LoRA": {"perception": "1477.05", "cognition": "257.86"},
+    "Inverse-LLaVA": {"perception": "1293.15", "cognition": "328.21"},
+    "Inverse-LLaVA-HD": {"perception": "1335.67"},
+}
+
+Results = dict[str, dict[str, dict[str, Any]]]
+
+
+@dataclass(frozen=True)
+class Row:
+    label: str
+    cells: tuple[str, ...]
+
+
+def load_results(results_dir: str | Path) -> Results:
+    """{model: {bench: results JSON}} from `<results-dir>/<model>/<bench>.json`."""
+    results_dir = Path(results_dir)
+    if not results_dir.is_dir():
+        raise FileNotFoundError(f"results dir {results_dir} does not exist")
+    results: Results = {}
+    for model_dir in sorted(p for p in results_dir.iterdir() if p.is_dir()):
+        for path in sorted(model_dir.glob("*.json")):
+            if path.stem not in BENCHMARKS:
+                logger.warning("%s: not a registered benchmark name; ignored", path)
+                continue
+            data = read_json(path)
+            if not isinstance(data, dict) or "score" not in data:
+                raise ValueError(f"{path}: expected an object with a 'score' field")
+            results.setdefault(model_dir.name, {})[path.stem] = data
+    if not results:
+        logger.warning("no results under %s", results_dir)
+    return results
+
+
+def format_score(value: Any) -> str:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return MISSING
+    return f"{float(value):.2f}"
+
+
+def table1_rows(results: Results) -> list[Row]:
+    """Paper rows first (labelled "(paper)"), then one measured row per model."""
+    rows = [
+        Row(label + PAPER_SUFFIX, tuple(values.get(bench, MISSING) for bench in TABLE1_COLUMNS))
+        for label, values in PAPER_TABLE1.items()
+    ]
+    for model, benches in results.items():
+        cells = tuple(format_score(benches.get(bench, {}).get("score")) for bench in TABLE1_COLUMNS)
+        rows.append(Row(model, cells))
+    return rows
+
+
+def mme_total_rows(results: Results) -> list[Row]:
+    rows = [
+        Row(label + PAPER_SUFFIX, (values.get("perception", MISSING), values.get("cognition", MISSING)))
+        for label, values in PAPER_MME_TOTALS.items()
+    ]
+    for model, benches in results.items():
+        if "mme" in benches:
+            mme = benches["mme"]
+            rows.append(Row(model, (format_score(mme.get("perception")), format_score(mme.get("cognition")))))
+    return rows
+
+
+def table1_header() -> list[str]:
+    return ["model", *(BENCHMARKS[bench].table1_label or bench for bench in TABLE1_COLUMNS)]
+
+
+def render_markdown_table(header: Sequence[str], rows: Sequence[Row]) -> str:
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join((row.label, *row.cells)) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+def latex_escape(text: str) -> str:
+    for char, escaped in (
+        ("\\", r"\textbackslash{}"),
+        ("&", r"\&"),
+        ("%", r"\%"),
+        ("_", r"\_"),
+        ("#", r"\#"),
+    ):
+        text = text.replace(char, escaped)
+    return text
+
+
+def render_latex_table(header: Sequence[str], rows: Sequence[Row], caption: str) -> str:
+    lines = [
+        "% needs \\usepackage{booktabs}",
+        r"\begin{table}[t]",
+        r"\centering",
+        rf"\caption{{{latex_escape(caption)}}}",
+        r"\begin{tabular}{l" + "c" * (len(header) - 1) + "}",
+        r"\toprule",
+        " & ".join(latex_escape(h) for h in header) + r" \\",
+        r"\midrule",
+    ]
+    lines += [" & ".join(latex_escape(c) for c in (row.label, *row.cells)) + r" \\" for row in rows]
+    lines += [r"\bottomrule", r"\end{tabular}", r"\end{table}"]
+    return "\n".join(lines) + "\n"
+
+
+def mme_subtask_scores(results: Results) -> dict[str, dict[str, float]]:
+    """{model: {subtask: score}} for models whose MME results hold per-subtask scores."""
+    return {
+        model: dict(benches["mme"]["subtasks"])
+        for model, benches in results.items()
+        if isinstance(benches.get("mme", {}).get("subtasks"), Mapping)
+    }
+
+
+def draw_figure3(subtask_scores: Mapping[str, Mapping[str, float]], path: Path) -> Path:
+    """Grouped bars: MME perception and cognition subtasks, one bar per model."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    models = list(subtask_scores)
+    panels = (("Perception", MME_PERCEPTION), ("Cognition", MME_COGNITION))
+    fig, axes = plt.subplots(
+        1, 2, figsize=(14, 4.5), gridspec_kw={"width_ratios": [len(MME_PERCEPTION), len(MME_COGNITION)]}
+    )
+    width = 0.8 / max(len(models), 1)
+    for ax, (title, names) in zip(axes, panels, strict=True):
+        for m, model in enumerate(models):
+            heights = [subtask_scores[model].get(name, math.nan) for name in names]
+            positions = [i + (m - (len(models) - 1) / 2) * width for i in range(len(names))]
+            ax.bar(positions, heights, width=width, label=model)
+        ax.set_xticks(range(len(names)))
+        ax.set_xticklabels([name.replace("_", "\n") for name in names], fontsize=8)
+        ax.set_ylim(0, 200)
+        ax.set_ylabel("score (acc + acc+, max 200)")
+        ax.set_title(f"MME {title.lower()}")
+    handles, labels = axes[0].get_legend_handles_labels()
+    fig.legend(handles, labels, loc="lower center", ncol=min(len(models), 4), bbox_to_anchor=(0.5, 1.0))
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=150, bbox_inches="tight")
+    plt.close(fig)
+    return path
+
+
+def build_report(results: Results, out_dir: str | Path) -> dict[str, Path]:
+    """Write report.md, table1.tex and (when MME subtasks exist) fig3_mme.png into `out_dir`."""
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    header, rows = table1_header(), table1_rows(results)
+    mme_header, mme_rows = ["model", "MME perception", "MME cognition"], mme_total_rows(results)
+    written = {"latex": out_dir / "table1.tex"}
+    written["latex"].write_text(
+        render_latex_table(header, rows, "Table 1: rows marked (paper) are the published numbers."),
+        encoding="utf-8",
+    )
+    sections = [
+        "# Evaluation report",
+        "Rows marked (paper) are the numbers the paper reports; the others were measured here. "
+        f"{MISSING} = not available.",
+        "## Table 1",
+        render_markdown_table(header, rows),
+        "## MME totals",
+        render_markdown_table(mme_header, mme_rows),
+    ]
+    subtasks = mme_subtask_scores(results)
+    if subtasks:
+        written["figure"] = draw_figure3(subtasks, out_dir / "fig3_mme.png")
+        sections += ["## Figure 3: MME subtasks", "![MME subtasks](fig3_mme.png)"]
+    else:
+        logger.warning("no MME subtask scores in the results; Figure 3 not drawn")
+    written["markdown"] = out_dir / "report.md"
+    written["markdown"].write_text("\n\n".join(sections) + "\n", encoding="utf-8")
+    for kind, path in written.items():
+        logger.info("wrote %s: %s", kind, path)
+    return written
+
+
+def main(argv: Sequence[str] | None = None) -> dict[str, Path]:
+    parser = argparse.ArgumentParser(description="Table 1 and Figure 3 from scorer results")
+    parser.add_argument("--results-dir", required=True, help="<dir>/<model>/<bench>.json")
+    parser.add_argument("--out", required=True, help="output folder")
+    args = parser.parse_args(argv)
+    return build_report(load_results(args.results_dir), args.out)
+
+
+if __name__ == "__main__":
+    logging.basicConfig(level=logging.INFO)
+    main()
