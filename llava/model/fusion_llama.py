@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import torch
-from transformers import LlamaForCausalLM, LlamaModel
+from transformers import LlamaForCausalLM, LlamaModel, PreTrainedModel
 from transformers.modeling_outputs import CausalLMOutputWithPast
 
 from llava.model.configuration import FusionLlamaConfig
@@ -29,6 +29,13 @@ class FusionLlamaModel(LlamaModel):
             config.vision_config, config.mm_vision_select_layer, config.mm_vision_select_feature
         )
 
+    def _init_weights(self, module):
+        """The library's initialisation, plus the fusion branch's own (zero output, alpha)."""
+        if isinstance(module, FusionBranch):
+            module.reset_parameters()
+        else:
+            PreTrainedModel._init_weights(self, module)
+
 
 class FusionLlamaForCausalLM(MultimodalGenerationMixin, LlamaForCausalLM):
     """Inverse-LLaVA (arXiv 2508.12466): no projector; image positions enter as zero embeddings
@@ -44,11 +51,7 @@ class FusionLlamaForCausalLM(MultimodalGenerationMixin, LlamaForCausalLM):
         self.model = FusionLlamaModel(config)
         self.post_init()
 
-    def _init_weights(self, module):
-        if isinstance(module, FusionBranch):
-            module.reset_parameters()
-        else:
-            super()._init_weights(module)
+    _init_weights = FusionLlamaModel._init_weights
 
     def _image_position_embeds(self, features: torch.Tensor) -> None:
         return None  # H_0 = 0 at image positions

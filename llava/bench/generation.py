@@ -1,0 +1,186 @@
+"""Decode speed: the library's KV-cached `generate` versus a cache-free loop.
+
+    python -m llava.bench.generation [--json] [--hidden-size 512 --layers 8 ...]
+
+The cache-free loop recomputes the whole sequence for every new token, as the paper's public
+release does; it is the performance anchor. Both decode greedily from the same prompt (576 image
+positions by default) with random weights; the figures are measured side by side in one run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import time
+
+import torch
+from transformers import CLIPVisionConfig
+
+from llava.constants import IMAGE_TOKEN_INDEX
+from llava.model import FusionLlamaConfig, FusionLlamaForCausalLM
+
+logger = logging.getLogger(__name__)
+
+
+@torch.no_grad()
+def generate_without_cache(model, input_ids, images=None, attention_mask=None, max_new_tokens: int = 16):
+    """Greedy decoding that recomputes the full sequence at every step (no KV cache).
+
+    Returns only the new tokens `[B, n]`; rows that emitted EOS are padded with the pad token,
+    as the library's `generate` does.
+    """
+    mm = model.prepare_multimodal_inputs(input_ids, images, attention_mask, padding_side="left")
+    embeds, mask, image_mask, stream = mm.inputs_embeds, mm.attention_mask, mm.image_mask, mm.vision_stream
+    eos = model.generation_config.eos_token_id
+    eos = set([eos] if isinstance(eos, int) else (eos or []))
+    pad = model.generation_config.pad_token_id
+    finished = torch.zeros(embeds.shape[0], dtype=torch.bool, device=embeds.device)
+    tokens = []
+    for _ in range(max_new_tokens):
+        extra = {}
+        if model._uses_vision_stream and stream is not None:
+            extra = {"vision_stream": stream, "image_mask": image_mask}
+        position_ids = (mask.long().cumsum(-1) - 1).clamp(min=0)
+        logits = model(
+            inputs_embeds=embeds,
+            attention_mask=mask,
+            position_ids=position_ids,
+            use_cache=False,
+            logits_to_keep=1,
+            **extra,
+        ).logits[:, -1]  # [B, V]
+        next_token = logits.argmax(-1)
+        if pad is not None:
+            next_token = torch.where(finished, torch.full_like(next_token, pad), next_token)
+        tokens.append(next_token)
+        finished |= torch.tensor([t in eos for t in next_token.tolist()], device=finished.device)
+        embeds = torch.cat([embeds, model.get_input_embeddings()(next_token)[:, None]], dim=1)
+        mask = torch.cat([mask, mask.new_ones(mask.shape[0], 1)], dim=1)
+        image_mask = torch.cat([image_mask, image_mask.new_zeros(image_mask.shape[0], 1)], dim=1)
+        if stream is not None:
+            stream = torch.cat([stream, stream.new_zeros(stream.shape[0], 1, stream.shape[-1])], dim=1)
+        if finished.all():
+            break
+    return torch.stack(tokens, dim=1)
+
+
+def build_bench_model(args) -> FusionLlamaForCausalLM:
+    side = int(round(args.image_tokens**0.5))
+    if side * side != args.image_tokens:
+        raise ValueError(f"--image-tokens must be a square number, got {args.image_tokens}")
+    vision = CLIPVisionConfig(
+        hidden_size=args.vision_hidden_size,
+        intermediate_size=4 * args.vision_hidden_size,
+        num_hidden_layers=args.vision_layers,
+        num_attention_heads=max(1, args.vision_hidden_size // 64),
+        image_size=side * args.patch_size,
+        patch_size=args.patch_size,
+    )
+    config = FusionLlamaConfig(
+        vocab_size=args.vocab_size,
+        hidden_size=args.hidden_size,
+        intermediate_size=args.intermediate_size or int(2.6875 * args.hidden_size),
+        num_hidden_layers=args.layers,
+        num_attention_heads=max(1, args.hidden_size // 64),
+        max_position_embeddings=4096,
+        vision_config=vision.to_dict(),
+        mm_vision_select_layer=-1,
+        pad_token_id=0,
+        eos_token_id=None,  # decode exactly --new-tokens tokens in both loops
+    )
+    torch.manual_seed(0)
+    model = FusionLlamaForCausalLM._from_config(config, dtype=args.dtype, attn_implementation=args.attn_implementation)
+    with torch.no_grad():
+        for branch in model.fusion_branches().values():
+            for param in branch.parameters():
+                param.normal_(0.0, 0.02)
+    return model.to(args.device).eval()
+
+
+def _timed(fn, device: str) -> tuple[torch.Tensor, float]:
+    if device.startswith("cuda"):
+        torch.cuda.synchronize()
+    start = time.perf_counter()
+    out = fn()
+    if device.startswith("cuda"):
+        torch.cuda.synchronize()
+    return out, time.perf_counter() - start
+
+
+def run(args) -> dict:
+    model = build_bench_model(args)
+    size = model.config.vision_config.image_size
+    images = torch.randn(1, 3, size, size, device=args.device, dtype=args.dtype)
+    text = torch.randint(3, args.vocab_size, (1, args.prompt_tokens), device=args.device)
+    image = torch.full((1, 1), IMAGE_TOKEN_INDEX, device=args.device)
+    input_ids = torch.cat([text[:, :1], image, text[:, 1:]], dim=1)
+    n = args.new_tokens
+
+    model.generate(input_ids, images=images, max_new_tokens=4, do_sample=False)  # warm-up
+    cached, t_cached = _timed(
+        lambda: model.generate(input_ids, images=images, max_new_tokens=n, min_new_tokens=n, do_sample=False),
+        args.device,
+    )
+    uncached, t_uncached = _timed(
+        lambda: generate_without_cache(model, input_ids, images, max_new_tokens=n), args.device
+    )
+    result = {
+        "device": torch.cuda.get_device_name() if args.device.startswith("cuda") else f"cpu ({torch.get_num_threads()} threads)",
+        "dtype": str(args.dtype).replace("torch.", ""),
+        "attn_implementation": model.config._attn_implementation,
+        "hidden_size": args.hidden_size,
+        "layers": args.layers,
+        "image_positions": model.config.num_image_tokens,
+        "prompt_positions": input_ids.shape[1] - 1 + model.config.num_image_tokens,
+        "new_tokens": n,
+        "cached_tokens_per_s": cached.shape[1] / t_cached,
+        "uncached_tokens_per_s": uncached.shape[1] / t_uncached,
+        "identical": bool(cached.shape == uncached.shape and torch.equal(cached, uncached)),
+    }
+    result["speedup"] = result["cached_tokens_per_s"] / result["uncached_tokens_per_s"]
+    return result
+
+
+def parse_args(argv: list[str] | None = None):
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--json", action="store_true", help="print one JSON object")
+    parser.add_argument("--preset", choices=["small", "7b"], default="small",
+                        help="7b: Vicuna-7B / CLIP-L shapes (for a GPU)")
+    parser.add_argument("--hidden-size", type=int, default=512)
+    parser.add_argument("--intermediate-size", type=int, default=None)
+    parser.add_argument("--layers", type=int, default=8)
+    parser.add_argument("--vocab-size", type=int, default=32000)
+    parser.add_argument("--vision-hidden-size", type=int, default=64)
+    parser.add_argument("--vision-layers", type=int, default=1)
+    parser.add_argument("--patch-size", type=int, default=2)
+    parser.add_argument("--image-tokens", type=int, default=576)
+    parser.add_argument("--prompt-tokens", type=int, default=48)
+    parser.add_argument("--new-tokens", type=int, default=128)
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--dtype", default=None, choices=["float32", "bfloat16", "float16"])
+    parser.add_argument("--attn-implementation", default="sdpa", choices=["eager", "sdpa", "flash_attention_2"])
+    args = parser.parse_args(argv)
+    if args.preset == "7b":
+        args.hidden_size, args.intermediate_size, args.layers = 4096, 11008, 32
+        args.vision_hidden_size, args.vision_layers, args.patch_size = 1024, 24, 14
+    if args.dtype is None:
+        args.dtype = "float32" if args.device == "cpu" else "bfloat16"
+    args.dtype = getattr(torch, args.dtype)
+    return args
+
+
+def main(argv: list[str] | None = None) -> dict:
+    args = parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    result = run(args)
+    if args.json:
+        print(json.dumps(result))
+    else:
+        for key, value in result.items():
+            logger.info("%-22s %s", key, f"{value:.2f}" if isinstance(value, float) else value)
+    return result
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,143 @@
+"""The fusion branch: split form == literal formula, initialisation, variants, layers, HD sizes."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from safetensors import safe_open
+from transformers import LlamaForCausalLM
+from transformers.models.llama.modeling_llama import LlamaAttention
+
+from llava.constants import IMAGE_TOKEN_INDEX
+from llava.model import FusionLlamaConfig
+from llava.model.fusion import FusionBranch, FusionLlamaAttention
+
+VARIANTS = ["concat", "add", "gated", "mlp"]
+
+
+def _tiny_config(**fields) -> FusionLlamaConfig:
+    vision = dict(hidden_size=16, intermediate_size=32, num_hidden_layers=2, num_attention_heads=2,
+                  image_size=16, patch_size=8)
+    return FusionLlamaConfig(vocab_size=50, hidden_size=32, intermediate_size=64, num_hidden_layers=3,
+                             num_attention_heads=4, num_key_value_heads=2, vision_config=vision, **fields)
+
+
+def _randomized_branch(variant: str, **fields) -> FusionBranch:
+    config = _tiny_config(fusion_variant=variant, fusion_dropout=0.0, **fields)
+    branch = FusionBranch(config, {"q": 32, "k": 16, "v": 16})
+    with torch.no_grad():
+        for param in branch.parameters():
+            param.normal_(0.0, 0.5)
+    return branch
+
+
+@pytest.mark.parametrize("variant", VARIANTS)
+@pytest.mark.parametrize("norm", [False, True])
+def test_split_form_equals_literal_concat_formula(variant, norm):
+    branch = _randomized_branch(variant, vision_stream_norm=norm)
+    x = torch.randn(3, 7, 32)  # [B, T, d_h]
+    image_mask = torch.zeros(3, 7, dtype=torch.bool)
+    image_mask[0, 2:5] = True
+    image_mask[2, :] = True  # one row all image, row 1 all text
+    vision = torch.randn(3, 7, 16) * image_mask.unsqueeze(-1)  # V_pad: zeros at text positions
+    split = branch(x, vision, image_mask)
+    reference = branch.reference_forward(x, vision, image_mask)
+    assert split.shape == (3, 7, 64)
+    assert (split - reference).abs().max().item() <= 1e-5
+    assert split[1].abs().sum() > 0 and split[0, 2:5].abs().sum() > 0  # both halves contribute
+
+
+@pytest.mark.parametrize("variant", VARIANTS)
+def test_text_only_split_form_matches_reference_in_eval_and_train(variant):
+    branch = _randomized_branch(variant)
+    x = torch.randn(2, 5, 32)
+    expected = branch.reference_forward(x)
+    assert torch.allclose(branch(x), expected, atol=1e-5)  # eval fast path
+    branch.train()
+    assert torch.allclose(branch(x), expected, atol=1e-5)  # training path (zero image rows)
+
+
+def test_fresh_fusion_model_equals_plain_llama_on_text(build, tiny_checkpoints):
+    llm, _ = tiny_checkpoints
+    fusion = build("fusion_llama", randomize=False)
+    plain = LlamaForCausalLM.from_pretrained(llm, attn_implementation="eager").eval()
+    ids = torch.tensor([[1, 40, 41, 42, 43, 44, 45]])
+    with torch.no_grad():
+        diff = (fusion(input_ids=ids).logits - plain(input_ids=ids).logits).abs().max().item()
+    assert diff == 0.0
+
+
+def test_fresh_branch_is_zero_but_receives_gradients(build, images):
+    model = build("fusion_llama", randomize=False).train()
+    ids = torch.tensor([[1, 40, IMAGE_TOKEN_INDEX, 41, 42, 43]])
+    out = model(input_ids=ids, images=images[:1], labels=ids.masked_fill(ids < 0, -100))
+    out.loss.backward()
+    branch = model.fusion_branches()[0]
+    assert branch.text_proj.grad.abs().sum() > 0 and branch.vision_proj.grad.abs().sum() > 0
+    assert torch.all(branch.alpha == 1.0)
+
+
+@pytest.mark.parametrize("variant", VARIANTS)
+def test_every_variant_runs_forward_and_backward(build, images, variant):
+    model = build("fusion_llama", fusion_variant=variant, fusion_dropout=0.1).train()
+    ids = torch.tensor([[1, 40, IMAGE_TOKEN_INDEX, 41, 42], [1, 43, 44, 45, 46]])
+    labels = ids.masked_fill(ids < 0, -100)
+    loss = model(input_ids=ids, images=images[:1], labels=labels).loss
+    assert torch.isfinite(loss)
+    loss.backward()
+    for name, param in model.fusion_branches()[0].named_parameters():
+        assert param.grad is not None and torch.isfinite(param.grad).all(), name
+        assert param.grad.abs().sum() > 0, f"{variant}: {name} got a zero gradient"
+
+
+def test_multi_layer_fusion_and_target_subsets(build, images):
+    model = build("fusion_llama", fusion_layer_ids=[0, 2], fusion_targets=["k", "q"])
+    kinds = [type(layer.self_attn) for layer in model.model.layers]
+    assert kinds == [FusionLlamaAttention, LlamaAttention, FusionLlamaAttention, LlamaAttention]
+    assert model.config.fusion_targets == ["q", "k"]
+    assert model.fusion_branches()[2].split_sizes == [64, 32]  # q: 4 heads x 16, k: 2 kv heads x 16
+    ids = torch.tensor([[1, 40, IMAGE_TOKEN_INDEX, 41]])
+    with torch.no_grad():
+        with_fusion = model(input_ids=ids, images=images[:1]).logits
+        for branch in model.fusion_branches().values():
+            branch.alpha.zero_()
+        without = model(input_ids=ids, images=images[:1]).logits
+    assert (with_fusion - without).abs().max() > 1e-4  # both layers' branches change the output
+
+
+def test_hd_sizes_consistent_in_config_layers_and_checkpoint(build, tmp_path):
+    model = build("fusion_llama", mm_vision_select_layer=[-1, -2])
+    tower_width = model.config.vision_config.hidden_size
+    assert model.config.mm_hidden_size == 2 * tower_width
+    branch = model.fusion_branches()[0]
+    assert branch.text_to_vision.shape == (2 * tower_width, model.config.hidden_size)
+    assert branch.vision_proj.shape[1] == 2 * tower_width
+    features = model.get_image_features(torch.randn(1, 3, 32, 32))
+    assert features.shape == (1, 16, 2 * tower_width)
+    model.save_pretrained(tmp_path)
+    with safe_open(str(tmp_path / "model.safetensors"), framework="pt") as f:
+        assert f.get_slice("model.layers.0.self_attn.fusion.vision_proj").get_shape()[1] == 2 * tower_width
+    reloaded = FusionLlamaConfig.from_pretrained(tmp_path)
+    assert reloaded.mm_hidden_size == 2 * tower_width and reloaded.mm_vision_select_layer == [-1, -2]
+
+
+@pytest.mark.parametrize(
+    "fields, message",
+    [
+        ({"fusion_hidden_dim": 128}, "only applies to the 'mlp'"),
+        ({"fusion_targets": ["q", "o"]}, "fusion_targets"),
+        ({"fusion_layer_ids": [5]}, "outside"),
+        ({"mm_hidden_size": 1024}, "disagrees with the vision tower"),
+        ({"mm_vision_select_layer": [-9]}, "out of range"),
+        ({"fusion_dropout": 1.5}, "fusion_dropout"),
+    ],
+)
+def test_config_rejects_inconsistent_settings(fields, message):
+    with pytest.raises(Exception, match=message):
+        _tiny_config(**fields)
+
+
+def test_mlp_variant_honours_fusion_hidden_dim():
+    config = _tiny_config(fusion_variant="mlp", fusion_hidden_dim=8)
+    branch = FusionBranch(config, {"q": 32, "k": 16, "v": 16})
+    assert branch.mlp_in_weight.shape == (3 * 8, 16)
