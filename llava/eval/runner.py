@@ -1,0 +1,548 @@
+"""Answer generation: one runner behind LLaVA's four answer-generating modules, and the model and
+prompt helpers that the inference CLIs share.
+
+A runner definition (`AnswerTask`) says how a question file becomes `Sample`s; everything else is
+common: load the model once, take this process's chunk of the questions, skip the ones already in
+the answers file (resume), build each prompt with the conversation template, load the images,
+generate in left-padded batches and append one JSON line per answer.
+
+Formats, prompts and decoding follow LLaVA-1.5's `llava/eval/model_vqa*.py`
+(https://github.com/haotian-liu/LLaVA/tree/main/llava/eval), as described in EVAL_PROTOCOLS.md:
+an answer line holds `question_id`, `prompt`, `text`, `answer_id`, `model_id` and `metadata`
+(plus runner-specific fields such as MMBench's `round_id`).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import math
+import os
+import uuid
+from collections.abc import Callable, Hashable, Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from PIL import Image
+from tqdm import tqdm
+
+from llava.constants import DEFAULT_IMAGE_TOKEN
+from llava.conversation import Conversation, get_conv_template
+from llava.eval.benchmarks import MULTIPLE_CHOICE_SUFFIX
+from llava.mm_utils import (
+    get_model_name_from_path,
+    load_image,
+    load_image_from_base64,
+    process_images,
+    tokenize_conversation,
+)
+from llava.model.builder import load_pretrained_model
+
+logger = logging.getLogger(__name__)
+
+QuestionId = int | str
+DEFAULT_CONV_MODE = "vicuna_v1"
+_SHORT_ID_ALPHABET = "23456789ABCDEFGHJKLMNPQRSTUVWXYZabcdefghijkmnopqrstuvwxyz"
+_SHORT_ID_LENGTH = 22  # ceil(log_57(2^128))
+
+
+def short_id() -> str:
+    """A random 22-character id in shortuuid's alphabet (base 57 of a uuid4), as LLaVA's `answer_id`."""
+    number = uuid.uuid4().int
+    digits = []
+    for _ in range(_SHORT_ID_LENGTH):
+        number, digit = divmod(number, len(_SHORT_ID_ALPHABET))
+        digits.append(_SHORT_ID_ALPHABET[digit])
+    return "".join(reversed(digits))
+
+
+# ----------------------------------------------------------------------------------------------
+# Model and prompt helpers (shared with `llava.eval.run_llava` and `llava.serve.cli`)
+# ----------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class DecodingSettings:
+    """LLaVA's decoding flags; greedy when `temperature` is 0."""
+
+    temperature: float = 0.0
+    top_p: float | None = None
+    num_beams: int = 1
+    max_new_tokens: int = 128
+
+    def __post_init__(self) -> None:
+        if self.temperature < 0:
+            raise ValueError(f"temperature must be >= 0, got {self.temperature}")
+        if self.num_beams < 1:
+            raise ValueError(f"num_beams must be >= 1, got {self.num_beams}")
+        if self.max_new_tokens < 1:
+            raise ValueError(f"max_new_tokens must be >= 1, got {self.max_new_tokens}")
+        if self.top_p is not None and not 0.0 < self.top_p <= 1.0:
+            raise ValueError(f"top_p must be in (0, 1], got {self.top_p}")
+
+    @property
+    def do_sample(self) -> bool:
+        return self.temperature > 0
+
+    def generate_kwargs(self) -> dict[str, Any]:
+        kwargs: dict[str, Any] = {
+            "do_sample": self.do_sample,
+            "num_beams": self.num_beams,
+            "max_new_tokens": self.max_new_tokens,
+            "use_cache": True,
+        }
+        if self.do_sample:
+            kwargs["temperature"] = self.temperature
+            kwargs["top_p"] = self.top_p if self.top_p is not None else 1.0
+        else:
+            # Greedy: neutralise sampling settings a checkpoint's generation_config may carry.
+            kwargs.update(temperature=None, top_p=None, top_k=None)
+        return kwargs
+
+    @classmethod
+    def from_args(cls, args: argparse.Namespace) -> DecodingSettings:
+        return cls(
+            temperature=args.temperature,
+            top_p=getattr(args, "top_p", None),
+            num_beams=getattr(args, "num_beams", 1),
+            max_new_tokens=args.max_new_tokens,
+        )
+
+
+@dataclass
+class LoadedModel:
+    """A checkpoint ready for inference: `load_pretrained_model`'s four results plus its name."""
+
+    tokenizer: Any
+    model: Any
+    image_processor: Any
+    context_len: int
+    name: str
+
+    @classmethod
+    def load(
+        cls,
+        model_path: str,
+        model_base: str | None = None,
+        device: str | None = None,
+        load_8bit: bool = False,
+        load_4bit: bool = False,
+    ) -> LoadedModel:
+        tokenizer, model, image_processor, context_len = load_pretrained_model(
+            model_path, model_base, load_8bit=load_8bit, load_4bit=load_4bit, device=device
+        )
+        name = get_model_name_from_path(model_path)
+        logger.info("loaded %s (%s) on %s, %s", name, model.config.model_type, model.device, model.dtype)
+        return cls(tokenizer, model, image_processor, context_len, name)
+
+    def encode_images(self, images: Sequence[Image.Image]) -> torch.Tensor | None:
+        """PIL images -> `[N, 3, H, W]` pixels on the model's device, with the checkpoint's aspect handling."""
+        if not images:
+            return None
+        if self.image_processor is None:
+            raise ValueError(
+                f"{self.name} is a text-only checkpoint (no vision tower); it cannot take images"
+            )
+        aspect = getattr(self.model.config, "image_aspect_ratio", "pad")
+        pixels = process_images(images, self.image_processor, aspect)
+        return pixels.to(device=self.model.device, dtype=self.model.dtype)
+
+    def prompt_ids(self, conv: Conversation) -> list[int]:
+        """Token ids of an open conversation, tokenised segment by segment exactly as in training."""
+        ids, _ = tokenize_conversation(conv, self.tokenizer)
+        return ids
+
+    def generate(
+        self,
+        prompts: Sequence[Sequence[int]],
+        images: Sequence[torch.Tensor | None],
+        settings: DecodingSettings,
+        streamer: Any = None,
+    ) -> list[str]:
+        """Answers of a batch: prompts left-padded, images `[n_i, 3, H, W]` per prompt (None for none)."""
+        if len(prompts) != len(images):
+            raise ValueError(f"{len(prompts)} prompts but {len(images)} image entries")
+        pad_id = self.tokenizer.pad_token_id
+        longest = max(len(ids) for ids in prompts)
+        input_ids = torch.tensor([[pad_id] * (longest - len(ids)) + list(ids) for ids in prompts])  # [B, L]
+        attention_mask = torch.tensor(
+            [[0] * (longest - len(ids)) + [1] * len(ids) for ids in prompts]
+        )  # [B, L]
+        present = [pixels for pixels in images if pixels is not None]
+        pixel_values = torch.cat(present) if present else None  # [N, 3, H, W], in order of appearance
+        output_ids = self.model.generate(
+            input_ids.to(self.model.device),
+            images=pixel_values,
+            attention_mask=attention_mask.to(self.model.device),
+            pad_token_id=pad_id,
+            streamer=streamer,
+            **settings.generate_kwargs(),
+        )
+        return [text.strip() for text in self.tokenizer.batch_decode(output_ids, skip_special_tokens=True)]
+
+
+def open_conversation(conv_mode: str, query: str, history: Sequence[tuple[str, str]] = ()) -> Conversation:
+    """The template `conv_mode` with earlier `(user, assistant)` turns, then `query` awaiting a reply."""
+    conv = get_conv_template(conv_mode)
+    for user, assistant in history:
+        conv.append_message(conv.roles[0], user)
+        conv.append_message(conv.roles[1], assistant)
+    conv.append_message(conv.roles[0], query)
+    conv.append_message(conv.roles[1], None)
+    return conv
+
+
+def with_image_tokens(query: str, num_images: int) -> str:
+    """`query` with one `<image>` line per image in front, unless it places its own `<image>`s
+    (then their number must match)."""
+    placed = query.count(DEFAULT_IMAGE_TOKEN)
+    if placed == 0:
+        return (DEFAULT_IMAGE_TOKEN + "\n") * num_images + query
+    if placed != num_images:
+        raise ValueError(
+            f"the query holds {placed} {DEFAULT_IMAGE_TOKEN} placeholder(s) but {num_images} image(s) were given"
+        )
+    return query
+
+
+def split_image_files(image_file: str, sep: str = ",") -> list[str]:
+    files = [name.strip() for name in image_file.split(sep) if name.strip()]
+    if not files:
+        raise ValueError(f"no image file in {image_file!r}")
+    return files
+
+
+def add_model_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--model-path", required=True, help="checkpoint folder (or hub id)")
+    parser.add_argument("--model-base", default=None, help="base LLM for LoRA / projector-only checkpoints")
+    parser.add_argument(
+        "--device", default=None, help="cpu, cuda, cuda:1, ... (default: cuda when available)"
+    )
+    parser.add_argument(
+        "--conv-mode", default=DEFAULT_CONV_MODE, help="conversation template (default: vicuna_v1)"
+    )
+
+
+def add_decoding_arguments(
+    parser: argparse.ArgumentParser, max_new_tokens: int, temperature: float = 0.0, beams: bool = True
+) -> None:
+    parser.add_argument("--temperature", type=float, default=temperature, help="0 = greedy")
+    parser.add_argument("--top_p", "--top-p", dest="top_p", type=float, default=None)
+    if beams:
+        parser.add_argument("--num_beams", "--num-beams", dest="num_beams", type=int, default=1)
+    parser.add_argument(
+        "--max_new_tokens", "--max-new-tokens", dest="max_new_tokens", type=int, default=max_new_tokens
+    )
+
+
+# ----------------------------------------------------------------------------------------------
+# Samples and runner definitions
+# ----------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ImageRef:
+    """An image to load when its question is answered; `name` is what errors show."""
+
+    name: str
+    loader: Callable[[], Image.Image]
+
+    @classmethod
+    def from_file(cls, path: str | os.PathLike) -> ImageRef:
+        path = os.fspath(path)
+        return cls(path, lambda: load_image(path))
+
+    @classmethod
+    def from_base64(cls, data: str, name: str) -> ImageRef:
+        def decode() -> Image.Image:
+            if not data:
+                raise ValueError(f"{name}: empty base64 image")
+            try:
+                return load_image_from_base64(data)
+            except (ValueError, OSError) as err:
+                raise ValueError(f"{name}: cannot decode the base64 image ({err})") from err
+
+        return cls(name, decode)
+
+    def load(self) -> Image.Image:
+        return self.loader()
+
+
+@dataclass
+class Sample:
+    """One answer to generate.
+
+    `prompt` is what the answer file records (LLaVA's `cur_prompt`); `query` is the user message
+    given to the template, with its `<image>` placeholders and suffixes. `extra` fields are
+    written to the answer line after `text`; `round_id`, when present, is part of the resume key.
+    """
+
+    question_id: QuestionId
+    prompt: str
+    query: str
+    images: tuple[ImageRef, ...] = ()
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def key(self) -> Hashable:
+        return answer_key({"question_id": self.question_id, **self.extra})
+
+
+def answer_key(record: dict[str, Any]) -> Hashable:
+    """What identifies an answer for resuming: the question id (and MMBench's round)."""
+    return (record["question_id"], record.get("round_id"))
+
+
+@dataclass(frozen=True)
+class AnswerTask:
+    """A runner: how its question file is read and turned into samples, and its defaults."""
+
+    description: str
+    max_new_tokens: int
+    read_records: Callable[[argparse.Namespace], Sequence[Any]]
+    to_samples: Callable[[Any, argparse.Namespace], list[Sample]]
+    add_arguments: Callable[[argparse.ArgumentParser], None] | None = None
+
+    def build_parser(self) -> argparse.ArgumentParser:
+        parser = argparse.ArgumentParser(description=self.description)
+        add_model_arguments(parser)
+        parser.add_argument("--question-file", required=True)
+        parser.add_argument(
+            "--image-folder", default="", help="folder the question file's image paths are relative to"
+        )
+        parser.add_argument("--answers-file", required=True)
+        parser.add_argument(
+            "--num-chunks", type=int, default=1, help="split the questions into K contiguous chunks"
+        )
+        parser.add_argument(
+            "--chunk-idx", type=int, default=0, help="the chunk this process answers (0-based)"
+        )
+        add_decoding_arguments(parser, self.max_new_tokens)
+        parser.add_argument(
+            "--single-pred-prompt",
+            action="store_true",
+            help='append the multiple-choice suffix ("Answer with the option\'s letter ...") to every question',
+        )
+        parser.add_argument("--batch-size", type=int, default=1, help="questions per left-padded batch")
+        parser.add_argument(
+            "--skip-missing-images",
+            action="store_true",
+            help="skip (and count) questions whose image file is missing instead of stopping",
+        )
+        parser.add_argument(
+            "--overwrite", action="store_true", help="start a fresh answers file instead of resuming"
+        )
+        if self.add_arguments is not None:
+            self.add_arguments(parser)
+        return parser
+
+    def main(self, argv: Sequence[str] | None = None) -> RunSummary:
+        logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+        args = self.build_parser().parse_args(argv)
+        return run(self, args)
+
+
+# ----------------------------------------------------------------------------------------------
+# Chunking and the answers file
+# ----------------------------------------------------------------------------------------------
+
+
+def get_chunk(items: Sequence[Any], num_chunks: int, chunk_idx: int) -> Sequence[Any]:
+    """The `chunk_idx`-th of `num_chunks` contiguous slices of size ceil(N / K) (the last may be shorter or empty)."""
+    if num_chunks < 1:
+        raise ValueError(f"--num-chunks must be >= 1, got {num_chunks}")
+    if not 0 <= chunk_idx < num_chunks:
+        raise ValueError(f"--chunk-idx must be in 0..{num_chunks - 1}, got {chunk_idx}")
+    size = math.ceil(len(items) / num_chunks)
+    return items[chunk_idx * size : (chunk_idx + 1) * size]
+
+
+def prepare_answers_file(path: Path, model_id: str, overwrite: bool = False) -> set[Hashable]:
+    """Make `path` ready for appending and return the keys it already answers.
+
+    A last line cut short by an interruption is removed (the file stays valid JSONL); any other
+    broken line, or answers written by another model, is an error naming the file.
+    """
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if overwrite or not path.exists():
+        path.write_text("", encoding="utf-8")
+        return set()
+    data = path.read_bytes()
+    keys: set[Hashable] = set()
+    offset = 0
+    lines = data.split(b"\n")
+    for line_no, line in enumerate(lines, start=1):
+        is_last = line_no == len(lines) or (line_no == len(lines) - 1 and lines[-1] == b"")
+        if line.strip():
+            try:
+                record = json.loads(line)
+            except (json.JSONDecodeError, UnicodeDecodeError) as err:
+                if not is_last:
+                    raise ValueError(
+                        f"{path}:{line_no}: not valid JSON ({err}); fix it or pass --overwrite"
+                    ) from err
+                logger.warning("%s:%d: removing a partial last line left by an interruption", path, line_no)
+                with path.open("r+b") as f:
+                    f.truncate(offset)
+                break
+            if record.get("model_id") != model_id:
+                raise ValueError(
+                    f"{path}:{line_no}: answer of model {record.get('model_id')!r}, but this run is {model_id!r}; "
+                    "pass --overwrite or choose another --answers-file"
+                )
+            keys.add(answer_key(record))
+        offset += len(line) + 1
+    else:
+        if data and not data.endswith(b"\n"):
+            with path.open("ab") as f:
+                f.write(b"\n")
+    return keys
+
+
+def answer_record(sample: Sample, text: str, model_id: str) -> dict[str, Any]:
+    return {
+        "question_id": sample.question_id,
+        "prompt": sample.prompt,
+        "text": text,
+        **sample.extra,
+        "answer_id": short_id(),
+        "model_id": model_id,
+        "metadata": {},
+    }
+
+
+# ----------------------------------------------------------------------------------------------
+# The run
+# ----------------------------------------------------------------------------------------------
+
+
+@dataclass
+class RunSummary:
+    """What a run did: answers written now, questions already answered, questions skipped."""
+
+    answers_file: Path
+    total: int
+    answered: int = 0
+    resumed: int = 0
+    skipped_missing_images: list[QuestionId] = field(default_factory=list)
+
+
+def _batches(items: Sequence[Sample], size: int) -> Iterator[Sequence[Sample]]:
+    for start in range(0, len(items), size):
+        yield items[start : start + size]
+
+
+def _load_images(sample: Sample) -> list[Image.Image]:
+    images = []
+    for ref in sample.images:
+        try:
+            images.append(ref.load())
+        except FileNotFoundError as err:
+            raise FileNotFoundError(f"question {sample.question_id!r}: {err}") from err
+    return images
+
+
+def run(task: AnswerTask, args: argparse.Namespace) -> RunSummary:
+    """Answer this chunk's unanswered questions into `args.answers_file`."""
+    if args.batch_size < 1:
+        raise ValueError(f"--batch-size must be >= 1, got {args.batch_size}")
+    settings = DecodingSettings.from_args(args)
+    records = get_chunk(task.read_records(args), args.num_chunks, args.chunk_idx)
+    samples = [sample for record in records for sample in task.to_samples(record, args)]
+    seen: set[Hashable] = set()
+    for sample in samples:
+        if sample.key in seen:
+            raise ValueError(f"{args.question_file}: question {sample.question_id!r} appears more than once")
+        seen.add(sample.key)
+
+    answers_file = Path(args.answers_file).expanduser()
+    model_id = get_model_name_from_path(args.model_path)
+    done = prepare_answers_file(answers_file, model_id, overwrite=args.overwrite)
+    pending = [sample for sample in samples if sample.key not in done]
+    summary = RunSummary(answers_file, total=len(samples), resumed=len(samples) - len(pending))
+    logger.info(
+        "chunk %d/%d: %d question(s), %d already answered in %s, %d to go",
+        args.chunk_idx,
+        args.num_chunks,
+        len(samples),
+        summary.resumed,
+        answers_file,
+        len(pending),
+    )
+    if not pending:
+        return summary
+
+    loaded = LoadedModel.load(args.model_path, args.model_base, device=args.device)
+    with (
+        answers_file.open("a", encoding="utf-8") as out,
+        tqdm(total=len(pending), desc=model_id, unit="q") as bar,
+    ):
+        for batch in _batches(pending, args.batch_size):
+            ready: list[Sample] = []
+            prompts: list[list[int]] = []
+            pixels: list[torch.Tensor | None] = []
+            for sample in batch:
+                try:
+                    images = _load_images(sample)
+                except FileNotFoundError as err:
+                    if not args.skip_missing_images:
+                        raise
+                    logger.warning("skipping: %s", err)
+                    summary.skipped_missing_images.append(sample.question_id)
+                    continue
+                ready.append(sample)
+                prompts.append(loaded.prompt_ids(open_conversation(args.conv_mode, sample.query)))
+                pixels.append(loaded.encode_images(images))
+            if ready:
+                texts = loaded.generate(prompts, pixels, settings)
+                for sample, text in zip(ready, texts, strict=True):
+                    out.write(json.dumps(answer_record(sample, text, model_id)) + "\n")
+                out.flush()
+                summary.answered += len(ready)
+            bar.update(len(batch))
+    if summary.skipped_missing_images:
+        logger.warning(
+            "skipped %d question(s) with missing images: %s",
+            len(summary.skipped_missing_images),
+            summary.skipped_missing_images,
+        )
+    logger.info("wrote %d answer(s) to %s", summary.answered, answers_file)
+    return summary
+
+
+# ----------------------------------------------------------------------------------------------
+# LLaVA's question-file format (jsonl), shared by the loader and free-form runners
+# ----------------------------------------------------------------------------------------------
+
+
+def read_question_jsonl(args: argparse.Namespace) -> list[dict[str, Any]]:
+    """The question file: one JSON object a line with `question_id`, `image` and `text`."""
+    path = Path(args.question_file).expanduser()
+    records = []
+    with path.open(encoding="utf-8") as f:
+        for line_no, line in enumerate(f, start=1):
+            if not line.strip():
+                continue
+            try:
+                record = json.loads(line)
+            except json.JSONDecodeError as err:
+                raise ValueError(f"{path}:{line_no}: not valid JSON ({err})") from err
+            missing = [name for name in ("question_id", "image", "text") if name not in record]
+            if missing:
+                raise ValueError(f"{path}:{line_no}: question lacks {missing}")
+            records.append(record)
+    return records
+
+
+def question_sample(record: dict[str, Any], args: argparse.Namespace) -> list[Sample]:
+    """`<image>\\n{text}` as the user message; the answer file records `text` itself."""
+    text = record["text"]
+    if args.single_pred_prompt:
+        text = text + MULTIPLE_CHOICE_SUFFIX
+    image = ImageRef.from_file(os.path.join(args.image_folder, record["image"]))
+    return [
+        Sample(record["question_id"], prompt=text, query=f"{DEFAULT_IMAGE_TOKEN}\n{text}", images=(image,))
+    ]
