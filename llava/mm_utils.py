@@ -94,13 +94,17 @@ def expand2square(image: Image.Image, background: tuple[int, ...]) -> Image.Imag
 
 
 def _processor_square_size(image_processor) -> tuple[int, int]:
+    """`(height, width)` the processor feeds the tower (its crop size, else its size)."""
     size = getattr(image_processor, "crop_size", None) or image_processor.size
-    if isinstance(size, dict):
-        if "height" in size:
-            return size["height"], size["width"]
-        edge = size.get("shortest_edge")
-        return edge, edge
-    return size, size
+    if isinstance(size, int):
+        return size, size
+
+    def field(name: str):
+        return size.get(name) if isinstance(size, dict) else getattr(size, name, None)
+
+    if field("height"):
+        return field("height"), field("width")
+    return field("shortest_edge"), field("shortest_edge")
 
 
 def process_images(images: Sequence[Image.Image], image_processor, image_aspect_ratio: str = "pad") -> torch.Tensor:

@@ -141,3 +141,16 @@ def test_mlp_variant_honours_fusion_hidden_dim():
     config = _tiny_config(fusion_variant="mlp", fusion_hidden_dim=8)
     branch = FusionBranch(config, {"q": 32, "k": 16, "v": 16})
     assert branch.mlp_in_weight.shape == (3 * 8, 16)
+
+
+@pytest.mark.parametrize("model_type", ["fusion_llama", "llava_llama"])
+def test_eager_and_sdpa_attention_agree(build, images, model_type):
+    ids = torch.tensor([[1, 40, IMAGE_TOKEN_INDEX, 41, 42], [1, 43, 44, 45, 46]])
+    mask = torch.tensor([[1, 1, 1, 1, 1], [0, 0, 1, 1, 1]])
+    eager_model, sdpa_model = build(model_type, attn="eager"), build(model_type, attn="sdpa")
+    with torch.no_grad():
+        eager = eager_model(input_ids=ids, images=images[:1], attention_mask=mask)
+        sdpa = sdpa_model(input_ids=ids, images=images[:1], attention_mask=mask)
+        real = eager_model.prepare_multimodal_inputs(ids, images[:1], mask).attention_mask.bool()
+    assert sdpa.logits.shape == eager.logits.shape and real.sum() == 20 + 3
+    assert (sdpa.logits[real] - eager.logits[real]).abs().max() <= 1e-4

@@ -1,0 +1,151 @@
+"""MME: yes/no parsing, acc + acc+ per subtask, ground-truth lookup, txt round trip."""
+
+import json
+
+import pytest
+
+from llava.eval.eval_mme import (
+    MMERecord,
+    convert_answers,
+    load_ground_truth,
+    main,
+    parse_yes_no,
+    read_mme_txt,
+    score_mme,
+    write_mme_txt,
+)
+
+SUFFIX = "\nAnswer the question using a single word or phrase."
+YN = " Please answer yes or no."
+
+
+@pytest.mark.parametrize(
+    ("prediction", "label"),
+    [
+        ("Yes", "yes"),
+        ("no", "no"),
+        ("Yes.", "yes"),  # not exact, "yes" within the first 4 chars
+        ("No, it is not", "no"),
+        ("Not sure", "no"),  # "no" inside "not " (the reference's rule)
+        ("There is a dog", "other"),
+        ("I think yes", "other"),  # "yes" after the first 4 chars
+    ],
+)
+def test_parse_yes_no(prediction, label):
+    assert parse_yes_no(prediction) == label
+
+
+def _rec(cat, image, answer, prediction, q="q"):
+    return MMERecord(cat, image, q, answer, prediction)
+
+
+def test_acc_plus_pairs_and_totals():
+    records = [
+        # existence, image a: both right; image b: one right -> acc 3/4, acc+ 1/2 -> 75 + 50
+        _rec("existence", "a.jpg", "Yes", "Yes", "q1"),
+        _rec("existence", "a.jpg", "No", "No", "q2"),
+        _rec("existence", "b.jpg", "Yes", "Yes", "q1"),
+        _rec("existence", "b.jpg", "No", "There is", "q2"),
+        # code_reasoning: one image, both right -> 100 + 100
+        _rec("code_reasoning", "0020.png", "Yes", "yes"),
+        _rec("code_reasoning", "0020.png", "No", "No."),
+    ]
+    scores = score_mme(records)
+    assert scores.subtasks["existence"].score == pytest.approx(125.0)
+    assert scores.subtasks["code_reasoning"].score == pytest.approx(200.0)
+    assert (scores.perception, scores.cognition) == pytest.approx((125.0, 200.0))
+
+
+def test_custom_categories_for_the_playground():
+    records = [_rec("comparison", "s1.png", "yes", "yes"), _rec("comparison", "s1.png", "no", "yes")]
+    scores = score_mme(records, perception=("count",), cognition=("comparison",))
+    # acc 1/2, acc+ 0 -> 50
+    assert scores.cognition == pytest.approx(50.0) and scores.perception == 0.0
+    with pytest.raises(ValueError, match="outside perception/cognition"):
+        score_mme(records)
+
+
+def test_image_with_one_question_raises():
+    with pytest.raises(ValueError, match="existence/a.jpg: 1 questions, expected 2"):
+        score_mme([_rec("existence", "a.jpg", "yes", "yes")])
+
+
+@pytest.fixture
+def mme_dir(tmp_path):
+    root = tmp_path / "MME_Benchmark_release_version"
+    (root / "existence" / "images").mkdir(parents=True)
+    qa = root / "existence" / "questions_answers_YN"
+    qa.mkdir()
+    (qa / "000001.txt").write_text(f"Is there a train?{YN}\tYes\nIs there a bed?{YN}\tNo\n")
+    (qa / "000002.txt").write_text(f"Is there a cat?{YN}\tYes\nIs there a dog?{YN}\tNo\n")
+    code = root / "code_reasoning"
+    code.mkdir()
+    # a question stored with two spaces before the yes/no request
+    (code / "0020.txt").write_text(f"Is the output 'Hello'? {YN}\tYes\nIs the output 'Bye'?{YN}\tNo\n")
+    return root
+
+
+def test_ground_truth_layouts(mme_dir):
+    gt = load_ground_truth(mme_dir)
+    assert gt[("existence", "000001.txt", f"Is there a train?{YN}")] == "Yes"
+    assert gt[("code_reasoning", "0020.txt", f"Is the output 'Hello'?  Please answer yes or no.")] == "Yes"
+    assert len(gt) == 6
+
+
+def test_convert_and_score_end_to_end(tmp_path, mme_dir, write_jsonl, capsys):
+    answers = [
+        {
+            "question_id": "existence/images/000001.jpg",
+            "prompt": f"Is there a train?{YN}{SUFFIX}",
+            "text": "Yes",
+        },
+        {
+            "question_id": "existence/images/000001.jpg",
+            "prompt": f"Is there a bed?{YN}{SUFFIX}",
+            "text": "No",
+        },
+        {
+            "question_id": "existence/images/000002.jpg",
+            "prompt": f"Is there a cat?{YN}{SUFFIX}",
+            "text": "Yes",
+        },
+        {
+            "question_id": "existence/images/000002.jpg",
+            "prompt": f"Is there a dog?{YN}{SUFFIX}",
+            "text": "Yes\nsure",
+        },
+        # prompt without the yes/no request: found through the two-space variant
+        {"question_id": "code_reasoning/0020.png", "prompt": "Is the output 'Hello'?", "text": "Yes"},
+        {"question_id": "code_reasoning/0020.png", "prompt": "Is the output 'Bye'?", "text": "No"},
+    ]
+    write_jsonl(tmp_path / "answers.jsonl", answers)
+    out_dir, res = tmp_path / "eval_tool" / "answers" / "ckpt", tmp_path / "mme.json"
+    scores = main(
+        ["--answers-file", str(tmp_path / "answers.jsonl"), "--mme-dir", str(mme_dir),
+         "--output-dir", str(out_dir), "--results-json", str(res)]
+    )  # fmt: skip
+    # existence: 3/4 right, 1/2 images fully right -> 125; code_reasoning 200
+    assert (scores.perception, scores.cognition) == pytest.approx((125.0, 200.0))
+    out = capsys.readouterr().out
+    assert "total score: 125.00" in out and "\t existence  score: 125.00" in out
+    lines = (out_dir / "existence.txt").read_text().splitlines()
+    assert lines[3] == f"000002.jpg\tIs there a dog?{YN}\tNo\tYes sure"  # one line, 4 fields
+    # the txt files score the same when read back (the eval tool's path)
+    assert score_mme(read_mme_txt(out_dir)) == scores
+    assert main(["--results-dir", str(out_dir)]).perception == pytest.approx(125.0)
+    saved = json.loads(res.read_text())
+    assert saved["score"] == saved["perception"] == pytest.approx(125.0)
+    assert saved["subtasks"] == {"existence": 125.0, "code_reasoning": 200.0}
+
+
+def test_unknown_question_names_it(mme_dir):
+    answer = {"question_id": "existence/images/000001.jpg", "prompt": "Is there a bus?", "text": "No"}
+    with pytest.raises(KeyError, match="no question 'Is there a bus\\?' for existence/000001.txt"):
+        convert_answers([answer], load_ground_truth(mme_dir))
+
+
+def test_write_read_round_trip(tmp_path):
+    records = [_rec("OCR", "x.jpg", "Yes", "yes\tno"), _rec("OCR", "x.jpg", "No", "No")]
+    write_mme_txt(records, tmp_path)
+    back = read_mme_txt(tmp_path)
+    assert [r.prediction for r in back] == ["yes no", "No"] and back[0].category == "OCR"

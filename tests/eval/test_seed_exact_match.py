@@ -1,0 +1,77 @@
+"""SEED-Bench (per type / image / total, upload file) and the short-answer exact match."""
+
+import json
+
+import pytest
+
+from llava.eval.converters import seed_main
+from llava.eval.eval_exact_match import main as exact_match_main
+from llava.eval.eval_exact_match import normalize_short_answer
+
+SEED = {
+    "question_type": {"Scene Understanding": 1, "Instance Identity": 2},
+    "questions": [
+        {"question_id": "101", "answer": "A", "question_type_id": 1, "data_type": "image"},
+        {"question_id": "102", "answer": "B", "question_type_id": 1, "data_type": "image"},
+        {"question_id": "103", "answer": "C", "question_type_id": 2, "data_type": "image"},
+        {"question_id": "v1", "answer": "D", "question_type_id": 2, "data_type": "video"},
+    ],
+}
+
+
+def test_seed_scores_and_upload(tmp_path, write_json, write_jsonl, capsys):
+    write_json(tmp_path / "SEED-Bench.json", SEED)
+    answers = [
+        {"question_id": 101, "text": "A"},  # int id matches "101": right
+        {"question_id": "102", "text": "b"},  # exact comparison: wrong
+        {"question_id": "103", "text": "C"},  # right
+        {"question_id": "v1", "text": "A"},  # wrong
+    ]
+    write_jsonl(tmp_path / "merge.jsonl", answers)
+    upload, res = tmp_path / "upload" / "ckpt.jsonl", tmp_path / "seed.json"
+    seed_main(
+        ["--annotation-file", str(tmp_path / "SEED-Bench.json"), "--result-file", str(tmp_path / "merge.jsonl"),
+         "--result-upload-file", str(upload), "--results-json", str(res)]
+    )  # fmt: skip
+    out = capsys.readouterr().out
+    # type 1: 1/2; type 2: 1/2; image 2/3; video 0/1; total 2/4
+    for line in ("Scene Understanding: 50.00%", "Instance Identity: 50.00%", "Total accuracy: 50.00%",
+                 "image accuracy: 66.67%", "video accuracy: 0.00%"):  # fmt: skip
+        assert line in out
+    lines = [json.loads(x) for x in upload.read_text().splitlines()]
+    assert lines[0] == {"question_id": "101", "prediction": "A"} and len(lines) == 4
+    saved = json.loads(res.read_text())
+    assert saved["score"] == pytest.approx(200 / 3) and saved["total"] == 50.0
+
+
+def test_seed_upload_needs_every_question(tmp_path, write_json, write_jsonl):
+    write_json(tmp_path / "SEED-Bench.json", SEED)
+    write_jsonl(tmp_path / "merge.jsonl", [{"question_id": "101", "text": "A"}])
+    with pytest.raises(ValueError, match="no prediction for question_id '102'"):
+        seed_main(["--annotation-file", str(tmp_path / "SEED-Bench.json"), "--result-file", str(tmp_path / "merge.jsonl"),
+                   "--result-upload-file", str(tmp_path / "u.jsonl")])  # fmt: skip
+
+
+@pytest.mark.parametrize(("raw", "norm"), [(" Red. ", "red"), ("3.", "3"), ("3.5", "3.5"), ("Two", "two")])
+def test_normalize_short_answer(raw, norm):
+    assert normalize_short_answer(raw) == norm
+
+
+def test_exact_match(tmp_path, write_jsonl):
+    questions = [
+        {"question_id": 1, "answer": "red", "category": "color"},
+        {"question_id": 2, "answer": "3", "category": "count"},
+        {"question_id": 3, "answer": "circle", "category": "count"},
+        {"question_id": 4, "answer": "blue", "category": "color"},
+    ]
+    answers = [
+        {"question_id": 1, "text": "Red."},  # right
+        {"question_id": 2, "text": "3"},  # right
+        {"question_id": 3, "text": "a circle"},  # wrong: no article removal here
+    ]  # question 4 unanswered: wrong
+    write_jsonl(tmp_path / "q.jsonl", questions)
+    write_jsonl(tmp_path / "a.jsonl", answers)
+    scores = exact_match_main(
+        ["--question-file", str(tmp_path / "q.jsonl"), "--result-file", str(tmp_path / "a.jsonl")]
+    )
+    assert scores.accuracy == 50.0 and scores.categories == {"color": 50.0, "count": 50.0}

@@ -1,0 +1,81 @@
+"""The shared input routine and the baseline against an independent computation."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from PIL import Image
+from transformers import LlamaForCausalLM
+
+from llava.constants import IGNORE_INDEX, IMAGE_TOKEN_INDEX
+from llava.mm_utils import load_image
+
+IMG = IMAGE_TOKEN_INDEX
+
+
+def test_count_mismatch_raises_with_per_sample_counts(build, images):
+    model = build("fusion_llama")
+    ids = torch.tensor([[1, 40, IMG, 41], [1, IMG, IMG, 42]])
+    with pytest.raises(ValueError, match=r"3 image placeholder\(s\) \(per sample: \[1, 2\]\) but 2 image"):
+        model(input_ids=ids, images=images[:2])
+    with pytest.raises(ValueError, match="no images were given"):
+        model(input_ids=ids)
+
+
+def test_missing_image_file_names_it(tmp_path):
+    with pytest.raises(FileNotFoundError, match="nothere.png"):
+        load_image(tmp_path / "nothere.png")
+    broken = tmp_path / "broken.png"
+    Image.new("RGB", (8, 8)).save(broken)
+    broken.write_bytes(broken.read_bytes()[:20])
+    with pytest.raises(OSError, match="broken.png"):
+        load_image(broken)
+
+
+def test_merge_layout_labels_padding_and_vision_stream(build, images):
+    model = build("fusion_llama")
+    ids = torch.tensor([[1, 40, IMG, 41, 0, 0], [1, 42, 43, 44, 45, 46], [1, IMG, 47, IMG, 48, 49]])
+    mask = torch.tensor([[1, 1, 1, 1, 0, 0], [1, 1, 1, 1, 1, 1], [1, 1, 1, 1, 1, 1]])
+    labels = ids.masked_fill(ids == IMG, IGNORE_INDEX).masked_fill(mask == 0, IGNORE_INDEX)
+    for side in ("right", "left"):
+        mm = model.prepare_multimodal_inputs(ids, images[:3], mask, labels, padding_side=side)
+        lengths = [3 + 16, 6, 4 + 32]
+        assert mm.inputs_embeds.shape[:2] == (3, max(lengths))
+        assert mm.attention_mask.sum(1).tolist() == lengths
+        assert mm.image_mask.sum(1).tolist() == [16, 0, 32]
+        assert (mm.labels[mm.image_mask] == IGNORE_INDEX).all()
+        assert (mm.inputs_embeds[mm.image_mask] == 0).all()  # H_0 = 0 at image positions
+        features = model.get_image_features(images[:3])
+        assert torch.equal(mm.vision_stream[mm.image_mask], features.reshape(-1, features.shape[-1]))
+        assert (mm.vision_stream[~mm.image_mask] == 0).all()
+        row0 = mm.attention_mask[0].bool()
+        assert mm.position_ids[0][row0].tolist() == list(range(lengths[0]))
+        if side == "left":
+            assert mm.attention_mask[0, : max(lengths) - lengths[0]].sum() == 0
+        expected_labels = [40, *[IGNORE_INDEX] * 16, 41]
+        assert mm.labels[0][row0].tolist()[1:] == expected_labels
+
+
+def test_baseline_equals_projector_output_spliced_into_embeddings(build, images, tiny_checkpoints):
+    llm, _ = tiny_checkpoints
+    model = build("llava_llama")
+    ids = [1, 40, IMG, 41, 42]
+    with torch.no_grad():
+        logits = model(input_ids=torch.tensor([ids]), images=images[:1]).logits
+        tower = model.model.vision_tower.vision_tower
+        hidden = tower(images[:1], output_hidden_states=True).hidden_states[-2][:, 1:]  # LLaVA: layer -2, no CLS
+        projected = model.model.mm_projector(hidden)[0]  # [16, d_h]
+        plain = LlamaForCausalLM.from_pretrained(llm, attn_implementation="eager").eval()
+        embed = plain.get_input_embeddings()
+        spliced = torch.cat([embed(torch.tensor(ids[:2])), projected, embed(torch.tensor(ids[3:]))])[None]
+        expected = plain(inputs_embeds=spliced).logits
+    assert logits.shape == expected.shape == (1, 4 + 16, plain.config.vocab_size)
+    assert (logits - expected).abs().max() <= 1e-5
+
+
+def test_text_only_training_batch_keeps_vision_modules_in_the_graph(build):
+    model = build("llava_llama").train()
+    ids = torch.tensor([[1, 40, 41, 42]])
+    model(input_ids=ids, labels=ids).loss.backward()
+    grads = [p.grad for p in model.model.mm_projector.parameters()]
+    assert all(g is not None and torch.count_nonzero(g) == 0 for g in grads)

@@ -1,0 +1,126 @@
+"""The shipped backbones load with the standard Hugging Face loaders and work; the rebuild
+command still runs."""
+
+import json
+import random
+
+import numpy as np
+import pytest
+import torch
+from transformers import AutoModelForCausalLM, AutoTokenizer, CLIPImageProcessor, CLIPVisionModel
+
+from llava.conversation import get_conv_template
+from llava.mm_utils import process_images, tokenize_conversation
+from llava.playground import backbones
+from llava.playground.scenes import IMAGE_SIZE, Scene, SceneObject, render_scene
+from llava.playground.tasks import NO, YES, Question
+
+SHIPPED = backbones.SHIPPED_BACKBONES
+
+
+@pytest.fixture(scope="module")
+def shipped():
+    vision_dir, llm_dir = backbones.vision_tower_path(), backbones.llm_path()
+    return (
+        CLIPVisionModel.from_pretrained(vision_dir),
+        CLIPImageProcessor.from_pretrained(vision_dir),
+        AutoModelForCausalLM.from_pretrained(llm_dir),
+        AutoTokenizer.from_pretrained(llm_dir),
+    )
+
+
+def _scene() -> Scene:
+    # top left: red circle, top right: digit 7, bottom left: blue circle, bottom right: red square
+    return Scene(
+        objects=(
+            SceneObject("red", "circle", 0),
+            SceneObject("blue", "circle", 2),
+            SceneObject("red", "square", 3),
+        ),
+        digit=7,
+        digit_cell=1,
+        jitter=((0, 0, 8),) * 4,
+    )
+
+
+def test_shipped_weights_are_safetensors_and_small():
+    files = [p for p in SHIPPED.rglob("*") if p.is_file()]
+    weights = [p for p in files if p.suffix in {".safetensors", ".bin", ".pt", ".pth", ".ckpt"}]
+    assert {p.parent.name for p in weights} == {"vision", "llm"}
+    assert all(p.suffix == ".safetensors" for p in weights)
+    assert sum(p.stat().st_size for p in files) < 21 * 2**20
+
+
+def test_vision_tower_sees_36_patches(shipped):
+    vision, processor, _, _ = shipped
+    pixels = process_images([render_scene(_scene())], processor, "pad")  # [1, 3, 48, 48]
+    assert pixels.shape == (1, 3, IMAGE_SIZE, IMAGE_SIZE)
+    expected = (
+        np.asarray(render_scene(_scene()), dtype=np.float32) / 255.0 - processor.image_mean
+    ) / processor.image_std
+    torch.testing.assert_close(
+        pixels[0], torch.from_numpy(expected).permute(2, 0, 1).float(), atol=1e-4, rtol=0
+    )
+    with torch.no_grad():
+        hidden = vision(pixel_values=pixels, output_hidden_states=True).hidden_states[-1]  # [1, 1 + 36, D]
+    assert hidden.shape[1] == 1 + (IMAGE_SIZE // backbones.PATCH_SIZE) ** 2
+
+
+def test_lm_tokenizer_is_a_vicuna_chat_tokenizer(shipped):
+    _, _, llm, tokenizer = shipped
+    assert llm.config.vocab_size >= len(tokenizer)
+    assert (
+        tokenizer.unk_token_id not in tokenizer(backbones.text_prompt(_scene(), _question("OCR"))).input_ids
+    )
+    conv = get_conv_template("vicuna_v1")
+    conv.append_message(conv.roles[0], "<image>\nWhat digit is shown in the image?")
+    conv.append_message(conv.roles[1], "7")
+    input_ids, labels = tokenize_conversation(conv, tokenizer)
+    supervised = [t for t, label in zip(input_ids, labels, strict=True) if label != -100]
+    assert tokenizer.decode(supervised) == "7</s>"
+
+
+def _question(category: str) -> Question:
+    texts = {
+        "OCR": ("What digit is shown in the image?", "7", "short"),
+        "position": ("Where is the red square?", "bottom right", "short"),
+        "numerical_calculation": ("What is the digit in the image plus 2?", "9", "short"),
+        "existence": ("Is there a red square in the image?", YES, "yes_no"),
+        "existence_no": ("Is there a green square in the image?", NO, "yes_no"),
+    }
+    question, answer, kind = texts[category]
+    return Question(category.removesuffix("_no"), question, answer, kind)
+
+
+def test_lm_answers_text_described_questions(shipped):
+    _, _, llm, tokenizer = shipped
+    questions = [
+        _question(c) for c in ("OCR", "position", "numerical_calculation", "existence", "existence_no")
+    ]
+    answers = backbones.generate_answers(
+        llm, tokenizer, [backbones.text_prompt(_scene(), q) for q in questions]
+    )
+    assert answers == [q.answer for q in questions]
+
+
+def test_recorded_metrics_meet_the_targets():
+    metrics = json.loads((SHIPPED / "metrics.json").read_text())
+    assert metrics["clip"]["image_to_text_top1"] >= 0.8
+    for category, row in metrics["lm"].items():
+        assert row["yes_no_acc"] >= 0.7, category
+
+
+def test_rebuild_command_runs(tmp_path):
+    torch.manual_seed(0)
+    random.seed(0)
+    metrics = backbones.main(["--output-dir", str(tmp_path), "--preset", "smoke", "--seed", "1"])
+    assert set(metrics["lm"]) and "image_to_text_top1" in metrics["clip"]
+    vision, processor, llm, tokenizer = backbones.load_backbones(tmp_path)
+    assert processor.crop_size == {"height": IMAGE_SIZE, "width": IMAGE_SIZE}
+    assert isinstance(vision, CLIPVisionModel) and llm.config.model_type == "llama"
+    assert json.loads((tmp_path / "metrics.json").read_text())["seed"] == 1
+
+
+def test_missing_backbone_raises_a_clear_error(tmp_path):
+    with pytest.raises(FileNotFoundError, match="no backbone at"):
+        backbones.load_backbones(tmp_path)

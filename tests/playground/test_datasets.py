@@ -1,0 +1,156 @@
+"""The data stage: determinism, LLaVA formats, MME ground truth layout, train/eval separation."""
+
+import hashlib
+import json
+from collections import Counter, defaultdict
+from pathlib import Path
+
+import pytest
+
+from llava.playground.datasets import PRESETS, DataSizes, PlaygroundData, build_data
+from llava.playground.tasks import CATEGORIES, NO, SHORT_ANSWER_SUFFIX, YES, YES_NO_SUFFIX
+
+SIZES = DataSizes(
+    pretrain_images=12,
+    train_images=16,
+    text_only=4,
+    max_turns=3,
+    mme_images_per_category=3,
+    vqa_per_category=2,
+)
+
+
+def _digests(root: Path) -> dict[str, str]:
+    return {
+        p.relative_to(root).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted(root.rglob("*"))
+        if p.is_file()
+    }
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory) -> PlaygroundData:
+    return build_data(tmp_path_factory.mktemp("data"), seed=0, sizes=SIZES)
+
+
+def test_same_seed_writes_identical_files_and_other_seeds_differ(data, tmp_path):
+    again = build_data(tmp_path / "again", seed=0, sizes=SIZES)
+    other = build_data(tmp_path / "other", seed=1, sizes=SIZES)
+    assert _digests(data.root) == _digests(again.root)
+    different = _digests(other.root)
+    assert set(different) == set(_digests(data.root))
+    assert different != _digests(data.root)
+
+
+def test_finished_build_is_reused_and_other_settings_refused(data):
+    before = _digests(data.root)
+    assert build_data(data.root, seed=0, sizes=SIZES) == data
+    assert _digests(data.root) == before
+    with pytest.raises(FileExistsError, match="other settings"):
+        build_data(data.root, seed=5, sizes=SIZES)
+
+
+def test_unfinished_build_is_rebuilt(tmp_path):
+    first = build_data(tmp_path / "d", seed=0, sizes=SIZES)
+    (first.root / "manifest.json").unlink()
+    (first.instruct_json).write_text("truncated")
+    rebuilt = build_data(tmp_path / "d", seed=0, sizes=SIZES)
+    assert json.loads(rebuilt.instruct_json.read_text())
+
+
+def test_refuses_a_foreign_non_empty_directory(tmp_path):
+    (tmp_path / "notes.txt").write_text("mine")
+    with pytest.raises(FileExistsError, match="not a playground data directory"):
+        build_data(tmp_path, seed=0, sizes=SIZES)
+
+
+def test_pretrain_json_is_llava_caption_format(data):
+    records = json.loads(data.pretrain_json.read_text())
+    assert len(records) == SIZES.pretrain_images
+    for record in records:
+        assert set(record) == {"id", "image", "conversations"}
+        human, gpt = record["conversations"]
+        assert human == {"from": "human", "value": "<image>"}
+        assert gpt["from"] == "gpt" and gpt["value"].startswith("An image with ")
+        assert (data.image_folder / record["image"]).is_file()
+
+
+def test_instruct_json_is_llava_mix_format(data):
+    records = json.loads(data.instruct_json.read_text())
+    with_image = [r for r in records if "image" in r]
+    text_only = [r for r in records if "image" not in r]
+    assert (len(with_image), len(text_only)) == (SIZES.train_images, SIZES.text_only)
+    assert len({r["id"] for r in records}) == len(records)
+    for record in records:
+        turns = record["conversations"]
+        assert 2 <= len(turns) <= 2 * SIZES.max_turns and len(turns) % 2 == 0
+        assert [t["from"] for t in turns] == ["human", "gpt"] * (len(turns) // 2)
+        first = turns[0]["value"]
+        if "image" in record:
+            assert first.startswith("<image>\n")
+            assert (data.image_folder / record["image"]).is_file()
+        else:
+            assert first.startswith("top left: ") and "<image>" not in first
+        assert sum("<image>" in t["value"] for t in turns) == ("image" in record)
+        for human in turns[0::2]:
+            assert human["value"].endswith((YES_NO_SUFFIX, SHORT_ANSWER_SUFFIX))
+
+
+def _mme_ground_truth(data: PlaygroundData) -> dict[tuple[str, str, str], str]:
+    """(category, image file, question) -> answer, read as MME's scorer reads the release folder."""
+    truth = {}
+    for category_dir in sorted(p for p in data.mme_gt_dir.iterdir() if p.is_dir()):
+        for txt in sorted((category_dir / "questions_answers_YN").glob("*.txt")):
+            image = category_dir / "images" / f"{txt.stem}.png"
+            assert image.is_file(), f"{txt} has no image"
+            for line in txt.read_text().splitlines():
+                question, answer = line.split("\t")
+                truth[category_dir.name, image.name, question] = answer
+    return truth
+
+
+def test_mme_jsonl_matches_ground_truth_and_is_balanced(data):
+    rows = [json.loads(line) for line in data.mme_question_file.read_text().splitlines()]
+    truth = _mme_ground_truth(data)
+    assert len(rows) == len(truth) == 2 * SIZES.mme_images_per_category * len(CATEGORIES)
+    per_image = defaultdict(list)
+    answers = defaultdict(Counter)
+    for row in rows:
+        assert set(row) == {"question_id", "image", "text", "category"}
+        assert row["question_id"] == row["image"]
+        assert row["question_id"].split("/")[0] == row["category"]
+        assert (data.mme_image_folder / row["image"]).is_file()
+        assert row["text"].endswith(YES_NO_SUFFIX)
+        answer = truth[row["category"], row["image"].split("/")[-1], row["text"]]
+        per_image[row["image"]].append(answer)
+        answers[row["category"]][answer] += 1
+    assert all(sorted(a) == [NO, YES] for a in per_image.values())
+    assert set(answers) == set(CATEGORIES)
+    assert all(c[YES] == c[NO] == SIZES.mme_images_per_category for c in answers.values())
+
+
+def test_vqa_jsonl_has_answers_for_every_category(data):
+    rows = [json.loads(line) for line in data.vqa_question_file.read_text().splitlines()]
+    assert [r["question_id"] for r in rows] == list(range(len(rows)))
+    assert Counter(r["category"] for r in rows) == dict.fromkeys(CATEGORIES, SIZES.vqa_per_category)
+    for row in rows:
+        assert set(row) == {"question_id", "image", "text", "category", "answer"}
+        assert row["text"].endswith(SHORT_ANSWER_SUFFIX) and row["answer"]
+        assert (data.vqa_image_folder / row["image"]).is_file()
+
+
+def test_no_eval_image_appears_in_training(data):
+    def hashes(folder: Path) -> set[str]:
+        return {hashlib.sha256(p.read_bytes()).hexdigest() for p in folder.rglob("*.png")}
+
+    train = hashes(data.image_folder)
+    assert len(train) == SIZES.pretrain_images + SIZES.train_images
+    assert not train & (hashes(data.mme_image_folder) | hashes(data.vqa_image_folder))
+
+
+def test_presets_and_size_validation():
+    assert {"smoke", "quick"} <= set(PRESETS)
+    with pytest.raises(ValueError, match="max_turns"):
+        DataSizes(1, 1, 1, 0, 1, 1)
+    with pytest.raises(ValueError, match="unknown data preset"):
+        build_data("/nonexistent-never-written", preset="huge")

@@ -1,0 +1,97 @@
+"""The scene generator: determinism, validation and rendering."""
+
+import io
+import random
+
+import numpy as np
+import pytest
+
+from llava.playground.scenes import (
+    CELL_SIZE,
+    COLORS,
+    IMAGE_SIZE,
+    Scene,
+    SceneObject,
+    render_scene,
+    sample_scene,
+    sample_scenes,
+)
+
+
+def _png(scene: Scene) -> bytes:
+    buffer = io.BytesIO()
+    render_scene(scene).save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def _hand_scene() -> Scene:
+    # top left: red circle, top right: digit 7, bottom left: blue circle, bottom right: red square
+    return Scene(
+        objects=(
+            SceneObject("red", "circle", 0),
+            SceneObject("blue", "circle", 2),
+            SceneObject("red", "square", 3),
+        ),
+        digit=7,
+        digit_cell=1,
+        jitter=((0, 0, 8),) * 4,
+    )
+
+
+def test_same_seed_same_scenes_and_pixels():
+    a = [sample_scene(random.Random(3)) for _ in range(1)] + sample_scenes(random.Random(4), 20)
+    b = [sample_scene(random.Random(3)) for _ in range(1)] + sample_scenes(random.Random(4), 20)
+    assert a == b
+    assert [_png(s) for s in a] == [_png(s) for s in b]
+
+
+def test_different_seeds_differ():
+    assert sample_scenes(random.Random(0), 20) != sample_scenes(random.Random(1), 20)
+
+
+def test_scene_invariants_hold_over_many_draws():
+    for scene in sample_scenes(random.Random(0), 500):
+        cells = [o.cell for o in scene.objects] + [scene.digit_cell]
+        assert len(set(cells)) == len(cells)
+        assert 2 <= len(scene.objects) <= 3
+        assert len({o.name for o in scene.objects}) == len(scene.objects)
+
+
+def test_exclude_redraws_listed_scenes():
+    excluded = {s.key for s in sample_scenes(random.Random(0), 50)}
+    assert not excluded & {s.key for s in sample_scenes(random.Random(0), 200, exclude=excluded)}
+
+
+def test_invalid_scenes_are_rejected():
+    with pytest.raises(ValueError, match="two things in one cell"):
+        Scene((SceneObject("red", "circle", 1),), digit=3, digit_cell=1, jitter=((0, 0, 8),) * 2)
+    with pytest.raises(ValueError, match="repeated colour/shape"):
+        Scene(
+            (SceneObject("red", "circle", 0), SceneObject("red", "circle", 2)),
+            digit=3,
+            digit_cell=1,
+            jitter=((0, 0, 8),) * 3,
+        )
+
+
+def test_descriptions_of_a_hand_made_scene():
+    scene = _hand_scene()
+    assert scene.describe() == (
+        "top left: red circle. top right: digit 7. bottom left: blue circle. bottom right: red square."
+    )
+    assert scene.caption() == (
+        "An image with a red circle at the top left, the digit 7 at the top right, "
+        "a blue circle at the bottom left and a red square at the bottom right."
+    )
+    assert scene.count(color="red") == 2 and scene.count(shape="circle") == 2 and scene.count() == 3
+
+
+def test_rendering_puts_each_colour_in_its_cell():
+    image = np.asarray(render_scene(_hand_scene()))
+    assert image.shape == (IMAGE_SIZE, IMAGE_SIZE, 3)
+    centre = CELL_SIZE // 2
+    assert tuple(image[centre, centre]) == COLORS["red"]  # top left
+    assert tuple(image[CELL_SIZE + centre, centre]) == COLORS["blue"]  # bottom left
+    assert tuple(image[CELL_SIZE + centre, CELL_SIZE + centre]) == COLORS["red"]  # bottom right
+    digit_cell = image[:CELL_SIZE, CELL_SIZE:]
+    assert (digit_cell.sum(axis=-1) < 100).any()  # dark digit strokes in the top right

@@ -1,0 +1,136 @@
+"""Question generators: ground truth on hand-checked scenes, yes/no balance, askability."""
+
+import random
+from collections import Counter
+
+import pytest
+
+from llava.playground.scenes import Scene, SceneObject, sample_scenes
+from llava.playground.tasks import (
+    CATEGORIES,
+    COGNITION_CATEGORIES,
+    NO,
+    PERCEPTION_CATEGORIES,
+    SHORT_ANSWER_SUFFIX,
+    YES,
+    YES_NO_SUFFIX,
+    can_ask,
+    sample_questions,
+    short_question,
+    yes_no_pair,
+)
+
+
+def _hand_scene() -> Scene:
+    # top left: red circle, top right: digit 7, bottom left: blue circle, bottom right: red square
+    return Scene(
+        objects=(
+            SceneObject("red", "circle", 0),
+            SceneObject("blue", "circle", 2),
+            SceneObject("red", "square", 3),
+        ),
+        digit=7,
+        digit_cell=1,
+        jitter=((0, 0, 8),) * 4,
+    )
+
+
+def _answers(category: str, n: int = 200) -> dict[str, str]:
+    """question -> answer (lower case) over many draws on the hand-made scene."""
+    rng = random.Random(0)
+    found: dict[str, str] = {}
+    for _ in range(n):
+        for question in (
+            *yes_no_pair(_hand_scene(), category, rng),
+            short_question(_hand_scene(), category, rng),
+        ):
+            answer = question.answer.lower()
+            assert found.setdefault(question.question, answer) == answer
+    return found
+
+
+def test_category_split_mirrors_mme():
+    assert PERCEPTION_CATEGORIES == ("existence", "count", "color", "position", "OCR")
+    assert COGNITION_CATEGORIES == ("numerical_calculation", "comparison", "spatial_relation")
+    assert set(CATEGORIES) == set(PERCEPTION_CATEGORIES) | set(COGNITION_CATEGORIES)
+
+
+@pytest.mark.parametrize(
+    ("category", "question", "answer"),
+    [
+        ("count", "How many red shapes are there in the image?", "2"),
+        ("count", "How many circles are there in the image?", "2"),
+        ("count", "How many triangles are there in the image?", "0"),
+        ("count", "How many shapes are there in the image?", "3"),
+        ("count", "Is the number of red shapes in the image 2?", YES),
+        ("count", "Is the number of red shapes in the image 1?", NO),
+        ("color", "What color is the square?", "red"),
+        ("color", "What color is the shape at the bottom left?", "blue"),
+        ("color", "Is the square red?", YES),
+        ("position", "Where is the blue circle?", "bottom left"),
+        ("position", "Is the red square at the bottom right?", YES),
+        ("existence", "Is there a red square in the image?", YES),
+        ("OCR", "What digit is shown in the image?", "7"),
+        ("OCR", "Is the digit in the image 7?", YES),
+        ("numerical_calculation", "What is the digit in the image plus 3?", "10"),
+        ("comparison", "Are there more red shapes than blue shapes in the image?", YES),
+        ("comparison", "Are there more blue shapes than red shapes in the image?", NO),
+        ("comparison", "Which are there more of, circles or squares?", "circles"),
+        ("spatial_relation", "Is the red circle above the blue circle?", YES),
+        ("spatial_relation", "Is the red circle below the blue circle?", NO),
+        ("spatial_relation", "Is the blue circle to the left or to the right of the red square?", "left"),
+    ],
+)
+def test_ground_truth_on_a_hand_checked_scene(category, question, answer):
+    answers = _answers(category)
+    assert question in answers, f"{question!r} never generated; got {sorted(answers)}"
+    assert answers[question] == answer.lower()
+
+
+def test_every_yes_no_pair_is_one_yes_and_one_no_with_the_mme_suffix():
+    rng = random.Random(1)
+    for scene in sample_scenes(rng, 200):
+        for category in CATEGORIES:
+            if not can_ask(scene, category):
+                continue
+            yes, no = yes_no_pair(scene, category, rng)
+            assert (yes.answer, no.answer) == (YES, NO)
+            assert yes.question != no.question
+            assert yes.text.endswith(YES_NO_SUFFIX) and no.text.endswith(YES_NO_SUFFIX)
+            assert short_question(scene, category, rng).text.endswith(SHORT_ANSWER_SUFFIX)
+
+
+def test_existence_negatives_are_absent_objects():
+    rng = random.Random(2)
+    for scene in sample_scenes(rng, 100):
+        yes, no = yes_no_pair(scene, "existence", rng)
+        names = {o.name for o in scene.objects}
+        assert yes.question.removeprefix("Is there a ").removesuffix(" in the image?") in names
+        assert no.question.removeprefix("Is there a ").removesuffix(" in the image?") not in names
+
+
+def test_sampled_questions_are_balanced_between_yes_and_no():
+    rng = random.Random(3)
+    answers = Counter(
+        q.answer for s in sample_scenes(rng, 2000) for q in sample_questions(s, rng, 8, yes_no_ratio=1.0)
+    )
+    assert set(answers) == {YES, NO}
+    assert abs(answers[YES] - answers[NO]) / sum(answers.values()) < 0.03
+
+
+def test_unaskable_category_raises():
+    scene = Scene(
+        objects=(
+            SceneObject("red", "circle", 0),
+            SceneObject("green", "square", 2),
+            SceneObject("blue", "triangle", 3),
+        ),
+        digit=1,
+        digit_cell=1,
+        jitter=((0, 0, 8),) * 4,
+    )
+    assert not can_ask(scene, "comparison")  # every colour and every shape appears once
+    with pytest.raises(ValueError, match="cannot be asked"):
+        yes_no_pair(scene, "comparison", random.Random(0))
+    with pytest.raises(ValueError, match="unknown category"):
+        can_ask(scene, "celebrity")
