@@ -141,10 +141,14 @@ def mmbench_submission(
     return columns, table
 
 
+def openpyxl_available() -> bool:
+    return importlib.util.find_spec("openpyxl") is not None
+
+
 def write_sheet(columns: list[str], table: list[list[Any]], stem: Path) -> Path:
     """`<stem>.xlsx` with openpyxl when installed, else `<stem>.tsv` (and a warning)."""
     stem.parent.mkdir(parents=True, exist_ok=True)
-    if importlib.util.find_spec("openpyxl") is not None:
+    if openpyxl_available():
         from openpyxl import Workbook
 
         workbook = Workbook()

@@ -88,7 +88,7 @@ def mme_dir(tmp_path):
 def test_ground_truth_layouts(mme_dir):
     gt = load_ground_truth(mme_dir)
     assert gt[("existence", "000001.txt", f"Is there a train?{YN}")] == "Yes"
-    assert gt[("code_reasoning", "0020.txt", f"Is the output 'Hello'?  Please answer yes or no.")] == "Yes"
+    assert gt[("code_reasoning", "0020.txt", "Is the output 'Hello'?  Please answer yes or no.")] == "Yes"
     assert len(gt) == 6
 
 
