@@ -1,0 +1,104 @@
+"""Interactive multi-turn chat about one or more images, streamed to the terminal.
+
+    python -m llava.serve.cli --model-path CKPT --image-file photo.png
+
+The images go in front of the first message; every turn re-reads the whole conversation
+(tokenised exactly as in training). An empty line or end of input (Ctrl-D) ends the session.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+from collections.abc import Sequence
+from typing import Any
+
+from PIL import Image
+from transformers import TextStreamer
+
+from llava.eval.runner import (
+    DecodingSettings,
+    LoadedModel,
+    add_decoding_arguments,
+    add_model_arguments,
+    open_conversation,
+    split_image_files,
+    with_image_tokens,
+)
+from llava.mm_utils import load_image
+
+logger = logging.getLogger(__name__)
+
+
+class ChatSession:
+    """A conversation about fixed images; `ask` adds a turn and returns the reply."""
+
+    def __init__(
+        self, loaded: LoadedModel, images: Sequence[Image.Image], conv_mode: str, settings: DecodingSettings
+    ) -> None:
+        self.loaded = loaded
+        self.conv_mode = conv_mode
+        self.settings = settings
+        self.num_images = len(images)
+        self.pixels = loaded.encode_images(images)  # [N, 3, H, W] or None
+        self.history: list[tuple[str, str]] = []
+
+    @property
+    def roles(self) -> tuple[str, str]:
+        return open_conversation(self.conv_mode, "").roles
+
+    def ask(self, message: str, streamer: Any = None) -> str:
+        if not self.history:
+            message = with_image_tokens(message, self.num_images)
+        conv = open_conversation(self.conv_mode, message, self.history)
+        logger.debug("prompt: %r", conv.get_prompt())
+        reply = self.loaded.generate([self.loaded.prompt_ids(conv)], [self.pixels], self.settings, streamer)[
+            0
+        ]
+        logger.debug("reply: %r", reply)
+        self.history.append((message, reply))
+        return reply
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(description="Chat with a model about images.")
+    add_model_arguments(parser)
+    parser.add_argument("--image-file", required=True, help="image path(s), separated by --sep")
+    parser.add_argument("--sep", default=",", help="separator between image files (default: ',')")
+    parser.add_argument("--load-8bit", action="store_true", help="8-bit weights (CUDA, bitsandbytes)")
+    parser.add_argument("--load-4bit", action="store_true", help="4-bit weights (CUDA, bitsandbytes)")
+    parser.add_argument("--debug", action="store_true", help="log each prompt and reply")
+    add_decoding_arguments(parser, max_new_tokens=512, temperature=0.2, beams=False)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> ChatSession:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    if args.debug:
+        logger.setLevel(logging.DEBUG)
+    images = [load_image(path) for path in split_image_files(args.image_file, args.sep)]
+    loaded = LoadedModel.load(
+        args.model_path,
+        args.model_base,
+        device=args.device,
+        load_8bit=args.load_8bit,
+        load_4bit=args.load_4bit,
+    )
+    session = ChatSession(loaded, images, args.conv_mode, DecodingSettings.from_args(args))
+    user, assistant = session.roles
+    while True:
+        try:
+            message = input(f"{user}: ")
+        except EOFError:
+            message = ""
+        if not message.strip():
+            print()
+            logger.info("end of the conversation (%d turn(s))", len(session.history))
+            return session
+        print(f"{assistant}: ", end="", flush=True)
+        session.ask(message, TextStreamer(loaded.tokenizer, skip_prompt=True, skip_special_tokens=True))
+
+
+if __name__ == "__main__":
+    main()
