@@ -113,3 +113,12 @@ def test_fusion_decode_steps_receive_no_vision(build, images):
     model.generate(torch.tensor([[1, 40, IMG, 41]]), images=images[:1], **GREEDY)
     hook.remove()
     assert seen[0] is True and not any(seen[1:])  # vision at prefill only
+
+
+def test_eos_stops_generation(build, images):
+    model = build("fusion_llama")
+    ids = torch.tensor([[1, 40, IMG, 41]])
+    free = model.generate(ids, images=images[:1], **GREEDY)
+    model.generation_config.eos_token_id = int(free[0, 2])
+    stopped = model.generate(ids, images=images[:1], max_new_tokens=8, do_sample=False)
+    assert stopped[0].tolist() == free[0, :3].tolist()

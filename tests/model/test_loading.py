@@ -100,6 +100,8 @@ def test_bad_inputs_raise_naming_the_culprit(build, tiny_checkpoints, tmp_path):
     llm, _ = tiny_checkpoints
     with pytest.raises(FileNotFoundError, match="does/not/exist"):
         load_pretrained_model("./does/not/exist", device="cpu")
+    with pytest.raises(ValueError, match="needs a CUDA device"):
+        load_pretrained_model(llm, load_8bit=True, device="cpu")
     with pytest.raises(ValueError, match="complete checkpoint"):
         load_pretrained_model(llm, model_base=llm, device="cpu")
     model = build("llava_llama")
