@@ -1,0 +1,97 @@
+"""The report: Table 1 in markdown and LaTeX with the paper's rows, and Figure 3 as a PNG."""
+
+import json
+import struct
+
+import pytest
+
+from llava.eval.eval_mme import MME_COGNITION, MME_PERCEPTION
+from llava.eval.report import build_report, load_results, main
+
+
+@pytest.fixture
+def results_dir(tmp_path, write_json):
+    root = tmp_path / "results"
+    subtasks = {name: 100.0 + i for i, name in enumerate(MME_PERCEPTION + MME_COGNITION)}
+    write_json(root / "inverse_llava_7b" / "gqa.json", {"benchmark": "gqa", "score": 58.456})
+    write_json(root / "inverse_llava_7b" / "mme.json", {
+        "benchmark": "mme", "score": 1290.5, "perception": 1290.5, "cognition": 330.25, "subtasks": subtasks,
+    })  # fmt: skip
+    write_json(root / "llava15_7b" / "sqa.json", {"benchmark": "sqa", "score": 66.8})
+    write_json(root / "llava15_7b" / "mme.json", {
+        "benchmark": "mme", "score": 1500.0, "perception": 1500.0, "cognition": 250.0,
+        "subtasks": {name: 150.0 for name in MME_PERCEPTION},
+    })  # fmt: skip
+    return root
+
+
+def _png_size(path):
+    data = path.read_bytes()
+    assert data[:8] == b"\x89PNG\r\n\x1a\n" and data[12:16] == b"IHDR"
+    return struct.unpack(">II", data[16:24])
+
+
+def test_report(results_dir, tmp_path):
+    out = tmp_path / "report"
+    written = main(["--results-dir", str(results_dir), "--out", str(out)])
+    md = written["markdown"].read_text()
+    assert "| model | MM-Vet | VizWiz | SQA-I | MMB | MMB-CN | MME-P | VQAv2 | TextVQA | GQA |" in md
+    assert "| LLaVA-1.5 (paper) | 31.1 | 50.0 | 66.80 | 64.3 | 58.3 | 1510.7 | 78.5 | 58.2 | 62.0 |" in md
+    assert (
+        "| Inverse-LLaVA (paper) | 31.2 | 50.95 | 67.84 | 54.55 | 41.84 | 1293.15 | 74.76 | 52.02 | 58.46 |"
+        in md
+    )
+    assert "| Inverse-LLaVA-HD (paper) | - | - | - | - | - | 1335.67 | - | - | 59.33 |" in md
+    assert "| inverse_llava_7b | - | - | - | - | - | 1290.50 | - | - | 58.46 |" in md
+    assert "| llava15_7b | - | - | 66.80 | - | - | 1500.00 | - | - | - |" in md
+    assert (
+        "| LLaVA-1.5-7B-LoRA (paper) | 1477.05 | 257.86 |" in md
+        and "| inverse_llava_7b | 1290.50 | 330.25 |" in md
+    )
+
+    tex = written["latex"].read_text()
+    assert r"\begin{tabular}{lccccccccc}" in tex
+    assert (
+        r"Inverse-LLaVA (paper) & 31.2 & 50.95 & 67.84 & 54.55 & 41.84 & 1293.15 & 74.76 & 52.02 & 58.46 \\"
+        in tex
+    )
+    assert r"inverse\_llava\_7b & - & - & - & - & - & 1290.50 & - & - & 58.46 \\" in tex
+
+    width, height = _png_size(written["figure"])
+    assert width > 500 and height > 200 and written["figure"].stat().st_size > 10_000
+
+
+def test_report_without_results_still_has_paper_rows(tmp_path):
+    (tmp_path / "empty").mkdir()
+    written = build_report(load_results(tmp_path / "empty"), tmp_path / "out")
+    assert "figure" not in written
+    assert "LLaVA-1.5 (paper)" in written["markdown"].read_text()
+
+
+def test_results_without_score_are_refused(tmp_path, write_json):
+    write_json(tmp_path / "m" / "gqa.json", {"accuracy": 1})
+    with pytest.raises(ValueError, match="gqa.json: expected an object with a 'score' field"):
+        load_results(tmp_path)
+
+
+def test_scorer_results_json_feeds_the_report(tmp_path, write_json, write_jsonl):
+    from llava.eval import eval_gqa
+
+    write_json(tmp_path / "q.json", {"q1": {"answer": "yes"}, "q2": {"answer": "no"}})
+    write_json(
+        tmp_path / "p.json",
+        [{"questionId": "q1", "prediction": "yes"}, {"questionId": "q2", "prediction": "yes"}],
+    )
+    res = tmp_path / "results" / "my_model" / "gqa.json"
+    eval_gqa.main(
+        [
+            "--questions",
+            str(tmp_path / "q.json"),
+            "--predictions",
+            str(tmp_path / "p.json"),
+            "--results-json",
+            str(res),
+        ]
+    )
+    assert json.loads(res.read_text())["score"] == 50.0
+    assert load_results(tmp_path / "results")["my_model"]["gqa"]["score"] == 50.0
