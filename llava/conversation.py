@@ -39,7 +39,9 @@ class Conversation:
 
     def append_message(self, role: str, message: str | None) -> None:
         if role not in self.roles:
-            raise ValueError(f"unknown role {role!r} for template {self.name!r}; expected one of {self.roles}")
+            raise ValueError(
+                f"unknown role {role!r} for template {self.name!r}; expected one of {self.roles}"
+            )
         self.messages.append([role, message])
 
     def segments(self) -> list[tuple[str, bool]]:
@@ -116,20 +118,36 @@ _LLAVA_LLAMA_2_SYSTEM = (
 )
 
 conv_vicuna_v1 = Conversation(
-    name="vicuna_v1", system=_VICUNA_SYSTEM, roles=("USER", "ASSISTANT"),
-    sep_style=SeparatorStyle.TWO, sep=" ", sep2="</s>",
+    name="vicuna_v1",
+    system=_VICUNA_SYSTEM,
+    roles=("USER", "ASSISTANT"),
+    sep_style=SeparatorStyle.TWO,
+    sep=" ",
+    sep2="</s>",
 )
 conv_llava_v1 = dataclasses.replace(conv_vicuna_v1, name="llava_v1", system=_LLAVA_SYSTEM)
 conv_llava_plain = Conversation(
-    name="plain", system="", roles=("", ""), sep_style=SeparatorStyle.PLAIN, sep="\n",
+    name="plain",
+    system="",
+    roles=("", ""),
+    sep_style=SeparatorStyle.PLAIN,
+    sep="\n",
 )
 conv_llava_llama_2 = Conversation(
-    name="llava_llama_2", system=_LLAVA_LLAMA_2_SYSTEM, roles=("USER", "ASSISTANT"),
-    sep_style=SeparatorStyle.LLAMA_2, sep="<s>", sep2="</s>",
+    name="llava_llama_2",
+    system=_LLAVA_LLAMA_2_SYSTEM,
+    roles=("USER", "ASSISTANT"),
+    sep_style=SeparatorStyle.LLAMA_2,
+    sep="<s>",
+    sep2="</s>",
 )
 conv_mistral_instruct = Conversation(
-    name="mistral_instruct", system="", roles=("USER", "ASSISTANT"),
-    sep_style=SeparatorStyle.LLAMA_2, sep="", sep2="</s>",
+    name="mistral_instruct",
+    system="",
+    roles=("USER", "ASSISTANT"),
+    sep_style=SeparatorStyle.LLAMA_2,
+    sep="",
+    sep2="</s>",
 )
 
 conv_templates: dict[str, Conversation] = {

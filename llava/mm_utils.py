@@ -107,7 +107,9 @@ def _processor_square_size(image_processor) -> tuple[int, int]:
     return field("shortest_edge"), field("shortest_edge")
 
 
-def process_images(images: Sequence[Image.Image], image_processor, image_aspect_ratio: str = "pad") -> torch.Tensor:
+def process_images(
+    images: Sequence[Image.Image], image_processor, image_aspect_ratio: str = "pad"
+) -> torch.Tensor:
     """Images -> pixel tensor `[N, 3, H, W]`.
 
     `pad`: pad to a square filled with the processor's mean colour, then the processor;
@@ -115,7 +117,9 @@ def process_images(images: Sequence[Image.Image], image_processor, image_aspect_
     (shortest-edge resize + centre crop).
     """
     if image_aspect_ratio not in IMAGE_ASPECT_RATIOS:
-        raise ValueError(f"unknown image_aspect_ratio {image_aspect_ratio!r}; expected one of {IMAGE_ASPECT_RATIOS}")
+        raise ValueError(
+            f"unknown image_aspect_ratio {image_aspect_ratio!r}; expected one of {IMAGE_ASPECT_RATIOS}"
+        )
     if image_aspect_ratio == "pad":
         fill = tuple(int(x * 255) for x in image_processor.image_mean)
         images = [expand2square(image, fill) for image in images]

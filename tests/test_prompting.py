@@ -9,7 +9,13 @@ from transformers import AutoTokenizer
 
 from llava.constants import IGNORE_INDEX, IMAGE_TOKEN_INDEX
 from llava.conversation import conv_templates, get_conv_template
-from llava.mm_utils import expand2square, get_model_name_from_path, process_images, tokenize_conversation, tokenizer_image_token
+from llava.mm_utils import (
+    expand2square,
+    get_model_name_from_path,
+    process_images,
+    tokenize_conversation,
+    tokenizer_image_token,
+)
 from llava.model.vision_tower import load_image_processor
 
 VICUNA_PROMPT = (
@@ -68,8 +74,14 @@ def test_tokenize_conversation_labels_are_the_replies_with_end_token(tiny_checkp
     assert ids[0] == tokenizer.bos_token_id and ids.count(IMAGE_TOKEN_INDEX) == 1
     supervised = [t for t, lab in zip(ids, labels, strict=True) if lab != IGNORE_INDEX]
     assert supervised.count(tokenizer.eos_token_id) == 2
-    assert tokenizer.decode([t for t in supervised if t != tokenizer.eos_token_id]).split() == ["red", "circle", "two"]
-    prompt_ids = tokenizer_image_token(_conversation("vicuna_v1", [("<image>\nWhat is shown?", None)]).get_prompt(), tokenizer)
+    assert tokenizer.decode([t for t in supervised if t != tokenizer.eos_token_id]).split() == [
+        "red",
+        "circle",
+        "two",
+    ]
+    prompt_ids = tokenizer_image_token(
+        _conversation("vicuna_v1", [("<image>\nWhat is shown?", None)]).get_prompt(), tokenizer
+    )
     assert ids[: len(prompt_ids)] == prompt_ids  # inference prompt == training prefix
 
 
@@ -84,14 +96,20 @@ def test_process_images_pad_uses_mean_colour(tiny_checkpoints):
     processor = load_image_processor(tiny_checkpoints[1])
     wide = Image.new("RGB", (40, 20), (255, 0, 0))
     square = expand2square(wide, (10, 20, 30))
-    assert square.size == (40, 40) and square.getpixel((0, 0)) == (10, 20, 30) and square.getpixel((20, 20)) == (255, 0, 0)
+    assert (
+        square.size == (40, 40)
+        and square.getpixel((0, 0)) == (10, 20, 30)
+        and square.getpixel((20, 20)) == (255, 0, 0)
+    )
     padded = process_images([wide], processor, "pad")
     resized = process_images([wide], processor, "resize")
     assert padded.shape == resized.shape == (1, 3, 32, 32)
     mean = torch.tensor(processor.image_mean)
     corner = padded[0, :, 0, 0] * torch.tensor(processor.image_std) + mean
     assert torch.allclose(corner, torch.tensor([int(m * 255) / 255 for m in processor.image_mean]), atol=0.02)
-    assert torch.allclose(resized[0, :, 0, 0] * torch.tensor(processor.image_std) + mean, torch.tensor([1.0, 0, 0]), atol=0.02)
+    assert torch.allclose(
+        resized[0, :, 0, 0] * torch.tensor(processor.image_std) + mean, torch.tensor([1.0, 0, 0]), atol=0.02
+    )
     with pytest.raises(ValueError, match="image_aspect_ratio"):
         process_images([wide], processor, "anyres")
 

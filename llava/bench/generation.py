@@ -90,7 +90,9 @@ def build_bench_model(args) -> FusionLlamaForCausalLM:
         eos_token_id=None,  # decode exactly --new-tokens tokens in both loops
     )
     torch.manual_seed(0)
-    model = FusionLlamaForCausalLM._from_config(config, dtype=args.dtype, attn_implementation=args.attn_implementation)
+    model = FusionLlamaForCausalLM._from_config(
+        config, dtype=args.dtype, attn_implementation=args.attn_implementation
+    )
     with torch.no_grad():
         for branch in model.fusion_branches().values():
             for param in branch.parameters():
@@ -126,7 +128,9 @@ def run(args) -> dict:
         lambda: generate_without_cache(model, input_ids, images, max_new_tokens=n), args.device
     )
     result = {
-        "device": torch.cuda.get_device_name() if args.device.startswith("cuda") else f"cpu ({torch.get_num_threads()} threads)",
+        "device": torch.cuda.get_device_name()
+        if args.device.startswith("cuda")
+        else f"cpu ({torch.get_num_threads()} threads)",
         "dtype": str(args.dtype).replace("torch.", ""),
         "attn_implementation": model.config._attn_implementation,
         "hidden_size": args.hidden_size,
@@ -143,10 +147,13 @@ def run(args) -> dict:
 
 
 def parse_args(argv: list[str] | None = None):
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--json", action="store_true", help="print one JSON object")
-    parser.add_argument("--preset", choices=["small", "7b"], default="small",
-                        help="7b: Vicuna-7B / CLIP-L shapes (for a GPU)")
+    parser.add_argument(
+        "--preset", choices=["small", "7b"], default="small", help="7b: Vicuna-7B / CLIP-L shapes (for a GPU)"
+    )
     parser.add_argument("--hidden-size", type=int, default=512)
     parser.add_argument("--intermediate-size", type=int, default=None)
     parser.add_argument("--layers", type=int, default=8)
@@ -159,7 +166,9 @@ def parse_args(argv: list[str] | None = None):
     parser.add_argument("--new-tokens", type=int, default=128)
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--dtype", default=None, choices=["float32", "bfloat16", "float16"])
-    parser.add_argument("--attn-implementation", default="sdpa", choices=["eager", "sdpa", "flash_attention_2"])
+    parser.add_argument(
+        "--attn-implementation", default="sdpa", choices=["eager", "sdpa", "flash_attention_2"]
+    )
     args = parser.parse_args(argv)
     if args.preset == "7b":
         args.hidden_size, args.intermediate_size, args.layers = 4096, 11008, 32

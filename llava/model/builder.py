@@ -35,7 +35,14 @@ MODEL_CLASSES = {
 NON_LORA_TRAINABLES = "non_lora_trainables.safetensors"
 MM_PROJECTOR = "mm_projector.safetensors"
 _TOWER_PREFIX = "model.vision_tower."
-_CONFIG_KEYS_DROPPED = ("model_type", "architectures", "transformers_version", "dtype", "torch_dtype", "auto_map")
+_CONFIG_KEYS_DROPPED = (
+    "model_type",
+    "architectures",
+    "transformers_version",
+    "dtype",
+    "torch_dtype",
+    "auto_map",
+)
 
 
 @dataclass
@@ -95,7 +102,9 @@ def build_from_backbones(
     )
     model.get_vision_tower().load_pretrained_weights(vision_tower)
     report = LoadReport(missing=sorted(info["missing_keys"]), unexpected=sorted(info["unexpected_keys"]))
-    logger.info("built %s from %s + %s; newly initialised: %s", model_type, llm_path, vision_tower, report.missing)
+    logger.info(
+        "built %s from %s + %s; newly initialised: %s", model_type, llm_path, vision_tower, report.missing
+    )
     return model, report
 
 
@@ -156,7 +165,9 @@ def _ensure_vision_tower(model, checkpoint: Path) -> None:
         return
     tower = model.config.mm_vision_tower
     if not tower:
-        raise ValueError(f"{checkpoint} holds no vision tower weights and its config names no mm_vision_tower")
+        raise ValueError(
+            f"{checkpoint} holds no vision tower weights and its config names no mm_vision_tower"
+        )
     model.get_vision_tower().load_pretrained_weights(tower)
 
 
@@ -204,7 +215,11 @@ def load_pretrained_model(
     device = device or default_device()
     dtype = dtype or default_dtype(device)
     quantization = _quantization_config(load_8bit, load_4bit, device)
-    load_kwargs = {"dtype": dtype, "attn_implementation": attn_implementation, "quantization_config": quantization}
+    load_kwargs = {
+        "dtype": dtype,
+        "attn_implementation": attn_implementation,
+        "quantization_config": quantization,
+    }
     path = _local_folder(model_path)
     config = AutoConfig.from_pretrained(path)
     is_adapter = (path / "adapter_config.json").exists()
@@ -213,7 +228,9 @@ def load_pretrained_model(
     if is_partial:
         if model_base is None:
             raise ValueError(f"{model_path} holds only trained parts (LoRA/projector); pass --model-base")
-        model_cls = MODEL_CLASSES[config.model_type][1] if config.model_type in MODEL_CLASSES else LlamaForCausalLM
+        model_cls = (
+            MODEL_CLASSES[config.model_type][1] if config.model_type in MODEL_CLASSES else LlamaForCausalLM
+        )
         model = model_cls.from_pretrained(_local_folder(model_base), config=config, **load_kwargs)
         if isinstance(config, MultimodalLlamaConfig):
             _ensure_vision_tower(model, _local_folder(model_base))
@@ -227,7 +244,9 @@ def load_pretrained_model(
             logger.info("merged the LoRA adapter of %s", model_path)
     else:
         if model_base is not None:
-            raise ValueError(f"{model_path} is a complete checkpoint; --model-base applies only to LoRA/projector runs")
+            raise ValueError(
+                f"{model_path} is a complete checkpoint; --model-base applies only to LoRA/projector runs"
+            )
         model = AutoModelForCausalLM.from_pretrained(path, **load_kwargs)
         if isinstance(config, MultimodalLlamaConfig):
             _ensure_vision_tower(model, path)

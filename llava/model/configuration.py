@@ -55,7 +55,9 @@ class MultimodalLlamaConfig(LlamaConfig):
 
     model_type = "multimodal_llama"
     sub_configs_defaults = {
-        "vision_config": SubConfigSpec(config_class=AutoConfig, model_type="clip_vision_model", init_kwargs=CLIP_L_336)
+        "vision_config": SubConfigSpec(
+            config_class=AutoConfig, model_type="clip_vision_model", init_kwargs=CLIP_L_336
+        )
     }
 
     vision_config: dict | PreTrainedConfig | None = None

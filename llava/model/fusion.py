@@ -23,13 +23,13 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 from transformers import initialization as init
+from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS
 from transformers.models.llama.modeling_llama import (
     LlamaAttention,
     LlamaRMSNorm,
     apply_rotary_pos_emb,
     eager_attention_forward,
 )
-from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS
 
 from llava.model.configuration import FusionLlamaConfig
 
@@ -61,7 +61,9 @@ class FusionBranch(nn.Module):
             self.mlp_hidden = hidden
             self.mlp_in_weight = nn.Parameter(torch.empty(n_targets * hidden, d_v))  # stacked first layers
             self.mlp_in_bias = nn.Parameter(torch.empty(n_targets * hidden))
-            self.mlp_out_weight = nn.Parameter(torch.empty(total, hidden))  # row block t acts on hidden block t
+            self.mlp_out_weight = nn.Parameter(
+                torch.empty(total, hidden)
+            )  # row block t acts on hidden block t
             self.mlp_out_bias = nn.Parameter(torch.empty(total))
         else:
             self.text_to_vision = nn.Parameter(torch.empty(d_v, d_h))  # W_t2v, shared by the targets
@@ -112,7 +114,9 @@ class FusionBranch(nn.Module):
         scale = self.alpha
         if gate_logits is not None:
             scale = scale * torch.sigmoid(gate_logits)  # [N, n_targets]
-        return term * torch.repeat_interleave(scale, torch.tensor(self.split_sizes, device=term.device), dim=-1)
+        return term * torch.repeat_interleave(
+            scale, torch.tensor(self.split_sizes, device=term.device), dim=-1
+        )
 
     def text_term(self, x: torch.Tensor) -> torch.Tensor:
         """Fusion term at text positions. x: [N, d_h] -> [N, total]."""

@@ -77,7 +77,9 @@ class FusionLlamaForCausalLM(MultimodalGenerationMixin, LlamaForCausalLM):
         """`images` ([N, 3, H, W]) fill the `IMAGE_TOKEN_INDEX` placeholders of `input_ids`;
         alternatively pass already expanded `inputs_embeds` with `vision_stream` ([B, T, d_v])
         and `image_mask` ([B, T])."""
-        mm = self._multimodal_forward_inputs(input_ids, images, attention_mask, position_ids, inputs_embeds, labels)
+        mm = self._multimodal_forward_inputs(
+            input_ids, images, attention_mask, position_ids, inputs_embeds, labels
+        )
         if mm is not None:
             input_ids, inputs_embeds = None, mm.inputs_embeds
             attention_mask, position_ids, labels = mm.attention_mask, mm.position_ids, mm.labels

@@ -22,7 +22,9 @@ class LlavaLlamaModel(LlamaModel):
         self.vision_tower = CLIPVisionTower(
             config.vision_config, config.mm_vision_select_layer, config.mm_vision_select_feature
         )
-        self.mm_projector = build_projector(config.mm_projector_type, config.mm_hidden_size, config.hidden_size)
+        self.mm_projector = build_projector(
+            config.mm_projector_type, config.mm_hidden_size, config.hidden_size
+        )
 
 
 class LlavaLlamaForCausalLM(MultimodalGenerationMixin, LlamaForCausalLM):
@@ -55,7 +57,9 @@ class LlavaLlamaForCausalLM(MultimodalGenerationMixin, LlamaForCausalLM):
         **kwargs,
     ) -> CausalLMOutputWithPast:
         """`images` ([N, 3, H, W]) fill the `IMAGE_TOKEN_INDEX` placeholders of `input_ids`."""
-        mm = self._multimodal_forward_inputs(input_ids, images, attention_mask, position_ids, inputs_embeds, labels)
+        mm = self._multimodal_forward_inputs(
+            input_ids, images, attention_mask, position_ids, inputs_embeds, labels
+        )
         if mm is not None:
             input_ids, inputs_embeds = None, mm.inputs_embeds
             attention_mask, position_ids, labels = mm.attention_mask, mm.position_ids, mm.labels

@@ -28,7 +28,9 @@ class MultimodalInputs:
     vision_stream: torch.Tensor | None = None  # [B, T, d_v], zeros at text positions
 
 
-def count_image_placeholders(input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None) -> list[int]:
+def count_image_placeholders(
+    input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None
+) -> list[int]:
     is_image = input_ids == IMAGE_TOKEN_INDEX
     if attention_mask is not None:
         is_image &= attention_mask.bool()
@@ -209,7 +211,9 @@ class MultimodalGenerationMixin:
         embeds = self._image_position_embeds(self.get_image_features(blank))
         return None if embeds is None else embeds.sum() * 0.0
 
-    def _multimodal_forward_inputs(self, input_ids, images, attention_mask, position_ids, inputs_embeds, labels):
+    def _multimodal_forward_inputs(
+        self, input_ids, images, attention_mask, position_ids, inputs_embeds, labels
+    ):
         """Shared head of both models' `forward`: expand images when they are given."""
         if images is None:
             if input_ids is not None and (input_ids == IMAGE_TOKEN_INDEX).any():
@@ -235,4 +239,6 @@ class MultimodalGenerationMixin:
         extra = {}
         if self._uses_vision_stream and mm.vision_stream is not None:
             extra = {"vision_stream": mm.vision_stream, "image_mask": mm.image_mask}
-        return super().generate(inputs_embeds=mm.inputs_embeds, attention_mask=mm.attention_mask, **extra, **kwargs)
+        return super().generate(
+            inputs_embeds=mm.inputs_embeds, attention_mask=mm.attention_mask, **extra, **kwargs
+        )

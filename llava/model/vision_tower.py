@@ -15,10 +15,14 @@ class CLIPVisionTower(nn.Module):
     State-dict keys are `vision_tower.vision_model.*`, as in LLaVA's checkpoints.
     """
 
-    def __init__(self, vision_config: CLIPVisionConfig, select_layers: list[int], select_feature: str = "patch"):
+    def __init__(
+        self, vision_config: CLIPVisionConfig, select_layers: list[int], select_feature: str = "patch"
+    ):
         super().__init__()
         if select_feature not in ("patch", "cls_patch"):
-            raise ValueError(f"unknown mm_vision_select_feature {select_feature!r}; expected patch or cls_patch")
+            raise ValueError(
+                f"unknown mm_vision_select_feature {select_feature!r}; expected patch or cls_patch"
+            )
         self.vision_tower = CLIPVisionModel(vision_config)
         self.vision_tower.requires_grad_(False)
         self.select_layers = list(select_layers)

@@ -13,7 +13,13 @@ import logging
 from pathlib import Path
 
 import torch
-from transformers import CLIPImageProcessorPil, CLIPVisionConfig, CLIPVisionModel, LlamaConfig, LlamaForCausalLM
+from transformers import (
+    CLIPImageProcessorPil,
+    CLIPVisionConfig,
+    CLIPVisionModel,
+    LlamaConfig,
+    LlamaForCausalLM,
+)
 
 from llava.conversation import conv_templates
 from llava.tools.tokenizer import train_tokenizer
@@ -94,7 +100,9 @@ def make_tiny_checkpoints(output_dir: str | Path, seed: int = 0) -> tuple[Path, 
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--output-dir", required=True)
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)

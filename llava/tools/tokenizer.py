@@ -16,7 +16,9 @@ from transformers import PreTrainedTokenizerFast
 SPECIAL_TOKENS = ("<unk>", "<s>", "</s>", "<pad>")
 
 
-def train_tokenizer(corpus: Iterable[str], vocab_size: int = 512, model_max_length: int = 2048) -> PreTrainedTokenizerFast:
+def train_tokenizer(
+    corpus: Iterable[str], vocab_size: int = 512, model_max_length: int = 2048
+) -> PreTrainedTokenizerFast:
     """A BPE tokenizer trained on `corpus`; ids 0-3 are `<unk> <s> </s> <pad>`."""
     tokenizer = Tokenizer(models.BPE(unk_token="<unk>"))
     tokenizer.pre_tokenizer = pre_tokenizers.Sequence(

@@ -16,10 +16,24 @@ VARIANTS = ["concat", "add", "gated", "mlp"]
 
 
 def _tiny_config(**fields) -> FusionLlamaConfig:
-    vision = dict(hidden_size=16, intermediate_size=32, num_hidden_layers=2, num_attention_heads=2,
-                  image_size=16, patch_size=8)
-    return FusionLlamaConfig(vocab_size=50, hidden_size=32, intermediate_size=64, num_hidden_layers=3,
-                             num_attention_heads=4, num_key_value_heads=2, vision_config=vision, **fields)
+    vision = dict(
+        hidden_size=16,
+        intermediate_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        image_size=16,
+        patch_size=8,
+    )
+    return FusionLlamaConfig(
+        vocab_size=50,
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=3,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        vision_config=vision,
+        **fields,
+    )
 
 
 def _randomized_branch(variant: str, **fields) -> FusionBranch:

@@ -73,7 +73,9 @@ def test_left_padded_batch_equals_batch_of_one(build, images, model_type):
         assert torch.equal(row, single[0])
     right_padded = torch.tensor([p + [pad] * (width - len(p)) for p in prompts])
     right_mask = torch.tensor([[1] * len(p) + [0] * (width - len(p)) for p in prompts])
-    assert torch.equal(model.generate(right_padded, images=images[:2], attention_mask=right_mask, **GREEDY), batched)
+    assert torch.equal(
+        model.generate(right_padded, images=images[:2], attention_mask=right_mask, **GREEDY), batched
+    )
 
 
 def test_sampling_beam_search_and_stop_strings(build, images, tiny_checkpoints):
@@ -81,18 +83,32 @@ def test_sampling_beam_search_and_stop_strings(build, images, tiny_checkpoints):
     model = build("fusion_llama")
     ids = torch.tensor([[1, 40, IMG, 41]])
     torch.manual_seed(0)
-    first = model.generate(ids, images=images[:1], do_sample=True, temperature=1.0, top_p=0.9, max_new_tokens=6)
+    first = model.generate(
+        ids, images=images[:1], do_sample=True, temperature=1.0, top_p=0.9, max_new_tokens=6
+    )
     torch.manual_seed(0)
-    second = model.generate(ids, images=images[:1], do_sample=True, temperature=1.0, top_p=0.9, max_new_tokens=6)
+    second = model.generate(
+        ids, images=images[:1], do_sample=True, temperature=1.0, top_p=0.9, max_new_tokens=6
+    )
     assert torch.equal(first, second) and first.shape[1] == 6
 
-    beams = model.generate(ids, images=images[:1], num_beams=3, max_new_tokens=6, min_new_tokens=6, do_sample=False)
+    beams = model.generate(
+        ids, images=images[:1], num_beams=3, max_new_tokens=6, min_new_tokens=6, do_sample=False
+    )
     assert beams.shape == (1, 6)
     beam_scores = model.generate(
-        ids, images=images[:1], num_beams=3, max_new_tokens=6, min_new_tokens=6, do_sample=False,
-        return_dict_in_generate=True, output_scores=True,
+        ids,
+        images=images[:1],
+        num_beams=3,
+        max_new_tokens=6,
+        min_new_tokens=6,
+        do_sample=False,
+        return_dict_in_generate=True,
+        output_scores=True,
     ).sequences_scores
-    greedy_ids = model.generate(ids, images=images[:1], **{**GREEDY, "max_new_tokens": 6, "min_new_tokens": 6})
+    greedy_ids = model.generate(
+        ids, images=images[:1], **{**GREEDY, "max_new_tokens": 6, "min_new_tokens": 6}
+    )
     assert beam_scores.shape == (1,) and greedy_ids.shape == (1, 6)
 
     free = model.generate(ids, images=images[:1], max_new_tokens=12, min_new_tokens=12, do_sample=False)

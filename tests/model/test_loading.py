@@ -53,11 +53,17 @@ def test_plain_llama_into_fusion_reports_exactly_the_fusion_parameters(build, ti
     assert not info["unexpected_keys"] and not info["mismatched_keys"]
 
 
-def test_checkpoint_without_tower_weights_takes_them_from_mm_vision_tower(build, images, tiny_checkpoints, tmp_path):
+def test_checkpoint_without_tower_weights_takes_them_from_mm_vision_tower(
+    build, images, tiny_checkpoints, tmp_path
+):
     model = build("fusion_llama")
     _save_complete(model, tmp_path, tiny_checkpoints)
     state = {k: v for k, v in model.state_dict().items() if not k.startswith("model.vision_tower.")}
-    save_file({k: v.contiguous() for k, v in state.items()}, str(tmp_path / "model.safetensors"), metadata={"format": "pt"})
+    save_file(
+        {k: v.contiguous() for k, v in state.items()},
+        str(tmp_path / "model.safetensors"),
+        metadata={"format": "pt"},
+    )
     _, loaded, _, _ = load_pretrained_model(str(tmp_path), device="cpu")
     assert torch.allclose(_logits(loaded, images), _logits(model, images), atol=1e-6)
 

@@ -63,7 +63,9 @@ def test_baseline_equals_projector_output_spliced_into_embeddings(build, images,
     with torch.no_grad():
         logits = model(input_ids=torch.tensor([ids]), images=images[:1]).logits
         tower = model.model.vision_tower.vision_tower
-        hidden = tower(images[:1], output_hidden_states=True).hidden_states[-2][:, 1:]  # LLaVA: layer -2, no CLS
+        hidden = tower(images[:1], output_hidden_states=True).hidden_states[-2][
+            :, 1:
+        ]  # LLaVA: layer -2, no CLS
         projected = model.model.mm_projector(hidden)[0]  # [16, d_h]
         plain = LlamaForCausalLM.from_pretrained(llm, attn_implementation="eager").eval()
         embed = plain.get_input_embeddings()
