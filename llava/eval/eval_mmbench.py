@@ -48,8 +48,7 @@ def row_options(row: Mapping[str, str]) -> list[str]:
     """Option letters of a row: columns A-D up to the first empty one."""
     letters = []
     for letter in OPTION_LETTERS:
-        value = (row.get(letter) or "").strip()
-        if not value or value.lower() == "nan":
+        if not (row.get(letter) or "").strip():
             break
         letters.append(letter)
     return letters

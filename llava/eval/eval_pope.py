@@ -111,8 +111,14 @@ def score_categories(
         if qid not in questions:
             raise ValueError(f"answers: record {i}: question_id {qid!r} is not in the question file")
         by_category.setdefault(questions[qid]["category"], []).append(answer["text"])
+    files = category_files(annotation_dir)
+    unlabelled = sorted(set(by_category) - set(files))
+    if unlabelled:
+        logger.warning(
+            "answers of categories without a label file in %s are not scored: %s", annotation_dir, unlabelled
+        )
     results = {}
-    for category, path in category_files(annotation_dir).items():
+    for category, path in files.items():
         texts = by_category.get(category, [])
         results[category] = score_pope(texts, load_labels(path), str(path))
         print_scores(category, len(texts), results[category])
