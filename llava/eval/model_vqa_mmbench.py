@@ -81,6 +81,7 @@ TASK = AnswerTask(
     read_records=read_mmbench,
     to_samples=mmbench_samples,
     add_arguments=add_mmbench_arguments,
+    uses_image_folder=False,
 )
 
 

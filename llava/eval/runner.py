@@ -259,7 +259,7 @@ class ImageRef:
     def from_base64(cls, data: str, name: str) -> ImageRef:
         def decode() -> Image.Image:
             if not data:
-                raise ValueError(f"{name}: empty base64 image")
+                raise FileNotFoundError(f"{name}: no image (empty cell)")
             try:
                 return load_image_from_base64(data)
             except (ValueError, OSError) as err:
@@ -305,14 +305,16 @@ class AnswerTask:
     read_records: Callable[[argparse.Namespace], Sequence[Any]]
     to_samples: Callable[[Any, argparse.Namespace], list[Sample]]
     add_arguments: Callable[[argparse.ArgumentParser], None] | None = None
+    uses_image_folder: bool = True
 
     def build_parser(self) -> argparse.ArgumentParser:
         parser = argparse.ArgumentParser(description=self.description)
         add_model_arguments(parser)
         parser.add_argument("--question-file", required=True)
-        parser.add_argument(
-            "--image-folder", default="", help="folder the question file's image paths are relative to"
-        )
+        if self.uses_image_folder:
+            parser.add_argument(
+                "--image-folder", default="", help="folder the question file's image paths are relative to"
+            )
         parser.add_argument("--answers-file", required=True)
         parser.add_argument(
             "--num-chunks", type=int, default=1, help="split the questions into K contiguous chunks"

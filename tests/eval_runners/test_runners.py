@@ -241,7 +241,9 @@ def mmbench_tsv(path: Path) -> Path:
 def test_mmbench_format_all_rounds_and_resume_key(tiny_model_path, tmp_path):
     questions = mmbench_tsv(tmp_path / "mmbench_dev.tsv")
     answers = tmp_path / "answers.jsonl"
-    args = runner_args(tiny_model_path, questions, answers, None, "--single-pred-prompt", "--all-rounds")
+    args = runner_args(
+        tiny_model_path, questions, answers, None, "--single-pred-prompt", "--all-rounds", "--batch-size", "4"
+    )
     summary = model_vqa_mmbench.main(args)
     assert (summary.total, summary.answered) == (4 + 2 + 3, 9)
     records = read_jsonl(answers)
@@ -288,6 +290,10 @@ def test_mmbench_model_input_suffix_by_language(tmp_path):
         assert sample.query == "<image>\nWhat colour is the image?\nA. circle\nB. square" + suffix
         assert sample.prompt == "What colour is the image?\nA. circle\nB. square"
         assert sample.images[0].load().size == (40, 28)
+    row["image"] = ""
+    (sample,) = model_vqa_mmbench.mmbench_samples(row, args)
+    with pytest.raises(FileNotFoundError, match="mmbench.tsv index 1: no image"):
+        sample.images[0].load()
 
 
 def test_get_chunk_sizes():
