@@ -390,6 +390,10 @@ def prepare_answers_file(path: Path, model_id: str, overwrite: bool = False) -> 
                 with path.open("r+b") as f:
                     f.truncate(offset)
                 break
+            if not isinstance(record, dict) or "question_id" not in record:
+                raise ValueError(
+                    f"{path}:{line_no}: not an answer (no question_id); fix it or pass --overwrite"
+                )
             if record.get("model_id") != model_id:
                 raise ValueError(
                     f"{path}:{line_no}: answer of model {record.get('model_id')!r}, but this run is {model_id!r}; "

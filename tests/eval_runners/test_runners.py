@@ -363,6 +363,9 @@ def test_answers_file_errors_name_the_file(tmp_path):
     answers.write_text(good + "\n{broken\n" + good.replace("1", "2") + "\n", encoding="utf-8")
     with pytest.raises(ValueError, match=r"answers.jsonl:2: not valid JSON"):
         prepare_answers_file(answers, "m")
+    answers.write_text(good + "\n[1, 2]\n" + good, encoding="utf-8")
+    with pytest.raises(ValueError, match=r"answers.jsonl:2: not an answer"):
+        prepare_answers_file(answers, "m")
     answers.write_text(good + "\n", encoding="utf-8")
     with pytest.raises(ValueError, match=r"answers.jsonl:1: answer of model 'm', but this run is 'other'"):
         prepare_answers_file(answers, "other")
