@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+
 import torch
 from torch import nn
 from transformers import AutoImageProcessor, CLIPVisionConfig, CLIPVisionModel
@@ -64,7 +66,16 @@ class CLIPVisionTower(nn.Module):
                     f"vision tower checkpoint {path} has {field}={getattr(theirs, field)}, "
                     f"but the model's vision_config says {getattr(mine, field)}"
                 )
-        self.vision_tower.load_state_dict(source.state_dict())
+        # Under DeepSpeed ZeRO-3 both models are partitioned: gather them for the copy, or the
+        # partitions would silently keep their random initialisation.
+        params = [p for p in (*self.vision_tower.parameters(), *source.parameters()) if hasattr(p, "ds_id")]
+        gathered = contextlib.nullcontext()
+        if params:
+            import deepspeed
+
+            gathered = deepspeed.zero.GatheredParameters(params, modifier_rank=0)
+        with gathered:
+            self.vision_tower.load_state_dict(source.state_dict())
 
 
 def load_image_processor(path: str):
