@@ -1,0 +1,202 @@
+"""The supervised dataset (lazy: records are tokenised and images read when a sample is drawn)
+and its collator.
+
+Bad samples are skipped and counted by default, or stop the run with `strict=True`:
+- malformed records and missing image files are found when the dataset is built (cheap checks
+  over every record, reported before training starts);
+- unreadable or truncated images, and conversations whose masking does not line up, are found
+  when the sample is drawn; the next good record takes its place (deterministically, so the data
+  order survives a resume) and the skip travels with the batch to be counted by the trainer.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from dataclasses import dataclass
+
+import torch
+from torch.utils.data import Dataset
+
+from llava.constants import IGNORE_INDEX, IMAGE_TOKEN_INDEX
+from llava.data.preprocess import tokenize_sample
+from llava.data.records import (
+    BadSampleError,
+    build_conversation,
+    load_records,
+    record_images,
+    record_name,
+    structural_problem,
+    word_length,
+)
+from llava.mm_utils import load_image, process_images
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class SkippedSample:
+    """A record left out of training, and why."""
+
+    index: int
+    reason: str
+
+
+class LazySupervisedDataset(Dataset):
+    """LLaVA-format conversations as `{input_ids, labels, images, skipped}` samples.
+
+    Args:
+        data_path: a LLaVA JSON file (list of records) or a JSON-lines file.
+        tokenizer: the LLM's tokenizer.
+        image_processor: the vision tower's processor.
+        template: conversation template name (`v1`, `plain`, `llava_llama_2`, ...).
+        image_folder: folder the records' image names are relative to.
+        image_aspect_ratio: `pad`, `resize` or `square` (see `llava.mm_utils.process_images`).
+        model_max_length: maximum sequence length, image positions included.
+        num_image_tokens: positions one image occupies (`config.num_image_tokens`).
+        strict: raise on the first bad sample instead of skipping it.
+    """
+
+    def __init__(
+        self,
+        data_path: str,
+        tokenizer,
+        image_processor,
+        template: str,
+        image_folder: str | None,
+        image_aspect_ratio: str,
+        model_max_length: int,
+        num_image_tokens: int,
+        strict: bool = False,
+    ):
+        self.data_path = str(data_path)
+        self.tokenizer = tokenizer
+        self.image_processor = image_processor
+        self.template = template
+        self.image_folder = image_folder
+        self.image_aspect_ratio = image_aspect_ratio
+        self.model_max_length = model_max_length
+        self.num_image_tokens = num_image_tokens
+        self.strict = strict
+        self.records = load_records(data_path)
+        self.skipped: list[SkippedSample] = []
+        self.indices: list[int] = []
+        for index, record in enumerate(self.records):
+            problem = structural_problem(record) or self._missing_image(record)
+            if problem is None:
+                self.indices.append(index)
+                continue
+            self._reject(index, problem)
+        self.rejected_at_start = len(self.skipped)
+        if not self.indices:
+            raise ValueError(f"{data_path}: no usable record among {len(self.records)}")
+        if self.skipped:
+            logger.warning(
+                "%s: skipping %d of %d records found bad before training, e.g. %s",
+                data_path,
+                len(self.skipped),
+                len(self.records),
+                self._describe(self.skipped[0]),
+            )
+
+    def _describe(self, skipped: SkippedSample) -> str:
+        return f"{self.data_path} {record_name(self.records[skipped.index], skipped.index)}: {skipped.reason}"
+
+    def _reject(self, index: int, reason: str) -> SkippedSample:
+        skipped = SkippedSample(index, reason)
+        if self.strict:
+            raise BadSampleError(f"{self._describe(skipped)} (--strict_data stops at the first bad sample)")
+        self.skipped.append(skipped)
+        return skipped
+
+    def _image_path(self, name: str) -> str:
+        return os.path.join(self.image_folder, name) if self.image_folder else name
+
+    def _missing_image(self, record: dict) -> str | None:
+        for name in record_images(record):
+            if not os.path.isfile(self._image_path(name)):
+                return f"image file not found: {self._image_path(name)}"
+        return None
+
+    def __len__(self) -> int:
+        return len(self.indices)
+
+    @property
+    def modality_lengths(self) -> list[int]:
+        """Length estimates per sample, positive with images and negative for text-only ones."""
+        lengths = []
+        for index in self.indices:
+            record = self.records[index]
+            n_images = len(record_images(record))
+            length = word_length(record) + n_images * self.num_image_tokens
+            lengths.append(length if n_images else -max(length, 1))
+        return lengths
+
+    def build_sample(self, index: int) -> dict:
+        """The tokenised sample of record `index`; raises `BadSampleError` when it is unusable."""
+        record = self.records[index]
+        conv = build_conversation(record, self.template)
+        input_ids, labels = tokenize_sample(
+            conv, self.tokenizer, self.model_max_length, self.num_image_tokens
+        )
+        n_kept = input_ids.count(IMAGE_TOKEN_INDEX)  # images after a truncation cut are dropped
+        names = record_images(record)[:n_kept]
+        images = None
+        if names:
+            pictures = []
+            for name in names:
+                try:
+                    pictures.append(load_image(self._image_path(name)))
+                except OSError as err:
+                    raise BadSampleError(str(err)) from err
+            images = process_images(pictures, self.image_processor, self.image_aspect_ratio)  # [n, 3, H, W]
+        return {
+            "input_ids": torch.tensor(input_ids, dtype=torch.long),
+            "labels": torch.tensor(labels, dtype=torch.long),
+            "images": images,
+        }
+
+    def __getitem__(self, i: int) -> dict:
+        skipped: list[SkippedSample] = []
+        for attempt in range(len(self.indices)):
+            index = self.indices[(i + attempt) % len(self.indices)]
+            try:
+                sample = self.build_sample(index)
+            except BadSampleError as err:
+                bad = self._reject(index, str(err))
+                logger.warning("skipping %s", self._describe(bad))
+                skipped.append(bad)
+                continue
+            sample["skipped"] = skipped
+            return sample
+        raise ValueError(
+            f"{self.data_path}: every record failed to load; first: {self._describe(skipped[0])}"
+        )
+
+
+@dataclass
+class DataCollatorForSupervisedDataset:
+    """Pads ids (with the pad token) and labels (with `IGNORE_INDEX`) on the right; concatenates
+    the batch's images in order of appearance into `[N, 3, H, W]` (None when there is none)."""
+
+    pad_token_id: int
+
+    def __call__(self, samples: list[dict]) -> dict:
+        input_ids = torch.nn.utils.rnn.pad_sequence(
+            [s["input_ids"] for s in samples], batch_first=True, padding_value=self.pad_token_id
+        )  # [B, L]
+        labels = torch.nn.utils.rnn.pad_sequence(
+            [s["labels"] for s in samples], batch_first=True, padding_value=IGNORE_INDEX
+        )  # [B, L]
+        lengths = torch.tensor([s["input_ids"].shape[0] for s in samples])
+        attention_mask = (
+            torch.arange(input_ids.shape[1]).unsqueeze(0) < lengths.unsqueeze(1)
+        ).long()  # [B, L]
+        images = [s["images"] for s in samples if s["images"] is not None]
+        return {
+            "input_ids": input_ids,
+            "labels": labels,
+            "attention_mask": attention_mask,
+            "images": torch.cat(images) if images else None,
+            "skipped_samples": [skip for s in samples for skip in s.get("skipped", [])],
+        }

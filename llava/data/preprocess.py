@@ -1,0 +1,105 @@
+"""Token ids and labels of one conversation: tokenisation, the masking check, truncation.
+
+Ids and labels come from `llava.mm_utils.tokenize_conversation`, which tokenises the template's
+segments one by one (the same function builds inference prompts), so the supervised spans are the
+assistant replies with their end tokens by construction. `check_masking` still verifies that the
+result lines up with the conversation, and raises instead of training on a wrongly masked sample.
+"""
+
+from __future__ import annotations
+
+from llava.constants import IGNORE_INDEX, IMAGE_TOKEN_INDEX
+from llava.conversation import Conversation, SeparatorStyle
+from llava.data.records import BadSampleError
+from llava.mm_utils import tokenize_conversation
+
+
+def supervised_spans(labels: list[int]) -> list[tuple[int, int]]:
+    """`[start, stop)` of every run of supervised (non-ignored) labels."""
+    spans: list[tuple[int, int]] = []
+    start = None
+    for i, label in enumerate(labels):
+        if label != IGNORE_INDEX and start is None:
+            start = i
+        elif label == IGNORE_INDEX and start is not None:
+            spans.append((start, i))
+            start = None
+    if start is not None:
+        spans.append((start, len(labels)))
+    return spans
+
+
+def end_text(conv: Conversation) -> str:
+    """What every assistant reply of the template ends with (its end token or separator)."""
+    return conv.sep if conv.sep_style is SeparatorStyle.PLAIN else conv.sep2
+
+
+def check_masking(conv: Conversation, input_ids: list[int], labels: list[int], tokenizer) -> None:
+    """Raise `BadSampleError` unless the supervised tokens are exactly the assistant replies.
+
+    Checks: one supervised span per assistant reply, labels equal to the ids inside the spans,
+    no image placeholder supervised, and every span ending with the template's end text (so the
+    model learns to stop).
+    """
+    if len(input_ids) != len(labels):
+        raise BadSampleError(f"{len(input_ids)} token ids but {len(labels)} labels")
+    replies = sum(1 for i, (_, message) in enumerate(conv.messages) if i % 2 == 1 and message is not None)
+    spans = supervised_spans(labels)
+    if len(spans) != replies:
+        raise BadSampleError(
+            f"masking does not line up: {replies} assistant repl(y/ies) but {len(spans)} supervised span(s)"
+        )
+    stop = end_text(conv)
+    for start, end in spans:
+        if labels[start:end] != input_ids[start:end]:
+            raise BadSampleError(
+                f"masking does not line up: labels differ from the ids in positions {start}..{end}"
+            )
+        if IMAGE_TOKEN_INDEX in input_ids[start:end]:
+            raise BadSampleError("an <image> placeholder sits inside an assistant reply")
+        text = tokenizer.decode(input_ids[start:end], skip_special_tokens=False)
+        if stop and not text.endswith(stop):
+            raise BadSampleError(
+                f"masking does not line up: the supervised span {text[-40:]!r} does not end with the "
+                f"template's end {stop!r} (does the tokenizer know it?)"
+            )
+
+
+def effective_length(input_ids: list[int], num_image_tokens: int) -> int:
+    """Sequence length once every image placeholder is expanded into its positions."""
+    n_images = sum(1 for token in input_ids if token == IMAGE_TOKEN_INDEX)
+    return len(input_ids) + n_images * (num_image_tokens - 1)
+
+
+def truncate(
+    input_ids: list[int], labels: list[int], max_length: int, num_image_tokens: int
+) -> tuple[list[int], list[int]]:
+    """Cut the sequence to `max_length` positions counting `num_image_tokens` per placeholder.
+
+    The cut never falls inside an image: an image whose positions do not all fit is dropped with
+    everything after it. Raises `BadSampleError` when no supervised token is left.
+    """
+    used = 0
+    keep = 0
+    for token in input_ids:
+        width = num_image_tokens if token == IMAGE_TOKEN_INDEX else 1
+        if used + width > max_length:
+            break
+        used += width
+        keep += 1
+    ids, labs = input_ids[:keep], labels[:keep]
+    if all(label == IGNORE_INDEX for label in labs[1:]):
+        raise BadSampleError(
+            f"no supervised token left after truncation to model_max_length={max_length} "
+            f"({effective_length(input_ids, num_image_tokens)} positions with images expanded)"
+        )
+    return ids, labs
+
+
+def tokenize_sample(
+    conv: Conversation, tokenizer, max_length: int, num_image_tokens: int
+) -> tuple[list[int], list[int]]:
+    """Ids and labels of `conv`, checked and truncated (see `check_masking`, `truncate`)."""
+    input_ids, labels = tokenize_conversation(conv, tokenizer)
+    check_masking(conv, input_ids, labels, tokenizer)
+    return truncate(input_ids, labels, max_length, num_image_tokens)

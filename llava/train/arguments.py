@@ -1,0 +1,286 @@
+"""Command-line arguments of `python -m llava.train.train`: LLaVA-1.5's flags and the Inverse-LLaVA
+release's fusion flags, spelled as users know them.
+
+The release's comma-string flags (`--fusion_targets 'q,k,v'`, `--layer_ids_to_inject '0'`,
+`--lora_layer_ids_to_skip '0'`, `--mm_vision_select_layer "-1,-2"`) are parsed here, once, into
+typed values (`resolve_run`). A flag the user sets is honoured or rejected with an error naming
+it; flags that do not apply to the chosen model or recipe are never silently ignored.
+"""
+
+from __future__ import annotations
+
+import sys
+from dataclasses import dataclass, field
+
+import transformers
+from transformers import HfArgumentParser
+
+from llava.conversation import conv_templates
+
+COMMA_FLAGS = ("mm_vision_select_layer", "layer_ids_to_inject", "lora_layer_ids_to_skip", "fusion_targets")
+FUSION_FLAGS = (
+    "fusion_variant",
+    "fusion_alpha",
+    "fusion_hidden_dim",
+    "fusion_dropout",
+    "fusion_targets",
+    "layer_ids_to_inject",
+    "stable_fusion",
+)
+PROJECTOR_FLAGS = ("mm_projector_type", "pretrain_mm_mlp_adapter")
+LORA_FLAGS = ("lora_r", "lora_alpha", "lora_dropout", "lora_layer_ids_to_skip")
+# LLaVA's defaults for LoRA when the flags are not given.
+LORA_DEFAULTS = {"lora_r": 64, "lora_alpha": 16, "lora_dropout": 0.05}
+
+
+@dataclass
+class ModelArguments:
+    model_name_or_path: str = field(metadata={"help": "The base LLM (folder or hub id)."})
+    vision_tower: str = field(metadata={"help": "The CLIP vision tower (folder or hub id)."})
+    version: str = field(default="v1", metadata={"help": f"Conversation template: {sorted(conv_templates)}."})
+    model_type: str | None = field(
+        default=None, metadata={"help": "fusion_llama (Inverse-LLaVA) or llava_llama (LLaVA-1.5 baseline)."}
+    )
+    use_vision_fusion: bool | None = field(
+        default=None, metadata={"help": "True selects fusion_llama (release flag)."}
+    )
+    use_mm_proj: bool | None = field(
+        default=None, metadata={"help": "True selects llava_llama (release flag)."}
+    )
+    fusion_variant: str | None = field(default=None, metadata={"help": "concat (paper), add, gated or mlp."})
+    fusion_alpha: float | None = field(
+        default=None, metadata={"help": "Initial per-target fusion scale (1.0)."}
+    )
+    fusion_hidden_dim: int | None = field(default=None, metadata={"help": "Hidden width; mlp variant only."})
+    fusion_dropout: float | None = field(
+        default=None, metadata={"help": "Dropout on the fusion input (0.1)."}
+    )
+    fusion_targets: str | None = field(
+        default=None, metadata={"help": "Comma list among q,k,v (default q,k,v)."}
+    )
+    layer_ids_to_inject: str | None = field(
+        default=None, metadata={"help": "Comma list of fusion layers (0)."}
+    )
+    stable_fusion: bool | None = field(default=None, metadata={"help": "RMSNorm the vision stream (False)."})
+    mm_hidden_size: int | None = field(default=None, metadata={"help": "Vision width d_v; checked, derived."})
+    mm_vision_select_layer: str | None = field(
+        default=None, metadata={"help": "Tower layer(s), comma list: -1 (fusion), -2 (LLaVA), -1,-2 (HD)."}
+    )
+    mm_vision_select_feature: str | None = field(default=None, metadata={"help": "patch or cls_patch."})
+    mm_projector_type: str | None = field(
+        default=None, metadata={"help": "linear, mlp2x_gelu, ... (baseline)."}
+    )
+    tune_mm_mlp_adapter: bool = field(
+        default=False, metadata={"help": "LLaVA stage 1: train the projector only."}
+    )
+    pretrain_mm_mlp_adapter: str | None = field(
+        default=None, metadata={"help": "A stage-1 mm_projector.safetensors (or its folder) to start from."}
+    )
+    freeze_backbone: bool = field(default=False, metadata={"help": "Without LoRA: keep the LLM frozen."})
+    mm_use_im_start_end: bool = field(default=False, metadata={"help": "Unsupported (False only)."})
+    mm_use_im_patch_token: bool = field(default=False, metadata={"help": "Unsupported (False only)."})
+    attn_implementation: str | None = field(
+        default=None, metadata={"help": "eager, sdpa or flash_attention_2."}
+    )
+
+
+@dataclass
+class DataArguments:
+    data_path: str = field(metadata={"help": "LLaVA-format JSON (or JSON-lines) file."})
+    image_folder: str | None = field(default=None, metadata={"help": "Folder the records' images are in."})
+    image_aspect_ratio: str | None = field(
+        default=None, metadata={"help": "pad (default), resize or square."}
+    )
+    lazy_preprocess: bool = field(
+        default=True, metadata={"help": "Tokenise when a sample is drawn (True only)."}
+    )
+    strict_data: bool = field(
+        default=False, metadata={"help": "Stop at the first bad sample instead of skipping."}
+    )
+
+
+@dataclass
+class TrainingArguments(transformers.TrainingArguments):
+    model_max_length: int = field(
+        default=2048, metadata={"help": "Maximum positions, image positions included."}
+    )
+    lora_enable: bool = field(default=False, metadata={"help": "LoRA on the LLM's linear layers."})
+    lora_r: int | None = field(default=None, metadata={"help": "LoRA rank (64)."})
+    lora_alpha: int | None = field(default=None, metadata={"help": "LoRA alpha (16)."})
+    lora_dropout: float | None = field(default=None, metadata={"help": "LoRA dropout (0.05)."})
+    lora_layer_ids_to_skip: str | None = field(
+        default=None, metadata={"help": "Comma list of layers without LoRA (default: the fusion layers)."}
+    )
+    mm_projector_lr: float | None = field(default=None, metadata={"help": "Learning rate of the projector."})
+    fusion_lr: float | None = field(
+        default=None, metadata={"help": "Learning rate of the fusion parameters."}
+    )
+    group_by_modality_length: bool = field(
+        default=False, metadata={"help": "Single-modality length-grouped steps."}
+    )
+
+    def __post_init__(self):
+        super().__post_init__()
+        if self.activation_checkpointing and not self.activation_checkpointing_kwargs:
+            # Non-reentrant checkpointing gives the fusion (and LoRA) parameters their gradients
+            # although the frozen embeddings' outputs do not require grad.
+            self.activation_checkpointing_kwargs = {"use_reentrant": False}
+
+
+@dataclass
+class RunSpec:
+    """The parsed, checked run: which model, its config fields, and what trains."""
+
+    model_type: str
+    config_fields: dict
+    lora: dict | None  # r, alpha, dropout, skip_layers; None without LoRA
+    projector_only: bool
+    freeze_backbone: bool
+
+
+def _flag_list(value: str, flag: str, cast):
+    if cast is int and value.strip().lower() == "none" and flag == "lora_layer_ids_to_skip":
+        return []
+    items = [item.strip() for item in value.split(",") if item.strip()]
+    if not items:
+        raise ValueError(f"--{flag} {value!r}: expected a comma-separated list")
+    try:
+        return [cast(item) for item in items]
+    except ValueError:
+        raise ValueError(f"--{flag} {value!r}: cannot read {cast.__name__} values from it") from None
+
+
+def _reject(args, names, why: str) -> None:
+    given = [f"--{n}" for n in names if getattr(args, n) is not None]
+    if given:
+        raise ValueError(f"{', '.join(given)} {'does' if len(given) == 1 else 'do'} not apply: {why}")
+
+
+def _model_type(model_args: ModelArguments) -> str:
+    chosen = model_args.model_type
+    if chosen is not None and chosen not in ("fusion_llama", "llava_llama"):
+        raise ValueError(f"--model_type {chosen!r}: expected fusion_llama or llava_llama")
+    implied = set()
+    if model_args.use_vision_fusion is not None:
+        implied.add("fusion_llama" if model_args.use_vision_fusion else "llava_llama")
+    if model_args.use_mm_proj is not None:
+        implied.add("llava_llama" if model_args.use_mm_proj else "fusion_llama")
+    if chosen is not None:
+        implied.add(chosen)
+    if len(implied) > 1:
+        raise ValueError(
+            f"--model_type {chosen}, --use_vision_fusion {model_args.use_vision_fusion} and --use_mm_proj "
+            f"{model_args.use_mm_proj} disagree: Inverse-LLaVA is fusion_llama (fusion, no projector), "
+            "LLaVA-1.5 is llava_llama (projector, no fusion)"
+        )
+    return implied.pop() if implied else "llava_llama"
+
+
+def resolve_run(
+    model_args: ModelArguments, data_args: DataArguments, training_args: TrainingArguments
+) -> RunSpec:
+    """Check the flags against each other and turn them into typed config fields and a recipe."""
+    if model_args.version not in conv_templates:
+        raise ValueError(
+            f"--version {model_args.version!r}: unknown template; known: {sorted(conv_templates)}"
+        )
+    if model_args.mm_use_im_start_end or model_args.mm_use_im_patch_token:
+        raise ValueError(
+            "--mm_use_im_start_end / --mm_use_im_patch_token True are not supported (LLaVA-1.5 uses False)"
+        )
+    if not data_args.lazy_preprocess:
+        raise ValueError("--lazy_preprocess False is not supported: samples are always tokenised when drawn")
+    model_type = _model_type(model_args)
+    fields: dict = {}
+    if model_args.mm_vision_select_layer is not None:
+        fields["mm_vision_select_layer"] = _flag_list(
+            model_args.mm_vision_select_layer, "mm_vision_select_layer", int
+        )
+    for name in ("mm_vision_select_feature", "mm_hidden_size"):
+        if getattr(model_args, name) is not None:
+            fields[name] = getattr(model_args, name)
+    if data_args.image_aspect_ratio is not None:
+        fields["image_aspect_ratio"] = data_args.image_aspect_ratio
+
+    if model_type == "fusion_llama":
+        _reject(model_args, PROJECTOR_FLAGS, "Inverse-LLaVA (fusion_llama) has no projector")
+        _reject(training_args, ("mm_projector_lr",), "Inverse-LLaVA (fusion_llama) has no projector")
+        if model_args.tune_mm_mlp_adapter:
+            raise ValueError(
+                "--tune_mm_mlp_adapter does not apply: Inverse-LLaVA has no projector to pre-train"
+            )
+        for name in ("fusion_variant", "fusion_alpha", "fusion_hidden_dim", "fusion_dropout"):
+            if getattr(model_args, name) is not None:
+                fields[name] = getattr(model_args, name)
+        if model_args.fusion_targets is not None:
+            fields["fusion_targets"] = _flag_list(model_args.fusion_targets, "fusion_targets", str)
+        if model_args.layer_ids_to_inject is not None:
+            fields["fusion_layer_ids"] = _flag_list(
+                model_args.layer_ids_to_inject, "layer_ids_to_inject", int
+            )
+        if model_args.stable_fusion is not None:
+            fields["vision_stream_norm"] = model_args.stable_fusion
+    else:
+        _reject(model_args, FUSION_FLAGS, "the LLaVA-1.5 baseline (llava_llama) has no fusion layers")
+        _reject(training_args, ("fusion_lr",), "the LLaVA-1.5 baseline (llava_llama) has no fusion layers")
+        if model_args.mm_projector_type is not None:
+            fields["mm_projector_type"] = model_args.mm_projector_type
+        if model_args.tune_mm_mlp_adapter and model_args.pretrain_mm_mlp_adapter:
+            raise ValueError(
+                "--tune_mm_mlp_adapter trains a projector from scratch; drop --pretrain_mm_mlp_adapter"
+            )
+
+    lora = None
+    if training_args.lora_enable:
+        if model_args.tune_mm_mlp_adapter:
+            raise ValueError(
+                "--lora_enable does not apply to --tune_mm_mlp_adapter (stage 1 trains the projector only)"
+            )
+        if model_args.freeze_backbone:
+            raise ValueError(
+                "--freeze_backbone does not apply with --lora_enable (LoRA already freezes the LLM)"
+            )
+        lora = {
+            name: default if getattr(training_args, name) is None else getattr(training_args, name)
+            for name, default in LORA_DEFAULTS.items()
+        }
+        if training_args.lora_layer_ids_to_skip is not None:
+            lora["skip_layers"] = _flag_list(
+                training_args.lora_layer_ids_to_skip, "lora_layer_ids_to_skip", int
+            )
+        else:
+            lora["skip_layers"] = fields.get("fusion_layer_ids", [0]) if model_type == "fusion_llama" else []
+    else:
+        _reject(training_args, LORA_FLAGS, "LoRA is off (add --lora_enable True)")
+    return RunSpec(
+        model_type=model_type,
+        config_fields=fields,
+        lora=lora,
+        projector_only=model_args.tune_mm_mlp_adapter,
+        freeze_backbone=model_args.freeze_backbone,
+    )
+
+
+def _join_comma_flags(argv: list[str]) -> list[str]:
+    """`--flag -1,-2` -> `--flag=-1,-2`: argparse takes a value starting with '-' for an option."""
+    out: list[str] = []
+    i = 0
+    while i < len(argv):
+        arg = argv[i]
+        if arg.startswith("--") and arg[2:].replace("-", "_") in COMMA_FLAGS and i + 1 < len(argv):
+            out.append(f"{arg}={argv[i + 1]}")
+            i += 2
+            continue
+        out.append(arg)
+        i += 1
+    return out
+
+
+def parse_arguments(argv: list[str] | None) -> tuple[ModelArguments, DataArguments, TrainingArguments]:
+    """Parse the command line (or `argv`); unknown flags are an error."""
+    parser = HfArgumentParser((ModelArguments, DataArguments, TrainingArguments))
+    argv = list(sys.argv[1:] if argv is None else argv)
+    model_args, data_args, training_args = parser.parse_args_into_dataclasses(
+        args=_join_comma_flags(argv), return_remaining_strings=False
+    )
+    return model_args, data_args, training_args

@@ -1,0 +1,169 @@
+"""Complete, safetensors-only checkpoints that `llava.model.builder.load_pretrained_model` loads.
+
+| recipe            | weights written                                                            |
+|-------------------|----------------------------------------------------------------------------|
+| LoRA              | `adapter_model.safetensors` + `adapter_config.json` + `non_lora_trainables.safetensors` |
+| projector only    | `mm_projector.safetensors` (LLaVA stage 1)                                 |
+| full LLM          | `model.safetensors` (the whole model, vision tower included)               |
+
+plus, always, the multimodal `config.json`, the tokenizer and the image processor. Under ZeRO-3
+every rank joins the gathers (`deepspeed.zero.GatheredParameters`); the main process writes.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import logging
+import os
+from collections.abc import Iterable
+
+import torch
+from safetensors.torch import load_file, save_file
+from torch import nn
+
+from llava.model.builder import MM_PROJECTOR, NON_LORA_TRAINABLES
+from llava.train.recipe import TrainingPlan
+
+logger = logging.getLogger(__name__)
+
+ADAPTER_WEIGHTS = "adapter_model.safetensors"
+_PEFT_PREFIX = "base_model.model."
+_GATHER_CHUNK = 64
+
+
+def _gathered(params: list[nn.Parameter]):
+    partitioned = [p for p in params if hasattr(p, "ds_id")]
+    if not partitioned:
+        return contextlib.nullcontext()
+    import deepspeed
+
+    return deepspeed.zero.GatheredParameters(partitioned, modifier_rank=None)
+
+
+def gather_parameters(named: Iterable[tuple[str, nn.Parameter]], is_main: bool) -> dict[str, torch.Tensor]:
+    """Full CPU copies of `named` parameters on the main process (empty elsewhere).
+
+    Collective under ZeRO-3: every rank must call it with the same parameters.
+    """
+    items = list(named)
+    out: dict[str, torch.Tensor] = {}
+    for start in range(0, len(items), _GATHER_CHUNK):
+        chunk = items[start : start + _GATHER_CHUNK]
+        with _gathered([p for _, p in chunk]):
+            if is_main:
+                for name, param in chunk:
+                    out[name] = param.detach().to("cpu", copy=True).contiguous()
+    return out
+
+
+def base_model_of(model: nn.Module) -> nn.Module:
+    """The multimodal model under a PEFT wrapper (or the model itself)."""
+    return model.get_base_model() if hasattr(model, "get_base_model") else model
+
+
+def _strip(name: str) -> str:
+    return name[len(_PEFT_PREFIX) :] if name.startswith(_PEFT_PREFIX) else name
+
+
+def save_trained_model(
+    model: nn.Module, plan: TrainingPlan, output_dir: str, tokenizer, image_processor, is_main: bool
+) -> None:
+    """Write a complete checkpoint of `model` (see the module docstring) into `output_dir`."""
+    base = base_model_of(model)
+    if is_main:
+        os.makedirs(output_dir, exist_ok=True)
+    if plan.uses_lora:
+        trained = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
+        state = gather_parameters(trained, is_main)
+        if is_main:
+            lora = {n: t for n, t in state.items() if "lora_" in n}
+            model.save_pretrained(output_dir, state_dict=lora, safe_serialization=True)
+            others = {_strip(n): t for n, t in state.items() if "lora_" not in n}
+            save_file(others, os.path.join(output_dir, NON_LORA_TRAINABLES), metadata={"format": "pt"})
+    elif plan.projector_only:
+        state = gather_parameters(
+            base.model.mm_projector.named_parameters(prefix="model.mm_projector"), is_main
+        )
+        if is_main:
+            save_file(state, os.path.join(output_dir, MM_PROJECTOR), metadata={"format": "pt"})
+    else:
+        state = gather_parameters(base.named_parameters(), is_main)
+        if is_main:
+            base.save_pretrained(output_dir, state_dict=state, safe_serialization=True)
+    if is_main:
+        config = copy.deepcopy(base.config)
+        config.use_cache = True  # turned off for training only
+        config.save_pretrained(output_dir)
+        tokenizer.save_pretrained(output_dir)
+        image_processor.save_pretrained(output_dir)
+        logger.info("saved a complete checkpoint to %s", output_dir)
+
+
+def load_projector(model: nn.Module, path: str) -> None:
+    """Load a LLaVA stage-1 projector (`mm_projector.safetensors`, or the folder holding it;
+    keys `model.mm_projector.*`) into `model`, also when ZeRO-3 has partitioned it."""
+    file = os.path.join(path, MM_PROJECTOR) if os.path.isdir(path) else path
+    if not file.endswith(".safetensors") or not os.path.isfile(file):
+        raise FileNotFoundError(
+            f"--pretrain_mm_mlp_adapter {path}: expected {MM_PROJECTOR} (safetensors only)"
+        )
+    state = load_file(file)
+    params = dict(model.model.mm_projector.named_parameters(prefix="model.mm_projector"))
+    if set(state) != set(params):
+        raise KeyError(f"{file}: keys {sorted(state)} do not match the projector's {sorted(params)}")
+    partitioned = [p for p in params.values() if hasattr(p, "ds_id")]
+    context = contextlib.nullcontext()
+    if partitioned:
+        import deepspeed
+
+        context = deepspeed.zero.GatheredParameters(partitioned, modifier_rank=0)
+    with context, torch.no_grad():
+        for name, param in params.items():
+            if state[name].shape != param.shape:
+                raise ValueError(
+                    f"{file}: {name} has shape {tuple(state[name].shape)}, the model {tuple(param.shape)}"
+                )
+            param.copy_(state[name].to(param.dtype))
+    logger.info("loaded the pre-trained projector from %s", file)
+
+
+def load_trained_weights(model: nn.Module, plan: TrainingPlan, checkpoint: str) -> None:
+    """Put the trained weights of `checkpoint` (written by `save_trained_model`) back into `model`,
+    for resuming; every trained parameter must be found."""
+    files = (
+        [ADAPTER_WEIGHTS, NON_LORA_TRAINABLES]
+        if plan.uses_lora
+        else [MM_PROJECTOR]
+        if plan.projector_only
+        else ["model.safetensors"]
+    )
+    params = dict(model.named_parameters())
+    by_plain_name = {_strip(n): p for n, p in params.items()}
+    loaded: set[int] = set()
+    for file_name in files:
+        path = os.path.join(checkpoint, file_name)
+        if not os.path.isfile(path):
+            raise FileNotFoundError(f"cannot resume: {path} is missing")
+        state = load_file(path)
+        if file_name == ADAPTER_WEIGHTS:
+            from peft import set_peft_model_state_dict
+
+            result = set_peft_model_state_dict(model, state)
+            if result.unexpected_keys:
+                raise KeyError(f"{path}: keys without a LoRA parameter, e.g. {result.unexpected_keys[:3]}")
+            loaded |= {id(p) for n, p in params.items() if "lora_" in n}
+            continue
+        with torch.no_grad():
+            for name, tensor in state.items():
+                if name not in by_plain_name:
+                    raise KeyError(f"{path}: {name} matches no parameter of the model")
+                target = by_plain_name[name]
+                target.copy_(tensor.to(target.dtype))
+                loaded.add(id(target))
+    missing = [n for n, p in params.items() if p.requires_grad and id(p) not in loaded]
+    if missing:
+        raise KeyError(
+            f"cannot resume from {checkpoint}: no saved value for trained parameters {missing[:3]}"
+        )
+    logger.info("resumed trained weights from %s", checkpoint)

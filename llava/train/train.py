@@ -1,0 +1,171 @@
+"""Training entry point: Inverse-LLaVA (single stage, LoRA + fusion) and the LLaVA-1.5 baseline.
+
+    python -m llava.train.train --model_name_or_path LLM --vision_tower CLIP \\
+        --model_type fusion_llama --version v1 --data_path data.json --image_folder images/ \\
+        --lora_enable True --output_dir runs/x ...
+    deepspeed llava/train/train_mem.py --deepspeed scripts/zero2.json ...
+
+See docs/training.md for the flags, the recipes and the scripts under scripts/v1_5/.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+
+import torch
+import transformers
+from transformers import AutoTokenizer, set_seed
+from transformers.trainer_utils import get_last_checkpoint
+
+from llava.data.dataset import DataCollatorForSupervisedDataset, LazySupervisedDataset
+from llava.model.builder import build_from_backbones
+from llava.model.vision_tower import load_image_processor
+from llava.train.arguments import (
+    DataArguments,
+    ModelArguments,
+    TrainingArguments,
+    parse_arguments,
+    resolve_run,
+)
+from llava.train.checkpoint import load_projector
+from llava.train.recipe import apply_recipe
+from llava.train.trainer import LLaVATrainer, NonFiniteLossError
+
+logger = logging.getLogger(__name__)
+
+SUMMARY_FILE = "training_summary.json"
+
+
+def _setup_logging(training_args: TrainingArguments) -> None:
+    """INFO on the main process, warnings only on the others."""
+    level = logging.INFO if training_args.should_log else logging.WARNING
+    logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s", level=level)
+    logging.getLogger("llava").setLevel(level)
+    transformers.utils.logging.set_verbosity(training_args.get_process_log_level())
+
+
+def _resume_path(training_args: TrainingArguments) -> str | None:
+    """`--resume_from_checkpoint PATH`, or `latest`/`True` for the newest `checkpoint-N` of `--output_dir`."""
+    value = training_args.resume_from_checkpoint
+    if value is None or value.lower() in ("", "false", "none"):
+        return None
+    if value.lower() in ("latest", "true"):
+        last = (
+            get_last_checkpoint(training_args.output_dir) if os.path.isdir(training_args.output_dir) else None
+        )
+        if last is None:
+            raise FileNotFoundError(
+                f"--resume_from_checkpoint {value}: no checkpoint-N in {training_args.output_dir}"
+            )
+        return last
+    if not os.path.isdir(value):
+        raise FileNotFoundError(f"--resume_from_checkpoint {value}: not a folder")
+    return value
+
+
+def _load_tokenizer(path: str, model_max_length: int):
+    tokenizer = AutoTokenizer.from_pretrained(path, model_max_length=model_max_length, padding_side="right")
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.unk_token
+    return tokenizer
+
+
+def _partitioned_count(model: torch.nn.Module) -> int:
+    """Parameters ZeRO-3 has partitioned away from this rank (local numel 0)."""
+    return sum(1 for p in model.parameters() if hasattr(p, "ds_id") and p.numel() == 0)
+
+
+def train(
+    model_args: ModelArguments,
+    data_args: DataArguments,
+    training_args: TrainingArguments,
+    callbacks: list | None = None,
+    default_attn_implementation: str | None = None,
+) -> dict:
+    """Build the model, apply the recipe, train, save; returns the run summary (also written to
+    `output_dir/training_summary.json`)."""
+    _setup_logging(training_args)
+    spec = resolve_run(model_args, data_args, training_args)
+    set_seed(training_args.seed)
+    dtype = torch.bfloat16 if training_args.bf16 else torch.float32
+    model, report = build_from_backbones(
+        spec.model_type,
+        model_args.model_name_or_path,
+        model_args.vision_tower,
+        dtype=dtype,
+        attn_implementation=model_args.attn_implementation or default_attn_implementation,
+        **spec.config_fields,
+    )
+    if model_args.pretrain_mm_mlp_adapter:
+        load_projector(model, model_args.pretrain_mm_mlp_adapter)
+    model.config.use_cache = False
+    tokenizer = _load_tokenizer(model_args.model_name_or_path, training_args.model_max_length)
+    image_processor = load_image_processor(model_args.vision_tower)
+    model, plan = apply_recipe(model, spec)
+
+    dataset = LazySupervisedDataset(
+        data_args.data_path,
+        tokenizer,
+        image_processor,
+        template=model_args.version,
+        image_folder=data_args.image_folder,
+        image_aspect_ratio=model.config.image_aspect_ratio,
+        model_max_length=training_args.model_max_length,
+        num_image_tokens=model.config.num_image_tokens,
+        strict=data_args.strict_data,
+    )
+    trainer = LLaVATrainer(
+        model=model,
+        args=training_args,
+        train_dataset=dataset,
+        data_collator=DataCollatorForSupervisedDataset(pad_token_id=tokenizer.pad_token_id),
+        processing_class=tokenizer,
+        callbacks=callbacks,
+        plan=plan,
+        image_processor=image_processor,
+    )
+    try:
+        result = trainer.train(resume_from_checkpoint=_resume_path(training_args))
+    except NonFiniteLossError as err:
+        logger.error("%s", err)
+        raise
+    trainer.save_state()
+    trainer.save_model(training_args.output_dir)
+
+    skipped_at_load = trainer.skipped_count()
+    summary = {
+        "model_type": spec.model_type,
+        "world_size": training_args.world_size,
+        "deepspeed_enabled": trainer.is_deepspeed_enabled,
+        "zero_stage": (
+            trainer.accelerator.state.deepspeed_plugin.zero_stage if trainer.is_deepspeed_enabled else None
+        ),
+        "partitioned_parameters": _partitioned_count(trainer.model),
+        "newly_initialised": report.missing,
+        "trained_groups": {group: len(names) for group, names in plan.groups.items()},
+        "lora_targets": plan.lora_targets,
+        "skipped_samples": dataset.rejected_at_start + skipped_at_load,
+        "global_step": trainer.state.global_step,
+        "train_loss": result.training_loss,
+        "losses": [entry["loss"] for entry in trainer.state.log_history if "loss" in entry],
+    }
+    if summary["skipped_samples"]:
+        logger.warning("skipped %d bad sample(s) of %s", summary["skipped_samples"], data_args.data_path)
+    if training_args.should_save:
+        with open(os.path.join(training_args.output_dir, SUMMARY_FILE), "w") as f:
+            json.dump(summary, f, indent=2)
+    return summary
+
+
+def main(argv: list[str] | None = None, default_attn_implementation: str | None = None) -> dict:
+    """Parse `argv` (default: the command line) and train; returns the run summary."""
+    model_args, data_args, training_args = parse_arguments(argv)
+    return train(
+        model_args, data_args, training_args, default_attn_implementation=default_attn_implementation
+    )
+
+
+if __name__ == "__main__":
+    main()
