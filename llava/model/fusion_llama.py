@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import torch
 from transformers import LlamaForCausalLM, LlamaModel, PreTrainedModel
-from transformers.modeling_outputs import CausalLMOutputWithPast
 
 from llava.model.configuration import FusionLlamaConfig
 from llava.model.fusion import FusionBranch, FusionLlamaAttention
@@ -58,45 +57,6 @@ class FusionLlamaForCausalLM(MultimodalGenerationMixin, LlamaForCausalLM):
 
     def fusion_branches(self) -> dict[int, FusionBranch]:
         return {i: self.model.layers[i].self_attn.fusion for i in self.config.fusion_layer_ids}
-
-    def forward(
-        self,
-        input_ids: torch.LongTensor | None = None,
-        attention_mask: torch.Tensor | None = None,
-        position_ids: torch.LongTensor | None = None,
-        past_key_values=None,
-        inputs_embeds: torch.FloatTensor | None = None,
-        labels: torch.LongTensor | None = None,
-        images: torch.Tensor | None = None,
-        vision_stream: torch.Tensor | None = None,
-        image_mask: torch.Tensor | None = None,
-        use_cache: bool | None = None,
-        logits_to_keep: int | torch.Tensor = 0,
-        **kwargs,
-    ) -> CausalLMOutputWithPast:
-        """`images` ([N, 3, H, W]) fill the `IMAGE_TOKEN_INDEX` placeholders of `input_ids`;
-        alternatively pass already expanded `inputs_embeds` with `vision_stream` ([B, T, d_v])
-        and `image_mask` ([B, T])."""
-        mm = self._multimodal_forward_inputs(
-            input_ids, images, attention_mask, position_ids, inputs_embeds, labels
-        )
-        if mm is not None:
-            input_ids, inputs_embeds = None, mm.inputs_embeds
-            attention_mask, position_ids, labels = mm.attention_mask, mm.position_ids, mm.labels
-            vision_stream, image_mask = mm.vision_stream, mm.image_mask
-        return super().forward(
-            input_ids=input_ids,
-            attention_mask=attention_mask,
-            position_ids=position_ids,
-            past_key_values=past_key_values,
-            inputs_embeds=inputs_embeds,
-            labels=labels,
-            use_cache=use_cache,
-            logits_to_keep=logits_to_keep,
-            vision_stream=vision_stream,
-            image_mask=image_mask,
-            **kwargs,
-        )
 
     def prepare_inputs_for_generation(
         self,

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import torch
 from transformers import LlamaForCausalLM, LlamaModel
-from transformers.modeling_outputs import CausalLMOutputWithPast
 
 from llava.model.configuration import LlavaLlamaConfig
 from llava.model.multimodal import MultimodalGenerationMixin
@@ -42,35 +41,3 @@ class LlavaLlamaForCausalLM(MultimodalGenerationMixin, LlamaForCausalLM):
     def _image_position_embeds(self, features: torch.Tensor) -> torch.Tensor:
         projector = self.model.mm_projector
         return projector(features.to(self.dtype))  # [N, P, d_v] -> [N, P, d_h]
-
-    def forward(
-        self,
-        input_ids: torch.LongTensor | None = None,
-        attention_mask: torch.Tensor | None = None,
-        position_ids: torch.LongTensor | None = None,
-        past_key_values=None,
-        inputs_embeds: torch.FloatTensor | None = None,
-        labels: torch.LongTensor | None = None,
-        images: torch.Tensor | None = None,
-        use_cache: bool | None = None,
-        logits_to_keep: int | torch.Tensor = 0,
-        **kwargs,
-    ) -> CausalLMOutputWithPast:
-        """`images` ([N, 3, H, W]) fill the `IMAGE_TOKEN_INDEX` placeholders of `input_ids`."""
-        mm = self._multimodal_forward_inputs(
-            input_ids, images, attention_mask, position_ids, inputs_embeds, labels
-        )
-        if mm is not None:
-            input_ids, inputs_embeds = None, mm.inputs_embeds
-            attention_mask, position_ids, labels = mm.attention_mask, mm.position_ids, mm.labels
-        return super().forward(
-            input_ids=input_ids,
-            attention_mask=attention_mask,
-            position_ids=position_ids,
-            past_key_values=past_key_values,
-            inputs_embeds=inputs_embeds,
-            labels=labels,
-            use_cache=use_cache,
-            logits_to_keep=logits_to_keep,
-            **kwargs,
-        )

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 
 import torch
 from torch import nn
+from transformers.modeling_outputs import CausalLMOutputWithPast
 
 from llava.constants import IGNORE_INDEX, IMAGE_TOKEN_INDEX
 
@@ -211,22 +212,46 @@ class MultimodalGenerationMixin:
         embeds = self._image_position_embeds(self.get_image_features(blank))
         return None if embeds is None else embeds.sum() * 0.0
 
-    def _multimodal_forward_inputs(
-        self, input_ids, images, attention_mask, position_ids, inputs_embeds, labels
-    ):
-        """Shared head of both models' `forward`: expand images when they are given."""
-        if images is None:
-            if input_ids is not None and (input_ids == IMAGE_TOKEN_INDEX).any():
-                raise ValueError(
-                    f"input_ids hold image placeholders (per sample: {count_image_placeholders(input_ids, attention_mask)}) "
-                    "but no images were given"
-                )
-            if input_ids is not None and self.training:
-                return self.prepare_multimodal_inputs(input_ids, None, attention_mask, labels)
-            return None
-        if inputs_embeds is not None or position_ids is not None:
+    def forward(
+        self,
+        input_ids: torch.LongTensor | None = None,
+        attention_mask: torch.Tensor | None = None,
+        position_ids: torch.LongTensor | None = None,
+        past_key_values=None,
+        inputs_embeds: torch.FloatTensor | None = None,
+        labels: torch.LongTensor | None = None,
+        images: torch.Tensor | None = None,
+        use_cache: bool | None = None,
+        logits_to_keep: int | torch.Tensor = 0,
+        **kwargs,
+    ) -> CausalLMOutputWithPast:
+        """`images` (`[N, 3, H, W]`, the batch's images in order of appearance) fill the
+        `IMAGE_TOKEN_INDEX` placeholders of `input_ids`. Inverse-LLaVA also accepts already
+        expanded `inputs_embeds` with `vision_stream` (`[B, T, d_v]`) and `image_mask` (`[B, T]`)."""
+        if images is None and input_ids is not None and (input_ids == IMAGE_TOKEN_INDEX).any():
+            counts = count_image_placeholders(input_ids, attention_mask)
+            raise ValueError(
+                f"input_ids hold image placeholders (per sample: {counts}) but no images were given"
+            )
+        if images is not None and (inputs_embeds is not None or position_ids is not None):
             raise ValueError("pass either images with input_ids, or inputs_embeds/position_ids, not both")
-        return self.prepare_multimodal_inputs(input_ids, images, attention_mask, labels)
+        if input_ids is not None and (images is not None or self.training):
+            mm = self.prepare_multimodal_inputs(input_ids, images, attention_mask, labels)
+            input_ids, inputs_embeds = None, mm.inputs_embeds
+            attention_mask, position_ids, labels = mm.attention_mask, mm.position_ids, mm.labels
+            if self._uses_vision_stream:
+                kwargs.update(vision_stream=mm.vision_stream, image_mask=mm.image_mask)
+        return super().forward(
+            input_ids=input_ids,
+            attention_mask=attention_mask,
+            position_ids=position_ids,
+            past_key_values=past_key_values,
+            inputs_embeds=inputs_embeds,
+            labels=labels,
+            use_cache=use_cache,
+            logits_to_keep=logits_to_keep,
+            **kwargs,
+        )
 
     @torch.no_grad()
     def generate(self, inputs: torch.Tensor | None = None, images=None, attention_mask=None, **kwargs):
