@@ -154,3 +154,24 @@ def test_presets_and_size_validation():
         DataSizes(1, 1, 1, 0, 1, 1)
     with pytest.raises(ValueError, match="unknown data preset"):
         build_data("/nonexistent-never-written", preset="huge")
+
+
+def test_mme_files_are_read_by_the_project_scorer(data):
+    from llava.eval.eval_mme import convert_answers, load_ground_truth, score_mme
+    from llava.playground.tasks import COGNITION_CATEGORIES, PERCEPTION_CATEGORIES
+
+    truth = _mme_ground_truth(data)
+    rows = [json.loads(line) for line in data.mme_question_file.read_text().splitlines()]
+    answers = [
+        {
+            "question_id": r["question_id"],
+            "prompt": r["text"],
+            "text": truth[r["category"], r["image"].split("/")[-1], r["text"]] if i % 4 else "Maybe",
+        }
+        for i, r in enumerate(rows)
+    ]
+    records = convert_answers(answers, load_ground_truth(data.mme_gt_dir))
+    scores = score_mme(records, perception=PERCEPTION_CATEGORIES, cognition=COGNITION_CATEGORIES)
+    assert set(scores.subtasks) == set(CATEGORIES)
+    n_right = sum(round(s.acc * 2 * SIZES.mme_images_per_category) for s in scores.subtasks.values())
+    assert n_right == len(rows) - len(rows[::4])
