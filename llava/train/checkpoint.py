@@ -32,13 +32,15 @@ _PEFT_PREFIX = "base_model.model."
 _GATHER_CHUNK = 64
 
 
-def _gathered(params: list[nn.Parameter]):
+def gathered_parameters(params: list[nn.Parameter], modifier_rank: int | None = None):
+    """`deepspeed.zero.GatheredParameters` over the ZeRO-3 partitioned ones among `params`
+    (a no-op context without ZeRO-3). With `modifier_rank`, that rank's writes are kept."""
     partitioned = [p for p in params if hasattr(p, "ds_id")]
     if not partitioned:
         return contextlib.nullcontext()
     import deepspeed
 
-    return deepspeed.zero.GatheredParameters(partitioned, modifier_rank=None)
+    return deepspeed.zero.GatheredParameters(partitioned, modifier_rank=modifier_rank)
 
 
 def gather_parameters(named: Iterable[tuple[str, nn.Parameter]], is_main: bool) -> dict[str, torch.Tensor]:
@@ -50,7 +52,7 @@ def gather_parameters(named: Iterable[tuple[str, nn.Parameter]], is_main: bool) 
     out: dict[str, torch.Tensor] = {}
     for start in range(0, len(items), _GATHER_CHUNK):
         chunk = items[start : start + _GATHER_CHUNK]
-        with _gathered([p for _, p in chunk]):
+        with gathered_parameters([p for _, p in chunk]):
             if is_main:
                 for name, param in chunk:
                     out[name] = param.detach().to("cpu", copy=True).contiguous()
@@ -112,13 +114,7 @@ def load_projector(model: nn.Module, path: str) -> None:
     params = dict(model.model.mm_projector.named_parameters(prefix="model.mm_projector"))
     if set(state) != set(params):
         raise KeyError(f"{file}: keys {sorted(state)} do not match the projector's {sorted(params)}")
-    partitioned = [p for p in params.values() if hasattr(p, "ds_id")]
-    context = contextlib.nullcontext()
-    if partitioned:
-        import deepspeed
-
-        context = deepspeed.zero.GatheredParameters(partitioned, modifier_rank=0)
-    with context, torch.no_grad():
+    with gathered_parameters(list(params.values()), modifier_rank=0), torch.no_grad():
         for name, param in params.items():
             if state[name].shape != param.shape:
                 raise ValueError(

@@ -29,7 +29,7 @@ from llava.train.arguments import (
     parse_arguments,
     resolve_run,
 )
-from llava.train.checkpoint import load_projector
+from llava.train.checkpoint import gathered_parameters, load_projector
 from llava.train.recipe import apply_recipe
 from llava.train.trainer import LLaVATrainer, NonFiniteLossError
 
@@ -77,6 +77,32 @@ def _partitioned_count(model: torch.nn.Module) -> int:
     return sum(1 for p in model.parameters() if hasattr(p, "ds_id") and p.numel() == 0)
 
 
+def seeded_init(model: torch.nn.Module, names: list[str], seed: int) -> None:
+    """Initialise the parameters the backbones did not provide (fusion branch, projector) from
+    `seed` alone, with the model's own `_init_weights`.
+
+    A run then starts from the same weights with or without ZeRO-3, whose partitioned
+    construction draws random numbers in another order.
+    """
+    wanted = set(names)
+    owners: dict[str, torch.nn.Module] = {}
+    targets: list[torch.nn.Parameter] = []
+    for module_name, module in model.named_modules():
+        for param_name, param in module.named_parameters(recurse=False):
+            if f"{module_name}.{param_name}" in wanted:
+                owners[module_name] = module
+                targets.append(param)
+                param._is_hf_initialized = False  # let transformers' init functions write it again
+        if module_name in owners:
+            module._is_hf_initialized = False
+    if not targets:
+        return
+    with gathered_parameters(targets, modifier_rank=0):
+        torch.manual_seed(seed)
+        for name in sorted(owners):
+            model._init_weights(owners[name])
+
+
 def train(
     model_args: ModelArguments,
     data_args: DataArguments,
@@ -98,6 +124,7 @@ def train(
         attn_implementation=model_args.attn_implementation or default_attn_implementation,
         **spec.config_fields,
     )
+    seeded_init(model, report.missing, training_args.seed)
     if model_args.pretrain_mm_mlp_adapter:
         load_projector(model, model_args.pretrain_mm_mlp_adapter)
     model.config.use_cache = False

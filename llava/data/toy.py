@@ -1,0 +1,81 @@
+"""A tiny synthetic LLaVA-format data set (solid-colour PNGs and short conversations), written
+offline in milliseconds; used by tests, the training benchmark and smoke runs.
+
+    python -m llava.data.toy --output-dir DIR   # DIR/data.json, DIR/images/
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+from PIL import Image
+
+COLOURS = {"red": (220, 30, 30), "green": (30, 200, 30), "blue": (30, 30, 220)}
+
+
+def image_record(i: int, colour: str, image: str | list[str], turns: int = 1) -> dict:
+    """A conversation about one image (or several, given a list): `turns` question/answer pairs."""
+    conversations = [
+        {"from": "human", "value": "What is in the image?\n<image>"},
+        {"from": "gpt", "value": f"A {colour} square."},
+    ]
+    for _ in range(turns - 1):
+        conversations += [
+            {"from": "human", "value": "Is there a red circle?"},
+            {"from": "gpt", "value": "yes" if colour == "red" else "no"},
+        ]
+    return {"id": f"img-{i}", "image": image, "conversations": conversations}
+
+
+def text_record(i: int) -> dict:
+    """A text-only conversation."""
+    return {
+        "id": f"txt-{i}",
+        "conversations": [
+            {"from": "human", "value": "How many squares are there?"},
+            {"from": "gpt", "value": "three"},
+        ],
+    }
+
+
+def toy_records(n: int = 24, text_every: int = 4) -> tuple[list[dict], dict[str, str]]:
+    """`n` records, mostly two-turn conversations about one image, every `text_every`-th
+    text-only; and the images they need (file name -> colour)."""
+    records, images = [], {}
+    names = list(COLOURS)
+    for i in range(n):
+        if i % text_every == text_every - 1:
+            records.append(text_record(i))
+            continue
+        colour = names[i % len(names)]
+        images[f"{i}.png"] = colour
+        records.append(image_record(i, colour, f"{i}.png", turns=2))
+    return records, images
+
+
+def write_dataset(root: str | Path, records: list, images: dict[str, str] | None = None) -> tuple[str, str]:
+    """Write `images` (file name -> colour) and `records`; return `(json_path, image_folder)`."""
+    root = Path(root)
+    folder = root / "images"
+    folder.mkdir(parents=True, exist_ok=True)
+    for name, colour in (images or {}).items():
+        Image.new("RGB", (40, 32), COLOURS[colour]).save(folder / name)
+    path = root / "data.json"
+    path.write_text(json.dumps(records))
+    return str(path), str(folder)
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--output-dir", required=True)
+    parser.add_argument("--num-records", type=int, default=24)
+    args = parser.parse_args(argv)
+    write_dataset(args.output_dir, *toy_records(args.num_records))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,152 @@
+"""The lazy dataset, the collator, bad-sample handling, the modality sampler and the validator."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+from llava.constants import IMAGE_TOKEN_INDEX
+from llava.data.dataset import DataCollatorForSupervisedDataset, LazySupervisedDataset
+from llava.data.records import BadSampleError
+from llava.data.sampler import ModalityLengthGroupedSampler, modality_grouped_indices
+from llava.data.toy import image_record, text_record, write_dataset
+from llava.data.validate import main as validate_main
+
+
+def make_dataset(path, folder, tokenizer, image_processor, strict=False, max_length=256, template="v1"):
+    return LazySupervisedDataset(
+        path,
+        tokenizer,
+        image_processor,
+        template=template,
+        image_folder=folder,
+        image_aspect_ratio="pad",
+        model_max_length=max_length,
+        num_image_tokens=16,
+        strict=strict,
+    )
+
+
+def write_bad_dataset(root: Path) -> tuple[str, str]:
+    """Good records plus: a missing image (1), a truncated PNG (2), a malformed record (3)."""
+    records = [
+        image_record(0, "red", "0.png"),
+        image_record(1, "blue", "missing.png"),
+        image_record(2, "green", "truncated.png"),
+        {"id": "broken", "conversations": [{"from": "gpt", "value": "no question"}]},
+        image_record(4, "blue", "4.png"),
+        text_record(5),
+    ]
+    path, folder = write_dataset(root, records, {"0.png": "red", "4.png": "blue", "truncated.png": "green"})
+    png = Path(folder, "truncated.png")
+    png.write_bytes(png.read_bytes()[:60])
+    return path, folder
+
+
+def test_samples_text_only_multi_image_and_collation(tmp_path, tokenizer, image_processor):
+    records = [
+        image_record(0, "red", "a.png", turns=2),
+        text_record(1),
+        {
+            "id": "two",
+            "image": ["a.png", "b.png"],
+            "conversations": [
+                {"from": "human", "value": "<image>\n<image>\nWhat is in the image?"},
+                {"from": "gpt", "value": "A red square."},
+            ],
+        },
+    ]
+    path, folder = write_dataset(tmp_path, records, {"a.png": "red", "b.png": "blue"})
+    dataset = make_dataset(path, folder, tokenizer, image_processor)
+    samples = [dataset[i] for i in range(3)]
+    assert samples[0]["images"].shape == (1, 3, 32, 32)
+    assert samples[1]["images"] is None
+    assert samples[2]["images"].shape == (2, 3, 32, 32)
+    assert (samples[2]["input_ids"] == IMAGE_TOKEN_INDEX).sum() == 2
+    assert dataset.modality_lengths[0] > 0 > dataset.modality_lengths[1]
+
+    batch = DataCollatorForSupervisedDataset(pad_token_id=tokenizer.pad_token_id)(samples)
+    longest = max(s["input_ids"].shape[0] for s in samples)
+    assert batch["input_ids"].shape == batch["labels"].shape == batch["attention_mask"].shape == (3, longest)
+    assert batch["images"].shape == (3, 3, 32, 32)  # images of the batch in order of appearance
+    assert batch["attention_mask"][1].sum() == samples[1]["input_ids"].shape[0]
+    assert batch["skipped_samples"] == []
+
+
+def test_a_sample_truncated_before_its_answer_is_bad(tmp_path, tokenizer, image_processor):
+    record = image_record(0, "red", "a.png")
+    record["conversations"][0]["value"] = "Describe the picture in detail. " * 3 + "<image>"
+    path, folder = write_dataset(tmp_path, [record], {"a.png": "red"})
+    with pytest.raises(BadSampleError, match="no supervised token left"):
+        make_dataset(path, folder, tokenizer, image_processor, strict=True, max_length=40)[0]
+
+
+def test_bad_samples_are_skipped_and_counted(tmp_path, tokenizer, image_processor):
+    path, folder = write_bad_dataset(tmp_path)
+    dataset = make_dataset(path, folder, tokenizer, image_processor)
+    assert dataset.rejected_at_start == 2 and len(dataset) == 4  # missing image and malformed record
+    sample = dataset[1]  # the truncated PNG: the next good record takes its place
+    assert [s.index for s in sample["skipped"]] == [2]
+    assert "truncated.png" in sample["skipped"][0].reason
+    assert (sample["input_ids"] == IMAGE_TOKEN_INDEX).sum() == 1  # record 4
+
+
+def test_strict_data_names_the_first_bad_record(tmp_path, tokenizer, image_processor):
+    path, folder = write_bad_dataset(tmp_path)
+    with pytest.raises(BadSampleError, match=r"record 1 \(id 'img-1'\): image file not found: .*missing.png"):
+        make_dataset(path, folder, tokenizer, image_processor, strict=True)
+
+
+def test_modality_grouped_sampler():
+    lengths = [5, -3, 7, -2, 9, 4, -8, 6, 3, -1, 2]
+    indices = modality_grouped_indices(
+        lengths, batch_size=2, world_size=2, generator=torch.Generator().manual_seed(0)
+    )
+    assert sorted(indices) == list(range(len(lengths)))
+    full = len(indices) // 4 * 4
+    steps = [indices[i : i + 4] for i in range(0, full, 4)]
+    complete = [s for s in steps if len({lengths[i] > 0 for i in s}) == 1]
+    assert len(complete) >= 1 and all(
+        [abs(lengths[i]) for i in s] == sorted((abs(lengths[i]) for i in s), reverse=True) for s in complete
+    )
+    sampler = ModalityLengthGroupedSampler(lengths, batch_size=2, world_size=2, seed=3)
+    first = list(sampler)
+    assert list(sampler) == first  # same epoch, same order (a resume sees the same data)
+    sampler.set_epoch(1)
+    assert sorted(sampler) == sorted(first)
+
+
+def test_validator_lists_problems_by_index(tmp_path, tokenizer, tiny_checkpoints, capsys):
+    path, folder = write_bad_dataset(tmp_path)
+    records = json.loads(Path(path).read_text())
+    records.append(image_record(6, "red", "0.png"))
+    records[6]["conversations"][0]["value"] = "Describe the picture in detail. " * 20 + "<image>"
+    Path(path).write_text(json.dumps(records))
+    status = validate_main(
+        [
+            "--data_path",
+            path,
+            "--image_folder",
+            folder,
+            "--tokenizer",
+            tiny_checkpoints[0],
+            "--model_max_length",
+            "64",
+            "--num_image_tokens",
+            "16",
+        ]
+    )
+    out = capsys.readouterr().out
+    assert status == 1
+    assert "record 1 (id 'img-1'): missing_image" in out
+    assert "record 2 (id 'img-2'): unreadable_image" in out and "truncated.png" in out
+    assert "record 3 (id 'broken'): malformed" in out
+    assert "record 6 (id 'img-6'): too_long" in out
+    assert "7 records, 4 with problems" in out
+
+
+def test_validator_passes_a_clean_set(toy_dataset, capsys):
+    assert validate_main(["--data_path", toy_dataset[0], "--image_folder", toy_dataset[1]]) == 0
