@@ -67,6 +67,27 @@ def write_dataset(root: str | Path, records: list, images: dict[str, str] | None
     return str(path), str(folder)
 
 
+def write_broken_dataset(root: str | Path) -> tuple[str, str]:
+    """Good records plus three bad ones, for the skip path: a missing image (record 1), a
+    truncated PNG (record 2) and a malformed record (3)."""
+    records = [
+        image_record(0, "red", "0.png"),
+        image_record(1, "blue", "missing.png"),
+        image_record(2, "green", "truncated.png"),
+        {"id": "broken", "conversations": [{"from": "gpt", "value": "no question"}]},
+        image_record(4, "blue", "4.png"),
+        text_record(5),
+        image_record(6, "green", "6.png", turns=2),
+        image_record(7, "red", "0.png"),
+    ]
+    path, folder = write_dataset(
+        root, records, {"0.png": "red", "4.png": "blue", "6.png": "green", "truncated.png": "green"}
+    )
+    png = Path(folder, "truncated.png")
+    png.write_bytes(png.read_bytes()[:60])
+    return path, folder
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter

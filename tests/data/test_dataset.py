@@ -12,7 +12,7 @@ from llava.constants import IMAGE_TOKEN_INDEX
 from llava.data.dataset import DataCollatorForSupervisedDataset, LazySupervisedDataset
 from llava.data.records import BadSampleError
 from llava.data.sampler import ModalityLengthGroupedSampler, modality_grouped_indices
-from llava.data.toy import image_record, text_record, write_dataset
+from llava.data.toy import image_record, text_record, write_broken_dataset, write_dataset
 from llava.data.validate import main as validate_main
 
 
@@ -28,22 +28,6 @@ def make_dataset(path, folder, tokenizer, image_processor, strict=False, max_len
         num_image_tokens=16,
         strict=strict,
     )
-
-
-def write_bad_dataset(root: Path) -> tuple[str, str]:
-    """Good records plus: a missing image (1), a truncated PNG (2), a malformed record (3)."""
-    records = [
-        image_record(0, "red", "0.png"),
-        image_record(1, "blue", "missing.png"),
-        image_record(2, "green", "truncated.png"),
-        {"id": "broken", "conversations": [{"from": "gpt", "value": "no question"}]},
-        image_record(4, "blue", "4.png"),
-        text_record(5),
-    ]
-    path, folder = write_dataset(root, records, {"0.png": "red", "4.png": "blue", "truncated.png": "green"})
-    png = Path(folder, "truncated.png")
-    png.write_bytes(png.read_bytes()[:60])
-    return path, folder
 
 
 def test_samples_text_only_multi_image_and_collation(tmp_path, tokenizer, image_processor):
@@ -85,9 +69,9 @@ def test_a_sample_truncated_before_its_answer_is_bad(tmp_path, tokenizer, image_
 
 
 def test_bad_samples_are_skipped_and_counted(tmp_path, tokenizer, image_processor):
-    path, folder = write_bad_dataset(tmp_path)
+    path, folder = write_broken_dataset(tmp_path)
     dataset = make_dataset(path, folder, tokenizer, image_processor)
-    assert dataset.rejected_at_start == 2 and len(dataset) == 4  # missing image and malformed record
+    assert dataset.rejected_at_start == 2 and len(dataset) == 6  # missing image and malformed record
     sample = dataset[1]  # the truncated PNG: the next good record takes its place
     assert [s.index for s in sample["skipped"]] == [2]
     assert "truncated.png" in sample["skipped"][0].reason
@@ -95,7 +79,7 @@ def test_bad_samples_are_skipped_and_counted(tmp_path, tokenizer, image_processo
 
 
 def test_strict_data_names_the_first_bad_record(tmp_path, tokenizer, image_processor):
-    path, folder = write_bad_dataset(tmp_path)
+    path, folder = write_broken_dataset(tmp_path)
     with pytest.raises(BadSampleError, match=r"record 1 \(id 'img-1'\): image file not found: .*missing.png"):
         make_dataset(path, folder, tokenizer, image_processor, strict=True)
 
@@ -120,10 +104,10 @@ def test_modality_grouped_sampler():
 
 
 def test_validator_lists_problems_by_index(tmp_path, tokenizer, tiny_checkpoints, capsys):
-    path, folder = write_bad_dataset(tmp_path)
+    path, folder = write_broken_dataset(tmp_path)
     records = json.loads(Path(path).read_text())
-    records.append(image_record(6, "red", "0.png"))
-    records[6]["conversations"][0]["value"] = "Describe the picture in detail. " * 20 + "<image>"
+    records.append(image_record(8, "red", "0.png"))
+    records[8]["conversations"][0]["value"] = "Describe the picture in detail. " * 30 + "<image>"
     Path(path).write_text(json.dumps(records))
     status = validate_main(
         [
@@ -134,7 +118,7 @@ def test_validator_lists_problems_by_index(tmp_path, tokenizer, tiny_checkpoints
             "--tokenizer",
             tiny_checkpoints[0],
             "--model_max_length",
-            "64",
+            "128",
             "--num_image_tokens",
             "16",
         ]
@@ -144,8 +128,8 @@ def test_validator_lists_problems_by_index(tmp_path, tokenizer, tiny_checkpoints
     assert "record 1 (id 'img-1'): missing_image" in out
     assert "record 2 (id 'img-2'): unreadable_image" in out and "truncated.png" in out
     assert "record 3 (id 'broken'): malformed" in out
-    assert "record 6 (id 'img-6'): too_long" in out
-    assert "7 records, 4 with problems" in out
+    assert "record 8 (id 'img-8'): too_long" in out
+    assert "9 records, 4 with problems" in out
 
 
 def test_validator_passes_a_clean_set(toy_dataset, capsys):
