@@ -118,8 +118,20 @@ class TrainingArguments(transformers.TrainingArguments):
     group_by_modality_length: bool = field(
         default=False, metadata={"help": "Single-modality length-grouped steps."}
     )
+    remove_unused_columns: bool = field(
+        default=False, metadata={"help": "Keep the samples' fields (the collator builds the model inputs)."}
+    )
+    warmup_ratio: float | None = field(
+        default=None, metadata={"help": "LLaVA's spelling of a fractional --warmup_steps (e.g. 0.03)."}
+    )
 
     def __post_init__(self):
+        if self.warmup_ratio is not None:
+            if self.warmup_steps:
+                raise ValueError("give --warmup_ratio or --warmup_steps, not both")
+            if not 0.0 <= self.warmup_ratio < 1.0:
+                raise ValueError(f"--warmup_ratio {self.warmup_ratio}: expected a fraction in [0, 1)")
+            self.warmup_steps = self.warmup_ratio
         super().__post_init__()
         if self.activation_checkpointing and not self.activation_checkpointing_kwargs:
             # Non-reentrant checkpointing gives the fusion (and LoRA) parameters their gradients
