@@ -1,0 +1,137 @@
+"""Flags parsed once at the edge (honoured or rejected), the recipe's choices, parameter groups,
+and fusion gradients under activation checkpointing."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from llava.model.builder import build_from_backbones
+from llava.train.arguments import parse_arguments, resolve_run
+from llava.train.recipe import apply_recipe, parameter_groups
+
+REQUIRED = [
+    "--model_name_or_path",
+    "llm",
+    "--vision_tower",
+    "clip",
+    "--data_path",
+    "d.json",
+    "--output_dir",
+    "out",
+]
+
+
+def resolve(*flags: str):
+    return resolve_run(*parse_arguments([*REQUIRED, "--report_to", "none", *flags]))
+
+
+def test_release_flags_become_typed_config_fields():
+    spec = resolve(
+        "--use_vision_fusion", "True", "--mm_vision_select_layer", "-1,-2", "--mm_hidden_size", "2048",
+        "--fusion_targets", "q,v", "--layer_ids_to_inject", "0,2", "--stable_fusion", "True",
+        "--fusion_variant", "gated", "--fusion_alpha", "0.5", "--fusion_dropout", "0.0",
+        "--lora_enable", "True", "--lora_r", "128", "--lora_alpha", "256",
+    )  # fmt: skip
+    assert spec.model_type == "fusion_llama"
+    assert spec.config_fields == {
+        "mm_vision_select_layer": [-1, -2], "mm_hidden_size": 2048, "fusion_targets": ["q", "v"],
+        "fusion_layer_ids": [0, 2], "vision_stream_norm": True, "fusion_variant": "gated",
+        "fusion_alpha": 0.5, "fusion_dropout": 0.0,
+    }  # fmt: skip
+    assert spec.lora == {"lora_r": 128, "lora_alpha": 256, "lora_dropout": 0.05, "skip_layers": [0, 2]}
+
+
+def test_baseline_defaults():
+    spec = resolve("--lora_enable", "True", "--mm_projector_type", "mlp2x_gelu")
+    assert spec.model_type == "llava_llama" and spec.lora["skip_layers"] == []
+    assert spec.config_fields == {"mm_projector_type": "mlp2x_gelu"}
+
+
+@pytest.mark.parametrize(
+    ("flags", "message"),
+    [
+        (["--model_type", "llava_llama", "--fusion_alpha", "1.0"], "--fusion_alpha does not apply"),
+        (
+            ["--model_type", "llava_llama", "--layer_ids_to_inject", "0"],
+            "--layer_ids_to_inject does not apply",
+        ),
+        (["--model_type", "llava_llama", "--fusion_lr", "1e-4"], "--fusion_lr does not apply"),
+        (
+            ["--use_vision_fusion", "True", "--mm_projector_type", "linear"],
+            "--mm_projector_type does not apply",
+        ),
+        (["--use_vision_fusion", "True", "--mm_projector_lr", "2e-5"], "--mm_projector_lr does not apply"),
+        (["--use_vision_fusion", "True", "--tune_mm_mlp_adapter", "True"], "no projector to pre-train"),
+        (["--use_vision_fusion", "True", "--model_type", "llava_llama"], "disagree"),
+        (["--use_vision_fusion", "True", "--use_mm_proj", "True"], "disagree"),
+        (["--lora_r", "8"], "--lora_r does not apply: LoRA is off"),
+        (["--lora_layer_ids_to_skip", "0"], "LoRA is off"),
+        (["--tune_mm_mlp_adapter", "True", "--lora_enable", "True"], "stage 1 trains the projector only"),
+        (["--layer_ids_to_inject", "0,x", "--use_vision_fusion", "True"], "cannot read int"),
+        (["--version", "v0"], "unknown template"),
+        (["--lazy_preprocess", "False"], "not supported"),
+        (["--mm_use_im_start_end", "True"], "not supported"),
+    ],
+)
+def test_inapplicable_flags_are_rejected(flags, message):
+    with pytest.raises(ValueError, match=message):
+        resolve(*flags)
+
+
+def test_unknown_flags_and_fusion_hidden_dim_for_concat_are_errors(tiny_checkpoints):
+    with pytest.raises(ValueError, match="not used by the HfArgumentParser"):
+        resolve("--no_such_flag", "1")
+    spec = resolve("--use_vision_fusion", "True", "--fusion_hidden_dim", "128")  # valid flag, wrong variant
+    with pytest.raises(ValueError, match="only applies to the 'mlp' fusion variant"):
+        build_from_backbones(spec.model_type, *tiny_checkpoints, **spec.config_fields)
+
+
+def test_warmup_ratio_is_llavas_spelling_of_fractional_warmup_steps():
+    _, _, training_args = parse_arguments([*REQUIRED, "--report_to", "none", "--warmup_ratio", "0.03"])
+    assert training_args.warmup_steps == 0.03
+
+
+def _fusion_model(tiny_checkpoints, **fields):
+    model, _ = build_from_backbones("fusion_llama", *tiny_checkpoints, **fields)
+    return model
+
+
+def test_recipe_lora_skips_fusion_layers_and_the_vision_tower(tiny_checkpoints):
+    spec = resolve("--use_vision_fusion", "True", "--layer_ids_to_inject", "0,2", "--lora_enable", "True",
+                   "--fusion_lr", "1e-3")  # fmt: skip
+    model, plan = apply_recipe(_fusion_model(tiny_checkpoints, fusion_layer_ids=[0, 2]), spec)
+    assert {t.split(".")[2] for t in plan.lora_targets} == {"1", "3"}
+    assert all(t.startswith("model.layers.") for t in plan.lora_targets)
+    trained = {n for n, p in model.named_parameters() if p.requires_grad}
+    assert trained == {n for names in plan.groups.values() for n in names}
+    assert not [n for n in trained if "vision_tower" in n or "embed_tokens" in n or "lm_head" in n]
+    assert len(plan.groups["fusion"]) == 8 and all(".fusion." in n for n in plan.groups["fusion"])
+    assert all("lora_" in n for n in plan.groups["lora"])
+
+    groups = parameter_groups(model, plan, learning_rate=2e-4, weight_decay=0.1, fusion_lr=1e-3)
+    rates = {g["name"]: (g["lr"], g["weight_decay"]) for g in groups}
+    assert rates == {"lora": (2e-4, 0.1), "fusion": (1e-3, 0.1), "fusion_no_decay": (1e-3, 0.0)}
+
+
+def test_recipe_stage1_trains_only_the_projector(tiny_checkpoints):
+    spec = resolve("--tune_mm_mlp_adapter", "True")
+    model, _ = build_from_backbones("llava_llama", *tiny_checkpoints)
+    model, plan = apply_recipe(model, spec)
+    assert plan.groups == {"projector": [n for n, _ in model.named_parameters() if "mm_projector" in n]}
+
+
+def test_fusion_parameters_get_gradients_under_activation_checkpointing(tiny_checkpoints):
+    spec = resolve("--use_vision_fusion", "True", "--lora_enable", "True", "--fusion_dropout", "0.0")
+    model, plan = apply_recipe(_fusion_model(tiny_checkpoints, fusion_dropout=0.0), spec)
+    model.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})
+    model.train()
+    fusion = model.get_base_model().model.layers[0].self_attn.fusion
+    with torch.no_grad():
+        fusion.text_proj.normal_(0.0, 0.1)  # a zero W_concat would cut the gradient of W_t2v
+    input_ids = torch.tensor([[1, 20, -200, 30, 40, 50]])
+    loss = model(input_ids=input_ids, labels=input_ids.clamp(min=0), images=torch.randn(1, 3, 32, 32)).loss
+    loss.backward()
+    for name in ("text_to_vision", "text_proj", "vision_proj", "alpha"):
+        grad = getattr(fusion, name).grad
+        assert grad is not None and grad.abs().max() > 0, name

@@ -1,0 +1,77 @@
+"""ZeRO-3 and ZeRO-2 with 2 processes on CPU (gloo), through the test launcher shim, against a
+1-process run without DeepSpeed (see shared/DEEPSPEED_ON_CPU.md for what must be asserted)."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from conftest import FUSION_FLAGS, SUBPROCESS_ENV, max_abs_diff, run_training, trained_state
+
+pytestmark = pytest.mark.slow
+
+REPO = Path(__file__).resolve().parents[2]
+# Micro-batch 1 on each of 2 ranks == batch 2 on one process; no dropout, so the runs can agree.
+COMMON = [
+    *FUSION_FLAGS,
+    "--fusion_dropout",
+    "0",
+    "--lora_dropout",
+    "0",
+    "--max_steps",
+    "6",
+    "--save_steps",
+    "3",
+]
+
+
+def _torchrun(argv: list[str], tmp_path: Path) -> None:
+    config = tmp_path / "accelerator.json"
+    config.write_text(json.dumps({"use_configured_state": True}))
+    command = [
+        sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "0",
+        "-m", "llava.train.cpu_deepspeed_launch", *argv, "--accelerator_config", str(config),
+    ]  # fmt: skip
+    proc = subprocess.run(command, cwd=REPO, env=SUBPROCESS_ENV, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-4000:]
+
+
+@pytest.fixture(scope="module")
+def single_process(tmp_path_factory, run_flags):
+    out = tmp_path_factory.mktemp("single")
+    summary, _ = run_training(run_flags(out, *COMMON))
+    return out, summary
+
+
+@pytest.mark.parametrize("stage", [3, 2])
+def test_zero_two_processes_match_one_process(stage, single_process, run_flags, tmp_path):
+    reference, ref_summary = single_process
+    out = tmp_path / f"zero{stage}"
+    argv = run_flags(out, *COMMON, "--deepspeed", str(REPO / f"scripts/zero{stage}.json"))
+    argv[argv.index("--per_device_train_batch_size") + 1] = "1"
+    _torchrun(argv, tmp_path)
+
+    summary = json.loads((out / "training_summary.json").read_text())
+    assert summary["world_size"] == 2 and summary["deepspeed_enabled"] and summary["zero_stage"] == stage
+    if stage == 3:
+        assert summary["partitioned_parameters"] > 0  # really partitioned: local numel 0
+    assert summary["losses"] == pytest.approx(ref_summary["losses"], abs=1e-4)
+
+    state, ref_state = trained_state(out), trained_state(reference)
+    assert {k: v.shape for k, v in state.items()} == {k: v.shape for k, v in ref_state.items()}
+    assert state["model.layers.0.self_attn.fusion.text_proj"].abs().max() > 0  # trained from zero
+    assert all(v.abs().max() > 0 for k, v in state.items() if "lora_B" in k)
+    assert max_abs_diff(state, ref_state) < 1e-4
+
+    if stage == 3:  # resume from the mid-run checkpoint in a fresh folder: same final weights
+        resumed = tmp_path / "resumed"
+        resumed.mkdir()
+        shutil.copytree(out / "checkpoint-3", resumed / "checkpoint-3")
+        argv[argv.index("--output_dir") + 1] = str(resumed)
+        _torchrun([*argv, "--resume_from_checkpoint", "latest"], tmp_path)
+        assert max_abs_diff(trained_state(resumed), state) <= 1e-6
+        assert json.loads((resumed / "training_summary.json").read_text())["global_step"] == 6

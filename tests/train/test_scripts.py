@@ -1,0 +1,69 @@
+"""The training scripts' flags parse and resolve to the intended runs (with a stand-in `deepspeed`
+launcher that records its arguments instead of training)."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from llava.train.arguments import parse_arguments, resolve_run
+
+REPO = Path(__file__).resolve().parents[2]
+SCRIPTS = REPO / "scripts" / "v1_5"
+
+
+def _script_argv(script: str, tmp_path: Path) -> list[str]:
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    record = tmp_path / "argv.txt"
+    fake = bin_dir / "deepspeed"
+    fake.write_text(f'#!/usr/bin/env bash\nprintf "%s\\n" "$@" > {record}\n')
+    fake.chmod(0o755)
+    env = {**os.environ, "PATH": f"{bin_dir}:{os.environ['PATH']}", "REPORT_TO": "none"}
+    subprocess.run(["bash", str(SCRIPTS / script)], cwd=REPO, env=env, check=True, timeout=60)
+    argv = record.read_text().splitlines()
+    return argv[argv.index("llava/train/train_mem.py") + 1 :]
+
+
+@pytest.mark.parametrize(
+    ("script", "model_type", "expected"),
+    [
+        (
+            "fusion_finetune_lora.sh",
+            "fusion_llama",
+            {"fusion_layer_ids": [0], "mm_vision_select_layer": [-1]},
+        ),
+        (
+            "fusion_finetune_lora_HD.sh",
+            "fusion_llama",
+            {"mm_vision_select_layer": [-1, -2], "mm_hidden_size": 2048},
+        ),
+        ("ablation_fusion_add.sh", "fusion_llama", {"fusion_variant": "add"}),
+        ("ablation_fusion_gated.sh", "fusion_llama", {"fusion_variant": "gated"}),
+        ("ablation_multi_layer.sh", "fusion_llama", {"fusion_layer_ids": [0, 2]}),
+        ("pretrain.sh", "llava_llama", {"mm_projector_type": "mlp2x_gelu"}),
+        ("finetune_lora.sh", "llava_llama", {"mm_vision_select_layer": [-2]}),
+        ("alignment_free_lora.sh", "llava_llama", {"mm_projector_type": "mlp2x_gelu"}),
+    ],
+)
+def test_script_flags_resolve(script, model_type, expected, tmp_path):
+    argv = _script_argv(script, tmp_path)
+    model_args, data_args, training_args = parse_arguments([*argv, "--deepspeed", "", "--bf16", "False",
+                                                            "--tf32", "False", "--output_dir", str(tmp_path)])  # fmt: skip
+    spec = resolve_run(model_args, data_args, training_args)
+    assert spec.model_type == model_type
+    assert expected.items() <= spec.config_fields.items()
+    if script == "pretrain.sh":
+        assert spec.projector_only and spec.lora is None and model_args.version == "plain"
+    else:
+        assert spec.lora["lora_r"] == 128 and spec.lora["lora_alpha"] == 256
+    if model_type == "fusion_llama":
+        assert spec.lora["skip_layers"] == spec.config_fields.get("fusion_layer_ids", [0])
+        assert training_args.learning_rate == 2e-4 and training_args.warmup_steps == 0.03
+    if script == "finetune_lora.sh":
+        assert model_args.pretrain_mm_mlp_adapter.endswith("mm_projector.safetensors")
+    if script == "alignment_free_lora.sh":
+        assert model_args.pretrain_mm_mlp_adapter is None
