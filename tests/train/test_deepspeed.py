@@ -11,7 +11,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from conftest import FUSION_FLAGS, SUBPROCESS_ENV, max_abs_diff, run_training, trained_state
+from train_helpers import FUSION_FLAGS, SUBPROCESS_ENV, max_abs_diff, run_training, trained_state
 
 pytestmark = pytest.mark.slow
 
@@ -55,7 +55,7 @@ def single_process(tmp_path_factory, run_flags):
 
 
 @pytest.mark.parametrize("stage", [3, 2])
-def test_zero_two_processes_match_one_process(stage, single_process, run_flags, tmp_path):
+def test_zero_two_processes_match_one_process(stage, single_process, run_flags, tmp_path, record_property):
     reference, ref_summary = single_process
     out = tmp_path / f"zero{stage}"
     argv = run_flags(out, *COMMON, "--deepspeed", str(REPO / f"scripts/zero{stage}.json"))
@@ -66,12 +66,15 @@ def test_zero_two_processes_match_one_process(stage, single_process, run_flags, 
     assert summary["world_size"] == 2 and summary["deepspeed_enabled"] and summary["zero_stage"] == stage
     if stage == 3:
         assert summary["partitioned_parameters"] > 0  # really partitioned: local numel 0
+    record_property("losses", summary["losses"])
+    record_property("reference_losses", ref_summary["losses"])
     assert summary["losses"] == pytest.approx(ref_summary["losses"], abs=1e-4)
 
     state, ref_state = trained_state(out), trained_state(reference)
     assert {k: v.shape for k, v in state.items()} == {k: v.shape for k, v in ref_state.items()}
     assert state["model.layers.0.self_attn.fusion.text_proj"].abs().max() > 0  # trained from zero
     assert all(v.abs().max() > 0 for k, v in state.items() if "lora_B" in k)
+    record_property("weights_max_abs_diff_vs_1_process", max_abs_diff(state, ref_state))
     assert max_abs_diff(state, ref_state) < 1e-4
 
     if stage == 3:  # resume from the mid-run checkpoint in a fresh folder: same final weights
@@ -80,5 +83,6 @@ def test_zero_two_processes_match_one_process(stage, single_process, run_flags, 
         shutil.copytree(out / "checkpoint-3", resumed / "checkpoint-3")
         argv[argv.index("--output_dir") + 1] = str(resumed)
         _torchrun([*argv, "--resume_from_checkpoint", "latest"], tmp_path)
+        record_property("resume_max_abs_diff", max_abs_diff(trained_state(resumed), state))
         assert max_abs_diff(trained_state(resumed), state) <= 1e-6
         assert json.loads((resumed / "training_summary.json").read_text())["global_step"] == 6

@@ -10,7 +10,9 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import (
+from peft import PeftModel
+from safetensors.torch import load_file
+from train_helpers import (
     BASELINE_FLAGS,
     FUSION_FLAGS,
     SUBPROCESS_ENV,
@@ -19,8 +21,6 @@ from conftest import (
     run_training,
     trained_state,
 )
-from peft import PeftModel
-from safetensors.torch import load_file
 from transformers import AutoConfig
 
 from llava.constants import IMAGE_TOKEN_INDEX
@@ -67,8 +67,9 @@ def _check_run(summary, weights, start, trained_prefix: str):
     assert changed == [], f"frozen parameters changed: {changed[:5]}"
 
 
-def test_fusion_run_trains_lora_and_fusion_only(fusion_run, tiny_checkpoints):
+def test_fusion_run_trains_lora_and_fusion_only(fusion_run, tiny_checkpoints, record_property):
     out, _, summary, weights = fusion_run
+    record_property("losses", summary["losses"])
     start = initial_weights("fusion_llama", *tiny_checkpoints, mm_vision_select_layer=[-1])
     _check_run(summary, weights, start, ".fusion.")
     assert summary["trained_groups"] == {"lora": 42, "fusion": 4}
@@ -76,8 +77,9 @@ def test_fusion_run_trains_lora_and_fusion_only(fusion_run, tiny_checkpoints):
     assert summary["skipped_samples"] == 0 and not summary["deepspeed_enabled"]
 
 
-def test_baseline_run_trains_lora_and_projector_only(baseline_run, tiny_checkpoints):
+def test_baseline_run_trains_lora_and_projector_only(baseline_run, tiny_checkpoints, record_property):
     _, summary, weights = baseline_run
+    record_property("losses", summary["losses"])
     start = initial_weights("llava_llama", *tiny_checkpoints, mm_vision_select_layer=[-2])
     _check_run(summary, weights, start, "mm_projector")
     assert summary["trained_groups"] == {"lora": 56, "projector": 4}
@@ -110,7 +112,7 @@ def test_checkpoints_are_complete_and_load(fusion_run, tiny_checkpoints, step):
     assert processor is not None
 
 
-def test_kill_and_resume_equals_uninterrupted(fusion_run, tmp_path):
+def test_kill_and_resume_equals_uninterrupted(fusion_run, tmp_path, record_property):
     reference, argv, *_ = fusion_run
     killed = tmp_path / "killed"
     argv = [a if a != str(reference) else str(killed) for a in argv]
@@ -128,10 +130,11 @@ def test_kill_and_resume_equals_uninterrupted(fusion_run, tmp_path):
     summary = main([*argv, "--resume_from_checkpoint", "latest"])
     assert summary["global_step"] == 20
     diff = max_abs_diff(trained_state(killed), trained_state(reference))
+    record_property("max_abs_diff", diff)
     assert diff <= 1e-6, diff
 
 
-def test_merged_equals_unmerged_greedy(fusion_run, tiny_checkpoints, tmp_path):
+def test_merged_equals_unmerged_greedy(fusion_run, tiny_checkpoints, tmp_path, record_property):
     out, *_ = fusion_run
     llm, vision = tiny_checkpoints
     merged_dir = merge_lora(str(out), llm, str(tmp_path / "merged"))
@@ -159,6 +162,8 @@ def test_merged_equals_unmerged_greedy(fusion_run, tiny_checkpoints, tmp_path):
         logits_u = unmerged(input_ids=input_ids, images=images).logits
         with unmerged.disable_adapter():
             logits_base = unmerged(input_ids=input_ids, images=images).logits
+    record_property("logits_max_abs_diff", (logits_m - logits_u).abs().max().item())
+    record_property("adapter_effect", (logits_base - logits_u).abs().max().item())
     assert (logits_m - logits_u).abs().max() < 1e-4
     assert (logits_base - logits_u).abs().max() > 1e-3  # the adapter matters
     kwargs = {"images": images, "max_new_tokens": 12, "do_sample": False}
