@@ -15,11 +15,17 @@ DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--model-path", required=True, help="the LoRA run (or one of its checkpoint-N folders)")
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument(
+        "--model-path", required=True, help="the LoRA run (or one of its checkpoint-N folders)"
+    )
     parser.add_argument("--model-base", required=True, help="the base LLM the run started from")
     parser.add_argument("--save-model-path", required=True)
-    parser.add_argument("--dtype", choices=sorted(DTYPES), default="float32", help="dtype of the saved weights")
+    parser.add_argument(
+        "--dtype", choices=sorted(DTYPES), default="float32", help="dtype of the saved weights"
+    )
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     merge_lora(args.model_path, args.model_base, args.save_model_path, dtype=DTYPES[args.dtype])

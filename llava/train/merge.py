@@ -16,7 +16,9 @@ def merge_lora(model_path: str, model_base: str, save_path: str, dtype: torch.dt
     """Load `model_path` on top of `model_base` (LoRA merged into the base weights) and save the
     result with its tokenizer and image processor, safetensors only. Greedy outputs of the saved
     model equal those of base + adapter."""
-    tokenizer, model, image_processor, _ = load_pretrained_model(model_path, model_base, device="cpu", dtype=dtype)
+    tokenizer, model, image_processor, _ = load_pretrained_model(
+        model_path, model_base, device="cpu", dtype=dtype
+    )
     out = Path(save_path)
     model.save_pretrained(out)
     tokenizer.save_pretrained(out)

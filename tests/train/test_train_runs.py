@@ -47,9 +47,11 @@ def fusion_run(tmp_path_factory, run_flags):
 
 @pytest.fixture(scope="module")
 def baseline_run(tmp_path_factory, run_flags):
-    """20 steps of the LLaVA-1.5 baseline (LoRA + projector)."""
+    """20 steps of the LLaVA-1.5 baseline (LoRA + projector), modality-grouped batches."""
     out = tmp_path_factory.mktemp("baseline")
-    summary, weights = run_training(run_flags(out, *BASELINE_FLAGS, *STEPS))
+    summary, weights = run_training(
+        run_flags(out, *BASELINE_FLAGS, *STEPS, "--group_by_modality_length", "True")
+    )
     return out, summary, weights
 
 
