@@ -1,0 +1,612 @@
+"""Stage 0 of the playground: pre-train the tiny backbones (what CLIP and Vicuna are at 7B).
+
+- **Vision tower**: a tiny CLIP (`CLIPModel`, ViT with patch 8 on 48x48 images: 36 patches),
+  trained contrastively on image/caption pairs drawn from its own random stream. Its vision half
+  is saved as a `CLIPVisionModel` with a matching `CLIPImageProcessor` in `<dir>/vision`.
+- **Chat LM**: a tiny `LlamaForCausalLM` with a BPE tokenizer trained on the corpus, pre-trained
+  on text-only vicuna_v1 conversations about scenes *described in words* (`Scene.describe()` in
+  place of the image), tokenised by `llava.mm_utils.tokenize_conversation` exactly as the VLM
+  training will tokenise them. It knows the language, the template and the reasoning, and has
+  never seen an image. Saved with its tokenizer in `<dir>/llm`.
+
+Both are measured on held-out data (CLIP: retrieval top-1 among `retrieval_pool` pairs; LM:
+per-category accuracy when the scene is given as text, i.e. the ceiling a VLM built on it can
+hope for) and the numbers are written to `<dir>/metrics.json`.
+
+Rebuild the shipped backbones (see playground/backbones/README.md)::
+
+    python -m llava.playground.backbones --output-dir playground/backbones --seed 0 --threads 2
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import logging
+import math
+import os
+import random
+import shutil
+import time
+from collections import defaultdict
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from tqdm.auto import tqdm
+from transformers import (
+    AutoModelForCausalLM,
+    AutoTokenizer,
+    CLIPConfig,
+    CLIPImageProcessor,
+    CLIPModel,
+    CLIPVisionModel,
+    LlamaConfig,
+    LlamaForCausalLM,
+    PreTrainedTokenizerFast,
+)
+
+from llava.constants import IGNORE_INDEX
+from llava.conversation import get_conv_template
+from llava.mm_utils import tokenize_conversation
+from llava.playground.datasets import rng_for
+from llava.playground.scenes import IMAGE_SIZE, Scene, render_scene, sample_scene
+from llava.playground.tasks import (
+    CATEGORIES,
+    Question,
+    can_ask,
+    sample_questions,
+    short_question,
+    yes_no_pair,
+)
+from llava.tools.tokenizer import train_tokenizer
+
+logger = logging.getLogger(__name__)
+
+# Where the repository ships the pre-built backbones (relative to the repository root).
+REPO_ROOT = Path(__file__).resolve().parents[2]
+SHIPPED_BACKBONES = REPO_ROOT / "playground" / "backbones"
+VISION_SUBDIR = "vision"
+LLM_SUBDIR = "llm"
+CONV_TEMPLATE = "vicuna_v1"
+PATCH_SIZE = 8
+
+
+def vision_tower_path(backbones_dir: str | os.PathLike = SHIPPED_BACKBONES) -> Path:
+    """The vision tower folder (`CLIPVisionModel` + `CLIPImageProcessor`)."""
+    return Path(backbones_dir) / VISION_SUBDIR
+
+
+def llm_path(backbones_dir: str | os.PathLike = SHIPPED_BACKBONES) -> Path:
+    """The chat LM folder (`LlamaForCausalLM` + fast tokenizer)."""
+    return Path(backbones_dir) / LLM_SUBDIR
+
+
+@dataclasses.dataclass(frozen=True)
+class BackbonePreset:
+    """Sizes and budgets of stage 0."""
+
+    # tokenizer
+    vocab_size: int = 512
+    tokenizer_corpus: int = 4000  # conversations + captions the tokenizer is trained on
+    # CLIP
+    clip_hidden: int = 128
+    clip_vision_layers: int = 4
+    clip_text_layers: int = 2
+    clip_heads: int = 4
+    clip_steps: int = 900
+    clip_batch: int = 128
+    clip_lr: float = 2e-3
+    retrieval_pool: int = 512
+    # chat LM
+    lm_hidden: int = 128
+    lm_layers: int = 4
+    lm_heads: int = 4
+    lm_intermediate: int = 512
+    lm_steps: int = 700
+    lm_batch: int = 32
+    lm_lr: float = 3e-3
+    lm_min_turns: int = 6  # questions per training conversation: uniform in [min, max]
+    lm_max_turns: int = 8
+    lm_all_token_weight: float = 0.25  # loss = answer CE + w * next-token CE on every token
+    lm_eval_per_category: int = 100  # held-out scenes per category (a yes/no pair + a short question each)
+    warmup_ratio: float = 0.05
+
+
+PRESETS: dict[str, BackbonePreset] = {
+    "default": BackbonePreset(),
+    "smoke": BackbonePreset(
+        tokenizer_corpus=200,
+        clip_hidden=32,
+        clip_vision_layers=1,
+        clip_text_layers=1,
+        clip_heads=2,
+        clip_steps=3,
+        clip_batch=16,
+        retrieval_pool=16,
+        lm_hidden=32,
+        lm_layers=1,
+        lm_heads=2,
+        lm_intermediate=64,
+        lm_steps=3,
+        lm_batch=4,
+        lm_min_turns=1,
+        lm_max_turns=2,
+        lm_eval_per_category=2,
+    ),
+}
+
+
+def _cosine_schedule(total_steps: int, warmup_ratio: float) -> Callable[[int], float]:
+    warmup = max(1, int(total_steps * warmup_ratio))
+
+    def factor(step: int) -> float:
+        if step < warmup:
+            return (step + 1) / warmup
+        progress = (step - warmup) / max(1, total_steps - warmup)
+        return 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
+
+    return factor
+
+
+# ----------------------------------------------------------------------------------- tokenizer
+
+
+def build_tokenizer(preset: BackbonePreset, seed: int) -> PreTrainedTokenizerFast:
+    """A BPE tokenizer trained on rendered vicuna_v1 conversations (system prompt included),
+    every question template of every category, and captions."""
+    rng = rng_for(seed, "backbones/tokenizer")
+    corpus: list[str] = []
+    for _ in range(preset.tokenizer_corpus):
+        scene = sample_scene(rng)
+        corpus.append(_conversation(scene, sample_questions(scene, rng, len(CATEGORIES))).get_prompt())
+        corpus.append(scene.caption())
+    return train_tokenizer(corpus, vocab_size=preset.vocab_size)
+
+
+def _conversation(scene: Scene, questions: list[Question], open_last: bool = False):
+    """A vicuna_v1 conversation about `scene` given as text; with `open_last` the last answer is
+    left open for generation."""
+    conv = get_conv_template(CONV_TEMPLATE)
+    for i, question in enumerate(questions):
+        text = f"{scene.describe()}\n{question.text}" if i == 0 else question.text
+        conv.append_message(conv.roles[0], text)
+        last = i == len(questions) - 1
+        conv.append_message(conv.roles[1], None if (open_last and last) else question.answer)
+    return conv
+
+
+# -------------------------------------------------------------------------------------- CLIP
+
+
+def build_clip(preset: BackbonePreset, tokenizer: PreTrainedTokenizerFast) -> CLIPModel:
+    """A CLIP whose text side reads the chat LM's tokenizer (only its vision half is kept)."""
+    hidden = preset.clip_hidden
+    config = CLIPConfig(
+        text_config={
+            "vocab_size": len(tokenizer),
+            "hidden_size": hidden,
+            "intermediate_size": 4 * hidden,
+            "num_hidden_layers": preset.clip_text_layers,
+            "num_attention_heads": preset.clip_heads,
+            "max_position_embeddings": 64,
+            "bos_token_id": tokenizer.bos_token_id,
+            "eos_token_id": tokenizer.eos_token_id,
+            "pad_token_id": tokenizer.pad_token_id,
+        },
+        vision_config={
+            "hidden_size": hidden,
+            "intermediate_size": 4 * hidden,
+            "num_hidden_layers": preset.clip_vision_layers,
+            "num_attention_heads": preset.clip_heads,
+            "image_size": IMAGE_SIZE,
+            "patch_size": PATCH_SIZE,
+        },
+        projection_dim=hidden,
+    )
+    return CLIPModel(config)
+
+
+def pixel_statistics(seed: int, n: int = 256) -> tuple[list[float], list[float]]:
+    """Per-channel mean and std of rendered scenes (the image processor's normalisation)."""
+    rng = rng_for(seed, "backbones/pixel-stats")
+    pixels = np.stack(
+        [np.asarray(render_scene(sample_scene(rng)), dtype=np.float64) / 255.0 for _ in range(n)]
+    )
+    return pixels.mean(axis=(0, 1, 2)).round(4).tolist(), pixels.std(axis=(0, 1, 2)).round(4).tolist()
+
+
+def make_image_processor(mean: list[float], std: list[float]) -> CLIPImageProcessor:
+    return CLIPImageProcessor(
+        size={"shortest_edge": IMAGE_SIZE},
+        crop_size={"height": IMAGE_SIZE, "width": IMAGE_SIZE},
+        image_mean=mean,
+        image_std=std,
+    )
+
+
+def _pixels(scenes: list[Scene], mean: torch.Tensor, std: torch.Tensor) -> torch.Tensor:
+    """Scenes -> normalised pixels `[N, 3, H, W]` (what the image processor produces)."""
+    images = np.stack([np.asarray(render_scene(s)) for s in scenes])  # [N, H, W, 3] uint8
+    x = torch.from_numpy(images).permute(0, 3, 1, 2).float() / 255.0  # [N, 3, H, W]
+    return (x - mean[None, :, None, None]) / std[None, :, None, None]
+
+
+def _caption_ids(
+    tokenizer: PreTrainedTokenizerFast, scenes: list[Scene]
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Caption token ids `[N, T]` (BOS ... EOS, right-padded) and the index of each EOS `[N]`."""
+    rows = [tokenizer(s.caption()).input_ids + [tokenizer.eos_token_id] for s in scenes]
+    length = max(len(r) for r in rows)
+    ids = torch.full((len(rows), length), tokenizer.pad_token_id, dtype=torch.long)
+    for i, row in enumerate(rows):
+        ids[i, : len(row)] = torch.tensor(row)
+    return ids, torch.tensor([len(r) - 1 for r in rows])
+
+
+def _clip_embeddings(
+    clip: CLIPModel, pixels: torch.Tensor, ids: torch.Tensor, eos_index: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """L2-normalised image and text embeddings `[N, D]`. Text is pooled at each caption's EOS
+    (explicitly, since CLIP's own pooling treats `eos_token_id == 2` as a legacy argmax)."""
+    image = clip.visual_projection(clip.vision_model(pixel_values=pixels).pooler_output)  # [N, D]
+    mask = (torch.arange(ids.shape[1])[None, :] <= eos_index[:, None]).long()  # [N, T]
+    hidden = clip.text_model(input_ids=ids, attention_mask=mask).last_hidden_state  # [N, T, H]
+    text = clip.text_projection(hidden[torch.arange(ids.shape[0]), eos_index])  # [N, D]
+    return F.normalize(image, dim=-1), F.normalize(text, dim=-1)
+
+
+def train_clip(
+    clip: CLIPModel, tokenizer: PreTrainedTokenizerFast, preset: BackbonePreset, seed: int, mean, std
+) -> dict[str, float]:
+    """Contrastive pre-training on freshly drawn pairs; returns held-out retrieval top-1."""
+    mean_t, std_t = torch.tensor(mean), torch.tensor(std)
+    rng = rng_for(seed, "backbones/clip-train")
+    optimizer = torch.optim.AdamW(clip.parameters(), lr=preset.clip_lr, weight_decay=0.1)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(
+        optimizer, _cosine_schedule(preset.clip_steps, preset.warmup_ratio)
+    )
+    clip.train()
+    progress = tqdm(range(preset.clip_steps), desc="CLIP pre-training")
+    for _ in progress:
+        scenes = [sample_scene(rng) for _ in range(preset.clip_batch)]
+        ids, eos_index = _caption_ids(tokenizer, scenes)
+        image, text = _clip_embeddings(clip, _pixels(scenes, mean_t, std_t), ids, eos_index)
+        logits = clip.logit_scale.exp() * image @ text.T  # [B, B]
+        target = torch.arange(len(scenes))
+        loss = (F.cross_entropy(logits, target) + F.cross_entropy(logits.T, target)) / 2
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        scheduler.step()
+        with torch.no_grad():
+            clip.logit_scale.clamp_(0, math.log(100))
+        progress.set_postfix(loss=f"{loss.item():.3f}")
+    return evaluate_clip(clip, tokenizer, preset.retrieval_pool, seed, mean, std)
+
+
+@torch.no_grad()
+def evaluate_clip(clip: CLIPModel, tokenizer, pool: int, seed: int, mean, std) -> dict[str, float]:
+    """Retrieval top-1 among `pool` held-out image/caption pairs, both directions."""
+    clip.eval()
+    rng = rng_for(seed, "backbones/clip-eval")
+    scenes = [sample_scene(rng) for _ in range(pool)]
+    ids, eos_index = _caption_ids(tokenizer, scenes)
+    image, text = _clip_embeddings(
+        clip, _pixels(scenes, torch.tensor(mean), torch.tensor(std)), ids, eos_index
+    )
+    sim = image @ text.T  # [P, P]
+    target = torch.arange(pool)
+    return {
+        "image_to_text_top1": (sim.argmax(dim=1) == target).float().mean().item(),
+        "text_to_image_top1": (sim.argmax(dim=0) == target).float().mean().item(),
+        "pool": pool,
+    }
+
+
+def save_vision_tower(clip: CLIPModel, processor: CLIPImageProcessor, output_dir: Path) -> None:
+    """The vision half as a standalone `CLIPVisionModel` plus its image processor."""
+    vision = CLIPVisionModel(clip.config.vision_config)
+    vision.load_state_dict(clip.vision_model.state_dict())
+    vision.save_pretrained(output_dir)
+    processor.save_pretrained(output_dir)
+
+
+# ------------------------------------------------------------------------------------ chat LM
+
+
+def build_lm(preset: BackbonePreset, tokenizer: PreTrainedTokenizerFast) -> LlamaForCausalLM:
+    config = LlamaConfig(
+        vocab_size=len(tokenizer),
+        hidden_size=preset.lm_hidden,
+        intermediate_size=preset.lm_intermediate,
+        num_hidden_layers=preset.lm_layers,
+        num_attention_heads=preset.lm_heads,
+        num_key_value_heads=preset.lm_heads,
+        max_position_embeddings=1024,
+        rms_norm_eps=1e-5,
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id,
+        tie_word_embeddings=False,
+    )
+    return LlamaForCausalLM(config)
+
+
+def _lm_batches(
+    tokenizer, rng: random.Random, batch_size: int, min_turns: int, max_turns: int
+) -> Iterator[tuple[torch.Tensor, ...]]:
+    """Endless batches of text-scene conversations: `input_ids`, `labels`, `attention_mask`, all
+    `[B, T]` (right-padded; labels `IGNORE_INDEX` outside the answers)."""
+    while True:
+        rows = []
+        for _ in range(batch_size):
+            scene = sample_scene(rng)
+            questions = sample_questions(scene, rng, rng.randint(min_turns, max_turns))
+            rows.append(tokenize_conversation(_conversation(scene, questions), tokenizer, add_bos=True))
+        length = max(len(ids) for ids, _ in rows)
+        input_ids = torch.full((batch_size, length), tokenizer.pad_token_id, dtype=torch.long)
+        labels = torch.full((batch_size, length), IGNORE_INDEX, dtype=torch.long)
+        mask = torch.zeros((batch_size, length), dtype=torch.long)
+        for i, (ids, lab) in enumerate(rows):
+            input_ids[i, : len(ids)] = torch.tensor(ids)
+            labels[i, : len(lab)] = torch.tensor(lab)
+            mask[i, : len(ids)] = 1
+        yield input_ids, labels, mask
+
+
+def train_lm(model: LlamaForCausalLM, tokenizer, preset: BackbonePreset, seed: int) -> None:
+    """Chat pre-training: answer CE + `lm_all_token_weight` x next-token CE on every token."""
+    rng = rng_for(seed, "backbones/lm-train")
+    optimizer = torch.optim.AdamW(model.parameters(), lr=preset.lm_lr, weight_decay=0.0, betas=(0.9, 0.98))
+    scheduler = torch.optim.lr_scheduler.LambdaLR(
+        optimizer, _cosine_schedule(preset.lm_steps, preset.warmup_ratio)
+    )
+    batches = _lm_batches(tokenizer, rng, preset.lm_batch, preset.lm_min_turns, preset.lm_max_turns)
+    model.train()
+    progress = tqdm(range(preset.lm_steps), desc="chat LM pre-training")
+    for _ in progress:
+        input_ids, labels, mask = next(batches)
+        logits = model(input_ids=input_ids, attention_mask=mask).logits[:, :-1]  # [B, T-1, V]
+        flat = logits.reshape(-1, logits.shape[-1])  # [B*(T-1), V]
+        answer_loss = F.cross_entropy(flat, labels[:, 1:].reshape(-1), ignore_index=IGNORE_INDEX)
+        all_targets = input_ids[:, 1:].masked_fill(mask[:, 1:] == 0, IGNORE_INDEX)  # [B, T-1]
+        all_loss = F.cross_entropy(flat, all_targets.reshape(-1), ignore_index=IGNORE_INDEX)
+        loss = answer_loss + preset.lm_all_token_weight * all_loss
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        optimizer.step()
+        scheduler.step()
+        progress.set_postfix(answer=f"{answer_loss.item():.3f}", all=f"{all_loss.item():.3f}")
+
+
+@torch.no_grad()
+def generate_answers(
+    model, tokenizer, prompts: list[str], max_new_tokens: int = 8, batch_size: int = 64
+) -> list[str]:
+    """Greedy answers to full vicuna_v1 prompts (left-padded batches), decoded and stripped."""
+    model.eval()
+    answers: list[str] = []
+    for start in range(0, len(prompts), batch_size):
+        rows = [tokenizer(p).input_ids for p in prompts[start : start + batch_size]]
+        length = max(len(r) for r in rows)
+        input_ids = torch.full((len(rows), length), tokenizer.pad_token_id, dtype=torch.long)
+        mask = torch.zeros((len(rows), length), dtype=torch.long)
+        for i, row in enumerate(rows):
+            input_ids[i, length - len(row) :] = torch.tensor(row)
+            mask[i, length - len(row) :] = 1
+        out = model.generate(
+            input_ids=input_ids,
+            attention_mask=mask,
+            max_new_tokens=max_new_tokens,
+            do_sample=False,
+            pad_token_id=tokenizer.pad_token_id,
+            eos_token_id=tokenizer.eos_token_id,
+        )  # [B, T + new]
+        answers.extend(t.strip() for t in tokenizer.batch_decode(out[:, length:], skip_special_tokens=True))
+    return answers
+
+
+def text_prompt(scene: Scene, question: Question) -> str:
+    """The vicuna_v1 prompt asking `question` about `scene` described in words."""
+    return _conversation(scene, [question], open_last=True).get_prompt()
+
+
+def evaluate_lm(model, tokenizer, per_category: int, seed: int) -> dict[str, dict[str, float]]:
+    """The LM's ceiling: per category, on held-out text scenes, yes/no acc and acc+ (MME style,
+    both questions of a pair right) and short-answer exact match."""
+    rng = rng_for(seed, "backbones/lm-eval")
+    prompts: list[str] = []
+    meta: list[tuple[str, str, int, str]] = []  # (category, kind, pair index, answer)
+    for category in CATEGORIES:
+        for i in range(per_category):
+            scene = sample_scene(rng)
+            while not can_ask(scene, category):
+                scene = sample_scene(rng)
+            for question in (*yes_no_pair(scene, category, rng), short_question(scene, category, rng)):
+                prompts.append(text_prompt(scene, question))
+                meta.append((category, question.kind, i, question.answer))
+    predictions = generate_answers(model, tokenizer, prompts)
+    right: dict[tuple[str, str], list[bool]] = defaultdict(list)
+    pairs: dict[tuple[str, int], list[bool]] = defaultdict(list)
+    for (category, kind, i, answer), prediction in zip(meta, predictions, strict=True):
+        correct = prediction.lower() == answer.lower()
+        right[category, kind].append(correct)
+        if kind == "yes_no":
+            pairs[category, i].append(correct)
+    results = {}
+    for category in CATEGORIES:
+        acc_plus = [all(pairs[category, i]) for i in range(per_category)]
+        results[category] = {
+            "yes_no_acc": float(np.mean(right[category, "yes_no"])),
+            "yes_no_acc_plus": float(np.mean(acc_plus)),
+            "short_answer_acc": float(np.mean(right[category, "short"])),
+        }
+    return results
+
+
+# ---------------------------------------------------------------------------------- the stage
+
+
+def _stage_fields(preset: BackbonePreset, prefix: str) -> dict:
+    """The preset fields a stage depends on (the tokenizer's, plus its own)."""
+    return {
+        k: v
+        for k, v in dataclasses.asdict(preset).items()
+        if k.startswith((prefix, "vocab_size", "tokenizer_"))
+    }
+
+
+def _stage_done(metrics: dict, stage: str, folder: Path, fields: dict, seed: int) -> bool:
+    entry = metrics.get(stage)
+    return (
+        (folder / "model.safetensors").is_file()
+        and entry is not None
+        and entry.get("seed") == seed
+        and entry.get("config") == fields
+    )
+
+
+def _save_atomically(folder: Path, save: Callable[[Path], None]) -> None:
+    """Write into `<folder>.partial`, then move it into place (an interrupted save leaves no
+    half-written backbone behind)."""
+    partial = folder.with_name(folder.name + ".partial")
+    if partial.exists():
+        shutil.rmtree(partial)
+    save(partial)
+    if folder.exists():
+        shutil.rmtree(folder)
+    os.replace(partial, folder)
+
+
+def build_backbones(
+    output_dir: str | os.PathLike, seed: int = 0, preset: str | BackbonePreset = "default"
+) -> dict:
+    """Pre-train both backbones, save them under `output_dir/{vision,llm}`, and return (and
+    write to `output_dir/metrics.json`) the measured numbers and wall times.
+
+    Resumable by stage: a stage whose backbone and metrics already exist for the same seed and
+    settings is skipped; an interrupted stage restarts from scratch.
+    """
+    if isinstance(preset, str):
+        if preset not in PRESETS:
+            raise ValueError(f"unknown backbone preset {preset!r}; expected one of {sorted(PRESETS)}")
+        preset = PRESETS[preset]
+    output_dir = Path(output_dir)
+    output_dir.mkdir(parents=True, exist_ok=True)
+    metrics_path = output_dir / "metrics.json"
+    metrics: dict = json.loads(metrics_path.read_text()) if metrics_path.is_file() else {}
+
+    def record(stage: str, entry: dict) -> None:
+        metrics[stage] = entry
+        metrics_path.write_text(json.dumps(metrics, indent=1) + "\n")
+
+    tokenizer = build_tokenizer(preset, seed)
+    logger.info("tokenizer: %d tokens", len(tokenizer))
+
+    clip_fields = _stage_fields(preset, "clip_")
+    if _stage_done(metrics, "clip", vision_tower_path(output_dir), clip_fields, seed):
+        logger.info("vision tower: reusing %s", vision_tower_path(output_dir))
+    else:
+        torch.manual_seed(seed)
+        mean, std = pixel_statistics(seed)
+        clip = build_clip(preset, tokenizer)
+        logger.info("CLIP: %.2fM parameters (vision %.2fM)", _millions(clip), _millions(clip.vision_model))
+        start = time.perf_counter()
+        result = train_clip(clip, tokenizer, preset, seed, mean, std)
+        result["train_seconds"] = round(time.perf_counter() - start, 1)
+        result["threads"] = torch.get_num_threads()
+        logger.info("CLIP retrieval: %s", result)
+        processor = make_image_processor(mean, std)
+        _save_atomically(vision_tower_path(output_dir), lambda d: save_vision_tower(clip, processor, d))
+        record("clip", {"seed": seed, "config": clip_fields, **result})
+
+    lm_fields = _stage_fields(preset, "lm_")
+    if _stage_done(metrics, "lm", llm_path(output_dir), lm_fields, seed):
+        logger.info("chat LM: reusing %s", llm_path(output_dir))
+    else:
+        torch.manual_seed(seed)
+        model = build_lm(preset, tokenizer)
+        logger.info("chat LM: %.2fM parameters", _millions(model))
+        start = time.perf_counter()
+        train_lm(model, tokenizer, preset, seed)
+        train_seconds = round(time.perf_counter() - start, 1)
+        ceiling = evaluate_lm(model, tokenizer, preset.lm_eval_per_category, seed)
+        for category, row in ceiling.items():
+            logger.info("LM ceiling %-22s %s", category, {k: round(v, 3) for k, v in row.items()})
+
+        def save_lm(folder: Path) -> None:
+            model.save_pretrained(folder)
+            tokenizer.save_pretrained(folder)
+
+        _save_atomically(llm_path(output_dir), save_lm)
+        record(
+            "lm",
+            {
+                "seed": seed,
+                "config": lm_fields,
+                "train_seconds": train_seconds,
+                "threads": torch.get_num_threads(),
+                "ceiling": ceiling,
+            },
+        )
+    logger.info("backbones in %s", output_dir)
+    return metrics
+
+
+def load_backbones(backbones_dir: str | os.PathLike = SHIPPED_BACKBONES):
+    """`(vision_tower, image_processor, llm, tokenizer)` loaded with the standard HF loaders."""
+    vision_dir, llm_dir = vision_tower_path(backbones_dir), llm_path(backbones_dir)
+    for path in (vision_dir, llm_dir):
+        if not (path / "config.json").is_file():
+            raise FileNotFoundError(
+                f"no backbone at {path}; build one with `python -m llava.playground.backbones --output-dir {backbones_dir}`"
+            )
+    return (
+        CLIPVisionModel.from_pretrained(vision_dir),
+        CLIPImageProcessor.from_pretrained(vision_dir),
+        AutoModelForCausalLM.from_pretrained(llm_dir),
+        AutoTokenizer.from_pretrained(llm_dir),
+    )
+
+
+def _millions(module: torch.nn.Module) -> float:
+    return sum(p.numel() for p in module.parameters()) / 1e6
+
+
+def main(argv: list[str] | None = None) -> dict:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--output-dir", required=True, help="where to write vision/, llm/ and metrics.json")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--preset", default="default", choices=sorted(PRESETS))
+    parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's own)")
+    parser.add_argument(
+        "--override",
+        action="append",
+        default=[],
+        metavar="FIELD=VALUE",
+        help="override one field of the preset, e.g. --override lm_steps=2000 (repeatable)",
+    )
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    if args.threads is not None:
+        torch.set_num_threads(args.threads)
+    preset = PRESETS[args.preset]
+    fields = {f.name: f.type for f in dataclasses.fields(preset)}
+    changes = {}
+    for item in args.override:
+        name, _, value = item.partition("=")
+        if name not in fields:
+            parser.error(f"--override {item!r}: unknown field {name!r}; fields: {sorted(fields)}")
+        changes[name] = float(value) if fields[name] == "float" else int(value)
+    if changes:
+        preset = dataclasses.replace(preset, **changes)
+    return build_backbones(args.output_dir, seed=args.seed, preset=preset if changes else args.preset)
+
+
+if __name__ == "__main__":
+    main()
