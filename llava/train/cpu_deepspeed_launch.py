@@ -19,9 +19,14 @@ def main() -> None:
     os.environ["ACCELERATE_USE_DEEPSPEED"] = "true"
     from accelerate import PartialState
 
-    PartialState(backend="gloo")
+    state = PartialState(backend="gloo")
     sys.argv = ["llava.train.train", *sys.argv[1:]]
     runpy.run_module("llava.train.train", run_name="__main__", alter_sys=True)
+    # Leave together and tear the process group down before the interpreter exits: a rank that
+    # exits with the communication threads still alive can abort ("terminate called without an
+    # active exception") after the run has finished and saved.
+    state.wait_for_everyone()
+    state.destroy_process_group()
 
 
 if __name__ == "__main__":
