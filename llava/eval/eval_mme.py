@@ -244,6 +244,16 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--results-dir", default=None, help="score existing txt files instead of converting")
     parser.add_argument("--results-json", default=None, help="headline numbers for llava.eval.report")
+    parser.add_argument(
+        "--perception",
+        default=",".join(MME_PERCEPTION),
+        help="comma-separated perception subtasks (default: MME's)",
+    )
+    parser.add_argument(
+        "--cognition",
+        default=",".join(MME_COGNITION),
+        help="comma-separated cognition subtasks (default: MME's)",
+    )
     return parser
 
 
@@ -258,8 +268,10 @@ def main(argv: Sequence[str] | None = None) -> MMEScores:
             write_mme_txt(records, args.output_dir)
     else:
         parser.error("give --results-dir, or --answers-file with --mme-dir")
-    scores = score_mme(records)
-    print_scores(scores, MME_PERCEPTION, MME_COGNITION)
+    perception = [c for c in args.perception.split(",") if c]
+    cognition = [c for c in args.cognition.split(",") if c]
+    scores = score_mme(records, perception=perception, cognition=cognition)
+    print_scores(scores, perception, cognition)
     write_results_json(args.results_json, "mme", scores.perception, **scores.as_dict())
     return scores
 

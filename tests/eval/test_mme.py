@@ -149,3 +149,13 @@ def test_write_read_round_trip(tmp_path):
     write_mme_txt(records, tmp_path)
     back = read_mme_txt(tmp_path)
     assert [r.prediction for r in back] == ["yes no", "No"] and back[0].category == "OCR"
+
+
+def test_command_line_takes_custom_categories(tmp_path, capsys):
+    records = [_rec("comparison", "s1.png", "yes", "yes"), _rec("comparison", "s1.png", "no", "no")]
+    write_mme_txt(records, tmp_path)
+    with pytest.raises(ValueError, match="outside perception/cognition"):
+        main(["--results-dir", str(tmp_path)])
+    scores = main(["--results-dir", str(tmp_path), "--perception", "count", "--cognition", "comparison"])
+    # both answers right: acc 100 + acc+ 100
+    assert scores.cognition == pytest.approx(200.0) and "comparison" in capsys.readouterr().out
