@@ -278,6 +278,7 @@ class Sample:
     `prompt` is what the answer file records (LLaVA's `cur_prompt`); `query` is the user message
     given to the template, with its `<image>` placeholders and suffixes. `extra` fields are
     written to the answer line after `text`; `round_id`, when present, is part of the resume key.
+    Question ids need not be unique: MME asks two questions per image under the image's path.
     """
 
     question_id: QuestionId
@@ -288,12 +289,12 @@ class Sample:
 
     @property
     def key(self) -> Hashable:
-        return answer_key({"question_id": self.question_id, **self.extra})
+        return answer_key({"question_id": self.question_id, "prompt": self.prompt, **self.extra})
 
 
 def answer_key(record: dict[str, Any]) -> Hashable:
-    """What identifies an answer for resuming: the question id (and MMBench's round)."""
-    return (record["question_id"], record.get("round_id"))
+    """What identifies an answer for resuming: the question id, MMBench's round and the prompt."""
+    return (record["question_id"], record.get("round_id"), record.get("prompt"))
 
 
 @dataclass(frozen=True)
@@ -461,7 +462,9 @@ def run(task: AnswerTask, args: argparse.Namespace) -> RunSummary:
     seen: set[Hashable] = set()
     for sample in samples:
         if sample.key in seen:
-            raise ValueError(f"{args.question_file}: question {sample.question_id!r} appears more than once")
+            raise ValueError(
+                f"{args.question_file}: question {sample.question_id!r} with the same prompt appears more than once"
+            )
         seen.add(sample.key)
 
     answers_file = Path(args.answers_file).expanduser()

@@ -372,7 +372,7 @@ def test_answers_file_errors_name_the_file(tmp_path):
     assert prepare_answers_file(answers, "other", overwrite=True) == set()
     assert answers.read_text() == ""
     answers.write_text(good, encoding="utf-8")  # complete last line without its newline
-    assert prepare_answers_file(answers, "m") == {(1, None)}
+    assert prepare_answers_file(answers, "m") == {(1, None, None)}  # (question_id, round_id, prompt)
     assert answers.read_text() == good + "\n"
 
 
@@ -402,11 +402,35 @@ def test_missing_image_skipped_and_counted_under_the_flag(tiny_model_path, image
     assert "lost.png" in caplog.text
 
 
-def test_duplicate_question_ids_are_rejected(tmp_path):
+def test_duplicate_questions_are_rejected(tmp_path):
     q_file = write_jsonl(tmp_path / "q.jsonl", vqa_questions(2) + vqa_questions(1))
     args = ["--model-path", "m", "--question-file", str(q_file), "--answers-file", str(tmp_path / "a.jsonl")]
-    with pytest.raises(ValueError, match="question 'q0' appears more than once"):
+    with pytest.raises(ValueError, match="question 'q0' with the same prompt appears more than once"):
         model_vqa_loader.main(args)
+
+
+def test_mme_style_two_questions_per_image_id_are_both_answered_and_resumed(
+    tiny_model_path, image_folder, tmp_path
+):
+    suffix = " Please answer yes or no."
+    questions = [
+        {"question_id": "existence/img0.png", "image": "img0.png", "text": "Is there a red circle?" + suffix},
+        {
+            "question_id": "existence/img0.png",
+            "image": "img0.png",
+            "text": "Is there a blue square?" + suffix,
+        },
+    ]
+    q_file = write_jsonl(tmp_path / "q.jsonl", questions)
+    answers = tmp_path / "a.jsonl"
+    args = ["--model-path", tiny_model_path, "--question-file", str(q_file), "--image-folder", str(image_folder),
+            "--answers-file", str(answers), "--max_new_tokens", "3"]  # fmt: skip
+    assert model_vqa_loader.main(args).answered == 2
+    lines = read_jsonl(answers)
+    assert [r["question_id"] for r in lines] == ["existence/img0.png"] * 2
+    assert [r["prompt"] for r in lines] == [q["text"] for q in questions]
+    rerun = model_vqa_loader.main(args)
+    assert rerun.answered == 0 and rerun.resumed == 2
 
 
 def test_question_file_errors_name_the_line(tmp_path):
