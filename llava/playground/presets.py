@@ -1,0 +1,98 @@
+"""Presets of the playground's comparison: data size, step budgets and which pipelines run.
+
+Every pipeline of a preset gets the same backbones, instruction data, seeds and instruction-tuning
+budget; LLaVA-1.5 additionally spends `align_steps` on its alignment stage (the paper's point).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+
+@dataclasses.dataclass(frozen=True)
+class Budget:
+    """Optimisation settings shared by every pipeline of a preset."""
+
+    steps: int  # instruction-tuning optimizer steps
+    batch_size: int
+    learning_rate: float  # LoRA (and fusion) learning rate, LLaVA's 2e-4 scaled for tiny models
+    lora_r: int
+    lora_alpha: int
+    projector_lr: float  # LLaVA-1.5 stage 2's projector learning rate
+    align_steps: int  # LLaVA-1.5 stage 1 (projector alignment on captions)
+    align_learning_rate: float
+    warmup_ratio: float = 0.03
+    model_max_length: int = 512
+
+
+@dataclasses.dataclass(frozen=True)
+class Preset:
+    name: str
+    data: str  # a `llava.playground.datasets.PRESETS` key
+    budget: Budget
+    pipelines: tuple[str, ...]
+    seeds: tuple[int, ...] = (0,)
+    eval_batch_size: int = 32
+    eval_max_new_tokens: int = 6
+
+
+MAIN_PIPELINES = ("inverse_llava", "llava_1_5", "llava_no_align")
+ABLATIONS = ("inverse_llava_hd", "ablation_add", "ablation_gated", "ablation_multi_layer")
+
+PRESETS: dict[str, Preset] = {
+    "smoke": Preset(
+        name="smoke",
+        data="smoke",
+        budget=Budget(
+            steps=4,
+            batch_size=4,
+            learning_rate=1e-3,
+            lora_r=4,
+            lora_alpha=8,
+            projector_lr=1e-3,
+            align_steps=2,
+            align_learning_rate=1e-3,
+            model_max_length=256,
+        ),  # fmt: skip
+        pipelines=MAIN_PIPELINES,
+        eval_batch_size=16,
+    ),
+    "quick": Preset(
+        name="quick",
+        data="quick",
+        budget=Budget(
+            steps=300,
+            batch_size=16,
+            learning_rate=2e-3,
+            lora_r=16,
+            lora_alpha=32,
+            projector_lr=2e-3,
+            align_steps=100,
+            align_learning_rate=2e-3,
+        ),  # fmt: skip
+        pipelines=MAIN_PIPELINES,
+    ),
+    "full": Preset(
+        name="full",
+        data="full",
+        budget=Budget(
+            steps=1500,
+            batch_size=32,
+            learning_rate=2e-3,
+            lora_r=32,
+            lora_alpha=64,
+            projector_lr=2e-3,
+            align_steps=300,
+            align_learning_rate=2e-3,
+        ),  # fmt: skip
+        pipelines=MAIN_PIPELINES + ABLATIONS,
+        seeds=(0, 1, 2),
+    ),
+}
+
+
+def get_preset(name: str) -> Preset:
+    try:
+        return PRESETS[name]
+    except KeyError:
+        raise ValueError(f"unknown playground preset {name!r}; expected one of {sorted(PRESETS)}") from None
