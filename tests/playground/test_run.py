@@ -1,0 +1,48 @@
+"""The playground's smoke preset end to end: stages, caching, resume, report."""
+
+from __future__ import annotations
+
+import json
+
+from llava.playground.__main__ import main
+from llava.playground.presets import MAIN_PIPELINES
+from llava.playground.run import DONE, PIPELINES
+from llava.playground.tasks import CATEGORIES
+
+
+def test_smoke_preset_runs_end_to_end_then_resumes(tmp_path, caplog):
+    out = tmp_path / "smoke"
+    results = main(["run", "--preset", "smoke", "--output-dir", str(out)])
+
+    assert [run["pipeline"] for run in results["runs"]] == list(MAIN_PIPELINES)
+    report = (out / "report.md").read_text()
+    for run in results["runs"]:
+        assert run["label"] in report
+        assert set(run["eval"]["scores"]["mme"]) == set(CATEGORIES)
+        assert set(run["eval"]["scores"]["vqa"]) == set(CATEGORIES)
+        for stage in run["stages"]:
+            assert stage["command"] in report and stage["command"].startswith("python -m llava.train.train ")
+        assert any(c.startswith("python -m llava.eval.model_vqa_loader ") for c in run["eval"]["commands"])
+    for category in CATEGORIES:
+        assert f"| {category} |" in report
+    llava = next(r for r in results["runs"] if r["pipeline"] == "llava_1_5")
+    assert [s["align"] for s in llava["stages"]] == [True, False]  # two stages; the others one
+    assert (out / "llava_1_5" / "seed0" / "align" / "mm_projector.safetensors").is_file()
+    png = (out / "report.png").read_bytes()
+    assert png.startswith(b"\x89PNG") and len(png) > 10_000
+    assert json.loads((out / "results.json").read_text())["preset"] == "smoke"
+
+    # An interrupted stage (a directory without its DONE marker) restarts from scratch; finished ones are skipped.
+    interrupted = out / "llava_no_align" / "seed0" / "eval"
+    (interrupted / DONE).unlink()
+    (interrupted / "partial.jsonl").write_text("{half a line")
+    caplog.clear()
+    caplog.set_level("INFO")
+    again = main(["run", "--preset", "smoke", "--output-dir", str(out)])
+    assert not (interrupted / "partial.jsonl").exists() and (interrupted / DONE).is_file()
+    skipped = [r.message for r in caplog.records if r.message.endswith("done earlier") or "skipped" in r.message]
+    expected_skips = sum(len(PIPELINES[p].stages) + 1 for p in MAIN_PIPELINES) - 1
+    assert len(skipped) == expected_skips
+    assert "removing the output of an interrupted run" in caplog.text
+    first = {r["pipeline"]: r["stages"] for r in results["runs"]}
+    assert {r["pipeline"]: r["stages"] for r in again["runs"]} == first  # training records reused as they were
