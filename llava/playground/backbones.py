@@ -358,8 +358,11 @@ def _lm_batches(
         yield input_ids, labels, mask
 
 
-def train_lm(model: LlamaForCausalLM, tokenizer, preset: BackbonePreset, seed: int) -> None:
-    """Chat pre-training: answer CE + `lm_all_token_weight` x next-token CE on every token."""
+def train_lm(
+    model: LlamaForCausalLM, tokenizer, preset: BackbonePreset, seed: int, eval_every: int = 0
+) -> None:
+    """Chat pre-training: answer CE + `lm_all_token_weight` x next-token CE on every token. With
+    `eval_every` > 0, the ceiling on a small held-out set is logged every `eval_every` steps."""
     rng = rng_for(seed, "backbones/lm-train")
     optimizer = torch.optim.AdamW(model.parameters(), lr=preset.lm_lr, weight_decay=0.0, betas=(0.9, 0.98))
     scheduler = torch.optim.lr_scheduler.LambdaLR(
@@ -368,7 +371,7 @@ def train_lm(model: LlamaForCausalLM, tokenizer, preset: BackbonePreset, seed: i
     batches = _lm_batches(tokenizer, rng, preset.lm_batch, preset.lm_min_turns, preset.lm_max_turns)
     model.train()
     progress = tqdm(range(preset.lm_steps), desc="chat LM pre-training")
-    for _ in progress:
+    for step in progress:
         input_ids, labels, mask = next(batches)
         logits = model(input_ids=input_ids, attention_mask=mask).logits[:, :-1]  # [B, T-1, V]
         flat = logits.reshape(-1, logits.shape[-1])  # [B*(T-1), V]
@@ -382,6 +385,17 @@ def train_lm(model: LlamaForCausalLM, tokenizer, preset: BackbonePreset, seed: i
         optimizer.step()
         scheduler.step()
         progress.set_postfix(answer=f"{answer_loss.item():.3f}", all=f"{all_loss.item():.3f}")
+        if eval_every and (step + 1) % eval_every == 0:
+            _log_ceiling(f"step {step + 1}", evaluate_lm(model, tokenizer, _INTERIM_EVAL_PER_CATEGORY, seed))
+            model.train()
+
+
+_INTERIM_EVAL_PER_CATEGORY = 20
+
+
+def _log_ceiling(when: str, ceiling: dict[str, dict[str, float]]) -> None:
+    for category, row in ceiling.items():
+        logger.info("LM ceiling (%s) %-22s %s", when, category, {k: round(v, 3) for k, v in row.items()})
 
 
 @torch.no_grad()
@@ -484,13 +498,17 @@ def _save_atomically(folder: Path, save: Callable[[Path], None]) -> None:
 
 
 def build_backbones(
-    output_dir: str | os.PathLike, seed: int = 0, preset: str | BackbonePreset = "default"
+    output_dir: str | os.PathLike,
+    seed: int = 0,
+    preset: str | BackbonePreset = "default",
+    eval_every: int = 0,
 ) -> dict:
     """Pre-train both backbones, save them under `output_dir/{vision,llm}`, and return (and
     write to `output_dir/metrics.json`) the measured numbers and wall times.
 
     Resumable by stage: a stage whose backbone and metrics already exist for the same seed and
-    settings is skipped; an interrupted stage restarts from scratch.
+    settings is skipped; an interrupted stage restarts from scratch. `eval_every` > 0 logs the chat
+    LM's ceiling on a small held-out set every that many steps.
     """
     if isinstance(preset, str):
         if preset not in PRESETS:
@@ -533,11 +551,10 @@ def build_backbones(
         model = build_lm(preset, tokenizer)
         logger.info("chat LM: %.2fM parameters", _millions(model))
         start = time.perf_counter()
-        train_lm(model, tokenizer, preset, seed)
+        train_lm(model, tokenizer, preset, seed, eval_every=eval_every)
         train_seconds = round(time.perf_counter() - start, 1)
         ceiling = evaluate_lm(model, tokenizer, preset.lm_eval_per_category, seed)
-        for category, row in ceiling.items():
-            logger.info("LM ceiling %-22s %s", category, {k: round(v, 3) for k, v in row.items()})
+        _log_ceiling("final", ceiling)
 
         def save_lm(folder: Path) -> None:
             model.save_pretrained(folder)
@@ -585,6 +602,12 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--preset", default="default", choices=sorted(PRESETS))
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's own)")
     parser.add_argument(
+        "--eval-every",
+        type=int,
+        default=0,
+        help="log the chat LM's ceiling every N training steps (0: only at the end)",
+    )
+    parser.add_argument(
         "--override",
         action="append",
         default=[],
@@ -605,7 +628,9 @@ def main(argv: list[str] | None = None) -> dict:
         changes[name] = float(value) if fields[name] == "float" else int(value)
     if changes:
         preset = dataclasses.replace(preset, **changes)
-    return build_backbones(args.output_dir, seed=args.seed, preset=preset if changes else args.preset)
+    return build_backbones(
+        args.output_dir, seed=args.seed, preset=preset if changes else args.preset, eval_every=args.eval_every
+    )
 
 
 if __name__ == "__main__":
