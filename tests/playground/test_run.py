@@ -40,9 +40,13 @@ def test_smoke_preset_runs_end_to_end_then_resumes(tmp_path, caplog):
     caplog.set_level("INFO")
     again = main(["run", "--preset", "smoke", "--output-dir", str(out)])
     assert not (interrupted / "partial.jsonl").exists() and (interrupted / DONE).is_file()
-    skipped = [r.message for r in caplog.records if r.message.endswith("done earlier") or "skipped" in r.message]
+    skipped = [
+        r.message for r in caplog.records if r.message.endswith("done earlier") or "skipped" in r.message
+    ]
     expected_skips = sum(len(PIPELINES[p].stages) + 1 for p in MAIN_PIPELINES) - 1
     assert len(skipped) == expected_skips
     assert "removing the output of an interrupted run" in caplog.text
     first = {r["pipeline"]: r["stages"] for r in results["runs"]}
-    assert {r["pipeline"]: r["stages"] for r in again["runs"]} == first  # training records reused as they were
+    assert {
+        r["pipeline"]: r["stages"] for r in again["runs"]
+    } == first  # training records reused as they were
