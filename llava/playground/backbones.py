@@ -111,6 +111,7 @@ class BackbonePreset:
     lm_lr: float = 3e-3
     lm_min_turns: int = 6  # questions per training conversation: uniform in [min, max]
     lm_max_turns: int = 8
+    lm_yes_no_ratio: float = 0.5  # share of yes/no questions (the rest are short-answer ones)
     lm_all_token_weight: float = 0.25  # loss = answer CE + w * next-token CE on every token
     lm_eval_per_category: int = 100  # held-out scenes per category (a yes/no pair + a short question each)
     warmup_ratio: float = 0.05
@@ -337,7 +338,7 @@ def build_lm(preset: BackbonePreset, tokenizer: PreTrainedTokenizerFast) -> Llam
 
 
 def _lm_batches(
-    tokenizer, rng: random.Random, batch_size: int, min_turns: int, max_turns: int
+    tokenizer, rng: random.Random, batch_size: int, min_turns: int, max_turns: int, yes_no_ratio: float
 ) -> Iterator[tuple[torch.Tensor, ...]]:
     """Endless batches of text-scene conversations: `input_ids`, `labels`, `attention_mask`, all
     `[B, T]` (right-padded; labels `IGNORE_INDEX` outside the answers)."""
@@ -345,7 +346,9 @@ def _lm_batches(
         rows = []
         for _ in range(batch_size):
             scene = sample_scene(rng)
-            questions = sample_questions(scene, rng, rng.randint(min_turns, max_turns))
+            questions = sample_questions(
+                scene, rng, rng.randint(min_turns, max_turns), yes_no_ratio=yes_no_ratio
+            )
             rows.append(tokenize_conversation(_conversation(scene, questions), tokenizer, add_bos=True))
         length = max(len(ids) for ids, _ in rows)
         input_ids = torch.full((batch_size, length), tokenizer.pad_token_id, dtype=torch.long)
@@ -368,7 +371,9 @@ def train_lm(
     scheduler = torch.optim.lr_scheduler.LambdaLR(
         optimizer, _cosine_schedule(preset.lm_steps, preset.warmup_ratio)
     )
-    batches = _lm_batches(tokenizer, rng, preset.lm_batch, preset.lm_min_turns, preset.lm_max_turns)
+    batches = _lm_batches(
+        tokenizer, rng, preset.lm_batch, preset.lm_min_turns, preset.lm_max_turns, preset.lm_yes_no_ratio
+    )
     model.train()
     progress = tqdm(range(preset.lm_steps), desc="chat LM pre-training")
     for step in progress:
