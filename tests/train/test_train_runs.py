@@ -253,3 +253,17 @@ def test_stage1_projector_then_stage2_from_it(run_flags, tiny_checkpoints, tmp_p
 def test_summary_file_is_written(baseline_run):
     out, summary, _ = baseline_run
     assert json.loads((out / "training_summary.json").read_text())["losses"] == summary["losses"]
+
+
+def test_report_to_tensorboard_writes_the_losses(run_flags, tmp_path):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    out = tmp_path / "run"
+    argv = run_flags(out, *FUSION_FLAGS, "--max_steps", "3", "--save_strategy", "no")
+    summary, _ = run_training([*argv, "--report_to", "tensorboard"])
+    events = list(out.rglob("events.out.tfevents.*"))
+    assert events
+    accumulator = EventAccumulator(str(events[0].parent))
+    accumulator.Reload()
+    logged = [event.value for event in accumulator.Scalars("train/loss")]
+    assert logged == pytest.approx(summary["losses"], rel=1e-5)
