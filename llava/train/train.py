@@ -170,6 +170,7 @@ def train(
             trainer.accelerator.state.deepspeed_plugin.zero_stage if trainer.is_deepspeed_enabled else None
         ),
         "partitioned_parameters": _partitioned_count(trainer.model),
+        "optimizer": trainer.optimizer_class,
         "newly_initialised": report.missing,
         "trained_groups": {group: len(names) for group, names in plan.groups.items()},
         "lora_targets": plan.lora_targets,

@@ -29,6 +29,7 @@ class LLaVATrainer(Trainer):
         self.plan = plan
         self.image_processor = image_processor
         self.skipped_indices: set[int] = set()
+        self.optimizer_class: str | None = None  # set when the optimizer is built
 
     def _get_train_sampler(self, train_dataset=None):
         dataset = train_dataset if train_dataset is not None else self.train_dataset
@@ -64,6 +65,7 @@ class LLaVATrainer(Trainer):
                 "adamw_mode": True,
             }
         self.optimizer = optimizer_cls(groups, **optimizer_kwargs)
+        self.optimizer_class = optimizer_cls.__name__
         for group in groups:
             logger.info(
                 "optimizer group %s: %d tensors, lr %g", group["name"], len(group["params"]), group["lr"]

@@ -54,11 +54,15 @@ def single_process(tmp_path_factory, run_flags):
     return out, summary
 
 
-@pytest.mark.parametrize("stage", [3, 2])
-def test_zero_two_processes_match_one_process(stage, single_process, run_flags, tmp_path, record_property):
+@pytest.mark.parametrize(("stage", "config"), [(3, "zero3"), (2, "zero2"), (3, "zero3_offload")])
+def test_zero_two_processes_match_one_process(
+    stage, config, single_process, run_flags, tmp_path, record_property
+):
+    """`zero3_offload` keeps the optimizer and parameters on the CPU and steps with DeepSpeedCPUAdam
+    (JIT-built on first use), over the recipe's own parameter groups."""
     reference, ref_summary = single_process
-    out = tmp_path / f"zero{stage}"
-    argv = run_flags(out, *COMMON, "--deepspeed", str(REPO / f"scripts/zero{stage}.json"))
+    out = tmp_path / config
+    argv = run_flags(out, *COMMON, "--deepspeed", str(REPO / f"scripts/{config}.json"))
     argv[argv.index("--per_device_train_batch_size") + 1] = "1"
     _torchrun(argv, tmp_path)
 
@@ -66,6 +70,7 @@ def test_zero_two_processes_match_one_process(stage, single_process, run_flags, 
     assert summary["world_size"] == 2 and summary["deepspeed_enabled"] and summary["zero_stage"] == stage
     if stage == 3:
         assert summary["partitioned_parameters"] > 0  # really partitioned: local numel 0
+    assert summary["optimizer"] == ("DeepSpeedCPUAdam" if config == "zero3_offload" else "AdamW")
     record_property("losses", summary["losses"])
     record_property("reference_losses", ref_summary["losses"])
     assert summary["losses"] == pytest.approx(ref_summary["losses"], abs=1e-4)
@@ -77,7 +82,7 @@ def test_zero_two_processes_match_one_process(stage, single_process, run_flags, 
     record_property("weights_max_abs_diff_vs_1_process", max_abs_diff(state, ref_state))
     assert max_abs_diff(state, ref_state) < 1e-4
 
-    if stage == 3:  # resume from the mid-run checkpoint in a fresh folder: same final weights
+    if config == "zero3":  # resume from the mid-run checkpoint in a fresh folder: same final weights
         resumed = tmp_path / "resumed"
         resumed.mkdir()
         shutil.copytree(out / "checkpoint-3", resumed / "checkpoint-3")
