@@ -73,6 +73,7 @@ VISION_SUBDIR = "vision"
 LLM_SUBDIR = "llm"
 CONV_TEMPLATE = "vicuna_v1"
 PATCH_SIZE = 8
+_INTERIM_EVAL_PER_CATEGORY = 20  # held-out scenes per category for `--eval-every` logs
 
 
 def vision_tower_path(backbones_dir: str | os.PathLike = SHIPPED_BACKBONES) -> Path:
@@ -393,9 +394,6 @@ def train_lm(
         if eval_every and (step + 1) % eval_every == 0:
             _log_ceiling(f"step {step + 1}", evaluate_lm(model, tokenizer, _INTERIM_EVAL_PER_CATEGORY, seed))
             model.train()
-
-
-_INTERIM_EVAL_PER_CATEGORY = 20
 
 
 def _log_ceiling(when: str, ceiling: dict[str, dict[str, float]]) -> None:
