@@ -51,6 +51,11 @@ def lora_target_modules(model: nn.Module, skip_layers: list[int]) -> list[str]:
     bad = [i for i in skip_layers if not 0 <= i < len(layers)]
     if bad:
         raise ValueError(f"--lora_layer_ids_to_skip {bad}: the LLM has layers 0..{len(layers) - 1}")
+    if set(range(len(layers))) <= set(skip_layers):
+        raise ValueError(
+            f"--lora_layer_ids_to_skip {sorted(skip_layers)} skips every layer of the LLM, so LoRA has "
+            "nothing to adapt: skip fewer layers or drop --lora_enable"
+        )
     return [
         f"model.layers.{i}.{name}"
         for i, layer in enumerate(layers)

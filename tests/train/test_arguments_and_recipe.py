@@ -114,6 +114,13 @@ def test_recipe_lora_skips_fusion_layers_and_the_vision_tower(tiny_checkpoints):
     assert rates == {"lora": (2e-4, 0.1), "fusion": (1e-3, 0.1), "fusion_no_decay": (1e-3, 0.0)}
 
 
+def test_lora_with_every_layer_skipped_is_a_clear_error(tiny_checkpoints):
+    spec = resolve("--use_vision_fusion", "True", "--layer_ids_to_inject", "0,1,2,3", "--lora_enable", "True")
+    model = _fusion_model(tiny_checkpoints, fusion_layer_ids=[0, 1, 2, 3])
+    with pytest.raises(ValueError, match=r"--lora_layer_ids_to_skip \[0, 1, 2, 3\] skips every layer"):
+        apply_recipe(model, spec)
+
+
 def test_recipe_stage1_trains_only_the_projector(tiny_checkpoints):
     spec = resolve("--tune_mm_mlp_adapter", "True")
     model, _ = build_from_backbones("llava_llama", *tiny_checkpoints)
