@@ -338,18 +338,18 @@ def build_lm(preset: BackbonePreset, tokenizer: PreTrainedTokenizerFast) -> Llam
     return LlamaForCausalLM(config)
 
 
-def _lm_batches(
-    tokenizer, rng: random.Random, batch_size: int, min_turns: int, max_turns: int, yes_no_ratio: float
-) -> Iterator[tuple[torch.Tensor, ...]]:
-    """Endless batches of text-scene conversations: `input_ids`, `labels`, `attention_mask`, all
-    `[B, T]` (right-padded; labels `IGNORE_INDEX` outside the answers)."""
+def _lm_batches(tokenizer, rng: random.Random, preset: BackbonePreset) -> Iterator[tuple[torch.Tensor, ...]]:
+    """Endless batches of text-scene conversations (`lm_batch` of them, `lm_min_turns` to
+    `lm_max_turns` questions each, a share `lm_yes_no_ratio` of them yes/no): `input_ids`,
+    `labels`, `attention_mask`, all `[B, T]` (right-padded; labels `IGNORE_INDEX` outside the
+    answers)."""
+    batch_size = preset.lm_batch
     while True:
         rows = []
         for _ in range(batch_size):
             scene = sample_scene(rng)
-            questions = sample_questions(
-                scene, rng, rng.randint(min_turns, max_turns), yes_no_ratio=yes_no_ratio
-            )
+            n = rng.randint(preset.lm_min_turns, preset.lm_max_turns)
+            questions = sample_questions(scene, rng, n, yes_no_ratio=preset.lm_yes_no_ratio)
             rows.append(tokenize_conversation(_conversation(scene, questions), tokenizer, add_bos=True))
         length = max(len(ids) for ids, _ in rows)
         input_ids = torch.full((batch_size, length), tokenizer.pad_token_id, dtype=torch.long)
@@ -372,9 +372,7 @@ def train_lm(
     scheduler = torch.optim.lr_scheduler.LambdaLR(
         optimizer, _cosine_schedule(preset.lm_steps, preset.warmup_ratio)
     )
-    batches = _lm_batches(
-        tokenizer, rng, preset.lm_batch, preset.lm_min_turns, preset.lm_max_turns, preset.lm_yes_no_ratio
-    )
+    batches = _lm_batches(tokenizer, rng, preset)
     model.train()
     progress = tqdm(range(preset.lm_steps), desc="chat LM pre-training")
     for step in progress:

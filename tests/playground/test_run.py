@@ -47,6 +47,5 @@ def test_smoke_preset_runs_end_to_end_then_resumes(tmp_path, caplog):
     assert len(skipped) == expected_skips
     assert "removing the output of an interrupted run" in caplog.text
     first = {r["pipeline"]: r["stages"] for r in results["runs"]}
-    assert {
-        r["pipeline"]: r["stages"] for r in again["runs"]
-    } == first  # training records reused as they were
+    # Training records are reused as they were.
+    assert {r["pipeline"]: r["stages"] for r in again["runs"]} == first

@@ -54,15 +54,15 @@ def single_process(tmp_path_factory, run_flags):
     return out, summary
 
 
-@pytest.mark.parametrize(("stage", "config"), [(3, "zero3"), (2, "zero2"), (3, "zero3_offload")])
-def test_zero_two_processes_match_one_process(
-    stage, config, single_process, run_flags, tmp_path, record_property
-):
+@pytest.mark.parametrize("config", ["zero3", "zero2", "zero3_offload"])
+def test_zero_two_processes_match_one_process(config, single_process, run_flags, tmp_path, record_property):
     """`zero3_offload` keeps the optimizer and parameters on the CPU and steps with DeepSpeedCPUAdam
     (JIT-built on first use), over the recipe's own parameter groups."""
     reference, ref_summary = single_process
+    config_file = REPO / f"scripts/{config}.json"
+    stage = json.loads(config_file.read_text())["zero_optimization"]["stage"]
     out = tmp_path / config
-    argv = run_flags(out, *COMMON, "--deepspeed", str(REPO / f"scripts/{config}.json"))
+    argv = run_flags(out, *COMMON, "--deepspeed", str(config_file))
     argv[argv.index("--per_device_train_batch_size") + 1] = "1"
     _torchrun(argv, tmp_path)
 
