@@ -1,6 +1,7 @@
 """Stage 0 of the playground: pre-train the tiny backbones (what CLIP and Vicuna are at 7B).
 
-- **Vision tower**: a tiny CLIP (`CLIPModel`, ViT with patch 8 on 48x48 images: 36 patches),
+- **Vision tower**: a tiny CLIP (`CLIPModel`, ViT with patch 24 on 48x48 images: one patch per
+  grid cell, 4 image positions),
   trained contrastively on image/caption pairs drawn from its own random stream. Its vision half
   is saved as a `CLIPVisionModel` with a matching `CLIPImageProcessor` in `<dir>/vision`.
 - **Chat LM**: a tiny `LlamaForCausalLM` with a BPE tokenizer trained on the corpus, pre-trained
@@ -56,7 +57,10 @@ from llava.playground.datasets import rng_for
 from llava.playground.scenes import IMAGE_SIZE, Scene, render_scene, sample_scene
 from llava.playground.tasks import (
     CATEGORIES,
+    NO,
+    YES,
     Question,
+    askable_categories,
     can_ask,
     sample_questions,
     short_question,
@@ -72,7 +76,6 @@ SHIPPED_BACKBONES = REPO_ROOT / "playground" / "backbones"
 VISION_SUBDIR = "vision"
 LLM_SUBDIR = "llm"
 CONV_TEMPLATE = "vicuna_v1"
-PATCH_SIZE = 8
 _INTERIM_EVAL_PER_CATEGORY = 20  # held-out scenes per category for `--eval-every` logs
 
 
@@ -87,6 +90,64 @@ def llm_path(backbones_dir: str | os.PathLike = SHIPPED_BACKBONES) -> Path:
 
 
 @dataclasses.dataclass(frozen=True)
+class LMPhase:
+    """One phase of the chat LM's pre-training: what its conversations ask and how it learns.
+
+    The first phase teaches the language, the template and the look-ups on long conversations.
+    Balanced yes/no questions carry no first-order signal (the question alone and the scene alone
+    each predict "Yes" half the time), so the later phases concentrate on them, a few categories
+    at a time with the earlier ones replayed, on short conversations with the yes/no answer token
+    up-weighted.
+    """
+
+    steps: int
+    lr: float
+    categories: tuple[str, ...] = CATEGORIES
+    min_turns: int = 6  # questions per conversation: uniform in [min_turns, max_turns]
+    max_turns: int = 8
+    yes_no_ratio: float = 0.5  # share of yes/no questions (the rest are short-answer ones)
+    yes_no_weight: float = 1.0  # weight of a yes/no answer token in the answer CE
+    schedule: str = "cosine"  # "cosine": warmup then decay to 0; "constant": warmup then flat
+
+    def __post_init__(self) -> None:
+        unknown = [c for c in self.categories if c not in CATEGORIES]
+        if unknown or not self.categories:
+            raise ValueError(f"LMPhase.categories: unknown or empty {unknown}; expected some of {CATEGORIES}")
+        if self.schedule not in ("cosine", "constant"):
+            raise ValueError(f"LMPhase.schedule must be 'cosine' or 'constant', got {self.schedule!r}")
+        if not 1 <= self.min_turns <= self.max_turns:
+            raise ValueError(
+                f"LMPhase needs 1 <= min_turns <= max_turns, got {self.min_turns}, {self.max_turns}"
+            )
+        if self.steps < 0 or not 0.0 <= self.yes_no_ratio <= 1.0:
+            raise ValueError(f"LMPhase: steps must be >= 0 and yes_no_ratio in [0, 1], got {self}")
+
+
+def _yes_no_phase(steps: int, *categories: str) -> LMPhase:
+    """A yes/no phase: short conversations (1-3 questions, 80% yes/no, the yes/no token weighing
+    4), constant learning rate 1e-3."""
+    return LMPhase(
+        steps=steps, lr=1e-3, categories=categories or CATEGORIES, min_turns=1, max_turns=3,
+        yes_no_ratio=0.8, yes_no_weight=4.0, schedule="constant",
+    )  # fmt: skip
+
+
+# Chat first; then yes/no questions of OCR alone (the first break is the slowest: the model has
+# no way yet to compare a claim with the scene), then a few new categories at a time with one or
+# two learnt ones replayed, then everything together. A learnt category decays within a few
+# hundred steps of training that leaves it out, and the last phase brings back what the
+# earlier ones erased; docs/playground.md has the measurements behind this schedule.
+DEFAULT_LM_PHASES = (
+    LMPhase(steps=700, lr=3e-3),
+    _yes_no_phase(400, "OCR"),
+    _yes_no_phase(500, "OCR", "numerical_calculation", "count"),
+    _yes_no_phase(700, "existence", "color", "OCR"),
+    _yes_no_phase(800, "position", "spatial_relation", "comparison", "color", "count"),
+    _yes_no_phase(600),
+)
+
+
+@dataclasses.dataclass(frozen=True)
 class BackbonePreset:
     """Sizes and budgets of stage 0."""
 
@@ -98,7 +159,8 @@ class BackbonePreset:
     clip_vision_layers: int = 4
     clip_text_layers: int = 2
     clip_heads: int = 4
-    clip_steps: int = 900
+    clip_patch: int = 24  # one patch per grid cell (a 48 px image, 2x2 cells of 24 px)
+    clip_steps: int = 1500
     clip_batch: int = 128
     clip_lr: float = 2e-3
     retrieval_pool: int = 512
@@ -107,12 +169,8 @@ class BackbonePreset:
     lm_layers: int = 4
     lm_heads: int = 4
     lm_intermediate: int = 512
-    lm_steps: int = 700
+    lm_phases: tuple[LMPhase, ...] = DEFAULT_LM_PHASES
     lm_batch: int = 32
-    lm_lr: float = 3e-3
-    lm_min_turns: int = 6  # questions per training conversation: uniform in [min, max]
-    lm_max_turns: int = 8
-    lm_yes_no_ratio: float = 0.5  # share of yes/no questions (the rest are short-answer ones)
     lm_all_token_weight: float = 0.25  # loss = answer CE + w * next-token CE on every token
     lm_eval_per_category: int = 100  # held-out scenes per category (a yes/no pair + a short question each)
     warmup_ratio: float = 0.05
@@ -133,21 +191,34 @@ PRESETS: dict[str, BackbonePreset] = {
         lm_layers=1,
         lm_heads=2,
         lm_intermediate=64,
-        lm_steps=3,
+        lm_phases=(
+            LMPhase(steps=2, lr=3e-3, min_turns=1, max_turns=2),
+            LMPhase(
+                steps=2,
+                lr=1e-3,
+                categories=("OCR",),
+                min_turns=1,
+                max_turns=1,
+                yes_no_ratio=1.0,
+                yes_no_weight=4.0,
+                schedule="constant",
+            ),
+        ),
         lm_batch=4,
-        lm_min_turns=1,
-        lm_max_turns=2,
         lm_eval_per_category=2,
     ),
 }
 
 
-def _cosine_schedule(total_steps: int, warmup_ratio: float) -> Callable[[int], float]:
+def _schedule(total_steps: int, warmup_ratio: float, decay: bool = True) -> Callable[[int], float]:
+    """Learning-rate factor per step: linear warmup, then cosine decay to 0 (or flat)."""
     warmup = max(1, int(total_steps * warmup_ratio))
 
     def factor(step: int) -> float:
         if step < warmup:
             return (step + 1) / warmup
+        if not decay:
+            return 1.0
         progress = (step - warmup) / max(1, total_steps - warmup)
         return 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
 
@@ -205,7 +276,7 @@ def build_clip(preset: BackbonePreset, tokenizer: PreTrainedTokenizerFast) -> CL
             "num_hidden_layers": preset.clip_vision_layers,
             "num_attention_heads": preset.clip_heads,
             "image_size": IMAGE_SIZE,
-            "patch_size": PATCH_SIZE,
+            "patch_size": preset.clip_patch,
         },
         projection_dim=hidden,
     )
@@ -269,7 +340,7 @@ def train_clip(
     rng = rng_for(seed, "backbones/clip-train")
     optimizer = torch.optim.AdamW(clip.parameters(), lr=preset.clip_lr, weight_decay=0.1)
     scheduler = torch.optim.lr_scheduler.LambdaLR(
-        optimizer, _cosine_schedule(preset.clip_steps, preset.warmup_ratio)
+        optimizer, _schedule(preset.clip_steps, preset.warmup_ratio)
     )
     clip.train()
     progress = tqdm(range(preset.clip_steps), desc="CLIP pre-training")
@@ -338,18 +409,22 @@ def build_lm(preset: BackbonePreset, tokenizer: PreTrainedTokenizerFast) -> Llam
     return LlamaForCausalLM(config)
 
 
-def _lm_batches(tokenizer, rng: random.Random, preset: BackbonePreset) -> Iterator[tuple[torch.Tensor, ...]]:
-    """Endless batches of text-scene conversations (`lm_batch` of them, `lm_min_turns` to
-    `lm_max_turns` questions each, a share `lm_yes_no_ratio` of them yes/no): `input_ids`,
-    `labels`, `attention_mask`, all `[B, T]` (right-padded; labels `IGNORE_INDEX` outside the
-    answers)."""
-    batch_size = preset.lm_batch
+def _lm_batches(
+    tokenizer, rng: random.Random, batch_size: int, phase: LMPhase
+) -> Iterator[tuple[torch.Tensor, ...]]:
+    """Endless batches of text-scene conversations (`batch_size` of them, asking `phase`'s
+    categories, `min_turns` to `max_turns` questions each, a share `yes_no_ratio` of them yes/no):
+    `input_ids`, `labels`, `attention_mask`, all `[B, T]` (right-padded; labels `IGNORE_INDEX`
+    outside the answers)."""
+    askable = set(phase.categories)
     while True:
         rows = []
-        for _ in range(batch_size):
+        while len(rows) < batch_size:
             scene = sample_scene(rng)
-            n = rng.randint(preset.lm_min_turns, preset.lm_max_turns)
-            questions = sample_questions(scene, rng, n, yes_no_ratio=preset.lm_yes_no_ratio)
+            if not askable.intersection(askable_categories(scene)):
+                continue
+            n = rng.randint(phase.min_turns, phase.max_turns)
+            questions = sample_questions(scene, rng, n, phase.categories, phase.yes_no_ratio)
             rows.append(tokenize_conversation(_conversation(scene, questions), tokenizer, add_bos=True))
         length = max(len(ids) for ids, _ in rows)
         input_ids = torch.full((batch_size, length), tokenizer.pad_token_id, dtype=torch.long)
@@ -362,36 +437,81 @@ def _lm_batches(tokenizer, rng: random.Random, preset: BackbonePreset) -> Iterat
         yield input_ids, labels, mask
 
 
+def yes_no_token_mask(tokenizer) -> torch.Tensor:
+    """`[V]` bool: the tokens that spell a whole yes/no answer ("Yes"/"No", with or without the
+    word-boundary marker)."""
+    return torch.tensor(
+        [tokenizer.decode([i]).strip() in (YES, NO) for i in range(len(tokenizer))], dtype=torch.bool
+    )
+
+
+def lm_loss(
+    logits: torch.Tensor,
+    input_ids: torch.Tensor,
+    labels: torch.Tensor,
+    mask: torch.Tensor,
+    yes_no_tokens: torch.Tensor,
+    yes_no_weight: float,
+    all_token_weight: float,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """`(loss, answer CE, all-token CE)`. The answer CE is a weighted mean over answer tokens,
+    a yes/no answer token weighing `yes_no_weight`; `loss = answer CE + all_token_weight x
+    next-token CE on every real token`. logits `[B, T, V]`; the rest `[B, T]`."""
+    flat = logits[:, :-1].reshape(-1, logits.shape[-1])  # [B*(T-1), V]
+    targets = labels[:, 1:].reshape(-1)  # [B*(T-1)]
+    answer = targets != IGNORE_INDEX
+    weights = answer.float()
+    weights[answer & yes_no_tokens[targets.clamp(min=0)]] = yes_no_weight
+    token_ce = F.cross_entropy(flat, targets, ignore_index=IGNORE_INDEX, reduction="none")
+    answer_loss = (token_ce * weights).sum() / weights.sum().clamp(min=1.0)
+    all_targets = input_ids[:, 1:].masked_fill(mask[:, 1:] == 0, IGNORE_INDEX).reshape(-1)
+    all_loss = F.cross_entropy(flat, all_targets, ignore_index=IGNORE_INDEX)
+    return answer_loss + all_token_weight * all_loss, answer_loss, all_loss
+
+
 def train_lm(
     model: LlamaForCausalLM, tokenizer, preset: BackbonePreset, seed: int, eval_every: int = 0
 ) -> None:
-    """Chat pre-training: answer CE + `lm_all_token_weight` x next-token CE on every token. With
-    `eval_every` > 0, the ceiling on a small held-out set is logged every `eval_every` steps."""
+    """Chat pre-training, phase after phase of `preset.lm_phases` (one AdamW throughout, each
+    phase with its own learning-rate schedule); loss from `lm_loss`. With `eval_every` > 0 the
+    ceiling on a small held-out set is logged every `eval_every` steps and at each phase's end."""
     rng = rng_for(seed, "backbones/lm-train")
-    optimizer = torch.optim.AdamW(model.parameters(), lr=preset.lm_lr, weight_decay=0.0, betas=(0.9, 0.98))
-    scheduler = torch.optim.lr_scheduler.LambdaLR(
-        optimizer, _cosine_schedule(preset.lm_steps, preset.warmup_ratio)
-    )
-    batches = _lm_batches(tokenizer, rng, preset)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=0.0, weight_decay=0.0, betas=(0.9, 0.98))
+    yes_no_tokens = yes_no_token_mask(tokenizer)
     model.train()
-    progress = tqdm(range(preset.lm_steps), desc="chat LM pre-training")
-    for step in progress:
-        input_ids, labels, mask = next(batches)
-        logits = model(input_ids=input_ids, attention_mask=mask).logits[:, :-1]  # [B, T-1, V]
-        flat = logits.reshape(-1, logits.shape[-1])  # [B*(T-1), V]
-        answer_loss = F.cross_entropy(flat, labels[:, 1:].reshape(-1), ignore_index=IGNORE_INDEX)
-        all_targets = input_ids[:, 1:].masked_fill(mask[:, 1:] == 0, IGNORE_INDEX)  # [B, T-1]
-        all_loss = F.cross_entropy(flat, all_targets.reshape(-1), ignore_index=IGNORE_INDEX)
-        loss = answer_loss + preset.lm_all_token_weight * all_loss
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-        optimizer.step()
-        scheduler.step()
-        progress.set_postfix(answer=f"{answer_loss.item():.3f}", all=f"{all_loss.item():.3f}")
-        if eval_every and (step + 1) % eval_every == 0:
-            _log_ceiling(f"step {step + 1}", evaluate_lm(model, tokenizer, _INTERIM_EVAL_PER_CATEGORY, seed))
-            model.train()
+    total = sum(phase.steps for phase in preset.lm_phases)
+    progress = tqdm(total=total, desc="chat LM pre-training")
+    step = 0
+    for index, phase in enumerate(preset.lm_phases):
+        factor = _schedule(phase.steps, preset.warmup_ratio, decay=phase.schedule == "cosine")
+        batches = _lm_batches(tokenizer, rng, preset.lm_batch, phase)
+        for phase_step in range(phase.steps):
+            for group in optimizer.param_groups:
+                group["lr"] = phase.lr * factor(phase_step)
+            input_ids, labels, mask = next(batches)
+            logits = model(input_ids=input_ids, attention_mask=mask).logits  # [B, T, V]
+            loss, answer_loss, all_loss = lm_loss(
+                logits,
+                input_ids,
+                labels,
+                mask,
+                yes_no_tokens,
+                phase.yes_no_weight,
+                preset.lm_all_token_weight,
+            )
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+            optimizer.step()
+            step += 1
+            progress.update()
+            progress.set_postfix(
+                phase=index + 1, answer=f"{answer_loss.item():.3f}", all=f"{all_loss.item():.3f}"
+            )
+            if eval_every and (step % eval_every == 0 or phase_step == phase.steps - 1):
+                _log_ceiling(f"step {step}", evaluate_lm(model, tokenizer, _INTERIM_EVAL_PER_CATEGORY, seed))
+                model.train()
+    progress.close()
 
 
 def _log_ceiling(when: str, ceiling: dict[str, dict[str, float]]) -> None:
@@ -468,12 +588,14 @@ def evaluate_lm(model, tokenizer, per_category: int, seed: int) -> dict[str, dic
 
 
 def _stage_fields(preset: BackbonePreset, prefix: str) -> dict:
-    """The preset fields a stage depends on (the tokenizer's, plus its own)."""
-    return {
+    """The preset fields a stage depends on (the tokenizer's, plus its own), as JSON values (so
+    that they compare equal to the ones read back from metrics.json)."""
+    fields = {
         k: v
         for k, v in dataclasses.asdict(preset).items()
         if k.startswith((prefix, "vocab_size", "tokenizer_"))
     }
+    return json.loads(json.dumps(fields))
 
 
 def _stage_done(metrics: dict, stage: str, folder: Path, fields: dict, seed: int) -> bool:
@@ -596,6 +718,39 @@ def _millions(module: torch.nn.Module) -> float:
     return sum(p.numel() for p in module.parameters()) / 1e6
 
 
+def _parse_field(owner, name: str, value: str, where: str):
+    fields = {f.name: f.type for f in dataclasses.fields(owner)}
+    if name not in fields:
+        raise ValueError(f"--override {where!r}: unknown field {name!r}; fields: {sorted(fields)}")
+    kind = fields[name]
+    if kind.startswith("tuple[str"):
+        return tuple(value.split(","))
+    if kind in ("int", "float"):
+        return int(value) if kind == "int" else float(value)
+    if kind == "str":
+        return value
+    raise ValueError(f"--override {where!r}: field {name!r} ({kind}) is set per phase: lm_phases.N.FIELD")
+
+
+def apply_override(preset: BackbonePreset, item: str) -> BackbonePreset:
+    """`preset` with one `FIELD=VALUE` (or `lm_phases.N.FIELD=VALUE`) changed; a bad name, index
+    or value raises a `ValueError` naming it."""
+    name, sep, value = item.partition("=")
+    if not sep:
+        raise ValueError(f"--override {item!r}: expected FIELD=VALUE")
+    path = name.split(".")
+    if path[0] != "lm_phases":
+        return dataclasses.replace(preset, **{name: _parse_field(preset, name, value, item)})
+    if len(path) != 3 or not path[1].isdigit() or int(path[1]) >= len(preset.lm_phases):
+        raise ValueError(f"--override {item!r}: expected lm_phases.N.FIELD with N < {len(preset.lm_phases)}")
+    phases = list(preset.lm_phases)
+    index = int(path[1])
+    phases[index] = dataclasses.replace(
+        phases[index], **{path[2]: _parse_field(phases[index], path[2], value, item)}
+    )
+    return dataclasses.replace(preset, lm_phases=tuple(phases))
+
+
 def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--output-dir", required=True, help="where to write vision/, llm/ and metrics.json")
@@ -613,25 +768,20 @@ def main(argv: list[str] | None = None) -> dict:
         action="append",
         default=[],
         metavar="FIELD=VALUE",
-        help="override one field of the preset, e.g. --override lm_steps=2000 (repeatable)",
+        help="override one field of the preset (repeatable), e.g. clip_steps=1500, or of one LM phase: "
+        "lm_phases.3.steps=2000, lm_phases.1.categories=OCR,count",
     )
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     if args.threads is not None:
         torch.set_num_threads(args.threads)
     preset = PRESETS[args.preset]
-    fields = {f.name: f.type for f in dataclasses.fields(preset)}
-    changes = {}
-    for item in args.override:
-        name, _, value = item.partition("=")
-        if name not in fields:
-            parser.error(f"--override {item!r}: unknown field {name!r}; fields: {sorted(fields)}")
-        changes[name] = float(value) if fields[name] == "float" else int(value)
-    if changes:
-        preset = dataclasses.replace(preset, **changes)
-    return build_backbones(
-        args.output_dir, seed=args.seed, preset=preset if changes else args.preset, eval_every=args.eval_every
-    )
+    try:
+        for item in args.override:
+            preset = apply_override(preset, item)
+    except ValueError as error:
+        parser.error(str(error))
+    return build_backbones(args.output_dir, seed=args.seed, preset=preset, eval_every=args.eval_every)
 
 
 if __name__ == "__main__":

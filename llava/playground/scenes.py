@@ -2,8 +2,8 @@
 
 A scene is a 48x48 RGB image split into a 2x2 grid of 24 px cells. One cell holds a rendered
 digit (0-9); two or three other cells each hold one coloured shape (3 colours x 3 shapes, every
-colour/shape pair at most once per scene, so "the red circle" always names one object). With a
-patch-8 ViT every cell is exactly 3x3 patches (36 patches per image).
+colour/shape pair at most once per scene, so "the red circle" always names one object). The
+playground's ViT uses 24 px patches, so every cell is exactly one patch (4 image positions).
 
 The world is kept this small on purpose: the feasibility run of PLAYGROUND.md showed that the
 tiny chat LM, not the vision tower, limits what the playground can learn, and a 2x2 grid with
