@@ -7,8 +7,9 @@
 - **Chat LM**: a tiny `LlamaForCausalLM` with a BPE tokenizer trained on the corpus, pre-trained
   on text-only vicuna_v1 conversations about scenes *described in words* (`Scene.describe()` in
   place of the image), tokenised by `llava.mm_utils.tokenize_conversation` exactly as the VLM
-  training will tokenise them. It knows the language, the template and the reasoning, and has
-  never seen an image. Saved with its tokenizer in `<dir>/llm`.
+  training will tokenise them, in the phases of `DEFAULT_LM_PHASES` (chat, then yes/no
+  curricula). It knows the language and the template, and has never seen an image. Saved with
+  its tokenizer in `<dir>/llm`.
 
 Both are measured on held-out data (CLIP: retrieval top-1 among `retrieval_pool` pairs; LM:
 per-category accuracy when the scene is given as text, i.e. the ceiling a VLM built on it can
@@ -16,7 +17,7 @@ hope for) and the numbers are written to `<dir>/metrics.json`.
 
 Rebuild the shipped backbones (see playground/backbones/README.md)::
 
-    python -m llava.playground.backbones --output-dir playground/backbones --seed 0 --threads 2
+    python -m llava.playground.backbones --output-dir playground/backbones --seed 0 --threads 1
 """
 
 from __future__ import annotations
