@@ -61,7 +61,6 @@ from llava.playground.tasks import (
     NO,
     YES,
     Question,
-    askable_categories,
     can_ask,
     sample_questions,
     short_question,
@@ -194,16 +193,7 @@ PRESETS: dict[str, BackbonePreset] = {
         lm_intermediate=64,
         lm_phases=(
             LMPhase(steps=2, lr=3e-3, min_turns=1, max_turns=2),
-            LMPhase(
-                steps=2,
-                lr=1e-3,
-                categories=("OCR",),
-                min_turns=1,
-                max_turns=1,
-                yes_no_ratio=1.0,
-                yes_no_weight=4.0,
-                schedule="constant",
-            ),
+            dataclasses.replace(_yes_no_phase(2, "OCR"), max_turns=1, yes_no_ratio=1.0),
         ),
         lm_batch=4,
         lm_eval_per_category=2,
@@ -417,15 +407,14 @@ def _lm_batches(
     categories, `min_turns` to `max_turns` questions each, a share `yes_no_ratio` of them yes/no):
     `input_ids`, `labels`, `attention_mask`, all `[B, T]` (right-padded; labels `IGNORE_INDEX`
     outside the answers)."""
-    askable = set(phase.categories)
     while True:
         rows = []
         while len(rows) < batch_size:
             scene = sample_scene(rng)
-            if not askable.intersection(askable_categories(scene)):
-                continue
             n = rng.randint(phase.min_turns, phase.max_turns)
             questions = sample_questions(scene, rng, n, phase.categories, phase.yes_no_ratio)
+            if not questions:  # none of the phase's categories can be asked about this scene
+                continue
             rows.append(tokenize_conversation(_conversation(scene, questions), tokenizer, add_bos=True))
         length = max(len(ids) for ids, _ in rows)
         input_ids = torch.full((batch_size, length), tokenizer.pad_token_id, dtype=torch.long)
@@ -724,12 +713,14 @@ def _parse_field(owner, name: str, value: str, where: str):
     if name not in fields:
         raise ValueError(f"--override {where!r}: unknown field {name!r}; fields: {sorted(fields)}")
     kind = fields[name]
+    parse = {"int": int, "float": float, "str": str}.get(kind)
     if kind.startswith("tuple[str"):
         return tuple(value.split(","))
-    if kind in ("int", "float"):
-        return int(value) if kind == "int" else float(value)
-    if kind == "str":
-        return value
+    if parse is not None:
+        try:
+            return parse(value)
+        except ValueError:
+            raise ValueError(f"--override {where!r}: {name!r} expects {kind}, got {value!r}") from None
     raise ValueError(f"--override {where!r}: field {name!r} ({kind}) is set per phase: lm_phases.N.FIELD")
 
 
