@@ -61,8 +61,6 @@ class FusionLlamaForCausalLM(MultimodalGenerationMixin, LlamaForCausalLM):
     def prepare_inputs_for_generation(
         self,
         input_ids: torch.LongTensor,
-        past_key_values=None,
-        attention_mask: torch.Tensor | None = None,
         inputs_embeds: torch.Tensor | None = None,
         vision_stream: torch.Tensor | None = None,
         image_mask: torch.Tensor | None = None,
@@ -70,18 +68,13 @@ class FusionLlamaForCausalLM(MultimodalGenerationMixin, LlamaForCausalLM):
     ):
         """Hand the vision stream to the positions this step computes: at prefill the whole
         prompt; with the KV cache, decode steps are text-only and get none; without the cache
-        every step recomputes the prompt and gets it again."""
-        inputs = super().prepare_inputs_for_generation(
-            input_ids,
-            past_key_values=past_key_values,
-            attention_mask=attention_mask,
-            inputs_embeds=inputs_embeds,
-            **kwargs,
-        )
+        every step recomputes the prompt and gets it again. Every other input is the library's."""
+        inputs = super().prepare_inputs_for_generation(input_ids, inputs_embeds=inputs_embeds, **kwargs)
         if image_mask is None:
             return inputs
         step = inputs["inputs_embeds"] if inputs.get("inputs_embeds") is not None else inputs["input_ids"]
-        cache = inputs.get("past_key_values")
+        # transformers >= 5.24 names the KV cache `cache`; earlier 5.x `past_key_values`.
+        cache = inputs.get("cache", inputs.get("past_key_values"))
         start = cache.get_seq_length() if cache is not None else 0
         stop = start + step.shape[1]
         window = image_mask[:, start:stop]

@@ -217,7 +217,6 @@ class MultimodalGenerationMixin:
         input_ids: torch.LongTensor | None = None,
         attention_mask: torch.Tensor | None = None,
         position_ids: torch.LongTensor | None = None,
-        past_key_values=None,
         inputs_embeds: torch.FloatTensor | None = None,
         labels: torch.LongTensor | None = None,
         images: torch.Tensor | None = None,
@@ -227,7 +226,8 @@ class MultimodalGenerationMixin:
     ) -> CausalLMOutputWithPast:
         """`images` (`[N, 3, H, W]`, the batch's images in order of appearance) fill the
         `IMAGE_TOKEN_INDEX` placeholders of `input_ids`. Inverse-LLaVA also accepts already
-        expanded `inputs_embeds` with `vision_stream` (`[B, T, d_v]`) and `image_mask` (`[B, T]`)."""
+        expanded `inputs_embeds` with `vision_stream` (`[B, T, d_v]`) and `image_mask` (`[B, T]`). The KV
+        cache passes through `kwargs` under whichever name the installed transformers uses."""
         if images is None and input_ids is not None and (input_ids == IMAGE_TOKEN_INDEX).any():
             counts = count_image_placeholders(input_ids, attention_mask)
             raise ValueError(
@@ -245,7 +245,6 @@ class MultimodalGenerationMixin:
             input_ids=input_ids,
             attention_mask=attention_mask,
             position_ids=position_ids,
-            past_key_values=past_key_values,
             inputs_embeds=inputs_embeds,
             labels=labels,
             use_cache=use_cache,
