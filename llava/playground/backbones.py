@@ -31,7 +31,7 @@ import os
 import random
 import shutil
 import time
-from collections import defaultdict
+from collections import Counter, defaultdict
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -543,7 +543,9 @@ def text_prompt(scene: Scene, question: Question) -> str:
 
 def evaluate_lm(model, tokenizer, per_category: int, seed: int) -> dict[str, dict[str, float]]:
     """The LM's ceiling: per category, on held-out text scenes, yes/no acc and acc+ (MME style,
-    both questions of a pair right) and short-answer exact match."""
+    both questions of a pair right), short-answer exact match, and the share of the most common
+    short answer (near 1.0: the LM gives one answer whatever the scene, i.e. it does not look
+    the question's object up)."""
     rng = rng_for(seed, "backbones/lm-eval")
     prompts: list[str] = []
     meta: list[tuple[str, str, int, str]] = []  # (category, kind, pair index, answer)
@@ -555,21 +557,33 @@ def evaluate_lm(model, tokenizer, per_category: int, seed: int) -> dict[str, dic
             for question in (*yes_no_pair(scene, category, rng), short_question(scene, category, rng)):
                 prompts.append(text_prompt(scene, question))
                 meta.append((category, question.kind, i, question.answer))
-    predictions = generate_answers(model, tokenizer, prompts)
+    return score_ceiling(meta, generate_answers(model, tokenizer, prompts))
+
+
+def score_ceiling(
+    meta: list[tuple[str, str, int, str]], predictions: list[str]
+) -> dict[str, dict[str, float]]:
+    """Per category of `meta` (`(category, kind, pair index, answer)` per prediction):
+    `yes_no_acc`, `yes_no_acc_plus` (both questions of a pair right), `short_answer_acc` and
+    `short_answer_top_share` (the most common short prediction's share)."""
     right: dict[tuple[str, str], list[bool]] = defaultdict(list)
     pairs: dict[tuple[str, int], list[bool]] = defaultdict(list)
+    short: dict[str, Counter] = defaultdict(Counter)
     for (category, kind, i, answer), prediction in zip(meta, predictions, strict=True):
         correct = prediction.lower() == answer.lower()
         right[category, kind].append(correct)
         if kind == "yes_no":
             pairs[category, i].append(correct)
+        else:
+            short[category][prediction.lower()] += 1
     results = {}
-    for category in CATEGORIES:
-        acc_plus = [all(pairs[category, i]) for i in range(per_category)]
+    for category in dict.fromkeys(c for c, *_ in meta):
+        acc_plus = [all(v) for (c, _), v in pairs.items() if c == category]
         results[category] = {
             "yes_no_acc": float(np.mean(right[category, "yes_no"])),
             "yes_no_acc_plus": float(np.mean(acc_plus)),
             "short_answer_acc": float(np.mean(right[category, "short"])),
+            "short_answer_top_share": short[category].most_common(1)[0][1] / short[category].total(),
         }
     return results
 

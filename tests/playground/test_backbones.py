@@ -99,6 +99,26 @@ def test_lm_answers_text_described_questions(shipped):
     assert answers == [q.answer for q in questions]
 
 
+def test_score_ceiling_counts_pairs_and_constant_answers():
+    meta = [
+        ("color", "yes_no", 0, "Yes"), ("color", "yes_no", 0, "No"), ("color", "short", 0, "red"),
+        ("color", "yes_no", 1, "Yes"), ("color", "yes_no", 1, "No"), ("color", "short", 1, "blue"),
+        ("OCR", "yes_no", 0, "Yes"), ("OCR", "yes_no", 0, "No"), ("OCR", "short", 0, "3"),
+        ("OCR", "yes_no", 1, "Yes"), ("OCR", "yes_no", 1, "No"), ("OCR", "short", 1, "4"),
+    ]  # fmt: skip
+    predictions = ["Yes", "Yes", "red", "yes", "No", "Red", "No", "No", "3", "Yes", "No", "4"]
+    scores = backbones.score_ceiling(meta, predictions)
+    assert list(scores) == ["color", "OCR"]
+    assert scores["color"] == {
+        "yes_no_acc": 0.75, "yes_no_acc_plus": 0.5, "short_answer_acc": 0.5, "short_answer_top_share": 1.0,
+    }  # fmt: skip
+    assert scores["OCR"] == {
+        "yes_no_acc": 0.75, "yes_no_acc_plus": 0.5, "short_answer_acc": 1.0, "short_answer_top_share": 0.5,
+    }  # fmt: skip
+    with pytest.raises(ValueError):
+        backbones.score_ceiling(meta, predictions[:-1])
+
+
 def test_recorded_clip_retrieval_meets_the_target():
     metrics = json.loads((SHIPPED / "metrics.json").read_text())
     assert metrics["clip"]["image_to_text_top1"] >= 0.8
@@ -122,6 +142,7 @@ def test_rebuild_command_runs(tmp_path, caplog):
     )
     assert "LM ceiling (step 2) OCR" in caplog.text and "LM ceiling (final) OCR" in caplog.text
     assert set(metrics["lm"]["ceiling"]) == set(CATEGORIES) and "image_to_text_top1" in metrics["clip"]
+    assert 0.0 < metrics["lm"]["ceiling"]["OCR"]["short_answer_top_share"] <= 1.0
     vision, processor, llm, tokenizer = backbones.load_backbones(tmp_path)
     assert processor.crop_size == {"height": IMAGE_SIZE, "width": IMAGE_SIZE}
     assert isinstance(vision, CLIPVisionModel) and llm.config.model_type == "llama"
