@@ -567,18 +567,18 @@ def score_ceiling(
     `yes_no_acc`, `yes_no_acc_plus` (both questions of a pair right), `short_answer_acc` and
     `short_answer_top_share` (the most common short prediction's share)."""
     right: dict[tuple[str, str], list[bool]] = defaultdict(list)
-    pairs: dict[tuple[str, int], list[bool]] = defaultdict(list)
+    pairs: dict[str, dict[int, list[bool]]] = defaultdict(lambda: defaultdict(list))
     short: dict[str, Counter] = defaultdict(Counter)
     for (category, kind, i, answer), prediction in zip(meta, predictions, strict=True):
         correct = prediction.lower() == answer.lower()
         right[category, kind].append(correct)
         if kind == "yes_no":
-            pairs[category, i].append(correct)
+            pairs[category][i].append(correct)
         else:
             short[category][prediction.lower()] += 1
     results = {}
     for category in dict.fromkeys(c for c, *_ in meta):
-        acc_plus = [all(v) for (c, _), v in pairs.items() if c == category]
+        acc_plus = [all(pair) for pair in pairs[category].values()]
         results[category] = {
             "yes_no_acc": float(np.mean(right[category, "yes_no"])),
             "yes_no_acc_plus": float(np.mean(acc_plus)),
