@@ -7,8 +7,8 @@
 - **Chat LM**: a tiny `LlamaForCausalLM` with a BPE tokenizer trained on the corpus, pre-trained
   on text-only vicuna_v1 conversations about scenes *described in words* (`Scene.describe()` in
   place of the image), tokenised by `llava.mm_utils.tokenize_conversation` exactly as the VLM
-  training will tokenise them, in the phases of `DEFAULT_LM_PHASES` (chat, then yes/no
-  curricula). It knows the language and the template, and has never seen an image. Saved with
+  training will tokenise them, in the phases of `DEFAULT_LM_PHASES` (look-ups, then yes/no
+  questions). It knows the language and the template, and has never seen an image. Saved with
   its tokenizer in `<dir>/llm`.
 
 Both are measured on held-out data (CLIP: retrieval top-1 among `retrieval_pool` pairs; LM:
@@ -55,7 +55,7 @@ from llava.constants import IGNORE_INDEX
 from llava.conversation import get_conv_template
 from llava.mm_utils import tokenize_conversation
 from llava.playground.datasets import rng_for
-from llava.playground.scenes import IMAGE_SIZE, Scene, render_scene, sample_scene
+from llava.playground.scenes import IMAGE_SIZE, SCENE_WORDS, Scene, render_scene, sample_scene
 from llava.playground.tasks import (
     CATEGORIES,
     NO,
@@ -93,10 +93,11 @@ def llm_path(backbones_dir: str | os.PathLike = SHIPPED_BACKBONES) -> Path:
 class LMPhase:
     """One phase of the chat LM's pre-training: what its conversations ask and how it learns.
 
-    The first phase teaches the language, the template and the look-ups on long conversations.
-    Balanced yes/no questions carry no first-order signal (the question alone and the scene alone
-    each predict "Yes" half the time), so the later phases concentrate on them, a few categories
-    at a time with the earlier ones replayed, on short conversations with the yes/no answer token
+    Look-ups ("Where is the blue circle?") are learnt first, on short-answer questions, a few
+    categories at a time and, at first, on `"distinct"` scenes only (no two shapes share a colour
+    or a shape, so one word of a name finds the object). Balanced yes/no questions carry no
+    first-order signal (the question alone and the scene alone each predict "Yes" half the
+    time), so they come once the look-ups they check exist, with the yes/no answer token
     up-weighted.
     """
 
@@ -108,11 +109,14 @@ class LMPhase:
     yes_no_ratio: float = 0.5  # share of yes/no questions (the rest are short-answer ones)
     yes_no_weight: float = 1.0  # weight of a yes/no answer token in the answer CE
     schedule: str = "cosine"  # "cosine": warmup then decay to 0; "constant": warmup then flat
+    scenes: str = "any"  # "distinct": only scenes whose shapes differ in colour and in shape
 
     def __post_init__(self) -> None:
         unknown = [c for c in self.categories if c not in CATEGORIES]
         if unknown or not self.categories:
             raise ValueError(f"LMPhase.categories: unknown or empty {unknown}; expected some of {CATEGORIES}")
+        if self.scenes not in ("any", "distinct"):
+            raise ValueError(f"LMPhase.scenes must be 'any' or 'distinct', got {self.scenes!r}")
         if self.schedule not in ("cosine", "constant"):
             raise ValueError(f"LMPhase.schedule must be 'cosine' or 'constant', got {self.schedule!r}")
         if not 1 <= self.min_turns <= self.max_turns:
@@ -123,27 +127,38 @@ class LMPhase:
             raise ValueError(f"LMPhase: steps must be >= 0 and yes_no_ratio in [0, 1], got {self}")
 
 
-def _yes_no_phase(steps: int, *categories: str) -> LMPhase:
-    """A yes/no phase: short conversations (1-3 questions, 80% yes/no, the yes/no token weighing
-    4), constant learning rate 1e-3."""
+def _short_phase(steps: int, *categories: str, scenes: str = "any") -> LMPhase:
+    """A look-up phase: short-answer questions only (1-3 per conversation), lr 1e-3 constant."""
     return LMPhase(
         steps=steps, lr=1e-3, categories=categories or CATEGORIES, min_turns=1, max_turns=3,
-        yes_no_ratio=0.8, yes_no_weight=4.0, schedule="constant",
+        yes_no_ratio=0.0, schedule="constant", scenes=scenes,
     )  # fmt: skip
 
 
-# Chat first; then yes/no questions of OCR alone (the first break is the slowest: the model has
-# no way yet to compare a claim with the scene), then a few new categories at a time with one or
-# two learnt ones replayed, then everything together. A learnt category decays within a few
-# hundred steps of training that leaves it out, and the last phase brings back what the
-# earlier ones erased; docs/playground.md has the measurements behind this schedule.
+def _yes_no_phase(steps: int, *categories: str, schedule: str = "constant") -> LMPhase:
+    """A yes/no phase: short conversations (1-3 questions, 80% yes/no, the yes/no token weighing
+    4), lr 1e-3."""
+    return LMPhase(
+        steps=steps, lr=1e-3, categories=categories or CATEGORIES, min_turns=1, max_turns=3,
+        yes_no_ratio=0.8, yes_no_weight=4.0, schedule=schedule,
+    )  # fmt: skip
+
+
+# Look-ups first, then yes/no. A look-up ("Where is the blue circle?") is learnt on scenes whose
+# shapes all differ in colour and in shape, where one word of the name finds the object, and
+# then on any scene, where it takes both words (the conjunction is not learnt from scratch
+# within 1,000 steps, but is within a few hundred once the one-word look-up exists). Yes/no
+# questions come once the short answers they check exist, a few categories at a time with learnt
+# ones replayed (a category left out decays within a few hundred steps), then all together.
+# docs/playground.md has the measurements behind this schedule.
 DEFAULT_LM_PHASES = (
-    LMPhase(steps=700, lr=3e-3),
-    _yes_no_phase(400, "OCR"),
-    _yes_no_phase(500, "OCR", "numerical_calculation", "count"),
-    _yes_no_phase(700, "existence", "color", "OCR"),
-    _yes_no_phase(800, "position", "spatial_relation", "comparison", "color", "count"),
-    _yes_no_phase(600),
+    _short_phase(600, "color", scenes="distinct"),
+    _short_phase(700, "color", "position", scenes="distinct"),
+    _short_phase(800, "color", "position", "spatial_relation", "existence"),
+    _short_phase(600),
+    _yes_no_phase(600, "existence", "color", "position", "OCR"),
+    _yes_no_phase(600, "count", "comparison", "spatial_relation", "numerical_calculation", "existence", "color"),
+    _yes_no_phase(800, schedule="cosine"),
 )
 
 
@@ -221,9 +236,10 @@ def _schedule(total_steps: int, warmup_ratio: float, decay: bool = True) -> Call
 
 def build_tokenizer(preset: BackbonePreset, seed: int) -> PreTrainedTokenizerFast:
     """A BPE tokenizer trained on rendered vicuna_v1 conversations (system prompt included),
-    every question template of every category, and captions."""
+    every question template of every category, captions, and every scene word (so that each is
+    one token, however small the corpus)."""
     rng = rng_for(seed, "backbones/tokenizer")
-    corpus: list[str] = []
+    corpus: list[str] = [" ".join(SCENE_WORDS)]
     for _ in range(preset.tokenizer_corpus):
         scene = sample_scene(rng)
         corpus.append(_conversation(scene, sample_questions(scene, rng, len(CATEGORIES))).get_prompt())
@@ -397,7 +413,25 @@ def build_lm(preset: BackbonePreset, tokenizer: PreTrainedTokenizerFast) -> Llam
         pad_token_id=tokenizer.pad_token_id,
         tie_word_embeddings=False,
     )
-    return LlamaForCausalLM(config)
+    model = LlamaForCausalLM(config)
+    init_scene_word_embeddings(model, tokenizer)
+    return model
+
+
+@torch.no_grad()
+def init_scene_word_embeddings(model: LlamaForCausalLM, tokenizer) -> None:
+    """Start each scene word's input embedding as the sum of the embeddings of the words it
+    stands for (`SCENE_WORDS`: "topleftredcircle" as "top" + "left" + "red" + "circle"; words
+    the vocabulary lacks are left out), so that a question's words match the scene's from the
+    first step and the look-ups need no factorisation learnt first."""
+    embeddings = model.get_input_embeddings().weight  # [V, D]
+    vocab = tokenizer.get_vocab()
+    for word, parts in SCENE_WORDS.items():
+        ids = tokenizer(word, add_special_tokens=False).input_ids
+        if len(ids) != 1:
+            raise ValueError(f"scene word {word!r} is not one token of the tokenizer: {ids}")
+        part_ids = [vocab[p] for p in (f"▁{part}" for part in parts) if p in vocab]
+        embeddings[ids[0]] = embeddings[part_ids].sum(dim=0)
 
 
 def _lm_batches(
@@ -411,6 +445,8 @@ def _lm_batches(
         rows = []
         while len(rows) < batch_size:
             scene = sample_scene(rng)
+            if phase.scenes == "distinct" and not scene.distinct:
+                continue
             n = rng.randint(phase.min_turns, phase.max_turns)
             questions = sample_questions(scene, rng, n, phase.categories, phase.yes_no_ratio)
             if not questions:  # none of the phase's categories can be asked about this scene

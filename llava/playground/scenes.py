@@ -25,6 +25,7 @@ IMAGE_SIZE = 48
 GRID = 2
 CELL_SIZE = IMAGE_SIZE // GRID
 CELLS = ("top left", "top right", "bottom left", "bottom right")
+CELL_WORDS = tuple(cell.replace(" ", "") for cell in CELLS)  # "topleft", ...: scene text only
 COLORS: dict[str, tuple[int, int, int]] = {
     "red": (220, 40, 40),
     "green": (30, 170, 60),
@@ -90,6 +91,13 @@ class Scene:
         """The scene's content without rendering jitter: equal keys describe the same scene."""
         return (tuple(sorted((o.cell, o.color, o.shape) for o in self.objects)), self.digit, self.digit_cell)
 
+    @property
+    def distinct(self) -> bool:
+        """Whether no two shapes share a colour or a shape, so that either word of "the red
+        circle" alone picks it out (no conjunction to resolve)."""
+        colors, shapes = {o.color for o in self.objects}, {o.shape for o in self.objects}
+        return len(colors) == len(shapes) == len(self.objects)
+
     def object_named(self, name: str) -> SceneObject:
         for obj in self.objects:
             if obj.name == name:
@@ -113,10 +121,17 @@ class Scene:
         return "empty"
 
     def describe(self) -> str:
-        """The structured scene text the chat LM reads in place of an image: one phrase per
-        cell, in reading order, e.g. `top left: red circle. top right: digit 7. bottom left:
-        empty. bottom right: blue square.`"""
-        return " ".join(f"{CELLS[cell]}: {self.cell_content(cell)}." for cell in range(GRID * GRID))
+        """The structured scene text the chat LM reads in place of an image: one word per cell,
+        in reading order, binding the cell and what it holds as one patch binds them, e.g.
+        `topleftredcircle. toprightdigit 7. bottomleftempty. bottomrightbluesquare.` (the digit
+        stays a word of its own: digits are single tokens). `SCENE_WORDS` lists the words."""
+        words = []
+        for cell in range(GRID * GRID):
+            if cell == self.digit_cell:
+                words.append(f"{CELL_WORDS[cell]}digit {self.digit}.")
+            else:
+                words.append(f"{CELL_WORDS[cell]}{self.cell_content(cell).replace(' ', '')}.")
+        return " ".join(words)
 
     def caption(self) -> str:
         """A one-sentence caption (the pre-training captions and CLIP's text side)."""
@@ -128,6 +143,20 @@ class Scene:
             thing = f"the digit {self.digit}" if cell == self.digit_cell else f"a {content}"
             parts.append(f"{thing} at the {CELLS[cell]}")
         return "An image with " + ", ".join(parts[:-1]) + " and " + parts[-1] + "."
+
+
+def _scene_words() -> dict[str, tuple[str, ...]]:
+    words = {}
+    for cell, cell_word in zip(CELLS, CELL_WORDS, strict=True):
+        contents = [(color, shape) for color in COLORS for shape in SHAPES] + [("digit",), ("empty",)]
+        for content in contents:
+            words[cell_word + "".join(content)] = (*cell.split(), *content)
+    return words
+
+
+# Every one-word cell description `Scene.describe()` uses, and the words it stands for:
+# {"topleftredcircle": ("top", "left", "red", "circle"), ..., "bottomrightempty": (...)}.
+SCENE_WORDS: dict[str, tuple[str, ...]] = _scene_words()
 
 
 def sample_scene(rng: random.Random) -> Scene:

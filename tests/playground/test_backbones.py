@@ -7,13 +7,20 @@ import random
 import numpy as np
 import pytest
 import torch
-from transformers import AutoModelForCausalLM, AutoTokenizer, CLIPImageProcessor, CLIPVisionModel
+from transformers import (
+    AutoModelForCausalLM,
+    AutoTokenizer,
+    CLIPImageProcessor,
+    CLIPVisionModel,
+    LlamaForCausalLM,
+)
 
 from llava.conversation import get_conv_template
 from llava.mm_utils import process_images, tokenize_conversation
 from llava.playground import backbones
-from llava.playground.scenes import GRID, IMAGE_SIZE, Scene, SceneObject, render_scene
+from llava.playground.scenes import GRID, IMAGE_SIZE, SCENE_WORDS, Scene, SceneObject, render_scene
 from llava.playground.tasks import CATEGORIES, Question
+from llava.tools.tokenizer import train_tokenizer
 
 SHIPPED = backbones.SHIPPED_BACKBONES
 
@@ -125,7 +132,7 @@ def test_recorded_clip_retrieval_meets_the_target():
 
 
 @pytest.mark.xfail(
-    strict=True, reason="chat LM yes/no ceiling above chance on OCR only (open; see docs/playground.md)"
+    strict=True, reason="chat LM yes/no acc under 0.7 on count, numerical, comparison, spatial, existence (see docs/playground.md)"
 )
 def test_recorded_lm_ceiling_meets_the_target():
     metrics = json.loads((SHIPPED / "metrics.json").read_text())
@@ -205,3 +212,24 @@ def test_lm_phase_and_override_errors_name_the_culprit():
     ):
         with pytest.raises(ValueError, match=culprit):
             backbones.apply_override(preset, bad)
+
+
+def test_scene_words_are_single_tokens_that_start_as_the_sum_of_their_parts():
+    preset = backbones.PRESETS["smoke"]
+    tokenizer = backbones.build_tokenizer(preset, seed=0)
+    torch.manual_seed(0)
+    llm = backbones.build_lm(preset, tokenizer)
+    torch.manual_seed(0)
+    plain = LlamaForCausalLM(llm.config).get_input_embeddings().weight  # the same draw, no init
+    init = llm.get_input_embeddings().weight
+    vocab = tokenizer.get_vocab()
+    for word in SCENE_WORDS:
+        assert tokenizer.tokenize(f"USER: {word}.")[-2:] == [f"▁{word}", "."]
+    parts = [vocab[f"▁{p}"] for p in ("top", "left", "red", "circle")]
+    word = vocab["▁topleftredcircle"]
+    torch.testing.assert_close(init[word], plain[parts].sum(dim=0))
+    changed = (init != plain).any(dim=1).nonzero().squeeze(1).tolist()
+    assert sorted(changed) == sorted(vocab[f"▁{w}"] for w in SCENE_WORDS)
+    other = train_tokenizer(["a red circle at the top left"], vocab_size=300)
+    with pytest.raises(ValueError, match="scene word 'topleftredcircle' is not one token"):
+        backbones.init_scene_word_embeddings(LlamaForCausalLM(llm.config), other)

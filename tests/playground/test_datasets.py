@@ -90,7 +90,7 @@ def test_instruct_json_is_llava_mix_format(data):
             assert first.startswith("<image>\n")
             assert (data.image_folder / record["image"]).is_file()
         else:
-            assert first.startswith("top left: ") and "<image>" not in first
+            assert first.startswith("topleft") and "<image>" not in first
         assert sum("<image>" in t["value"] for t in turns) == ("image" in record)
         for human in turns[0::2]:
             assert human["value"].endswith((YES_NO_SUFFIX, SHORT_ANSWER_SUFFIX))

@@ -10,6 +10,7 @@ from llava.playground.scenes import (
     CELL_SIZE,
     COLORS,
     IMAGE_SIZE,
+    SCENE_WORDS,
     Scene,
     SceneObject,
     render_scene,
@@ -76,9 +77,9 @@ def test_invalid_scenes_are_rejected():
 
 def test_descriptions_of_a_hand_made_scene():
     scene = _hand_scene()
-    assert scene.describe() == (
-        "top left: red circle. top right: digit 7. bottom left: blue circle. bottom right: red square."
-    )
+    assert scene.describe() == "topleftredcircle. toprightdigit 7. bottomleftbluecircle. bottomrightredsquare."
+    assert SCENE_WORDS["bottomleftbluecircle"] == ("bottom", "left", "blue", "circle")
+    assert SCENE_WORDS["toprightdigit"] == ("top", "right", "digit")
     assert scene.caption() == (
         "An image with a red circle at the top left, the digit 7 at the top right, "
         "a blue circle at the bottom left and a red square at the bottom right."
