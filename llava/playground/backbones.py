@@ -157,7 +157,9 @@ DEFAULT_LM_PHASES = (
     _short_phase(800, "color", "position", "spatial_relation", "existence"),
     _short_phase(600),
     _yes_no_phase(600, "existence", "color", "position", "OCR"),
-    _yes_no_phase(600, "count", "comparison", "spatial_relation", "numerical_calculation", "existence", "color"),
+    _yes_no_phase(
+        600, "count", "comparison", "spatial_relation", "numerical_calculation", "existence", "color"
+    ),
     _yes_no_phase(800, schedule="cosine"),
 )
 

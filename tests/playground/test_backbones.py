@@ -132,7 +132,8 @@ def test_recorded_clip_retrieval_meets_the_target():
 
 
 @pytest.mark.xfail(
-    strict=True, reason="chat LM yes/no acc under 0.7 on count, numerical, comparison, spatial, existence (see docs/playground.md)"
+    strict=True,
+    reason="chat LM yes/no acc under 0.7 on count, numerical, comparison, spatial, existence (see docs/playground.md)",
 )
 def test_recorded_lm_ceiling_meets_the_target():
     metrics = json.loads((SHIPPED / "metrics.json").read_text())

@@ -77,7 +77,9 @@ def test_invalid_scenes_are_rejected():
 
 def test_descriptions_of_a_hand_made_scene():
     scene = _hand_scene()
-    assert scene.describe() == "topleftredcircle. toprightdigit 7. bottomleftbluecircle. bottomrightredsquare."
+    assert (
+        scene.describe() == "topleftredcircle. toprightdigit 7. bottomleftbluecircle. bottomrightredsquare."
+    )
     assert SCENE_WORDS["bottomleftbluecircle"] == ("bottom", "left", "blue", "circle")
     assert SCENE_WORDS["toprightdigit"] == ("top", "right", "digit")
     assert scene.caption() == (
