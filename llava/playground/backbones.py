@@ -17,7 +17,7 @@ hope for) and the numbers are written to `<dir>/metrics.json`.
 
 Rebuild the shipped backbones (see playground/backbones/README.md)::
 
-    python -m llava.playground.backbones --output-dir playground/backbones --seed 0 --threads 1
+    python -m llava.playground.backbones --output-dir playground/backbones --seed 0 --threads 2
 """
 
 from __future__ import annotations
