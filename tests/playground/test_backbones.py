@@ -234,3 +234,18 @@ def test_scene_words_are_single_tokens_that_start_as_the_sum_of_their_parts():
     other = train_tokenizer(["a red circle at the top left"], vocab_size=300)
     with pytest.raises(ValueError, match="scene word 'topleftredcircle' is not one token"):
         backbones.init_scene_word_embeddings(LlamaForCausalLM(llm.config), other)
+
+
+def test_distinct_phases_draw_only_distinct_scenes():
+    tokenizer = backbones.build_tokenizer(backbones.PRESETS["smoke"], seed=0)
+    phase = backbones.LMPhase(
+        steps=1, lr=1e-3, categories=("color",), min_turns=1, max_turns=1, scenes="distinct"
+    )
+    input_ids, _, _ = next(backbones._lm_batches(tokenizer, random.Random(0), 16, phase))
+    for row in tokenizer.batch_decode(input_ids, skip_special_tokens=True):
+        objects = [SCENE_WORDS[w.rstrip(".")] for w in row.split() if w.rstrip(".") in SCENE_WORDS]
+        shapes = [parts[2:] for parts in objects if len(parts) == 4]  # (colour, shape) per shape
+        assert len(shapes) >= 2
+        assert len({c for c, _ in shapes}) == len({s for _, s in shapes}) == len(shapes)
+    with pytest.raises(ValueError, match="scenes must be 'any' or 'distinct'"):
+        backbones.LMPhase(steps=1, lr=1e-3, scenes="unique")

@@ -89,6 +89,15 @@ def test_descriptions_of_a_hand_made_scene():
     assert scene.count(color="red") == 2 and scene.count(shape="circle") == 2 and scene.count() == 3
 
 
+def test_distinct_scenes_name_every_shape_by_one_word():
+    assert not _hand_scene().distinct  # two red shapes, two circles
+    blue_square = SceneObject("blue", "square", 2)
+    assert Scene((SceneObject("red", "circle", 0), blue_square), 7, 1, ((0, 0, 8),) * 3).distinct
+    assert not Scene(
+        (SceneObject("red", "circle", 0), SceneObject("blue", "circle", 2)), 7, 1, ((0, 0, 8),) * 3
+    ).distinct
+
+
 def test_rendering_puts_each_colour_in_its_cell():
     image = np.asarray(render_scene(_hand_scene()))
     assert image.shape == (IMAGE_SIZE, IMAGE_SIZE, 3)
