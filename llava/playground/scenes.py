@@ -147,8 +147,8 @@ class Scene:
 
 def _scene_words() -> dict[str, tuple[str, ...]]:
     words = {}
+    contents = [(color, shape) for color in COLORS for shape in SHAPES] + [("digit",), ("empty",)]
     for cell, cell_word in zip(CELLS, CELL_WORDS, strict=True):
-        contents = [(color, shape) for color in COLORS for shape in SHAPES] + [("digit",), ("empty",)]
         for content in contents:
             words[cell_word + "".join(content)] = (*cell.split(), *content)
     return words
