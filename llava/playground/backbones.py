@@ -55,7 +55,14 @@ from llava.constants import IGNORE_INDEX
 from llava.conversation import get_conv_template
 from llava.mm_utils import tokenize_conversation
 from llava.playground.datasets import rng_for
-from llava.playground.scenes import IMAGE_SIZE, SCENE_WORDS, Scene, render_scene, sample_scene
+from llava.playground.scenes import (
+    IMAGE_SIZE,
+    SCENE_WORDS,
+    Scene,
+    rearranged,
+    render_scene,
+    sample_scene,
+)
 from llava.playground.tasks import (
     CATEGORIES,
     NO,
@@ -76,7 +83,8 @@ SHIPPED_BACKBONES = REPO_ROOT / "playground" / "backbones"
 VISION_SUBDIR = "vision"
 LLM_SUBDIR = "llm"
 CONV_TEMPLATE = "vicuna_v1"
-_INTERIM_EVAL_PER_CATEGORY = 20  # held-out scenes per category for `--eval-every` logs
+_INTERIM_EVAL_PER_CATEGORY = 20
+REARRANGED_CHOICES = 4  # CLIP's position check: an image's caption vs 3 rearranged scenes' captions  # held-out scenes per category for `--eval-every` logs
 
 
 def vision_tower_path(backbones_dir: str | os.PathLike = SHIPPED_BACKBONES) -> Path:
@@ -110,6 +118,7 @@ class LMPhase:
     yes_no_weight: float = 1.0  # weight of a yes/no answer token in the answer CE
     schedule: str = "cosine"  # "cosine": warmup then decay to 0; "constant": warmup then flat
     scenes: str = "any"  # "distinct": only scenes whose shapes differ in colour and in shape
+    replay: float = 0.0  # share of conversations asking every category instead of `categories`
 
     def __post_init__(self) -> None:
         unknown = [c for c in self.categories if c not in CATEGORIES]
@@ -123,8 +132,8 @@ class LMPhase:
             raise ValueError(
                 f"LMPhase needs 1 <= min_turns <= max_turns, got {self.min_turns}, {self.max_turns}"
             )
-        if self.steps < 0 or not 0.0 <= self.yes_no_ratio <= 1.0:
-            raise ValueError(f"LMPhase: steps must be >= 0 and yes_no_ratio in [0, 1], got {self}")
+        if self.steps < 0 or not 0.0 <= self.yes_no_ratio <= 1.0 or not 0.0 <= self.replay <= 1.0:
+            raise ValueError(f"LMPhase: steps must be >= 0, yes_no_ratio and replay in [0, 1], got {self}")
 
 
 def _short_phase(steps: int, *categories: str, scenes: str = "any") -> LMPhase:
@@ -135,12 +144,12 @@ def _short_phase(steps: int, *categories: str, scenes: str = "any") -> LMPhase:
     )  # fmt: skip
 
 
-def _yes_no_phase(steps: int, *categories: str, schedule: str = "constant") -> LMPhase:
+def _yes_no_phase(steps: int, *categories: str, schedule: str = "constant", replay: float = 0.0) -> LMPhase:
     """A yes/no phase: short conversations (1-3 questions, 80% yes/no, the yes/no token weighing
     4), lr 1e-3."""
     return LMPhase(
         steps=steps, lr=1e-3, categories=categories or CATEGORIES, min_turns=1, max_turns=3,
-        yes_no_ratio=0.8, yes_no_weight=4.0, schedule=schedule,
+        yes_no_ratio=0.8, yes_no_weight=4.0, schedule=schedule, replay=replay,
     )  # fmt: skip
 
 
@@ -150,6 +159,8 @@ def _yes_no_phase(steps: int, *categories: str, schedule: str = "constant") -> L
 # within 1,000 steps, but is within a few hundred once the one-word look-up exists). Yes/no
 # questions come once the short answers they check exist, a few categories at a time with learnt
 # ones replayed (a category left out decays within a few hundred steps), then all together.
+# Count, numerical and spatial-relation yes/no stay at chance among six categories, so they get a
+# phase of their own, 40% of its conversations replaying every category.
 # docs/playground.md has the measurements behind this schedule.
 DEFAULT_LM_PHASES = (
     _short_phase(600, "color", scenes="distinct"),
@@ -160,6 +171,7 @@ DEFAULT_LM_PHASES = (
     _yes_no_phase(
         600, "count", "comparison", "spatial_relation", "numerical_calculation", "existence", "color"
     ),
+    _yes_no_phase(1000, "count", "numerical_calculation", "spatial_relation", replay=0.4),
     _yes_no_phase(800, schedule="cosine"),
 )
 
@@ -180,6 +192,9 @@ class BackbonePreset:
     clip_steps: int = 1500
     clip_batch: int = 128
     clip_lr: float = 2e-3
+    # share of a CLIP batch that are other scenes of the batch rearranged (same things, other
+    # cells): hard negatives that only the positions tell apart
+    clip_rearranged: float = 0.5
     retrieval_pool: int = 512
     # chat LM
     lm_hidden: int = 128
@@ -191,6 +206,12 @@ class BackbonePreset:
     lm_all_token_weight: float = 0.25  # loss = answer CE + w * next-token CE on every token
     lm_eval_per_category: int = 100  # held-out scenes per category (a yes/no pair + a short question each)
     warmup_ratio: float = 0.05
+
+    def __post_init__(self) -> None:
+        if not 0.0 <= self.clip_rearranged <= 0.5:
+            raise ValueError(
+                f"BackbonePreset.clip_rearranged must be in [0, 0.5], got {self.clip_rearranged}"
+            )
 
 
 PRESETS: dict[str, BackbonePreset] = {
@@ -329,16 +350,25 @@ def _caption_ids(
     return ids, torch.tensor([len(r) - 1 for r in rows])
 
 
-def _clip_embeddings(
-    clip: CLIPModel, pixels: torch.Tensor, ids: torch.Tensor, eos_index: torch.Tensor
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """L2-normalised image and text embeddings `[N, D]`. Text is pooled at each caption's EOS
-    (explicitly, since CLIP's own pooling treats `eos_token_id == 2` as a legacy argmax)."""
-    image = clip.visual_projection(clip.vision_model(pixel_values=pixels).pooler_output)  # [N, D]
+def _image_embeddings(clip: CLIPModel, pixels: torch.Tensor) -> torch.Tensor:
+    """L2-normalised image embeddings `[N, D]`."""
+    return F.normalize(clip.visual_projection(clip.vision_model(pixel_values=pixels).pooler_output), dim=-1)
+
+
+def _text_embeddings(clip: CLIPModel, ids: torch.Tensor, eos_index: torch.Tensor) -> torch.Tensor:
+    """L2-normalised caption embeddings `[N, D]`, pooled at each caption's EOS (explicitly, since
+    CLIP's own pooling treats `eos_token_id == 2` as a legacy argmax)."""
     mask = (torch.arange(ids.shape[1])[None, :] <= eos_index[:, None]).long()  # [N, T]
     hidden = clip.text_model(input_ids=ids, attention_mask=mask).last_hidden_state  # [N, T, H]
-    text = clip.text_projection(hidden[torch.arange(ids.shape[0]), eos_index])  # [N, D]
-    return F.normalize(image, dim=-1), F.normalize(text, dim=-1)
+    return F.normalize(clip.text_projection(hidden[torch.arange(ids.shape[0]), eos_index]), dim=-1)
+
+
+def clip_batch_scenes(rng: random.Random, batch: int, rearranged_share: float) -> list[Scene]:
+    """`batch` scenes for one contrastive step: fresh ones, then `round(batch x rearranged_share)`
+    of them rearranged (the first ones, each once), so positions are needed to tell pairs apart."""
+    n_moved = round(batch * rearranged_share)
+    scenes = [sample_scene(rng) for _ in range(batch - n_moved)]
+    return scenes + [rearranged(scene, rng) for scene in scenes[:n_moved]]
 
 
 def train_clip(
@@ -354,9 +384,10 @@ def train_clip(
     clip.train()
     progress = tqdm(range(preset.clip_steps), desc="CLIP pre-training")
     for _ in progress:
-        scenes = [sample_scene(rng) for _ in range(preset.clip_batch)]
+        scenes = clip_batch_scenes(rng, preset.clip_batch, preset.clip_rearranged)
         ids, eos_index = _caption_ids(tokenizer, scenes)
-        image, text = _clip_embeddings(clip, _pixels(scenes, mean_t, std_t), ids, eos_index)
+        image = _image_embeddings(clip, _pixels(scenes, mean_t, std_t))
+        text = _text_embeddings(clip, ids, eos_index)
         logits = clip.logit_scale.exp() * image @ text.T  # [B, B]
         target = torch.arange(len(scenes))
         loss = (F.cross_entropy(logits, target) + F.cross_entropy(logits.T, target)) / 2
@@ -372,19 +403,26 @@ def train_clip(
 
 @torch.no_grad()
 def evaluate_clip(clip: CLIPModel, tokenizer, pool: int, seed: int, mean, std) -> dict[str, float]:
-    """Retrieval top-1 among `pool` held-out image/caption pairs, both directions."""
+    """Retrieval top-1 among `pool` held-out image/caption pairs, both directions, and
+    `rearranged_top1`: how often an image's own caption beats the captions of
+    `REARRANGED_CHOICES - 1` rearrangements of its scene (chance `1 / REARRANGED_CHOICES`)."""
     clip.eval()
+    mean, std = torch.tensor(mean), torch.tensor(std)
     rng = rng_for(seed, "backbones/clip-eval")
     scenes = [sample_scene(rng) for _ in range(pool)]
     ids, eos_index = _caption_ids(tokenizer, scenes)
-    image, text = _clip_embeddings(
-        clip, _pixels(scenes, torch.tensor(mean), torch.tensor(std)), ids, eos_index
-    )
+    image, text = _image_embeddings(clip, _pixels(scenes, mean, std)), _text_embeddings(clip, ids, eos_index)
     sim = image @ text.T  # [P, P]
     target = torch.arange(pool)
+    moved_rng = rng_for(seed, "backbones/clip-eval-rearranged")
+    others = [rearranged(s, moved_rng) for s in scenes for _ in range(REARRANGED_CHOICES - 1)]
+    moved_text = _text_embeddings(clip, *_caption_ids(tokenizer, others))
+    own = (image * text).sum(-1)  # [P]
+    rivals = (image[:, None] * moved_text.view(pool, REARRANGED_CHOICES - 1, -1)).sum(-1)  # [P, C-1]
     return {
         "image_to_text_top1": (sim.argmax(dim=1) == target).float().mean().item(),
         "text_to_image_top1": (sim.argmax(dim=0) == target).float().mean().item(),
+        "rearranged_top1": (own > rivals.max(dim=1).values).float().mean().item(),
         "pool": pool,
     }
 
@@ -450,7 +488,8 @@ def _lm_batches(
             if phase.scenes == "distinct" and not scene.distinct:
                 continue
             n = rng.randint(phase.min_turns, phase.max_turns)
-            questions = sample_questions(scene, rng, n, phase.categories, phase.yes_no_ratio)
+            categories = CATEGORIES if phase.replay and rng.random() < phase.replay else phase.categories
+            questions = sample_questions(scene, rng, n, categories, phase.yes_no_ratio)
             if not questions:  # none of the phase's categories can be asked about this scene
                 continue
             rows.append(tokenize_conversation(_conversation(scene, questions), tokenizer, add_bos=True))

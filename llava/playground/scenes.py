@@ -177,6 +177,21 @@ def sample_scene(rng: random.Random) -> Scene:
     return Scene(objects=objects, digit=rng.choice(DIGITS), digit_cell=digit_cell, jitter=jitter)
 
 
+def rearranged(scene: Scene, rng: random.Random) -> Scene:
+    """The same shapes and digit (and rendering jitter) moved to other cells: a random
+    permutation of the cells that moves at least one thing."""
+    cells = list(range(GRID * GRID))
+    occupied = {o.cell for o in scene.objects} | {scene.digit_cell}
+    while True:
+        moved = rng.sample(cells, len(cells))
+        if any(moved[c] != c for c in occupied):
+            break
+    order = sorted(range(len(scene.objects)), key=lambda i: moved[scene.objects[i].cell])
+    objects = tuple(dataclasses.replace(scene.objects[i], cell=moved[scene.objects[i].cell]) for i in order)
+    jitter = tuple(scene.jitter[i] for i in order) + (scene.jitter[-1],)
+    return Scene(objects=objects, digit=scene.digit, digit_cell=moved[scene.digit_cell], jitter=jitter)
+
+
 def sample_scenes(rng: random.Random, n: int, exclude: set[tuple] | None = None) -> list[Scene]:
     """`n` scenes; scenes whose `key` is in `exclude` (e.g. the evaluation scenes) are redrawn."""
     exclude = exclude or set()

@@ -13,6 +13,7 @@ from llava.playground.scenes import (
     SCENE_WORDS,
     Scene,
     SceneObject,
+    rearranged,
     render_scene,
     sample_scene,
     sample_scenes,
@@ -107,3 +108,23 @@ def test_rendering_puts_each_colour_in_its_cell():
     assert tuple(image[CELL_SIZE + centre, CELL_SIZE + centre]) == COLORS["red"]  # bottom right
     digit_cell = image[:CELL_SIZE, CELL_SIZE:]
     assert (digit_cell.sum(axis=-1) < 100).any()  # dark digit strokes in the top right
+
+
+def _cell_pixels(scene: Scene, cell: int) -> np.ndarray:
+    row, column = divmod(cell, 2)
+    image = np.asarray(render_scene(scene))
+    return image[row * CELL_SIZE : (row + 1) * CELL_SIZE, column * CELL_SIZE : (column + 1) * CELL_SIZE]
+
+
+def test_rearranged_scenes_move_the_same_things_to_other_cells():
+    rng = random.Random(0)
+    for scene in sample_scenes(random.Random(1), 200):
+        moved = rearranged(scene, rng)
+        assert moved.key != scene.key and moved.digit == scene.digit
+        assert sorted(o.name for o in moved.objects) == sorted(o.name for o in scene.objects)
+        assert [o.cell for o in moved.objects] == sorted(o.cell for o in moved.objects)
+    scene = _hand_scene()
+    moved = rearranged(scene, random.Random(3))
+    pairs = [(o.cell, moved.object_named(o.name).cell) for o in scene.objects]
+    for before, after in [*pairs, (scene.digit_cell, moved.digit_cell)]:  # pixels travel with the thing
+        np.testing.assert_array_equal(_cell_pixels(scene, before), _cell_pixels(moved, after))
