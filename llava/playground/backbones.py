@@ -83,8 +83,8 @@ SHIPPED_BACKBONES = REPO_ROOT / "playground" / "backbones"
 VISION_SUBDIR = "vision"
 LLM_SUBDIR = "llm"
 CONV_TEMPLATE = "vicuna_v1"
-_INTERIM_EVAL_PER_CATEGORY = 20
-REARRANGED_CHOICES = 4  # CLIP's position check: an image's caption vs 3 rearranged scenes' captions  # held-out scenes per category for `--eval-every` logs
+_INTERIM_EVAL_PER_CATEGORY = 20  # held-out scenes per category for `--eval-every` logs
+REARRANGED_CHOICES = 4  # CLIP's position check: an image's caption vs 3 rearranged scenes' captions
 
 
 def vision_tower_path(backbones_dir: str | os.PathLike = SHIPPED_BACKBONES) -> Path:

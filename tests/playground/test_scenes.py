@@ -9,6 +9,7 @@ import pytest
 from llava.playground.scenes import (
     CELL_SIZE,
     COLORS,
+    GRID,
     IMAGE_SIZE,
     SCENE_WORDS,
     Scene,
@@ -111,7 +112,7 @@ def test_rendering_puts_each_colour_in_its_cell():
 
 
 def _cell_pixels(scene: Scene, cell: int) -> np.ndarray:
-    row, column = divmod(cell, 2)
+    row, column = divmod(cell, GRID)
     image = np.asarray(render_scene(scene))
     return image[row * CELL_SIZE : (row + 1) * CELL_SIZE, column * CELL_SIZE : (column + 1) * CELL_SIZE]
 
