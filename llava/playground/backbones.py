@@ -417,7 +417,7 @@ def evaluate_clip(clip: CLIPModel, tokenizer, pool: int, seed: int, mean, std) -
     moved_rng = rng_for(seed, "backbones/clip-eval-rearranged")
     others = [rearranged(s, moved_rng) for s in scenes for _ in range(REARRANGED_CHOICES - 1)]
     moved_text = _text_embeddings(clip, *_caption_ids(tokenizer, others))
-    own = (image * text).sum(-1)  # [P]
+    own = sim.diagonal()  # [P]
     rivals = (image[:, None] * moved_text.view(pool, REARRANGED_CHOICES - 1, -1)).sum(-1)  # [P, C-1]
     return {
         "image_to_text_top1": (sim.argmax(dim=1) == target).float().mean().item(),

@@ -186,9 +186,9 @@ def rearranged(scene: Scene, rng: random.Random) -> Scene:
         moved = rng.sample(cells, len(cells))
         if any(moved[c] != c for c in occupied):
             break
-    order = sorted(range(len(scene.objects)), key=lambda i: moved[scene.objects[i].cell])
-    objects = tuple(dataclasses.replace(scene.objects[i], cell=moved[scene.objects[i].cell]) for i in order)
-    jitter = tuple(scene.jitter[i] for i in order) + (scene.jitter[-1],)
+    pairs = sorted(zip(scene.objects, scene.jitter[:-1], strict=True), key=lambda p: moved[p[0].cell])
+    objects = tuple(dataclasses.replace(obj, cell=moved[obj.cell]) for obj, _ in pairs)
+    jitter = tuple(j for _, j in pairs) + (scene.jitter[-1],)
     return Scene(objects=objects, digit=scene.digit, digit_cell=moved[scene.digit_cell], jitter=jitter)
 
 
