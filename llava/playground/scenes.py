@@ -134,7 +134,7 @@ class Scene:
         return " ".join(words)
 
     def caption(self) -> str:
-        """A one-sentence caption (the pre-training captions and CLIP's text side)."""
+        """A one-sentence caption (CLIP's text side)."""
         parts = []
         for cell in range(GRID * GRID):
             content = self.cell_content(cell)

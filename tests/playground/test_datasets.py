@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from llava.playground.datasets import PRESETS, DataSizes, PlaygroundData, build_data
+from llava.playground.scenes import SCENE_WORDS
 from llava.playground.tasks import CATEGORIES, NO, SHORT_ANSWER_SUFFIX, YES, YES_NO_SUFFIX
 
 SIZES = DataSizes(
@@ -71,7 +72,13 @@ def test_pretrain_json_is_llava_caption_format(data):
         assert set(record) == {"id", "image", "conversations"}
         human, gpt = record["conversations"]
         assert human == {"from": "human", "value": "<image>"}
-        assert gpt["from"] == "gpt" and gpt["value"].startswith("An image with ")
+        # The caption is the scene in the chat LM's own words, one word per cell in reading order.
+        assert gpt["from"] == "gpt"
+        cells = gpt["value"].split(". ")
+        assert len(cells) == 4 and cells[-1].endswith(".")
+        for cell in cells:
+            word, *digit = cell.rstrip(".").split(" ")
+            assert word in SCENE_WORDS and (digit == [] or (word.endswith("digit") and digit[0].isdigit()))
         assert (data.image_folder / record["image"]).is_file()
 
 

@@ -22,6 +22,7 @@ def test_smoke_preset_runs_end_to_end_then_resumes(tmp_path, caplog):
         assert set(run["eval"]["scores"]["vqa"]) == set(CATEGORIES)
         for stage in run["stages"]:
             assert stage["command"] in report and stage["command"].startswith("python -m llava.train.train ")
+            assert stage["align"] or "--lora_dropout 0.0 " in stage["command"]  # the preset's budget
         assert any(c.startswith("python -m llava.eval.model_vqa_loader ") for c in run["eval"]["commands"])
     for category in CATEGORIES:
         assert f"| {category} |" in report
