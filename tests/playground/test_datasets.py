@@ -74,11 +74,13 @@ def test_pretrain_json_is_llava_caption_format(data):
         assert human == {"from": "human", "value": "<image>"}
         # The caption is the scene in the chat LM's own words, one word per cell in reading order.
         assert gpt["from"] == "gpt"
-        cells = gpt["value"].split(". ")
-        assert len(cells) == 4 and cells[-1].endswith(".")
-        for cell in cells:
-            word, *digit = cell.rstrip(".").split(" ")
-            assert word in SCENE_WORDS and (digit == [] or (word.endswith("digit") and digit[0].isdigit()))
+        cells = [cell.rstrip(".").split(" ") for cell in gpt["value"].split(". ")]
+        words = [word for word, *_ in cells]
+        assert all(word in SCENE_WORDS for word in words), gpt["value"]
+        assert [SCENE_WORDS[word][:2] for word in words] == [("top", "left"), ("top", "right"),
+                                                            ("bottom", "left"), ("bottom", "right")]  # fmt: skip
+        assert [rest for _, *rest in cells if rest] == [[digit] for digit in gpt["value"] if digit.isdigit()]
+        assert sum(word.endswith("digit") for word in words) == 1 and gpt["value"].endswith(".")
         assert (data.image_folder / record["image"]).is_file()
 
 
