@@ -1,5 +1,5 @@
-"""`LLaVATrainer`: Hugging Face's `Trainer` with the recipe's parameter groups, modality-grouped
-sampling, complete checkpoints, skipped-sample counting and a stop on a non-finite loss."""
+"""`LLaVATrainer`: Hugging Face's `Trainer` with the recipe's parameter groups, modality- or
+length-grouped sampling, complete checkpoints, skipped-sample counting and a stop on a non-finite loss."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ import logging
 import torch
 import torch.distributed as dist
 from transformers import Trainer
+from transformers.trainer_pt_utils import LengthGroupedSampler
 
 from llava.data.sampler import ModalityLengthGroupedSampler
 from llava.train.checkpoint import load_trained_weights, save_trained_model
@@ -33,14 +34,22 @@ class LLaVATrainer(Trainer):
 
     def _get_train_sampler(self, train_dataset=None):
         dataset = train_dataset if train_dataset is not None else self.train_dataset
-        if not self.args.group_by_modality_length:
-            return super()._get_train_sampler(train_dataset)
-        return ModalityLengthGroupedSampler(
-            dataset.modality_lengths,
-            batch_size=self.args.train_batch_size,
-            world_size=self.args.world_size * self.args.gradient_accumulation_steps,
-            seed=self.args.data_seed if self.args.data_seed is not None else self.args.seed,
-        )
+        seed = self.args.data_seed if self.args.data_seed is not None else self.args.seed
+        if self.args.group_by_modality_length:
+            return ModalityLengthGroupedSampler(
+                dataset.modality_lengths,
+                batch_size=self.args.train_batch_size,
+                world_size=self.args.world_size * self.args.gradient_accumulation_steps,
+                seed=seed,
+            )
+        if self.args.train_sampling_strategy == "group_by_length" and hasattr(dataset, "modality_lengths"):
+            # the dataset's length estimates: Trainer's own fallback would build every sample once
+            return LengthGroupedSampler(
+                self.args.train_batch_size * self.args.gradient_accumulation_steps,
+                lengths=[abs(length) for length in dataset.modality_lengths],
+                generator=torch.Generator().manual_seed(seed),
+            )
+        return super()._get_train_sampler(train_dataset)
 
     def create_optimizer(self, model=None):
         if self.optimizer is not None:

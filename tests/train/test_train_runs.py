@@ -21,7 +21,8 @@ from train_helpers import (
     run_training,
     trained_state,
 )
-from transformers import AutoConfig
+from transformers import AutoConfig, TrainerCallback
+from transformers.trainer_pt_utils import LengthGroupedSampler
 
 from llava.constants import IMAGE_TOKEN_INDEX
 from llava.data.records import BadSampleError
@@ -29,7 +30,8 @@ from llava.data.toy import image_record, write_broken_dataset, write_dataset
 from llava.model import FusionLlamaForCausalLM
 from llava.model.builder import load_pretrained_model
 from llava.train.merge import merge_lora
-from llava.train.train import main
+from llava.train.arguments import parse_arguments
+from llava.train.train import main, train
 from llava.train.trainer import NonFiniteLossError
 
 STEPS = ["--max_steps", "20", "--save_steps", "10"]
@@ -267,3 +269,30 @@ def test_report_to_tensorboard_writes_the_losses(run_flags, tmp_path):
     accumulator.Reload()
     logged = [event.value for event in accumulator.Scalars("train/loss")]
     assert logged == pytest.approx(summary["losses"], rel=1e-5)
+
+
+
+class _SamplerOrder(TrainerCallback):
+    """The order in which the run's own dataloader draws the samples of its first epoch, and the
+    dataset's length estimates."""
+
+    def on_train_begin(self, args, state, control, train_dataloader=None, **kwargs):
+        self.sampler = train_dataloader.batch_sampler.sampler
+        self.order = list(self.sampler)
+        self.lengths = [abs(n) for n in train_dataloader.dataset.modality_lengths]
+
+
+def test_group_by_length_draws_samples_longest_first_without_building_them(tmp_path, run_flags):
+    order = _SamplerOrder()
+    argv = run_flags(tmp_path, *FUSION_FLAGS, "--max_steps", "2", "--train_sampling_strategy", "group_by_length")
+    summary = train(*parse_arguments(argv), callbacks=[order])
+    assert summary["global_step"] == 2 and summary["skipped_samples"] == 0
+    assert isinstance(order.sampler, LengthGroupedSampler)
+    assert order.sampler.lengths == order.lengths  # the estimates, not lengths of built samples
+    assert sorted(order.order) == list(range(len(order.lengths)))  # a permutation: nothing lost
+    # Trainer's megabatches: 24 // (2 x 4) = 3 batches of 2, each sorted longest first, the
+    # longest sample of all swapped to the very front
+    drawn = [order.lengths[i] for i in order.order]
+    megabatches = [drawn[i : i + 6] for i in range(0, len(drawn), 6)]
+    assert all(m[1:] == sorted(m[1:], reverse=True) for m in megabatches)
+    assert drawn[0] == max(drawn) and len(set(drawn)) > 1
