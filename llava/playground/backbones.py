@@ -173,7 +173,7 @@ DEFAULT_LM_PHASES = (
         600, "count", "comparison", "spatial_relation", "numerical_calculation", "existence", "color"
     ),
     _yes_no_phase(1000, "count", "numerical_calculation", "spatial_relation"),
-    _yes_no_phase(800, schedule="cosine"),
+    _yes_no_phase(1600, schedule="cosine"),
 )
 
 

@@ -60,13 +60,30 @@ class DataSizes:
     max_turns: int  # questions per instruction conversation (1..max_turns)
     mme_images_per_category: int  # 2 yes/no questions each
     vqa_per_category: int  # short-answer questions per category (one image each)
+    yes_no_ratio: float = 0.5  # share of yes/no questions in the instruction conversations
+    # relative odds of each category's questions in the instruction conversations (default 1 each)
+    category_weights: dict[str, float] | None = None
 
     def __post_init__(self) -> None:
         for field in dataclasses.fields(self):
             value = getattr(self, field.name)
-            if value < (1 if field.name == "max_turns" else 0):
+            if isinstance(value, int) and value < (1 if field.name == "max_turns" else 0):
                 raise ValueError(f"DataSizes.{field.name} must be non-negative (max_turns >= 1), got {value}")
+        if not 0.0 <= self.yes_no_ratio <= 1.0:
+            raise ValueError(f"DataSizes.yes_no_ratio must be in [0, 1], got {self.yes_no_ratio}")
+        for category, weight in (self.category_weights or {}).items():
+            if category not in CATEGORIES or not weight > 0:
+                raise ValueError(
+                    f"DataSizes.category_weights: {category!r}: {weight} (need a category of {CATEGORIES} "
+                    "and a positive weight)"
+                )
 
+
+# The instruction mix of every preset: three yes/no questions in four (the MME-style benchmark is
+# yes/no; at half, every category's yes/no score was lower), and the digit categories, the last
+# ones the alignment-free models learn, asked more often (see docs/playground.md).
+YES_NO_RATIO = 0.75
+CATEGORY_WEIGHTS = {"OCR": 1.5, "numerical_calculation": 2.0}
 
 PRESETS: dict[str, DataSizes] = {
     "smoke": DataSizes(
@@ -76,22 +93,28 @@ PRESETS: dict[str, DataSizes] = {
         max_turns=3,
         mme_images_per_category=4,
         vqa_per_category=4,
+        yes_no_ratio=YES_NO_RATIO,
+        category_weights=CATEGORY_WEIGHTS,
     ),
     "quick": DataSizes(
         pretrain_images=2000,
         train_images=4000,
         text_only=400,
         max_turns=4,
-        mme_images_per_category=50,
-        vqa_per_category=50,
+        mme_images_per_category=200,
+        vqa_per_category=100,
+        yes_no_ratio=YES_NO_RATIO,
+        category_weights=CATEGORY_WEIGHTS,
     ),
     "full": DataSizes(
         pretrain_images=10000,
         train_images=20000,
         text_only=2000,
         max_turns=6,
-        mme_images_per_category=150,
+        mme_images_per_category=300,
         vqa_per_category=150,
+        yes_no_ratio=YES_NO_RATIO,
+        category_weights=CATEGORY_WEIGHTS,
     ),
 }
 
@@ -306,6 +329,11 @@ def _write_pretrain(paths: PlaygroundData, seed: int, sizes: DataSizes, eval_key
     _write_json(paths.pretrain_json, records)
 
 
+def _instruction_questions(scene: Scene, rng: random.Random, sizes: DataSizes) -> list[Question]:
+    n = rng.randint(1, sizes.max_turns)
+    return sample_questions(scene, rng, n, yes_no_ratio=sizes.yes_no_ratio, weights=sizes.category_weights)
+
+
 def _write_instruct(paths: PlaygroundData, seed: int, sizes: DataSizes, eval_keys: set[tuple]) -> None:
     rng = rng_for(seed, "instruct")
     scenes = sample_scenes(rng, sizes.train_images + sizes.text_only, exclude=eval_keys)
@@ -314,7 +342,7 @@ def _write_instruct(paths: PlaygroundData, seed: int, sizes: DataSizes, eval_key
     _save_images(image_scenes, [paths.image_folder / name for name in names], "instruction images")
     records: list[dict] = []
     for i, (scene, name) in enumerate(zip(image_scenes, names, strict=True)):
-        questions = sample_questions(scene, rng, rng.randint(1, sizes.max_turns))
+        questions = _instruction_questions(scene, rng, sizes)
         records.append(
             {
                 "id": f"train-{i:06d}",
@@ -323,7 +351,7 @@ def _write_instruct(paths: PlaygroundData, seed: int, sizes: DataSizes, eval_key
             }
         )
     for i, scene in enumerate(text_scenes):
-        questions = sample_questions(scene, rng, rng.randint(1, sizes.max_turns))
+        questions = _instruction_questions(scene, rng, sizes)
         records.append({"id": f"text-{i:06d}", "conversations": scene_conversation(scene, questions, False)})
     rng.shuffle(records)
     _write_json(paths.instruct_json, records)

@@ -20,7 +20,7 @@ class Budget:
     lora_alpha: int
     projector_lr: float  # LLaVA-1.5 stage 2's projector learning rate
     align_steps: int  # LLaVA-1.5 stage 1 (projector alignment on captions)
-    align_learning_rate: float
+    align_learning_rate: float  # LLaVA-1.5 stage 1's 1e-3 (its batch: 256)
     warmup_ratio: float = 0.03
     lora_dropout: float = 0.0  # LLaVA uses 0.05; the masks cost a fifth of a CPU step's time
     model_max_length: int = 512
@@ -62,14 +62,14 @@ PRESETS: dict[str, Preset] = {
         name="quick",
         data="quick",
         budget=Budget(
-            steps=600,
+            steps=800,
             batch_size=16,
             learning_rate=1e-3,
             lora_r=16,
             lora_alpha=32,
             projector_lr=1e-3,
             align_steps=100,
-            align_learning_rate=2e-3,
+            align_learning_rate=1e-3,
         ),  # fmt: skip
         pipelines=MAIN_PIPELINES,
     ),
@@ -84,7 +84,7 @@ PRESETS: dict[str, Preset] = {
             lora_alpha=64,
             projector_lr=2e-3,
             align_steps=300,
-            align_learning_rate=2e-3,
+            align_learning_rate=1e-3,
         ),  # fmt: skip
         pipelines=MAIN_PIPELINES + ABLATIONS,
         seeds=(0, 1, 2),

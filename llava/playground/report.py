@@ -21,6 +21,7 @@ from llava.playground.tasks import (
     PERCEPTION_CATEGORIES,
     SHORT_ANSWER_CHANCE,
     YES_NO_CHANCE,
+    yes_no_p_value,
 )
 
 CATEGORIES = PERCEPTION_CATEGORIES + COGNITION_CATEGORIES
@@ -80,6 +81,28 @@ def _fmt(values: list[float], digits: int = 1) -> str:
     return f"{statistics.mean(values):.{digits}f} ± {statistics.stdev(values):.{digits}f}"
 
 
+def mme_images_per_category(question_file: Path) -> dict[str, int]:
+    """Images per category of an MME-style question file (two questions per image)."""
+    images: dict[str, set[str]] = defaultdict(set)
+    with open(question_file) as f:
+        for line in f:
+            row = json.loads(line)
+            images[row["category"]].add(row["image"])
+    return {category: len(names) for category, names in images.items()}
+
+
+def _range(values) -> str:
+    low, high = min(values), max(values)
+    return f"{low}" if low == high else f"{low}-{high}"
+
+
+def _p(values: list[float]) -> str:
+    worst = max(values)
+    if worst < 1e-9:
+        return "p < 1e-9"
+    return f"p {worst:.3f}" if worst >= 1e-3 else f"p {worst:.0e}"
+
+
 def _collect(results: dict) -> tuple[list[str], dict]:
     """Per pipeline label: lists over seeds of every number the tables show."""
     labels: list[str] = []
@@ -116,6 +139,7 @@ def write_report(results: dict, output_dir: Path, llm: Path, vision: Path) -> Pa
     tokenizer = AutoTokenizer.from_pretrained(llm)
     n_llm, n_vis = _llama_params(llm_config), _clip_params(vision_config)
     data = Path(results["data"])
+    images = mme_images_per_category(data / "eval" / "MME" / "llava_mme.jsonl")
     instruct = mean_tokens(data / "llava_instruct_mix.json", tokenizer, image_tokens, CONV_TEMPLATE)
     captions = mean_tokens(data / "llava_pretrain.json", tokenizer, image_tokens, "plain")
 
@@ -129,7 +153,9 @@ def write_report(results: dict, output_dir: Path, llm: Path, vision: Path) -> Pa
         "## MME-style yes/no benchmark (score = acc x 100 + acc+ x 100, max 200 per category)",
         "",
         f"Chance: acc {100 * YES_NO_CHANCE['acc']:.0f}, acc+ {100 * YES_NO_CHANCE['acc_plus']:.0f}, "
-        f"score {YES_NO_CHANCE['score']:.0f}. Cells: score (acc / acc+); margin = score - chance.",
+        f"score {YES_NO_CHANCE['score']:.0f}. Cells: score (acc / acc+), margin = score - chance, p = the "
+        "chance of a score at least this high by guessing every answer with a fair coin (exact, one-sided; "
+        f"{_range(images.values())} images per category; the largest over seeds).",
         "",
         "| category | chance | " + " | ".join(labels) + " |",
         "|---|---|" + "---|" * len(labels),
@@ -140,7 +166,8 @@ def write_report(results: dict, output_dir: Path, llm: Path, vision: Path) -> Pa
             score = table[label][("mme", category)]
             acc, plus = table[label][("acc", category)], table[label][("acc_plus", category)]
             margin = [s - YES_NO_CHANCE["score"] for s in score]
-            cells.append(f"{_fmt(score)} ({_fmt(acc, 0)} / {_fmt(plus, 0)}), {_fmt(margin)}")
+            p = _p([yes_no_p_value(s, images[category]) for s in score])
+            cells.append(f"{_fmt(score)} ({_fmt(acc, 0)} / {_fmt(plus, 0)}), {_fmt(margin)}, {p}")
         lines.append(f"| {category} | {YES_NO_CHANCE['score']:.0f} | " + " | ".join(cells) + " |")
     for total, names in (("perception", PERCEPTION_CATEGORIES), ("cognition", COGNITION_CATEGORIES)):
         chance = YES_NO_CHANCE["score"] * len(names)

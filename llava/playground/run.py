@@ -151,7 +151,7 @@ def train_argv(preset: Preset, data: PlaygroundData, stage: TrainStage, llm: Pat
         "--version", playground_backbones.CONV_TEMPLATE, "--data_path", str(data.instruct_json),
         "--max_steps", str(budget.steps), "--learning_rate", str(budget.learning_rate),
         "--lora_enable", "True", "--lora_r", str(budget.lora_r), "--lora_alpha", str(budget.lora_alpha),
-        "--lora_dropout", str(budget.lora_dropout), "--group_by_modality_length", "True",
+        "--lora_dropout", str(budget.lora_dropout), "--train_sampling_strategy", "group_by_length",
     ]  # fmt: skip
     if "llava_llama" in stage.flags:
         argv += ["--mm_projector_lr", str(budget.projector_lr)]

@@ -16,8 +16,9 @@ sizes); `can_ask` says which can.
 from __future__ import annotations
 
 import dataclasses
+import math
 import random
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 
 from llava.playground.scenes import CELLS, COLORS, DIGITS, SHAPES, Scene, SceneObject
 
@@ -32,6 +33,29 @@ YES, NO = "Yes", "No"
 # Chance level of a yes/no pair under MME's scoring: acc 0.5, acc+ (both right) 0.25, so a
 # category's score (acc x 100 + acc+ x 100, max 200) is 75 by guessing.
 YES_NO_CHANCE = {"acc": 0.5, "acc_plus": 0.25, "score": 75.0}
+
+
+def yes_no_p_value(score: float, images: int) -> float:
+    """One-sided p-value of an MME-style category score against guessing: the probability that a
+    model answering each of the `images` x 2 questions by a fair coin scores `score` or more.
+
+    Exact: per image, 0 / 1 / 2 right answers (odds 1/4, 1/2, 1/4) add 0 / 1 / 4 units of
+    100 / (2 x images) to the score (each right answer 1 unit of acc, both right 2 more of acc+).
+    """
+    if images < 1:
+        raise ValueError(f"images must be >= 1, got {images}")
+    per_image = {0: 0.25, 1: 0.5, 4: 0.25}
+    dist = [1.0]
+    for _ in range(images):
+        grown = [0.0] * (len(dist) + 4)
+        for units, p in enumerate(dist):
+            for step, q in per_image.items():
+                grown[units + step] += p * q
+        dist = grown
+    observed = math.ceil(score * 2 * images / 100 - 1e-9)
+    return min(1.0, sum(dist[max(0, observed) :]))
+
+
 # Accuracy of guessing uniformly among the answers a short question of each category allows.
 _MAX_ADDEND = 5
 SHORT_ANSWER_CHANCE = {
@@ -309,13 +333,24 @@ def sample_questions(
     n: int,
     categories: tuple[str, ...] = CATEGORIES,
     yes_no_ratio: float = 0.5,
+    weights: Mapping[str, float] | None = None,
 ) -> list[Question]:
-    """Up to `n` questions about `scene`, each from a different askable category in `categories`;
+    """Up to `n` questions about `scene`, each from a different askable category in `categories`
+    (drawn uniformly, or in proportion to `weights`, default 1 per category, without replacement);
     each is a yes/no question (with probability `yes_no_ratio`; "Yes" or "No" with equal odds) or
     a short-answer one."""
     askable = [c for c in categories if can_ask(scene, c)]
+    k = min(n, len(askable))
+    if weights is None:
+        chosen = rng.sample(askable, k)
+    else:
+        chosen = []
+        for _ in range(k):
+            pick = rng.choices(askable, weights=[weights.get(c, 1.0) for c in askable])[0]
+            askable.remove(pick)
+            chosen.append(pick)
     questions = []
-    for category in rng.sample(askable, min(n, len(askable))):
+    for category in chosen:
         if rng.random() < yes_no_ratio:
             questions.append(rng.choice(yes_no_pair(scene, category, rng)))
         else:

@@ -1,5 +1,6 @@
 """The data stage: determinism, LLaVA formats, MME ground truth layout, train/eval separation."""
 
+import dataclasses
 import hashlib
 import json
 from collections import Counter, defaultdict
@@ -157,10 +158,28 @@ def test_no_eval_image_appears_in_training(data):
     assert not train & (hashes(data.mme_image_folder) | hashes(data.vqa_image_folder))
 
 
+@pytest.mark.parametrize("ratio", [0.0, 1.0])
+def test_yes_no_ratio_sets_the_instruction_question_kind(tmp_path, ratio):
+    sizes = dataclasses.replace(SIZES, pretrain_images=0, text_only=2, yes_no_ratio=ratio)
+    built = build_data(tmp_path, seed=0, sizes=sizes)
+    humans = [
+        t["value"] for r in json.loads(built.instruct_json.read_text()) for t in r["conversations"][0::2]
+    ]
+    assert len(humans) >= sizes.train_images
+    suffix = YES_NO_SUFFIX if ratio == 1.0 else SHORT_ANSWER_SUFFIX
+    assert all(h.endswith(suffix) for h in humans)
+
+
 def test_presets_and_size_validation():
     assert {"smoke", "quick"} <= set(PRESETS)
     with pytest.raises(ValueError, match="max_turns"):
         DataSizes(1, 1, 1, 0, 1, 1)
+    for ratio in (-0.1, 1.5):
+        with pytest.raises(ValueError, match="yes_no_ratio"):
+            DataSizes(1, 1, 1, 1, 1, 1, yes_no_ratio=ratio)
+    for weights in ({"OCR": 0.0}, {"ocr": 2.0}):
+        with pytest.raises(ValueError, match="category_weights"):
+            DataSizes(1, 1, 1, 1, 1, 1, category_weights=weights)
     with pytest.raises(ValueError, match="unknown data preset"):
         build_data("/nonexistent-never-written", preset="huge")
 

@@ -22,10 +22,13 @@ def test_smoke_preset_runs_end_to_end_then_resumes(tmp_path, caplog):
         assert set(run["eval"]["scores"]["vqa"]) == set(CATEGORIES)
         for stage in run["stages"]:
             assert stage["command"] in report and stage["command"].startswith("python -m llava.train.train ")
-            assert stage["align"] or "--lora_dropout 0.0 " in stage["command"]  # the preset's budget
+            if not stage["align"]:  # the preset's budget; length-sorted batches
+                assert "--lora_dropout 0.0 " in stage["command"]
+                assert "--train_sampling_strategy group_by_length" in stage["command"]
         assert any(c.startswith("python -m llava.eval.model_vqa_loader ") for c in run["eval"]["commands"])
     for category in CATEGORIES:
-        assert f"| {category} |" in report
+        row = next(line for line in report.splitlines() if line.startswith(f"| {category} | 75 |"))
+        assert row.count(", p ") == len(MAIN_PIPELINES)  # every MME cell says how likely by guessing
     llava = next(r for r in results["runs"] if r["pipeline"] == "llava_1_5")
     assert [s["align"] for s in llava["stages"]] == [True, False]  # two stages; the others one
     assert (out / "llava_1_5" / "seed0" / "align" / "mm_projector.safetensors").is_file()

@@ -1,5 +1,6 @@
 """Question generators: ground truth on hand-checked scenes, yes/no balance, askability."""
 
+import itertools
 import random
 from collections import Counter
 
@@ -17,6 +18,7 @@ from llava.playground.tasks import (
     can_ask,
     sample_questions,
     short_question,
+    yes_no_p_value,
     yes_no_pair,
 )
 
@@ -118,6 +120,18 @@ def test_sampled_questions_are_balanced_between_yes_and_no():
     assert abs(answers[YES] - answers[NO]) / sum(answers.values()) < 0.03
 
 
+def test_category_weights_set_the_odds_of_each_category():
+    scenes = sample_scenes(random.Random(4), 3000)
+    rng = random.Random(5)
+    weights = {"OCR": 3.0, "numerical_calculation": 3.0}
+    drawn = Counter(q.category for s in scenes for q in sample_questions(s, rng, 1, weights=weights))
+    # one question per scene: OCR (always askable) has odds 3 against a total of 12 (or 11 without comparison)
+    assert 0.25 < drawn["OCR"] / len(scenes) < 0.30
+    assert 0.20 < drawn["existence"] / drawn["OCR"] < 0.45
+    several = [sample_questions(s, rng, 4, weights=weights) for s in scenes[:500]]
+    assert all(len({q.category for q in qs}) == 4 for qs in several)  # still without replacement
+
+
 def test_unaskable_category_raises():
     scene = Scene(
         objects=(
@@ -134,3 +148,22 @@ def test_unaskable_category_raises():
         yes_no_pair(scene, "comparison", random.Random(0))
     with pytest.raises(ValueError, match="unknown category"):
         can_ask(scene, "celebrity")
+
+
+def test_yes_no_p_value_is_exact_against_enumerated_coin_flips():
+    images = 3
+    scores = []
+    for outcome in itertools.product((0, 1), repeat=2 * images):  # 1 = a right answer
+        pairs = [outcome[2 * i : 2 * i + 2] for i in range(images)]
+        acc = sum(outcome) / (2 * images)
+        acc_plus = sum(all(p) for p in pairs) / images
+        scores.append(100 * (acc + acc_plus))
+    for threshold in sorted(set(scores)):
+        expected = sum(s >= threshold - 1e-9 for s in scores) / len(scores)
+        assert yes_no_p_value(threshold, images) == pytest.approx(expected)
+    assert yes_no_p_value(0.0, 50) == pytest.approx(1.0)
+    assert yes_no_p_value(200.0, 200) == pytest.approx(0.25**200)
+    # more images make the same margin over chance (75) much less likely by guessing
+    assert yes_no_p_value(95.0, 200) < 1e-3 < 0.01 < yes_no_p_value(95.0, 50)
+    with pytest.raises(ValueError, match="images"):
+        yes_no_p_value(90.0, 0)

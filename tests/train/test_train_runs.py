@@ -29,8 +29,8 @@ from llava.data.records import BadSampleError
 from llava.data.toy import image_record, write_broken_dataset, write_dataset
 from llava.model import FusionLlamaForCausalLM
 from llava.model.builder import load_pretrained_model
-from llava.train.merge import merge_lora
 from llava.train.arguments import parse_arguments
+from llava.train.merge import merge_lora
 from llava.train.train import main, train
 from llava.train.trainer import NonFiniteLossError
 
@@ -271,7 +271,6 @@ def test_report_to_tensorboard_writes_the_losses(run_flags, tmp_path):
     assert logged == pytest.approx(summary["losses"], rel=1e-5)
 
 
-
 class _SamplerOrder(TrainerCallback):
     """The order in which the run's own dataloader draws the samples of its first epoch, and the
     dataset's length estimates."""
@@ -284,7 +283,9 @@ class _SamplerOrder(TrainerCallback):
 
 def test_group_by_length_draws_samples_longest_first_without_building_them(tmp_path, run_flags):
     order = _SamplerOrder()
-    argv = run_flags(tmp_path, *FUSION_FLAGS, "--max_steps", "2", "--train_sampling_strategy", "group_by_length")
+    argv = run_flags(
+        tmp_path, *FUSION_FLAGS, "--max_steps", "2", "--train_sampling_strategy", "group_by_length"
+    )
     summary = train(*parse_arguments(argv), callbacks=[order])
     assert summary["global_step"] == 2 and summary["skipped_samples"] == 0
     assert isinstance(order.sampler, LengthGroupedSampler)
