@@ -16,6 +16,7 @@ sizes); `can_ask` says which can.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 import random
 from collections.abc import Callable, Mapping
@@ -44,6 +45,13 @@ def yes_no_p_value(score: float, images: int) -> float:
     """
     if images < 1:
         raise ValueError(f"images must be >= 1, got {images}")
+    observed = math.ceil(score * 2 * images / 100 - 1e-9)
+    return min(1.0, sum(_guessed_units(images)[max(0, observed) :]))
+
+
+@functools.lru_cache(maxsize=16)
+def _guessed_units(images: int) -> tuple[float, ...]:
+    """Distribution of a guessed category's score in units (see `yes_no_p_value`)."""
     per_image = {0: 0.25, 1: 0.5, 4: 0.25}
     dist = [1.0]
     for _ in range(images):
@@ -52,8 +60,7 @@ def yes_no_p_value(score: float, images: int) -> float:
             for step, q in per_image.items():
                 grown[units + step] += p * q
         dist = grown
-    observed = math.ceil(score * 2 * images / 100 - 1e-9)
-    return min(1.0, sum(dist[max(0, observed) :]))
+    return tuple(dist)
 
 
 # Accuracy of guessing uniformly among the answers a short question of each category allows.
