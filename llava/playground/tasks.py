@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import itertools
 import math
 import random
 from collections.abc import Callable, Mapping
@@ -35,34 +36,6 @@ YES, NO = "Yes", "No"
 # category's score (acc x 100 + acc+ x 100, max 200) is 75 by guessing.
 YES_NO_CHANCE = {"acc": 0.5, "acc_plus": 0.25, "score": 75.0}
 
-
-def yes_no_p_value(score: float, images: int) -> float:
-    """One-sided p-value of an MME-style category score against guessing: the probability that a
-    model answering each of the `images` x 2 questions by a fair coin scores `score` or more.
-
-    Exact: per image, 0 / 1 / 2 right answers (odds 1/4, 1/2, 1/4) add 0 / 1 / 4 units of
-    100 / (2 x images) to the score (each right answer 1 unit of acc, both right 2 more of acc+).
-    """
-    if images < 1:
-        raise ValueError(f"images must be >= 1, got {images}")
-    observed = math.ceil(score * 2 * images / 100 - 1e-9)
-    return min(1.0, sum(_guessed_units(images)[max(0, observed) :]))
-
-
-@functools.lru_cache(maxsize=16)
-def _guessed_units(images: int) -> tuple[float, ...]:
-    """Distribution of a guessed category's score in units (see `yes_no_p_value`)."""
-    per_image = {0: 0.25, 1: 0.5, 4: 0.25}
-    dist = [1.0]
-    for _ in range(images):
-        grown = [0.0] * (len(dist) + 4)
-        for units, p in enumerate(dist):
-            for step, q in per_image.items():
-                grown[units + step] += p * q
-        dist = grown
-    return tuple(dist)
-
-
 # Accuracy of guessing uniformly among the answers a short question of each category allows.
 _MAX_ADDEND = 5
 SHORT_ANSWER_CHANCE = {
@@ -75,6 +48,35 @@ SHORT_ANSWER_CHANCE = {
     "comparison": 1 / 2,
     "spatial_relation": 1 / 2,
 }
+
+
+def yes_no_p_value(score: float, images: int) -> float:
+    """One-sided p-value of an MME-style category score against guessing: the probability that a
+    model answering each of the `images` x 2 questions by a fair coin scores `score` or more.
+
+    Exact: per image, 0 / 1 / 2 right answers (odds 1/4, 1/2, 1/4) add 0 / 1 / 4 units of
+    100 / (2 x images) to the score (each right answer 1 unit of acc, both right 2 more of acc+).
+    """
+    if images < 1:
+        raise ValueError(f"images must be >= 1, got {images}")
+    observed = max(0, math.ceil(score * 2 * images / 100 - 1e-9))
+    tails = _guessed_tails(images)
+    return min(1.0, tails[observed]) if observed < len(tails) else 0.0
+
+
+@functools.lru_cache(maxsize=16)
+def _guessed_tails(images: int) -> tuple[float, ...]:
+    """P(a guessed category's score >= u units) for every u (see `yes_no_p_value`)."""
+    per_image = {0: 0.25, 1: 0.5, 4: 0.25}
+    dist = [1.0]
+    for _ in range(images):
+        grown = [0.0] * (len(dist) + 4)
+        for units, p in enumerate(dist):
+            for step, q in per_image.items():
+                grown[units + step] += p * q
+        dist = grown
+    return tuple(itertools.accumulate(reversed(dist)))[::-1]
+
 
 _PLURALS = {"circle": "circles", "square": "squares", "triangle": "triangles"}
 _DIRECTIONS = {"left": "right", "right": "left", "above": "below", "below": "above"}

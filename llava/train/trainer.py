@@ -42,7 +42,7 @@ class LLaVATrainer(Trainer):
                 world_size=self.args.world_size * self.args.gradient_accumulation_steps,
                 seed=seed,
             )
-        if self.args.train_sampling_strategy == "group_by_length" and hasattr(dataset, "modality_lengths"):
+        if self.args.train_sampling_strategy == "group_by_length":
             # the dataset's length estimates: Trainer's own fallback would build every sample once
             return LengthGroupedSampler(
                 self.args.train_batch_size * self.args.gradient_accumulation_steps,
