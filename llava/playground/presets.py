@@ -7,6 +7,16 @@ budget; LLaVA-1.5 additionally spends `align_steps` on its alignment stage (the 
 from __future__ import annotations
 
 import dataclasses
+import math
+
+# LLaVA-1.5's alignment stage: lr 1e-3 at a global batch of 256.
+LLAVA_ALIGN_LR, LLAVA_ALIGN_BATCH = 1e-3, 256
+
+
+def sqrt_scaled_lr(lr: float, batch_size: int, reference_batch_size: int) -> float:
+    """Adam's learning rate `lr` at `reference_batch_size`, moved to `batch_size` by the
+    square-root rule (gradient noise grows as the batch shrinks)."""
+    return lr * math.sqrt(batch_size / reference_batch_size)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -20,7 +30,7 @@ class Budget:
     lora_alpha: int
     projector_lr: float  # LLaVA-1.5 stage 2's projector learning rate
     align_steps: int  # LLaVA-1.5 stage 1 (projector alignment on captions)
-    align_learning_rate: float  # LLaVA-1.5 stage 1's 1e-3 (its batch: 256)
+    align_learning_rate: float  # LLaVA-1.5 stage 1's, scaled to `batch_size` (`sqrt_scaled_lr`)
     warmup_ratio: float = 0.03
     lora_dropout: float = 0.0  # LLaVA uses 0.05; the masks cost a fifth of a CPU step's time
     model_max_length: int = 512
@@ -69,7 +79,7 @@ PRESETS: dict[str, Preset] = {
             lora_alpha=32,
             projector_lr=1e-3,
             align_steps=100,
-            align_learning_rate=1e-3,
+            align_learning_rate=sqrt_scaled_lr(LLAVA_ALIGN_LR, 16, LLAVA_ALIGN_BATCH),  # 2.5e-4
         ),  # fmt: skip
         pipelines=MAIN_PIPELINES,
     ),
@@ -84,7 +94,7 @@ PRESETS: dict[str, Preset] = {
             lora_alpha=64,
             projector_lr=2e-3,
             align_steps=300,
-            align_learning_rate=1e-3,
+            align_learning_rate=sqrt_scaled_lr(LLAVA_ALIGN_LR, 32, LLAVA_ALIGN_BATCH),
         ),  # fmt: skip
         pipelines=MAIN_PIPELINES + ABLATIONS,
         seeds=(0, 1, 2),
