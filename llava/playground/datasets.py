@@ -50,6 +50,13 @@ FORMAT_VERSION = 2
 MME_SUBDIR = "MME_Benchmark_release_version"
 
 
+# The instruction mix of every preset: three yes/no questions in four (the MME-style benchmark is
+# yes/no; at half, every category's yes/no score was lower), and the digit categories, the last
+# ones the alignment-free models learn, asked more often (see docs/playground.md).
+YES_NO_RATIO = 0.75
+CATEGORY_WEIGHTS = {"OCR": 1.5, "numerical_calculation": 2.0}
+
+
 @dataclasses.dataclass(frozen=True)
 class DataSizes:
     """How much data a preset writes."""
@@ -60,9 +67,11 @@ class DataSizes:
     max_turns: int  # questions per instruction conversation (1..max_turns)
     mme_images_per_category: int  # 2 yes/no questions each
     vqa_per_category: int  # short-answer questions per category (one image each)
-    yes_no_ratio: float = 0.5  # share of yes/no questions in the instruction conversations
-    # relative odds of each category's questions in the instruction conversations (default 1 each)
-    category_weights: dict[str, float] | None = None
+    yes_no_ratio: float = YES_NO_RATIO  # share of yes/no questions in the instruction conversations
+    # relative odds of each category's questions in the instruction conversations (None: 1 each)
+    category_weights: dict[str, float] | None = dataclasses.field(
+        default_factory=lambda: dict(CATEGORY_WEIGHTS)
+    )
 
     def __post_init__(self) -> None:
         for field in dataclasses.fields(self):
@@ -79,12 +88,6 @@ class DataSizes:
                 )
 
 
-# The instruction mix of every preset: three yes/no questions in four (the MME-style benchmark is
-# yes/no; at half, every category's yes/no score was lower), and the digit categories, the last
-# ones the alignment-free models learn, asked more often (see docs/playground.md).
-YES_NO_RATIO = 0.75
-CATEGORY_WEIGHTS = {"OCR": 1.5, "numerical_calculation": 2.0}
-
 PRESETS: dict[str, DataSizes] = {
     "smoke": DataSizes(
         pretrain_images=32,
@@ -93,8 +96,6 @@ PRESETS: dict[str, DataSizes] = {
         max_turns=3,
         mme_images_per_category=4,
         vqa_per_category=4,
-        yes_no_ratio=YES_NO_RATIO,
-        category_weights=CATEGORY_WEIGHTS,
     ),
     "quick": DataSizes(
         pretrain_images=2000,
@@ -103,8 +104,6 @@ PRESETS: dict[str, DataSizes] = {
         max_turns=4,
         mme_images_per_category=200,
         vqa_per_category=100,
-        yes_no_ratio=YES_NO_RATIO,
-        category_weights=CATEGORY_WEIGHTS,
     ),
     "full": DataSizes(
         pretrain_images=10000,
@@ -113,8 +112,6 @@ PRESETS: dict[str, DataSizes] = {
         max_turns=6,
         mme_images_per_category=300,
         vqa_per_category=150,
-        yes_no_ratio=YES_NO_RATIO,
-        category_weights=CATEGORY_WEIGHTS,
     ),
 }
 

@@ -16,6 +16,7 @@ from transformers import AutoConfig, AutoTokenizer, CLIPVisionConfig
 from llava.conversation import get_conv_template
 from llava.mm_utils import tokenize_conversation
 from llava.playground.backbones import CONV_TEMPLATE
+from llava.playground.datasets import PlaygroundData
 from llava.playground.tasks import (
     COGNITION_CATEGORIES,
     PERCEPTION_CATEGORIES,
@@ -138,10 +139,10 @@ def write_report(results: dict, output_dir: Path, llm: Path, vision: Path) -> Pa
     image_tokens = (vision_config.image_size // vision_config.patch_size) ** 2
     tokenizer = AutoTokenizer.from_pretrained(llm)
     n_llm, n_vis = _llama_params(llm_config), _clip_params(vision_config)
-    data = Path(results["data"])
-    images = mme_images_per_category(data / "eval" / "MME" / "llava_mme.jsonl")
-    instruct = mean_tokens(data / "llava_instruct_mix.json", tokenizer, image_tokens, CONV_TEMPLATE)
-    captions = mean_tokens(data / "llava_pretrain.json", tokenizer, image_tokens, "plain")
+    data = PlaygroundData.at(results["data"])
+    images = mme_images_per_category(data.mme_question_file)
+    instruct = mean_tokens(data.instruct_json, tokenizer, image_tokens, CONV_TEMPLATE)
+    captions = mean_tokens(data.pretrain_json, tokenizer, image_tokens, "plain")
 
     lines = [
         f"# Playground report: preset `{results['preset']}`",
