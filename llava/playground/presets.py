@@ -30,10 +30,16 @@ class Budget:
     lora_alpha: int
     projector_lr: float  # LLaVA-1.5 stage 2's projector learning rate
     align_steps: int  # LLaVA-1.5 stage 1 (projector alignment on captions)
-    align_learning_rate: float  # LLaVA-1.5 stage 1's, scaled to `batch_size` (`sqrt_scaled_lr`)
+    # LLaVA-1.5 stage 1's rate; None: its 1e-3 at batch 256 moved to `batch_size` (`sqrt_scaled_lr`)
+    align_learning_rate: float | None = None
     warmup_ratio: float = 0.03
     lora_dropout: float = 0.0  # LLaVA uses 0.05; the masks cost a fifth of a CPU step's time
     model_max_length: int = 512
+
+    def __post_init__(self) -> None:
+        if self.align_learning_rate is None:
+            scaled = sqrt_scaled_lr(LLAVA_ALIGN_LR, self.batch_size, LLAVA_ALIGN_BATCH)
+            object.__setattr__(self, "align_learning_rate", scaled)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -79,7 +85,6 @@ PRESETS: dict[str, Preset] = {
             lora_alpha=32,
             projector_lr=1e-3,
             align_steps=100,
-            align_learning_rate=sqrt_scaled_lr(LLAVA_ALIGN_LR, 16, LLAVA_ALIGN_BATCH),  # 2.5e-4
         ),  # fmt: skip
         pipelines=MAIN_PIPELINES,
     ),
@@ -94,7 +99,6 @@ PRESETS: dict[str, Preset] = {
             lora_alpha=64,
             projector_lr=2e-3,
             align_steps=300,
-            align_learning_rate=sqrt_scaled_lr(LLAVA_ALIGN_LR, 32, LLAVA_ALIGN_BATCH),
         ),  # fmt: skip
         pipelines=MAIN_PIPELINES + ABLATIONS,
         seeds=(0, 1, 2),
