@@ -3,8 +3,9 @@
 Every stage runs the project's real entry points, with the flags a 7B user passes:
 `llava.train.train` for training, `llava.eval.model_vqa_loader` for answers, `llava.eval.eval_mme`
 and `llava.eval.eval_exact_match` for scores. A stage writes `DONE.json` (wall time, command,
-result) last and atomically; a re-run skips stages that have it, and a stage directory without
-it is an interrupted stage, removed and run again from scratch.
+result, settings) last and atomically; a re-run skips stages that have it with the same settings
+and refuses ones finished with other settings, and a stage directory without it is an
+interrupted stage, removed and run again from scratch.
 
 Layout of `--output-dir`:
 
@@ -103,11 +104,18 @@ PIPELINES: dict[str, Pipeline] = {
 }
 
 
-def run_stage(directory: Path, describe: str, work: Callable[[Path], dict]) -> dict:
-    """Run `work(directory)` unless `directory/DONE.json` says it already ran; return its record."""
+def run_stage(directory: Path, describe: str, work: Callable[[Path], dict], settings: list[str]) -> dict:
+    """Run `work(directory)` unless `directory/DONE.json` says it already ran with the same
+    `settings` (the stage's command-line flags); return its record. A stage finished with other
+    settings (an older preset, say) is refused, never reported as this one's."""
     marker = directory / DONE
     if marker.is_file():
         record = json.loads(marker.read_text())
+        if record.get("settings") != settings:
+            raise FileExistsError(
+                f"{directory} holds a stage run with other settings ({record.get('settings')}); wanted "
+                f"{settings}. Use another --output-dir or delete it."
+            )
         logger.info("%s: done earlier (%.0f s), skipped", describe, record["wall_time_s"])
         return record
     if directory.exists():
@@ -117,6 +125,7 @@ def run_stage(directory: Path, describe: str, work: Callable[[Path], dict]) -> d
     start = time.perf_counter()
     record = work(directory)
     record["wall_time_s"] = time.perf_counter() - start
+    record["settings"] = settings
     partial = marker.with_suffix(".tmp")
     partial.write_text(json.dumps(record, indent=2))
     os.replace(partial, marker)
@@ -167,17 +176,18 @@ def train_pipeline(preset: Preset, data: PlaygroundData, pipeline: Pipeline, llm
 
     records, projector = [], None
     for stage in pipeline.stages:
+        directory = seed_dir / stage.name
+        argv = train_argv(preset, data, stage, llm, vision, directory, seed, projector)
 
-        def work(directory: Path, stage=stage, projector=projector) -> dict:
-            argv = train_argv(preset, data, stage, llm, vision, directory, seed, projector)
+        def work(directory: Path, stage=stage, argv=argv) -> dict:
             summary = train_main(argv)
             samples = summary["global_step"] * preset.budget.batch_size
             return {"command": _command("llava.train.train", argv), "steps": summary["global_step"],
                     "samples": samples, "train_loss": summary["train_loss"], "align": stage.align}  # fmt: skip
 
-        records.append(run_stage(seed_dir / stage.name, f"{pipeline.name}/seed{seed}/{stage.name}", work))
+        records.append(run_stage(directory, f"{pipeline.name}/seed{seed}/{stage.name}", work, argv))
         if stage.align:
-            projector = seed_dir / stage.name / "mm_projector.safetensors"
+            projector = directory / "mm_projector.safetensors"
     return records
 
 
@@ -186,11 +196,12 @@ def evaluate(preset: Preset, data: PlaygroundData, checkpoint: Path, llm: Path, 
     """Answers through the short-answer runner, scored by the MME and exact-match scorers."""
     from llava.eval import eval_exact_match, eval_mme, model_vqa_loader
 
+    common = ["--model-path", str(checkpoint), "--model-base", str(llm), "--conv-mode",
+              playground_backbones.CONV_TEMPLATE, "--temperature", "0", "--batch-size",
+              str(preset.eval_batch_size), "--max_new_tokens", str(preset.eval_max_new_tokens)]  # fmt: skip
+
     def work(directory: Path) -> dict:
         commands, scores = [], {}
-        common = ["--model-path", str(checkpoint), "--model-base", str(llm), "--conv-mode",
-                  playground_backbones.CONV_TEMPLATE, "--temperature", "0", "--batch-size",
-                  str(preset.eval_batch_size), "--max_new_tokens", str(preset.eval_max_new_tokens)]  # fmt: skip
         for name, questions, images in (
             ("mme", data.mme_question_file, data.mme_image_folder),
             ("vqa", data.vqa_question_file, data.vqa_image_folder),
@@ -217,7 +228,7 @@ def evaluate(preset: Preset, data: PlaygroundData, checkpoint: Path, llm: Path, 
         scores["vqa"] = dict(vqa.categories)
         return {"commands": commands, "scores": scores}
 
-    return run_stage(eval_dir, describe, work)
+    return run_stage(eval_dir, describe, work, common)
 
 
 def run(

@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 
+import pytest
+
 from llava.playground.__main__ import main
-from llava.playground.presets import MAIN_PIPELINES
+from llava.playground.presets import MAIN_PIPELINES, get_preset
 from llava.playground.run import DONE, PIPELINES
+from llava.playground.run import run as run_playground
 from llava.playground.tasks import CATEGORIES
 
 
@@ -53,3 +57,13 @@ def test_smoke_preset_runs_end_to_end_then_resumes(tmp_path, caplog):
     first = {r["pipeline"]: r["stages"] for r in results["runs"]}
     # Training records are reused as they were.
     assert {r["pipeline"]: r["stages"] for r in again["runs"]} == first
+
+    # A stage finished under other settings (here: another step budget) is refused, not reused.
+    smoke = get_preset("smoke")
+    longer = dataclasses.replace(
+        smoke, budget=dataclasses.replace(smoke.budget, steps=smoke.budget.steps + 1)
+    )
+    with pytest.raises(
+        FileExistsError, match="inverse_llava/seed0/finetune holds a stage run with other settings"
+    ):
+        run_playground(longer, out)

@@ -1,0 +1,37 @@
+"""The playground's presets: budgets derive what they do not set, and name what exists."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+
+from llava.playground.datasets import PRESETS as DATA_PRESETS
+from llava.playground.presets import LLAVA_ALIGN_BATCH, LLAVA_ALIGN_LR, PRESETS, Budget, get_preset
+from llava.playground.run import PIPELINES
+
+
+def _budget(**overrides) -> Budget:
+    fields = dict(steps=10, batch_size=32, learning_rate=1e-3, lora_r=4, lora_alpha=8, projector_lr=1e-3,
+                  align_steps=2)  # fmt: skip
+    return Budget(**{**fields, **overrides})
+
+
+def test_alignment_rate_is_llavas_square_root_scaled_to_the_batch_unless_given():
+    assert _budget(batch_size=256).align_learning_rate == pytest.approx(LLAVA_ALIGN_LR)
+    assert _budget(batch_size=32).align_learning_rate == pytest.approx(
+        1e-3 * math.sqrt(32 / LLAVA_ALIGN_BATCH)
+    )
+    assert _budget(batch_size=16).align_learning_rate == pytest.approx(2.5e-4)
+    assert _budget(align_learning_rate=7e-4).align_learning_rate == 7e-4
+
+
+@pytest.mark.parametrize("name", sorted(PRESETS))
+def test_presets_name_existing_data_and_pipelines(name):
+    preset = get_preset(name)
+    assert preset.data in DATA_PRESETS and set(preset.pipelines) <= set(PIPELINES) and preset.seeds
+
+
+def test_unknown_preset_is_named_in_the_error():
+    with pytest.raises(ValueError, match="'fast'"):
+        get_preset("fast")
