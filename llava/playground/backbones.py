@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import hashlib
 import json
 import logging
 import math
@@ -467,12 +468,21 @@ def init_scene_word_embeddings(model: LlamaForCausalLM, tokenizer) -> None:
     first step and the look-ups need no factorisation learnt first."""
     embeddings = model.get_input_embeddings().weight  # [V, D]
     vocab = tokenizer.get_vocab()
-    for word, parts in SCENE_WORDS.items():
-        ids = tokenizer(word, add_special_tokens=False).input_ids
-        if len(ids) != 1:
-            raise ValueError(f"scene word {word!r} is not one token of the tokenizer: {ids}")
-        part_ids = [vocab[p] for p in (f"▁{part}" for part in parts) if p in vocab]
-        embeddings[ids[0]] = embeddings[part_ids].sum(dim=0)
+    for word, word_id in scene_word_ids(tokenizer).items():
+        part_ids = [vocab[p] for p in (f"▁{part}" for part in SCENE_WORDS[word]) if p in vocab]
+        embeddings[word_id] = embeddings[part_ids].sum(dim=0)
+
+
+def scene_word_ids(tokenizer, source: str = "the tokenizer") -> dict[str, int]:
+    """The token id of every scene word; a `ValueError` naming `source` and the first word that
+    is not one token (a chat LM built for another scene text, say)."""
+    ids = {}
+    for word in SCENE_WORDS:
+        word_ids = tokenizer(word, add_special_tokens=False).input_ids
+        if len(word_ids) != 1:
+            raise ValueError(f"scene word {word!r} is not one token of {source}: {word_ids}")
+        ids[word] = word_ids[0]
+    return ids
 
 
 def _lm_batches(
@@ -669,14 +679,17 @@ def score_ceiling(
 # ---------------------------------------------------------------------------------- the stage
 
 
-def _stage_fields(preset: BackbonePreset, prefix: str) -> dict:
-    """The preset fields a stage depends on (the tokenizer's, plus its own), as JSON values (so
-    that they compare equal to the ones read back from metrics.json)."""
+def _stage_fields(preset: BackbonePreset, prefix: str, tokenizer) -> dict:
+    """What a stage depends on, as JSON values (so that they compare equal to the ones read back
+    from metrics.json): the preset's tokenizer fields and its own, and the tokenizer's vocabulary
+    (its SHA-256), which changes with the scene text and the question templates."""
     fields = {
         k: v
         for k, v in dataclasses.asdict(preset).items()
         if k.startswith((prefix, "vocab_size", "tokenizer_"))
     }
+    vocab = json.dumps(tokenizer.get_vocab(), sort_keys=True).encode()
+    fields["tokenizer_sha256"] = hashlib.sha256(vocab).hexdigest()
     return json.loads(json.dumps(fields))
 
 
@@ -731,7 +744,7 @@ def build_backbones(
     tokenizer = build_tokenizer(preset, seed)
     logger.info("tokenizer: %d tokens", len(tokenizer))
 
-    clip_fields = _stage_fields(preset, "clip_")
+    clip_fields = _stage_fields(preset, "clip_", tokenizer)
     if _stage_done(metrics, "clip", vision_tower_path(output_dir), clip_fields, seed):
         logger.info("vision tower: reusing %s", vision_tower_path(output_dir))
     else:
@@ -748,7 +761,7 @@ def build_backbones(
         _save_atomically(vision_tower_path(output_dir), lambda d: save_vision_tower(clip, processor, d))
         record("clip", {"seed": seed, "config": clip_fields, **result})
 
-    lm_fields = _stage_fields(preset, "lm_")
+    lm_fields = _stage_fields(preset, "lm_", tokenizer)
     if _stage_done(metrics, "lm", llm_path(output_dir), lm_fields, seed):
         logger.info("chat LM: reusing %s", llm_path(output_dir))
     else:

@@ -28,6 +28,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from tqdm.auto import tqdm
+from transformers import AutoTokenizer
 
 from llava.playground import backbones as playground_backbones
 from llava.playground.datasets import PlaygroundData, build_data
@@ -250,6 +251,9 @@ def run(
     for path in (llm, vision):
         if not (path / "config.json").is_file():
             raise FileNotFoundError(f"backbone checkpoint missing: {path} (rebuild with --rebuild-backbones)")
+    playground_backbones.scene_word_ids(
+        AutoTokenizer.from_pretrained(llm), f"the chat LM's tokenizer in {llm} (rebuild with --rebuild-backbones)"
+    )
 
     jobs = [(name, seed) for name in preset.pipelines for seed in preset.seeds]
     progress = tqdm(total=1 + 2 * len(jobs), desc=f"playground {preset.name}", unit="stage")

@@ -206,6 +206,16 @@ def test_rebuild_command_runs(tmp_path, caplog):
     assert (tmp_path / "llm" / "model.safetensors").stat().st_mtime_ns == before
 
 
+def test_stages_are_keyed_on_the_tokenizers_vocabulary():
+    preset = backbones.PRESETS["smoke"]
+    tokenizer = backbones.build_tokenizer(preset, seed=0)
+    fields = backbones._stage_fields(preset, "lm_", tokenizer)
+    assert fields == backbones._stage_fields(preset, "lm_", backbones.build_tokenizer(preset, seed=0))
+    assert fields["lm_hidden"] == preset.lm_hidden and "clip_steps" not in fields
+    other = train_tokenizer([" ".join(SCENE_WORDS), "Is there a red circle?"], vocab_size=preset.vocab_size)
+    assert backbones._stage_fields(preset, "lm_", other)["tokenizer_sha256"] != fields["tokenizer_sha256"]
+
+
 def test_missing_backbone_raises_a_clear_error(tmp_path):
     with pytest.raises(FileNotFoundError, match="no backbone at"):
         backbones.load_backbones(tmp_path)

@@ -6,12 +6,14 @@ import dataclasses
 import json
 
 import pytest
+from transformers import CLIPVisionConfig, LlamaConfig
 
 from llava.playground.__main__ import main
 from llava.playground.presets import MAIN_PIPELINES, get_preset
 from llava.playground.run import DONE, PIPELINES
 from llava.playground.run import run as run_playground
 from llava.playground.tasks import CATEGORIES
+from llava.tools.tokenizer import train_tokenizer
 
 
 def test_smoke_preset_runs_end_to_end_then_resumes(tmp_path, caplog):
@@ -67,3 +69,13 @@ def test_smoke_preset_runs_end_to_end_then_resumes(tmp_path, caplog):
         FileExistsError, match="inverse_llava/seed0/finetune holds a stage run with other settings"
     ):
         run_playground(longer, out)
+
+
+def test_backbones_built_for_another_scene_text_are_refused(tmp_path):
+    backbones = tmp_path / "backbones"
+    LlamaConfig().save_pretrained(backbones / "llm")
+    CLIPVisionConfig().save_pretrained(backbones / "vision")
+    train_tokenizer(["toprightdigit 7. a red circle"], vocab_size=300).save_pretrained(backbones / "llm")
+    with pytest.raises(ValueError, match=r"scene word 'topleftredcircle' is not one token of the chat LM's tokenizer in .*llm"):
+        run_playground(get_preset("smoke"), tmp_path / "run", backbones_dir=backbones)
+    assert not (tmp_path / "run" / "data").exists()  # refused before any stage ran
