@@ -252,7 +252,8 @@ def run(
         if not (path / "config.json").is_file():
             raise FileNotFoundError(f"backbone checkpoint missing: {path} (rebuild with --rebuild-backbones)")
     playground_backbones.scene_word_ids(
-        AutoTokenizer.from_pretrained(llm), f"the chat LM's tokenizer in {llm} (rebuild with --rebuild-backbones)"
+        AutoTokenizer.from_pretrained(llm),
+        f"the chat LM's tokenizer in {llm} (rebuild with --rebuild-backbones)",
     )
 
     jobs = [(name, seed) for name in preset.pipelines for seed in preset.seeds]

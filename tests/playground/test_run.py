@@ -76,6 +76,9 @@ def test_backbones_built_for_another_scene_text_are_refused(tmp_path):
     LlamaConfig().save_pretrained(backbones / "llm")
     CLIPVisionConfig().save_pretrained(backbones / "vision")
     train_tokenizer(["toprightdigit 7. a red circle"], vocab_size=300).save_pretrained(backbones / "llm")
-    with pytest.raises(ValueError, match=r"scene word 'topleftredcircle' is not one token of the chat LM's tokenizer in .*llm"):
+    with pytest.raises(
+        ValueError,
+        match=r"scene word 'topleftredcircle' is not one token of the chat LM's tokenizer in .*llm",
+    ):
         run_playground(get_preset("smoke"), tmp_path / "run", backbones_dir=backbones)
     assert not (tmp_path / "run" / "data").exists()  # refused before any stage ran
