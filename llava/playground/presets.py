@@ -30,16 +30,20 @@ class Budget:
     lora_alpha: int
     projector_lr: float  # LLaVA-1.5 stage 2's projector learning rate
     align_steps: int  # LLaVA-1.5 stage 1 (projector alignment on captions)
-    # LLaVA-1.5 stage 1's rate; None: its 1e-3 at batch 256 moved to `batch_size` (`sqrt_scaled_lr`)
+    # LLaVA-1.5 stage 1's rate; None: derived from `batch_size` (see `alignment_rate`)
     align_learning_rate: float | None = None
     warmup_ratio: float = 0.03
     lora_dropout: float = 0.0  # LLaVA uses 0.05; the masks cost a fifth of a CPU step's time
     model_max_length: int = 512
 
-    def __post_init__(self) -> None:
-        if self.align_learning_rate is None:
-            scaled = sqrt_scaled_lr(LLAVA_ALIGN_LR, self.batch_size, LLAVA_ALIGN_BATCH)
-            object.__setattr__(self, "align_learning_rate", scaled)
+    @property
+    def alignment_rate(self) -> float:
+        """The alignment stage's learning rate: `align_learning_rate` if set, else LLaVA-1.5's
+        1e-3 at batch 256 moved to `batch_size` (`sqrt_scaled_lr`), so that a budget copied with
+        another batch size (`dataclasses.replace`) moves its rate too."""
+        if self.align_learning_rate is not None:
+            return self.align_learning_rate
+        return sqrt_scaled_lr(LLAVA_ALIGN_LR, self.batch_size, LLAVA_ALIGN_BATCH)
 
 
 @dataclasses.dataclass(frozen=True)

@@ -155,7 +155,7 @@ def train_argv(preset: Preset, data: PlaygroundData, stage: TrainStage, llm: Pat
     if stage.align:
         return argv + [
             "--version", "plain", "--data_path", str(data.pretrain_json),
-            "--max_steps", str(budget.align_steps), "--learning_rate", str(budget.align_learning_rate),
+            "--max_steps", str(budget.align_steps), "--learning_rate", str(budget.alignment_rate),
         ]  # fmt: skip
     argv += [
         "--version", playground_backbones.CONV_TEMPLATE, "--data_path", str(data.instruct_json),

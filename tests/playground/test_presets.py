@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
 
 import pytest
@@ -18,12 +19,13 @@ def _budget(**overrides) -> Budget:
 
 
 def test_alignment_rate_is_llavas_square_root_scaled_to_the_batch_unless_given():
-    assert _budget(batch_size=256).align_learning_rate == pytest.approx(LLAVA_ALIGN_LR)
-    assert _budget(batch_size=32).align_learning_rate == pytest.approx(
-        1e-3 * math.sqrt(32 / LLAVA_ALIGN_BATCH)
-    )
-    assert _budget(batch_size=16).align_learning_rate == pytest.approx(2.5e-4)
-    assert _budget(align_learning_rate=7e-4).align_learning_rate == 7e-4
+    assert _budget(batch_size=256).alignment_rate == pytest.approx(LLAVA_ALIGN_LR)
+    assert _budget(batch_size=32).alignment_rate == pytest.approx(1e-3 * math.sqrt(32 / LLAVA_ALIGN_BATCH))
+    assert _budget(batch_size=16).alignment_rate == pytest.approx(2.5e-4)
+    assert _budget(align_learning_rate=7e-4).alignment_rate == 7e-4
+    # A copy with another batch size moves a derived rate and keeps a given one.
+    assert dataclasses.replace(_budget(batch_size=16), batch_size=64).alignment_rate == pytest.approx(5e-4)
+    assert dataclasses.replace(_budget(align_learning_rate=7e-4), batch_size=64).alignment_rate == 7e-4
 
 
 @pytest.mark.parametrize("name", sorted(PRESETS))
