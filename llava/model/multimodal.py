@@ -259,6 +259,10 @@ class MultimodalGenerationMixin:
         re-padded on the left. Returns only the new tokens, as LLaVA's models do."""
         if "inputs_embeds" in kwargs:
             raise ValueError("pass token ids with image placeholders (and images), not inputs_embeds")
+        input_ids = kwargs.pop("input_ids", None)
+        if (inputs is None) == (input_ids is None):
+            raise ValueError("pass the prompt's token ids once, as `inputs` or as `input_ids`")
+        inputs = inputs if inputs is not None else input_ids
         mm = self.prepare_multimodal_inputs(inputs, images, attention_mask, padding_side="left")
         extra = {}
         if self._uses_vision_stream and mm.vision_stream is not None:

@@ -138,3 +138,15 @@ def test_eos_stops_generation(build, images):
     model.generation_config.eos_token_id = int(free[0, 2])
     stopped = model.generate(ids, images=images[:1], max_new_tokens=8, do_sample=False)
     assert stopped[0].tolist() == free[0, :3].tolist()
+
+
+@pytest.mark.parametrize("model_type", ["fusion_llama", "llava_llama"])
+def test_prompt_ids_passed_as_input_ids_keyword(build, images, model_type):
+    model = build(model_type)
+    ids = torch.tensor([[1, 40, IMG, 41, 42, 43]])
+    positional = model.generate(ids, images=images[:1], **GREEDY)
+    assert torch.equal(model.generate(input_ids=ids, images=images[:1], **GREEDY), positional)
+    with pytest.raises(ValueError, match="once, as `inputs` or as `input_ids`"):
+        model.generate(ids, input_ids=ids, images=images[:1], **GREEDY)
+    with pytest.raises(ValueError, match="once, as `inputs` or as `input_ids`"):
+        model.generate(images=images[:1], **GREEDY)
