@@ -34,7 +34,7 @@ from pathlib import Path
 from tqdm.auto import tqdm
 
 from llava.constants import DEFAULT_IMAGE_TOKEN
-from llava.playground.scenes import Scene, render_scene, sample_scenes
+from llava.playground.scenes import DIGITS, Scene, render_scene, sample_scenes
 from llava.playground.tasks import (
     CATEGORIES,
     Question,
@@ -55,6 +55,10 @@ MME_SUBDIR = "MME_Benchmark_release_version"
 # ones the alignment-free models learn, asked more often (see docs/playground.md).
 YES_NO_RATIO = 0.75
 CATEGORY_WEIGHTS = {"OCR": 1.5, "numerical_calculation": 2.0}
+# The digits the comparison's scenes hold: five of the ten the backbones learnt. With all ten, the
+# alignment-free models' digit yes/no stayed at chance on three seeds in five at the quick budget;
+# with five they read it on every seed tried (docs/playground.md, "Five digits").
+COMPARISON_DIGITS = (0, 1, 2, 3, 4)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -72,8 +76,18 @@ class DataSizes:
     category_weights: dict[str, float] | None = dataclasses.field(
         default_factory=lambda: dict(CATEGORY_WEIGHTS)
     )
+    digits: tuple[int, ...] = COMPARISON_DIGITS  # the digits scenes hold (a subset of the world's 0-9)
 
     def __post_init__(self) -> None:
+        object.__setattr__(self, "digits", tuple(self.digits))  # a list read back from a manifest
+        if (
+            len(set(self.digits)) != len(self.digits)
+            or len(self.digits) < 2
+            or not set(self.digits) <= set(DIGITS)
+        ):
+            raise ValueError(
+                f"DataSizes.digits must be two or more distinct digits of {DIGITS}, got {self.digits}"
+            )
         for field in dataclasses.fields(self):
             value = getattr(self, field.name)
             if isinstance(value, int) and value < (1 if field.name == "max_turns" else 0):
@@ -160,12 +174,16 @@ def rng_for(seed: int, stream: str) -> random.Random:
 
 
 def scenes_for_category(
-    rng: random.Random, category: str, n: int, exclude: set[tuple] | None = None
+    rng: random.Random,
+    category: str,
+    n: int,
+    exclude: set[tuple] | None = None,
+    digits: tuple[int, ...] = DIGITS,
 ) -> list[Scene]:
-    """`n` scenes about which `category` can be asked."""
+    """`n` scenes (with a digit of `digits`) about which `category` can be asked."""
     scenes: list[Scene] = []
     while len(scenes) < n:
-        scene = sample_scenes(rng, 1, exclude)[0]
+        scene = sample_scenes(rng, 1, exclude, digits)[0]
         if can_ask(scene, category):
             scenes.append(scene)
     return scenes
@@ -205,7 +223,21 @@ def _save_images(scenes: list[Scene], paths: list[Path], desc: str) -> None:
 
 
 def _manifest(seed: int, sizes: DataSizes) -> dict:
-    return {"format_version": FORMAT_VERSION, "seed": seed, "sizes": dataclasses.asdict(sizes)}
+    """What a data directory was built with, as JSON values (tuples as lists), so that it compares
+    equal to the manifest read back."""
+    manifest = {"format_version": FORMAT_VERSION, "seed": seed, "sizes": dataclasses.asdict(sizes)}
+    return json.loads(json.dumps(manifest))
+
+
+def read_sizes(root: str | os.PathLike) -> DataSizes:
+    """The `DataSizes` a finished data directory was built with (from its manifest)."""
+    manifest_path = Path(root) / "manifest.json"
+    if not manifest_path.is_file():
+        raise FileNotFoundError(
+            f"{manifest_path} missing: {root} is not a finished playground data directory"
+        )
+    with open(manifest_path) as f:
+        return DataSizes(**json.load(f)["sizes"])
 
 
 def build_data(
@@ -258,14 +290,14 @@ def _write_mme(paths: PlaygroundData, seed: int, sizes: DataSizes) -> set[tuple]
     keys: set[tuple] = set()
     for category in CATEGORIES:
         rng = rng_for(seed, f"mme/{category}")
-        scenes = scenes_for_category(rng, category, sizes.mme_images_per_category)
+        scenes = scenes_for_category(rng, category, sizes.mme_images_per_category, digits=sizes.digits)
         image_paths = [
             paths.mme_image_folder / category / "images" / f"{i:06d}.png" for i in range(len(scenes))
         ]
         _save_images(scenes, image_paths, f"MME {category}")
         for i, (scene, image_path) in enumerate(zip(scenes, image_paths, strict=True)):
             keys.add(scene.key)
-            pair = yes_no_pair(scene, category, rng)
+            pair = yes_no_pair(scene, category, rng, sizes.digits)
             if rng.random() < 0.5:  # yes first or no first, as in MME
                 pair = pair[::-1]
             qid = image_path.relative_to(paths.mme_image_folder).as_posix()
@@ -285,7 +317,7 @@ def _write_vqa(paths: PlaygroundData, seed: int, sizes: DataSizes) -> set[tuple]
     keys: set[tuple] = set()
     for category in CATEGORIES:
         rng = rng_for(seed, f"vqa/{category}")
-        scenes = scenes_for_category(rng, category, sizes.vqa_per_category)
+        scenes = scenes_for_category(rng, category, sizes.vqa_per_category, digits=sizes.digits)
         names = [f"{len(rows) + i:06d}.png" for i in range(len(scenes))]
         _save_images(scenes, [paths.vqa_image_folder / name for name in names], f"VQA {category}")
         for scene, name in zip(scenes, names, strict=True):
@@ -309,7 +341,7 @@ def _write_pretrain(paths: PlaygroundData, seed: int, sizes: DataSizes, eval_key
     words (`Scene.describe`), as LCS-558K's captions are text Vicuna models well: on the English
     sentences of `Scene.caption`, which the LM never saw, the alignment loss stays near 4 nats per
     token and the projector learns next to nothing."""
-    scenes = sample_scenes(rng_for(seed, "pretrain"), sizes.pretrain_images, exclude=eval_keys)
+    scenes = sample_scenes(rng_for(seed, "pretrain"), sizes.pretrain_images, eval_keys, sizes.digits)
     names = [f"pretrain/{i:06d}.png" for i in range(len(scenes))]
     _save_images(scenes, [paths.image_folder / name for name in names], "caption images")
     records = [
@@ -328,12 +360,14 @@ def _write_pretrain(paths: PlaygroundData, seed: int, sizes: DataSizes, eval_key
 
 def _instruction_questions(scene: Scene, rng: random.Random, sizes: DataSizes) -> list[Question]:
     n = rng.randint(1, sizes.max_turns)
-    return sample_questions(scene, rng, n, yes_no_ratio=sizes.yes_no_ratio, weights=sizes.category_weights)
+    return sample_questions(
+        scene, rng, n, yes_no_ratio=sizes.yes_no_ratio, weights=sizes.category_weights, digits=sizes.digits
+    )
 
 
 def _write_instruct(paths: PlaygroundData, seed: int, sizes: DataSizes, eval_keys: set[tuple]) -> None:
     rng = rng_for(seed, "instruct")
-    scenes = sample_scenes(rng, sizes.train_images + sizes.text_only, exclude=eval_keys)
+    scenes = sample_scenes(rng, sizes.train_images + sizes.text_only, eval_keys, sizes.digits)
     image_scenes, text_scenes = scenes[: sizes.train_images], scenes[sizes.train_images :]
     names = [f"train/{i:06d}.png" for i in range(len(image_scenes))]
     _save_images(image_scenes, [paths.image_folder / name for name in names], "instruction images")

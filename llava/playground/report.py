@@ -16,12 +16,12 @@ from transformers import AutoConfig, AutoTokenizer, CLIPVisionConfig
 from llava.conversation import get_conv_template
 from llava.mm_utils import tokenize_conversation
 from llava.playground.backbones import CONV_TEMPLATE
-from llava.playground.datasets import PlaygroundData
+from llava.playground.datasets import PlaygroundData, read_sizes
 from llava.playground.tasks import (
     COGNITION_CATEGORIES,
     PERCEPTION_CATEGORIES,
-    SHORT_ANSWER_CHANCE,
     YES_NO_CHANCE,
+    short_answer_chance,
     yes_no_p_value,
 )
 
@@ -140,6 +140,8 @@ def write_report(results: dict, output_dir: Path, llm: Path, vision: Path) -> Pa
     tokenizer = AutoTokenizer.from_pretrained(llm)
     n_llm, n_vis = _llama_params(llm_config), _clip_params(vision_config)
     data = PlaygroundData.at(results["data"])
+    digits = read_sizes(data.root).digits
+    short_chance = short_answer_chance(digits)
     images = mme_images_per_category(data.mme_question_file)
     instruct = mean_tokens(data.instruct_json, tokenizer, image_tokens, CONV_TEMPLATE)
     captions = mean_tokens(data.pretrain_json, tokenizer, image_tokens, "plain")
@@ -148,7 +150,8 @@ def write_report(results: dict, output_dir: Path, llm: Path, vision: Path) -> Pa
         f"# Playground report: preset `{results['preset']}`",
         "",
         f"Backbones: `{results['backbones']}` (LLM {n_llm / 1e6:.2f}M parameters, vision tower "
-        f"{n_vis / 1e6:.2f}M, {image_tokens} image positions). Data: `{results['data']}`. "
+        f"{n_vis / 1e6:.2f}M, {image_tokens} image positions). Data: `{results['data']}` (digits "
+        f"{', '.join(map(str, digits))}). "
         f"Seeds: {sorted({r['seed'] for r in results['runs']})}.",
         "",
         "## MME-style yes/no benchmark (score = acc x 100 + acc+ x 100, max 200 per category)",
@@ -183,7 +186,7 @@ def write_report(results: dict, output_dir: Path, llm: Path, vision: Path) -> Pa
         "|---|---|" + "---|" * len(labels),
     ]
     for category in CATEGORIES:
-        chance = 100 * SHORT_ANSWER_CHANCE[category]
+        chance = 100 * short_chance[category]
         cells = [_fmt(table[label][("vqa", category)]) for label in labels]
         lines.append(f"| {category} | {chance:.0f} | " + " | ".join(cells) + " |")
 

@@ -32,7 +32,7 @@ COLORS: dict[str, tuple[int, int, int]] = {
     "blue": (40, 80, 225),
 }
 SHAPES = ("circle", "square", "triangle")
-DIGITS = tuple(range(10))
+DIGITS = tuple(range(10))  # every digit the world renders (the backbones learn all ten)
 MIN_OBJECTS = 2
 MAX_OBJECTS = GRID * GRID - 1
 BACKGROUND = (255, 255, 255)
@@ -159,8 +159,8 @@ def _scene_words() -> dict[str, tuple[str, ...]]:
 SCENE_WORDS: dict[str, tuple[str, ...]] = _scene_words()
 
 
-def sample_scene(rng: random.Random) -> Scene:
-    """Draw one scene: a digit in one cell, 2-3 distinct shapes in other cells."""
+def sample_scene(rng: random.Random, digits: tuple[int, ...] = DIGITS) -> Scene:
+    """Draw one scene: a digit (one of `digits`) in one cell, 2-3 distinct shapes in other cells."""
     cells = list(range(GRID * GRID))
     rng.shuffle(cells)
     digit_cell, free = cells[0], cells[1:]
@@ -174,7 +174,7 @@ def sample_scene(rng: random.Random) -> Scene:
         (rng.randint(-_JITTER, _JITTER), rng.randint(-_JITTER, _JITTER), rng.choice(_SHAPE_HALF_SIZES))
         for _ in range(n_objects + 1)
     )
-    return Scene(objects=objects, digit=rng.choice(DIGITS), digit_cell=digit_cell, jitter=jitter)
+    return Scene(objects=objects, digit=rng.choice(digits), digit_cell=digit_cell, jitter=jitter)
 
 
 def rearranged(scene: Scene, rng: random.Random) -> Scene:
@@ -192,12 +192,15 @@ def rearranged(scene: Scene, rng: random.Random) -> Scene:
     return Scene(objects=objects, digit=scene.digit, digit_cell=moved[scene.digit_cell], jitter=jitter)
 
 
-def sample_scenes(rng: random.Random, n: int, exclude: set[tuple] | None = None) -> list[Scene]:
-    """`n` scenes; scenes whose `key` is in `exclude` (e.g. the evaluation scenes) are redrawn."""
+def sample_scenes(
+    rng: random.Random, n: int, exclude: set[tuple] | None = None, digits: tuple[int, ...] = DIGITS
+) -> list[Scene]:
+    """`n` scenes with a digit from `digits`; scenes whose `key` is in `exclude` (e.g. the
+    evaluation scenes) are redrawn."""
     exclude = exclude or set()
     scenes: list[Scene] = []
     while len(scenes) < n:
-        scene = sample_scene(rng)
+        scene = sample_scene(rng, digits)
         if scene.key not in exclude:
             scenes.append(scene)
     return scenes

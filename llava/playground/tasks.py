@@ -36,18 +36,22 @@ YES, NO = "Yes", "No"
 # category's score (acc x 100 + acc+ x 100, max 200) is 75 by guessing.
 YES_NO_CHANCE = {"acc": 0.5, "acc_plus": 0.25, "score": 75.0}
 
-# Accuracy of guessing uniformly among the answers a short question of each category allows.
 _MAX_ADDEND = 5
-SHORT_ANSWER_CHANCE = {
-    "existence": 1 / 2,
-    "count": 1 / 4,  # 0..3
-    "color": 1 / len(COLORS),
-    "position": 1 / len(CELLS),
-    "OCR": 1 / len(DIGITS),
-    "numerical_calculation": 1 / len(DIGITS),  # digit + k: ten possible sums for a given k
-    "comparison": 1 / 2,
-    "spatial_relation": 1 / 2,
-}
+
+
+def short_answer_chance(digits: tuple[int, ...] = DIGITS) -> dict[str, float]:
+    """Accuracy of guessing uniformly among the answers a short question of each category allows,
+    in a world whose scenes hold one of `digits`."""
+    return {
+        "existence": 1 / 2,
+        "count": 1 / 4,  # 0..3
+        "color": 1 / len(COLORS),
+        "position": 1 / len(CELLS),
+        "OCR": 1 / len(digits),
+        "numerical_calculation": 1 / len(digits),  # digit + k: one sum per digit for a given k
+        "comparison": 1 / 2,
+        "spatial_relation": 1 / 2,
+    }
 
 
 def yes_no_p_value(score: float, images: int) -> float:
@@ -208,8 +212,8 @@ def _pair_position(scene: Scene, rng: random.Random) -> tuple[Question, Question
     )
 
 
-def _pair_ocr(scene: Scene, rng: random.Random) -> tuple[Question, Question]:
-    wrong = rng.choice([d for d in DIGITS if d != scene.digit])
+def _pair_ocr(scene: Scene, rng: random.Random, digits: tuple[int, ...]) -> tuple[Question, Question]:
+    wrong = rng.choice([d for d in digits if d != scene.digit])
     return _yes_no("OCR", f"Is the digit in the image {scene.digit}?", f"Is the digit in the image {wrong}?")
 
 
@@ -285,12 +289,12 @@ def _short_spatial(scene: Scene, rng: random.Random) -> Question:
     return _short("spatial_relation", f"Is the {a.name} {options} the {b.name}?", direction)
 
 
+# Every category but OCR, whose "No" names another digit of the world's (`yes_no_pair`).
 _PAIR_BUILDERS: dict[str, Callable[[Scene, random.Random], tuple[Question, Question]]] = {
     "existence": _pair_existence,
     "count": _pair_count,
     "color": _pair_color,
     "position": _pair_position,
-    "OCR": _pair_ocr,
     "numerical_calculation": _pair_numerical,
     "comparison": _pair_comparison,
     "spatial_relation": _pair_spatial,
@@ -320,9 +324,16 @@ def _check(scene: Scene, category: str) -> None:
         raise ValueError(f"category {category!r} cannot be asked about scene {scene.describe()!r}")
 
 
-def yes_no_pair(scene: Scene, category: str, rng: random.Random) -> tuple[Question, Question]:
-    """Two MME-style questions about `scene`: the first answered "Yes", the second "No"."""
+def yes_no_pair(
+    scene: Scene, category: str, rng: random.Random, digits: tuple[int, ...] = DIGITS
+) -> tuple[Question, Question]:
+    """Two MME-style questions about `scene`: the first answered "Yes", the second "No".
+    `digits`: the digits the scene was drawn from; OCR's "No" names another one of them."""
     _check(scene, category)
+    if category == "OCR":
+        if scene.digit not in digits:
+            raise ValueError(f"scene {scene.describe()!r} holds digit {scene.digit}, not one of {digits}")
+        return _pair_ocr(scene, rng, digits)
     return _PAIR_BUILDERS[category](scene, rng)
 
 
@@ -343,11 +354,12 @@ def sample_questions(
     categories: tuple[str, ...] = CATEGORIES,
     yes_no_ratio: float = 0.5,
     weights: Mapping[str, float] | None = None,
+    digits: tuple[int, ...] = DIGITS,
 ) -> list[Question]:
     """Up to `n` questions about `scene`, each from a different askable category in `categories`
     (drawn uniformly, or in proportion to `weights`, default 1 per category, without replacement);
     each is a yes/no question (with probability `yes_no_ratio`; "Yes" or "No" with equal odds) or
-    a short-answer one."""
+    a short-answer one. `digits`: the digits the scene was drawn from (see `yes_no_pair`)."""
     askable = [c for c in categories if can_ask(scene, c)]
     k = min(n, len(askable))
     if weights is None:
@@ -361,7 +373,7 @@ def sample_questions(
     questions = []
     for category in chosen:
         if rng.random() < yes_no_ratio:
-            questions.append(rng.choice(yes_no_pair(scene, category, rng)))
+            questions.append(rng.choice(yes_no_pair(scene, category, rng, digits)))
         else:
             questions.append(short_question(scene, category, rng))
     return questions

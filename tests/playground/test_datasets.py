@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from llava.playground.datasets import PRESETS, DataSizes, PlaygroundData, build_data
+from llava.playground.datasets import PRESETS, DataSizes, PlaygroundData, build_data, read_sizes
 from llava.playground.scenes import SCENE_WORDS
 from llava.playground.tasks import CATEGORIES, NO, SHORT_ANSWER_SUFFIX, YES, YES_NO_SUFFIX
 
@@ -180,8 +180,38 @@ def test_presets_and_size_validation():
     for weights in ({"OCR": 0.0}, {"ocr": 2.0}):
         with pytest.raises(ValueError, match="category_weights"):
             DataSizes(1, 1, 1, 1, 1, 1, category_weights=weights)
+    for digits in ((3,), (1, 1, 2), (8, 9, 10)):
+        with pytest.raises(ValueError, match="DataSizes.digits"):
+            DataSizes(1, 1, 1, 1, 1, 1, digits=digits)
     with pytest.raises(ValueError, match="unknown data preset"):
         build_data("/nonexistent-never-written", preset="huge")
+
+
+def test_every_scene_and_digit_question_keeps_to_the_presets_digits(tmp_path):
+    digits = (2, 7)
+    sizes = dataclasses.replace(SIZES, mme_images_per_category=20, vqa_per_category=10, digits=digits)
+    built = build_data(tmp_path / "d", seed=0, sizes=sizes)
+    assert read_sizes(built.root) == sizes
+    assert build_data(tmp_path / "d", seed=0, sizes=sizes) == built  # the manifest read back matches
+    named = set()
+    for row in map(json.loads, built.mme_question_file.read_text().splitlines()):
+        if row["category"] == "OCR":
+            named.add(int(row["text"].split("?")[0].split()[-1]))
+    assert named == set(digits)  # both the "Yes" digit and the "No" one come from the preset's
+    vqa = [json.loads(line) for line in built.vqa_question_file.read_text().splitlines()]
+    assert {int(r["answer"]) for r in vqa if r["category"] == "OCR"} <= set(digits)
+    captions = json.loads(built.pretrain_json.read_text())
+    instruct = json.loads(built.instruct_json.read_text())
+    texts = [c["conversations"][1]["value"] for c in captions] + [
+        t["value"] for r in instruct for t in r["conversations"]
+    ]
+    shown = {int(word.rstrip(".")) for text in texts for word in text.split() if word.rstrip(".").isdigit()}
+    assert {2, 7} <= shown
+    described = [w for c in captions for w in c["conversations"][1]["value"].split()]
+    assert {int(described[i + 1].rstrip(".")) for i, w in enumerate(described) if w.endswith("digit")} == {
+        2,
+        7,
+    }
 
 
 def test_mme_files_are_read_by_the_project_scorer(data):

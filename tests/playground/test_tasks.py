@@ -17,6 +17,7 @@ from llava.playground.tasks import (
     YES_NO_SUFFIX,
     can_ask,
     sample_questions,
+    short_answer_chance,
     short_question,
     yes_no_p_value,
     yes_no_pair,
@@ -167,3 +168,20 @@ def test_yes_no_p_value_is_exact_against_enumerated_coin_flips():
     assert yes_no_p_value(95.0, 200) < 1e-3 < 0.01 < yes_no_p_value(95.0, 50)
     with pytest.raises(ValueError, match="images"):
         yes_no_p_value(90.0, 0)
+
+
+def test_ocr_negatives_and_chance_follow_the_digits_scenes_hold():
+    digits = (0, 4, 9)
+    rng = random.Random(3)
+    scenes = sample_scenes(rng, 300, digits=digits)
+    assert {s.digit for s in scenes} == set(digits)
+    for scene in scenes:
+        yes, no = yes_no_pair(scene, "OCR", rng, digits)
+        named = int(no.question.split("?")[0].split()[-1])
+        assert named in digits and named != scene.digit
+        asked = sample_questions(scene, rng, 8, categories=("OCR",), yes_no_ratio=1.0, digits=digits)
+        assert int(asked[0].question.split("?")[0].split()[-1]) in digits
+    with pytest.raises(ValueError, match="not one of"):
+        yes_no_pair(scenes[0], "OCR", rng, tuple(d for d in range(10) if d != scenes[0].digit)[:2])
+    assert short_answer_chance(digits)["OCR"] == pytest.approx(1 / 3)
+    assert short_answer_chance()["numerical_calculation"] == pytest.approx(1 / 10)
