@@ -28,7 +28,7 @@ FUSION_FLAGS = (
     "stable_fusion",
 )
 PROJECTOR_FLAGS = ("mm_projector_type", "pretrain_mm_mlp_adapter")
-LORA_FLAGS = ("lora_r", "lora_alpha", "lora_dropout", "lora_layer_ids_to_skip")
+LORA_FLAGS = ("lora_r", "lora_alpha", "lora_dropout", "lora_layer_ids_to_skip", "loraplus_lr_ratio")
 # LLaVA's defaults for LoRA when the flags are not given.
 LORA_DEFAULTS = {"lora_r": 64, "lora_alpha": 16, "lora_dropout": 0.05}
 
@@ -111,6 +111,10 @@ class TrainingArguments(transformers.TrainingArguments):
     lora_layer_ids_to_skip: str | None = field(
         default=None, metadata={"help": "Comma list of layers without LoRA (default: the fusion layers)."}
     )
+    loraplus_lr_ratio: float | None = field(
+        default=None,
+        metadata={"help": "LoRA+: LoRA's B matrices learn at this multiple of the rate (default: off)."},
+    )
     mm_projector_lr: float | None = field(default=None, metadata={"help": "Learning rate of the projector."})
     fusion_lr: float | None = field(
         default=None, metadata={"help": "Learning rate of the fusion parameters."}
@@ -132,6 +136,8 @@ class TrainingArguments(transformers.TrainingArguments):
             if not 0.0 <= self.warmup_ratio < 1.0:
                 raise ValueError(f"--warmup_ratio {self.warmup_ratio}: expected a fraction in [0, 1)")
             self.warmup_steps = self.warmup_ratio
+        if self.loraplus_lr_ratio is not None and not self.loraplus_lr_ratio > 0:
+            raise ValueError(f"--loraplus_lr_ratio {self.loraplus_lr_ratio}: expected a positive multiple")
         super().__post_init__()
         if self.activation_checkpointing and not self.activation_checkpointing_kwargs:
             # Non-reentrant checkpointing gives the fusion (and LoRA) parameters their gradients

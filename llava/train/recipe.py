@@ -1,13 +1,14 @@
 """The training recipe: the one place that decides what is frozen, what gets LoRA and what is
 fully trained, and that builds the optimizer's named parameter groups with their learning rates.
 
-| part                              | Inverse-LLaVA (LoRA)      | LLaVA stage 1 | LLaVA stage 2 (LoRA)  |
-|-----------------------------------|---------------------------|---------------|-----------------------|
-| vision tower                      | frozen                    | frozen        | frozen                |
-| LLM linear layers                 | LoRA, except fusion layers| frozen        | LoRA                  |
-| other LLM weights                 | frozen                    | frozen        | frozen                |
-| fusion branch (`*.fusion.*`)      | trained, `--fusion_lr`    | -             | -                     |
-| projector (`model.mm_projector`)  | -                         | trained       | trained, `--mm_projector_lr` |
+| part                              | Inverse-LLaVA (LoRA)          | LLaVA stage 1 | LLaVA stage 2 (LoRA)          |
+|-----------------------------------|-------------------------------|---------------|-------------------------------|
+| vision tower                      | frozen                        | frozen        | frozen                        |
+| LLM linear layers                 | LoRA, except fusion layers    | frozen        | LoRA                          |
+| LoRA's B matrices (LoRA+, opt-in) | lr x `--loraplus_lr_ratio`    | -             | lr x `--loraplus_lr_ratio`    |
+| other LLM weights                 | frozen                        | frozen        | frozen                        |
+| fusion branch (`*.fusion.*`)      | trained, `--fusion_lr`        | -             | -                             |
+| projector (`model.mm_projector`)  | -                             | trained       | trained, `--mm_projector_lr`  |
 
 Without LoRA (and without `--freeze_backbone`), the LLM is fully trained (LLaVA's `finetune.sh`).
 """
@@ -136,15 +137,27 @@ def parameter_groups(
     weight_decay: float,
     fusion_lr: float | None = None,
     projector_lr: float | None = None,
+    lora_b_lr_ratio: float | None = None,
 ) -> list[dict]:
     """Optimizer groups named `{group}` / `{group}_no_decay`, each with its learning rate.
 
     One-dimensional parameters (biases, norm weights, fusion scales and gates) get no weight decay.
+    With `lora_b_lr_ratio` (LoRA+, Hayou et al. 2024) LoRA's B matrices form a group `lora_B` of
+    their own at `lora_b_lr_ratio` times the LoRA rate; the A matrices stay in `lora`.
     """
     rates = {"fusion": fusion_lr, "projector": projector_lr}
+    members = dict(plan.groups)
+    if lora_b_lr_ratio is not None and "lora" in members:
+        lora = members.pop("lora")
+        members = {
+            "lora": [n for n in lora if ".lora_B." not in n],
+            "lora_B": [n for n in lora if ".lora_B." in n],
+            **members,
+        }
+        rates["lora_B"] = learning_rate * lora_b_lr_ratio
     params = dict(model.named_parameters())
     out = []
-    for group, names in plan.groups.items():
+    for group, names in members.items():
         lr = rates.get(group) or learning_rate
         decay = [params[n] for n in names if len(_full_shape(params[n])) >= 2]
         no_decay = [params[n] for n in names if len(_full_shape(params[n])) < 2]

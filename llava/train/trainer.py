@@ -61,6 +61,7 @@ class LLaVATrainer(Trainer):
             self.args.weight_decay,
             fusion_lr=self.args.fusion_lr,
             projector_lr=self.args.mm_projector_lr,
+            lora_b_lr_ratio=self.args.loraplus_lr_ratio,
         )
         optimizer_cls, optimizer_kwargs = self.get_optimizer_cls_and_kwargs(self.args, self.model)
         if self._offloads_optimizer():

@@ -67,6 +67,8 @@ def test_baseline_defaults():
         (["--use_vision_fusion", "True", "--use_mm_proj", "True"], "disagree"),
         (["--lora_r", "8"], "--lora_r does not apply: LoRA is off"),
         (["--lora_layer_ids_to_skip", "0"], "LoRA is off"),
+        (["--loraplus_lr_ratio", "16"], "--loraplus_lr_ratio does not apply: LoRA is off"),
+        (["--lora_enable", "True", "--loraplus_lr_ratio", "0"], "expected a positive multiple"),
         (["--tune_mm_mlp_adapter", "True", "--lora_enable", "True"], "stage 1 trains the projector only"),
         (["--layer_ids_to_inject", "0,x", "--use_vision_fusion", "True"], "cannot read int"),
         (["--version", "v0"], "unknown template"),
@@ -112,6 +114,17 @@ def test_recipe_lora_skips_fusion_layers_and_the_vision_tower(tiny_checkpoints):
     groups = parameter_groups(model, plan, learning_rate=2e-4, weight_decay=0.1, fusion_lr=1e-3)
     rates = {g["name"]: (g["lr"], g["weight_decay"]) for g in groups}
     assert rates == {"lora": (2e-4, 0.1), "fusion": (1e-3, 0.1), "fusion_no_decay": (1e-3, 0.0)}
+
+    plus = parameter_groups(model, plan, learning_rate=2e-4, weight_decay=0.1, lora_b_lr_ratio=16)
+    by_name = {g["name"]: g for g in plus}
+    assert {n: g["lr"] for n, g in by_name.items()} == {
+        "lora": 2e-4, "lora_B": 16 * 2e-4, "fusion": 2e-4, "fusion_no_decay": 2e-4,
+    }  # fmt: skip
+    names = {id(p): n for n, p in model.named_parameters()}
+    a_names = [names[id(p)] for p in by_name["lora"]["params"]]
+    b_names = [names[id(p)] for p in by_name["lora_B"]["params"]]
+    assert all(".lora_A." in n for n in a_names) and all(".lora_B." in n for n in b_names)
+    assert sorted(a_names + b_names) == sorted(plan.groups["lora"]) and len(a_names) == len(b_names)
 
 
 def test_lora_with_every_layer_skipped_is_a_clear_error(tiny_checkpoints):

@@ -176,6 +176,20 @@ def test_merged_equals_unmerged_greedy(fusion_run, tiny_checkpoints, tmp_path, r
     assert out_m.tolist() == out_u.tolist()
 
 
+@pytest.mark.parametrize("ratio", [None, 8.0])
+def test_loraplus_moves_lora_b_at_its_multiple_of_the_rate(run_flags, tmp_path, ratio):
+    """Adam's first step moves every parameter with a gradient by its group's rate (its update is
+    lr x g / |g|); LoRA's B starts at zero, so after one step its largest entry is lr x ratio."""
+    extra = [] if ratio is None else ["--loraplus_lr_ratio", str(ratio)]
+    argv = run_flags(
+        tmp_path, *BASELINE_FLAGS, "--max_steps", "1", "--warmup_ratio", "0", "--save_strategy", "no",
+        "--lr_scheduler_type", "constant", *extra,
+    )  # fmt: skip
+    _, weights = run_training(argv)
+    b_max = max(weights[n].abs().max().item() for n in weights if "lora_B" in n)
+    assert b_max == pytest.approx(4e-3 * (ratio or 1.0), rel=1e-3)
+
+
 def test_bad_samples_are_skipped_and_counted(run_flags, tmp_path):
     data = write_broken_dataset(tmp_path / "data")
     argv = run_flags(
