@@ -33,8 +33,6 @@ class Budget:
     # LLaVA-1.5 stage 1's rate; None: derived from `batch_size` (see `alignment_rate`)
     align_learning_rate: float | None = None
     warmup_ratio: float = 0.03
-    # LoRA+: LoRA's B matrices at this multiple of `learning_rate` (`--loraplus_lr_ratio`); None: off
-    loraplus_lr_ratio: float | None = None
     lora_dropout: float = 0.0  # LLaVA uses 0.05; the masks cost a fifth of a CPU step's time
     model_max_length: int = 512
 

@@ -163,8 +163,6 @@ def train_argv(preset: Preset, data: PlaygroundData, stage: TrainStage, llm: Pat
         "--lora_enable", "True", "--lora_r", str(budget.lora_r), "--lora_alpha", str(budget.lora_alpha),
         "--lora_dropout", str(budget.lora_dropout), "--train_sampling_strategy", "group_by_length",
     ]  # fmt: skip
-    if budget.loraplus_lr_ratio is not None:
-        argv += ["--loraplus_lr_ratio", str(budget.loraplus_lr_ratio)]
     if "llava_llama" in stage.flags:
         argv += ["--mm_projector_lr", str(budget.projector_lr)]
     if projector is not None:
