@@ -33,8 +33,23 @@ class Budget:
     # LLaVA-1.5 stage 1's rate; None: derived from `batch_size` (see `alignment_rate`)
     align_learning_rate: float | None = None
     warmup_ratio: float = 0.03
+    # the instruction stages' schedule: "cosine" (LLaVA's) or "wsd" (warmup-stable-decay: the peak
+    # rate until the last `decay_ratio` of the steps, then a cosine decay to zero)
+    schedule: str = "cosine"
+    decay_ratio: float = 0.2
     lora_dropout: float = 0.0  # LLaVA uses 0.05; the masks cost a fifth of a CPU step's time
     model_max_length: int = 512
+
+    def __post_init__(self) -> None:
+        if self.schedule not in ("cosine", "wsd"):
+            raise ValueError(f"Budget.schedule must be 'cosine' or 'wsd', got {self.schedule!r}")
+        if not 0.0 < self.decay_ratio <= 1.0:
+            raise ValueError(f"Budget.decay_ratio must be in (0, 1], got {self.decay_ratio}")
+
+    @property
+    def decay_steps(self) -> int:
+        """The WSD schedule's decay length in instruction steps (at least one)."""
+        return max(1, round(self.decay_ratio * self.steps))
 
     @property
     def alignment_rate(self) -> float:
@@ -74,6 +89,7 @@ PRESETS: dict[str, Preset] = {
             align_steps=2,
             align_learning_rate=1e-3,
             model_max_length=256,
+            schedule="wsd",
         ),  # fmt: skip
         pipelines=MAIN_PIPELINES,
         eval_batch_size=16,
@@ -88,7 +104,8 @@ PRESETS: dict[str, Preset] = {
             lora_r=16,
             lora_alpha=32,
             projector_lr=1e-3,
-            align_steps=100,
+            align_steps=30,
+            schedule="wsd",
         ),  # fmt: skip
         pipelines=MAIN_PIPELINES,
     ),

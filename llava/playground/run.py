@@ -147,14 +147,14 @@ def train_argv(preset: Preset, data: PlaygroundData, stage: TrainStage, llm: Pat
         "--image_folder", str(data.image_folder), "--image_aspect_ratio", "pad",
         "--output_dir", str(output_dir), "--seed", str(seed), "--data_seed", str(seed),
         "--per_device_train_batch_size", str(budget.batch_size), "--gradient_accumulation_steps", "1",
-        "--weight_decay", "0.", "--warmup_ratio", str(budget.warmup_ratio), "--lr_scheduler_type", "cosine",
+        "--weight_decay", "0.", "--warmup_ratio", str(budget.warmup_ratio),
         "--model_max_length", str(budget.model_max_length), "--logging_steps", "10",
         "--save_strategy", "no", "--report_to", "none", "--dataloader_num_workers", "0",
         *stage.flags,
     ]  # fmt: skip
     if stage.align:
         return argv + [
-            "--version", "plain", "--data_path", str(data.pretrain_json),
+            "--version", "plain", "--data_path", str(data.pretrain_json), "--lr_scheduler_type", "cosine",
             "--max_steps", str(budget.align_steps), "--learning_rate", str(budget.alignment_rate),
         ]  # fmt: skip
     argv += [
@@ -163,6 +163,13 @@ def train_argv(preset: Preset, data: PlaygroundData, stage: TrainStage, llm: Pat
         "--lora_enable", "True", "--lora_r", str(budget.lora_r), "--lora_alpha", str(budget.lora_alpha),
         "--lora_dropout", str(budget.lora_dropout), "--train_sampling_strategy", "group_by_length",
     ]  # fmt: skip
+    if budget.schedule == "wsd":
+        argv += [
+            "--lr_scheduler_type", "warmup_stable_decay",
+            "--lr_scheduler_kwargs", json.dumps({"num_decay_steps": budget.decay_steps}),
+        ]  # fmt: skip
+    else:
+        argv += ["--lr_scheduler_type", "cosine"]
     if "llava_llama" in stage.flags:
         argv += ["--mm_projector_lr", str(budget.projector_lr)]
     if projector is not None:

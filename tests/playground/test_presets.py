@@ -37,3 +37,13 @@ def test_presets_name_existing_data_and_pipelines(name):
 def test_unknown_preset_is_named_in_the_error():
     with pytest.raises(ValueError, match="'fast'"):
         get_preset("fast")
+
+
+def test_wsd_decays_over_its_share_of_the_steps_and_bad_schedules_are_named():
+    assert _budget(steps=800, schedule="wsd").decay_steps == 160
+    assert _budget(steps=4, schedule="wsd").decay_steps == 1  # never an empty decay
+    assert _budget(steps=100, schedule="wsd", decay_ratio=0.5).decay_steps == 50
+    with pytest.raises(ValueError, match="'linear'"):
+        _budget(schedule="linear")
+    with pytest.raises(ValueError, match="decay_ratio must be in"):
+        _budget(decay_ratio=0.0)

@@ -28,9 +28,13 @@ def test_smoke_preset_runs_end_to_end_then_resumes(tmp_path, caplog):
         assert set(run["eval"]["scores"]["vqa"]) == set(CATEGORIES)
         for stage in run["stages"]:
             assert stage["command"] in report and stage["command"].startswith("python -m llava.train.train ")
-            if not stage["align"]:  # the preset's budget; length-sorted batches
+            if not stage["align"]:  # the preset's budget; length-sorted batches; warmup-stable-decay
                 assert "--lora_dropout 0.0 " in stage["command"]
                 assert "--train_sampling_strategy group_by_length" in stage["command"]
+                assert "--lr_scheduler_type warmup_stable_decay" in stage["command"]
+                assert """--lr_scheduler_kwargs '{"num_decay_steps": 1}'""" in stage["command"]
+            else:
+                assert "--lr_scheduler_type cosine" in stage["command"]
         assert any(c.startswith("python -m llava.eval.model_vqa_loader ") for c in run["eval"]["commands"])
     for category in CATEGORIES:
         row = next(line for line in report.splitlines() if line.startswith(f"| {category} | 75 |"))
