@@ -47,8 +47,14 @@ def tokenizer_corpus() -> list[str]:
     return corpus * 4
 
 
-def make_llm(output_dir: Path, seed: int = 0, hidden_size: int = 64, num_layers: int = 4) -> Path:
-    tokenizer = train_tokenizer(tokenizer_corpus(), vocab_size=384, model_max_length=1024)
+def make_llm(
+    output_dir: Path, seed: int = 0, hidden_size: int = 64, num_layers: int = 4, legacy_prefix: bool = False
+) -> Path:
+    """A tiny Llama in `output_dir/llm`; `legacy_prefix`: a tokenizer that prefixes every piece of
+    text between special tokens with `▁`, as Llama/Vicuna's does (see `train_tokenizer`)."""
+    tokenizer = train_tokenizer(
+        tokenizer_corpus(), vocab_size=384, model_max_length=1024, legacy_prefix=legacy_prefix
+    )
     config = LlamaConfig(
         vocab_size=len(tokenizer),
         hidden_size=hidden_size,
