@@ -9,15 +9,20 @@ disagrees is an error (the HD variant concatenates two layers: 2 x 1024 = 2048).
 
 from __future__ import annotations
 
+import math
 import re
+from collections.abc import Sequence
 from typing import Literal
 
 from huggingface_hub.dataclasses import strict
 from transformers import AutoConfig, LlamaConfig, PreTrainedConfig
 from transformers.configuration_utils import SubConfigSpec
 
+from llava.mm_utils import IMAGE_ASPECT_RATIOS
+
 FUSION_VARIANTS = ("concat", "add", "gated", "mlp")
 FUSION_TARGETS = ("q", "k", "v")
+VISION_SELECT_FEATURES = ("patch", "cls_patch")
 PROJECTOR_PATTERN = re.compile(r"^(linear|identity|mlp(\d+)x_gelu)$")
 
 # openai/clip-vit-large-patch14-336, the tower of LLaVA-1.5 and Inverse-LLaVA (METHOD.md section 5).
@@ -32,11 +37,35 @@ CLIP_L_336 = {
 }
 
 
+def _is_int(value) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
 def _as_int_list(value: int | list[int], field: str) -> list[int]:
-    values = [value] if isinstance(value, int) else list(value)
-    if not values or not all(isinstance(v, int) for v in values):
+    values = [value] if _is_int(value) else list(value) if isinstance(value, Sequence) else [value]
+    if not values or not all(_is_int(v) for v in values):
         raise ValueError(f"{field} must be an int or a non-empty list of ints, got {value!r}")
     return values
+
+
+def _check_choice(field: str, value, allowed: Sequence[str]) -> None:
+    if value not in allowed:
+        raise ValueError(f"{field}={value!r} is not one of the allowed values {list(allowed)}")
+
+
+def _check_finite(field: str, value) -> None:
+    if not isinstance(value, (int, float)) or isinstance(value, bool) or not math.isfinite(value):
+        raise ValueError(f"{field} must be a finite number, got {value!r}")
+
+
+def _check_positive_int(field: str, value) -> None:
+    if not _is_int(value) or value <= 0:
+        raise ValueError(f"{field} must be a positive int, got {value!r}")
+
+
+def _check_bool(field: str, value) -> None:
+    if not isinstance(value, bool):
+        raise ValueError(f"{field} must be True or False, got {value!r}")
 
 
 @strict
@@ -69,6 +98,14 @@ class MultimodalLlamaConfig(LlamaConfig):
 
     def __post_init__(self, **kwargs):
         self.mm_vision_select_layer = _as_int_list(self.mm_vision_select_layer, "mm_vision_select_layer")
+        _check_choice("mm_vision_select_feature", self.mm_vision_select_feature, VISION_SELECT_FEATURES)
+        _check_choice("image_aspect_ratio", self.image_aspect_ratio, IMAGE_ASPECT_RATIOS)
+        if self.mm_vision_tower is not None and not isinstance(self.mm_vision_tower, str):
+            raise ValueError(
+                f"mm_vision_tower must be a path or hub id (a string), got {self.mm_vision_tower!r}"
+            )
+        if self.mm_hidden_size is not None:
+            _check_positive_int("mm_hidden_size", self.mm_hidden_size)
         super().__post_init__(**kwargs)
         depth = self.vision_config.num_hidden_layers
         for layer in self.mm_vision_select_layer:
@@ -125,14 +162,20 @@ class FusionLlamaConfig(MultimodalLlamaConfig):
             self.fusion_layer_ids = [0]
         if self.fusion_targets is None:
             self.fusion_targets = list(FUSION_TARGETS)
+        _check_choice("fusion_variant", self.fusion_variant, FUSION_VARIANTS)
+        _check_finite("fusion_alpha", self.fusion_alpha)
+        _check_finite("fusion_dropout", self.fusion_dropout)
+        _check_bool("vision_stream_norm", self.vision_stream_norm)
         super().__post_init__(**kwargs)
         self.fusion_layer_ids = sorted(set(_as_int_list(self.fusion_layer_ids, "fusion_layer_ids")))
         bad_layers = [i for i in self.fusion_layer_ids if not 0 <= i < self.num_hidden_layers]
         if bad_layers:
             raise ValueError(f"fusion_layer_ids {bad_layers} are outside 0..{self.num_hidden_layers - 1}")
-        targets = list(self.fusion_targets)
+        targets = [self.fusion_targets] if isinstance(self.fusion_targets, str) else list(self.fusion_targets)
         if not targets or any(t not in FUSION_TARGETS for t in targets) or len(set(targets)) != len(targets):
-            raise ValueError(f"fusion_targets must be distinct names among {FUSION_TARGETS}, got {targets}")
+            raise ValueError(
+                f"fusion_targets={targets!r}: expected distinct names among the allowed values {list(FUSION_TARGETS)}"
+            )
         self.fusion_targets = [t for t in FUSION_TARGETS if t in targets]
         if not 0.0 <= self.fusion_dropout < 1.0:
             raise ValueError(f"fusion_dropout must be in [0, 1), got {self.fusion_dropout}")
@@ -142,8 +185,7 @@ class FusionLlamaConfig(MultimodalLlamaConfig):
                     f"fusion_hidden_dim={self.fusion_hidden_dim} only applies to the 'mlp' fusion variant; "
                     f"the {self.fusion_variant!r} variant has no hidden layer (leave it unset)"
                 )
-            if self.fusion_hidden_dim <= 0:
-                raise ValueError(f"fusion_hidden_dim must be positive, got {self.fusion_hidden_dim}")
+            _check_positive_int("fusion_hidden_dim", self.fusion_hidden_dim)
 
 
 @strict
@@ -160,7 +202,11 @@ class LlavaLlamaConfig(MultimodalLlamaConfig):
 
     def __post_init__(self, **kwargs):
         super().__post_init__(**kwargs)
-        match = PROJECTOR_PATTERN.match(self.mm_projector_type)
+        match = (
+            PROJECTOR_PATTERN.match(self.mm_projector_type)
+            if isinstance(self.mm_projector_type, str)
+            else None
+        )
         if match is None or (match.group(2) is not None and int(match.group(2)) < 1):
             raise ValueError(
                 f"unknown mm_projector_type {self.mm_projector_type!r}; expected linear, identity or mlp<N>x_gelu"

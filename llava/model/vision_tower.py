@@ -8,6 +8,8 @@ import torch
 from torch import nn
 from transformers import AutoImageProcessor, CLIPVisionConfig, CLIPVisionModel
 
+from llava.model.paths import resolve_location
+
 
 class CLIPVisionTower(nn.Module):
     """Wraps `CLIPVisionModel`; returns the selected hidden states as `[N, P, d_v]`.
@@ -57,8 +59,9 @@ class CLIPVisionTower(nn.Module):
         return features
 
     def load_pretrained_weights(self, path: str) -> None:
-        """Copy the weights of a CLIP vision (or full CLIP) checkpoint into the tower."""
-        source = CLIPVisionModel.from_pretrained(path, dtype=self.dtype)
+        """Copy the weights of a CLIP vision (or full CLIP) checkpoint into the tower; every
+        tensor must have the shape the model's `vision_config` gives it."""
+        source = CLIPVisionModel.from_pretrained(resolve_location(path, "vision tower"), dtype=self.dtype)
         mine, theirs = self.vision_tower.config, source.config
         for field in ("hidden_size", "num_hidden_layers", "patch_size", "image_size"):
             if getattr(mine, field) != getattr(theirs, field):
@@ -75,9 +78,16 @@ class CLIPVisionTower(nn.Module):
 
             gathered = deepspeed.zero.GatheredParameters(params, modifier_rank=0)
         with gathered:
+            mine_state = self.vision_tower.state_dict()
+            for key, value in source.state_dict().items():
+                if key in mine_state and mine_state[key].shape != value.shape:
+                    raise ValueError(
+                        f"vision tower checkpoint {path}: {key} has shape {tuple(value.shape)}, but the "
+                        f"model's vision_config gives it {tuple(mine_state[key].shape)}"
+                    )
             self.vision_tower.load_state_dict(source.state_dict())
 
 
 def load_image_processor(path: str):
     """The tower's image processor (a CLIP processor; the PIL backend when torchvision is absent)."""
-    return AutoImageProcessor.from_pretrained(path)
+    return AutoImageProcessor.from_pretrained(resolve_location(path, "image processor"))

@@ -9,8 +9,11 @@ from transformers import LlamaForCausalLM
 from transformers.models.llama.modeling_llama import LlamaAttention
 
 from llava.constants import IMAGE_TOKEN_INDEX
-from llava.model import FusionLlamaConfig
+from llava.model import FusionLlamaConfig, LlavaLlamaConfig
+from llava.model.builder import multimodal_config_from_backbones
 from llava.model.fusion import FusionBranch, FusionLlamaAttention
+from llava.train.arguments import parse_arguments, resolve_run
+from llava.train.train import train
 
 VARIANTS = ["concat", "add", "gated", "mlp"]
 
@@ -149,6 +152,54 @@ def test_hd_sizes_consistent_in_config_layers_and_checkpoint(build, tmp_path):
 def test_config_rejects_inconsistent_settings(fields, message):
     with pytest.raises(Exception, match=message):
         _tiny_config(**fields)
+
+
+@pytest.mark.parametrize(
+    "fields, message",
+    [
+        (
+            {"fusion_variant": "foo"},
+            r"fusion_variant='foo' is not one of the allowed values \['concat', 'add', 'gated', 'mlp'\]",
+        ),
+        ({"mm_vision_select_feature": "cls"}, r"mm_vision_select_feature='cls' .* \['patch', 'cls_patch'\]"),
+        ({"image_aspect_ratio": "crop"}, r"image_aspect_ratio='crop' .* \['pad', 'resize', 'square'\]"),
+        ({"fusion_alpha": float("nan")}, "fusion_alpha must be a finite number, got nan"),
+        ({"fusion_alpha": float("inf")}, "fusion_alpha must be a finite number, got inf"),
+        ({"fusion_alpha": "1.0"}, "fusion_alpha must be a finite number, got '1.0'"),
+        ({"fusion_dropout": float("nan")}, "fusion_dropout must be a finite number"),
+        ({"fusion_dropout": -0.1}, r"fusion_dropout must be in \[0, 1\)"),
+        (
+            {"fusion_variant": "mlp", "fusion_hidden_dim": 0},
+            "fusion_hidden_dim must be a positive int, got 0",
+        ),
+        ({"mm_hidden_size": -16}, "mm_hidden_size must be a positive int, got -16"),
+        ({"vision_stream_norm": "False"}, "vision_stream_norm must be True or False, got 'False'"),
+        ({"mm_vision_select_layer": [-1, True]}, "mm_vision_select_layer must be an int or a non-empty list"),
+    ],
+)
+def test_config_rejects_values_outside_their_allowed_set(fields, message):
+    with pytest.raises(ValueError, match=message):
+        _tiny_config(**fields)
+
+
+def test_projector_type_outside_its_set_is_rejected():
+    with pytest.raises(ValueError, match="unknown mm_projector_type 'mlp2x_relu'"):
+        LlavaLlamaConfig(mm_projector_type="mlp2x_relu")
+
+
+def test_training_entry_point_refuses_an_unknown_fusion_variant(tiny_checkpoints, tmp_path):
+    """`--fusion_variant foo` used to train the concat branch; it now stops when the config is built,
+    before any weight is loaded."""
+    llm, vision = tiny_checkpoints
+    flags = ["--model_name_or_path", llm, "--vision_tower", vision, "--model_type", "fusion_llama"]
+    flags += ["--data_path", str(tmp_path / "data.json"), "--output_dir", str(tmp_path / "run")]
+    flags += ["--fusion_variant", "foo", "--report_to", "none"]
+    model_args, data_args, training_args = parse_arguments(flags)
+    spec = resolve_run(model_args, data_args, training_args)
+    with pytest.raises(ValueError, match="fusion_variant='foo' is not one of the allowed values"):
+        multimodal_config_from_backbones(spec.model_type, llm, vision, **spec.config_fields)
+    with pytest.raises(ValueError, match="fusion_variant='foo'"):
+        train(model_args, data_args, training_args)
 
 
 def test_mlp_variant_honours_fusion_hidden_dim():

@@ -2,15 +2,26 @@
 
 from __future__ import annotations
 
+import json
+import logging
+import shutil
+from pathlib import Path
+
 import pytest
 import torch
 from peft import LoraConfig, get_peft_model
-from safetensors.torch import save_file
-from transformers import AutoModelForCausalLM, AutoTokenizer, LlamaForCausalLM
+from safetensors.torch import load_file, save_file
+from transformers import (
+    AutoModelForCausalLM,
+    AutoTokenizer,
+    CLIPVisionConfig,
+    CLIPVisionModel,
+    LlamaForCausalLM,
+)
 
 from llava.constants import IMAGE_TOKEN_INDEX
 from llava.model import FusionLlamaForCausalLM
-from llava.model.builder import MM_PROJECTOR, NON_LORA_TRAINABLES, load_pretrained_model
+from llava.model.builder import MM_PROJECTOR, NON_LORA_TRAINABLES, build_from_backbones, load_pretrained_model
 from llava.model.vision_tower import load_image_processor
 
 IDS = torch.tensor([[1, 40, IMAGE_TOKEN_INDEX, 41, 42]])
@@ -68,28 +79,102 @@ def test_checkpoint_without_tower_weights_takes_them_from_mm_vision_tower(
     assert torch.allclose(_logits(loaded, images), _logits(model, images), atol=1e-6)
 
 
-def test_lora_checkpoint_plus_base_equals_merged_model(build, images, tiny_checkpoints, tmp_path):
-    llm, _ = tiny_checkpoints
-    model = build("fusion_llama")
+def _save_lora_run(model, folder, tiny_checkpoints):
+    """A LoRA run's output folder as the training recipe writes it: adapter, the trained non-LoRA
+    weights (fusion branch or projector), config, tokenizer, image processor. Returns the PEFT model."""
+    llm, vision = tiny_checkpoints
     lora = LoraConfig(r=4, lora_alpha=8, target_modules=r"model\.layers\.[1-3]\.(self_attn|mlp)\.\w+_proj")
     peft_model = get_peft_model(model, lora)
     with torch.no_grad():
         for name, param in peft_model.named_parameters():
             if "lora_B" in name:
                 param.normal_(0, 0.1)
-    peft_model.save_pretrained(tmp_path)
-    trainables = {k: v.clone() for k, v in model.state_dict().items() if ".fusion." in k}
-    save_file(trainables, str(tmp_path / NON_LORA_TRAINABLES))
-    model.config.save_pretrained(tmp_path)
-    AutoTokenizer.from_pretrained(llm).save_pretrained(tmp_path)
-    load_image_processor(tiny_checkpoints[1]).save_pretrained(tmp_path)
+    peft_model.save_pretrained(folder)
+    trainables = {
+        k: v.clone() for k, v in model.state_dict().items() if ".fusion." in k or "mm_projector" in k
+    }
+    save_file(trainables, str(folder / NON_LORA_TRAINABLES))
+    model.config.save_pretrained(folder)
+    AutoTokenizer.from_pretrained(llm).save_pretrained(folder)
+    load_image_processor(vision).save_pretrained(folder)
+    return peft_model
+
+
+def test_lora_checkpoint_plus_base_equals_merged_model(build, images, tiny_checkpoints, tmp_path, caplog):
+    llm, _ = tiny_checkpoints
+    peft_model = _save_lora_run(build("fusion_llama"), tmp_path, tiny_checkpoints)
     expected = _logits(peft_model.merge_and_unload(), images)
 
     with pytest.raises(ValueError, match="--model-base"):
         load_pretrained_model(str(tmp_path), device="cpu")
-    _, loaded, _, _ = load_pretrained_model(str(tmp_path), model_base=llm, device="cpu")
+    with caplog.at_level(logging.INFO, logger="llava.model.builder"):
+        _, loaded, _, _ = load_pretrained_model(str(tmp_path), model_base=llm, device="cpu")
     assert isinstance(loaded, FusionLlamaForCausalLM)
     assert torch.allclose(_logits(loaded, images), expected, atol=1e-5)
+    # The base lacked the fusion branch; the report says where it came from and that nothing is left new.
+    assert f"4 tensor(s) from {tmp_path / NON_LORA_TRAINABLES}; newly initialised: none" in caplog.text
+
+
+@pytest.mark.parametrize(
+    "model_type, trained", [("fusion_llama", "fusion branch"), ("llava_llama", "projector")]
+)
+def test_lora_folder_without_non_lora_trainables_is_an_error_naming_it(
+    build, tiny_checkpoints, tmp_path, model_type, trained
+):
+    _save_lora_run(build(model_type), tmp_path, tiny_checkpoints)
+    (tmp_path / NON_LORA_TRAINABLES).unlink()
+    with pytest.raises(FileNotFoundError, match=f"{NON_LORA_TRAINABLES} is missing.*untrained {trained}"):
+        load_pretrained_model(str(tmp_path), model_base=tiny_checkpoints[0], device="cpu")
+
+
+def test_parameters_no_file_provides_are_an_error_not_newly_initialised(build, tiny_checkpoints, tmp_path):
+    model = build("fusion_llama", fusion_layer_ids=[0, 2])
+    _save_lora_run(model, tmp_path, tiny_checkpoints)
+    kept = {k: v.clone() for k, v in model.state_dict().items() if ".layers.0.self_attn.fusion." in k}
+    save_file(kept, str(tmp_path / NON_LORA_TRAINABLES))  # layer 2's branch left out
+    with pytest.raises(
+        KeyError, match=r"4 parameter\(s\) would stay newly initialised.*layers\.2\.self_attn\.fusion"
+    ):
+        load_pretrained_model(str(tmp_path), model_base=tiny_checkpoints[0], device="cpu")
+
+
+def test_a_wrong_shape_tensor_names_key_file_and_shapes(build, tiny_checkpoints, tmp_path):
+    model = build("fusion_llama")
+    _save_lora_run(model, tmp_path, tiny_checkpoints)
+    state = load_file(str(tmp_path / NON_LORA_TRAINABLES))
+    key = "model.layers.0.self_attn.fusion.alpha"
+    state[key] = torch.ones(1)  # one scale for three targets: copy_ would have broadcast it
+    save_file(state, str(tmp_path / NON_LORA_TRAINABLES))
+    with pytest.raises(
+        ValueError,
+        match=rf"{NON_LORA_TRAINABLES}: {key} has shape \(1,\), but the model's parameter has shape \(3,\)",
+    ):
+        load_pretrained_model(str(tmp_path), model_base=tiny_checkpoints[0], device="cpu")
+
+
+def test_a_complete_checkpoint_saved_with_other_targets_names_the_mismatched_keys(
+    build, tiny_checkpoints, tmp_path
+):
+    _save_complete(build("fusion_llama"), tmp_path, tiny_checkpoints)
+    config = json.loads((tmp_path / "config.json").read_text())
+    config["fusion_targets"] = ["q"]
+    (tmp_path / "config.json").write_text(json.dumps(config))
+    with pytest.raises(ValueError, match=r"fusion\.alpha: checkpoint \(3,\) vs model \(1,\)"):
+        load_pretrained_model(str(tmp_path), device="cpu")
+
+
+def test_a_vision_tower_of_another_shape_names_the_key(build, tiny_checkpoints, tmp_path):
+    _, vision = tiny_checkpoints
+    config = json.loads(Path(vision, "config.json").read_text())
+    shutil.copytree(vision, tmp_path / "tower")
+    other = config.get("vision_config", config)
+    other["intermediate_size"] = other["intermediate_size"] * 2
+    (tmp_path / "tower" / "config.json").write_text(json.dumps(config))
+    source = CLIPVisionModel(CLIPVisionConfig(**{k: v for k, v in other.items() if k != "model_type"}))
+    source.save_pretrained(tmp_path / "tower")
+    model = build("fusion_llama", randomize=False)
+    with pytest.raises(ValueError, match=r"tower: .*fc1.weight has shape \(\d+, \d+\), but the model's"):
+        model.get_vision_tower().load_pretrained_weights(str(tmp_path / "tower"))
 
 
 def test_projector_only_checkpoint_plus_base(build, images, tiny_checkpoints, tmp_path):
@@ -121,3 +206,35 @@ def test_plain_llama_checkpoint_loads_without_image_processor(tiny_checkpoints):
     llm, _ = tiny_checkpoints
     tokenizer, model, processor, _ = load_pretrained_model(llm, device="cpu")
     assert isinstance(model, LlamaForCausalLM) and processor is None and tokenizer.bos_token == "<s>"
+
+
+@pytest.mark.parametrize(
+    "where", ["/no/such/model", "./no-such-model", "no-such-model", "~/no-such-model", "runs/missing"]
+)
+def test_a_missing_local_path_is_named_as_a_path_never_tried_on_the_hub(
+    tiny_checkpoints, tmp_path, monkeypatch, where
+):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "runs").mkdir()  # `runs/missing` is a relative path under an existing folder, not a hub id
+    llm, vision = tiny_checkpoints
+    with pytest.raises(FileNotFoundError, match=f"model path {where}: no such folder"):
+        load_pretrained_model(where, device="cpu")
+    with pytest.raises(FileNotFoundError, match=f"LLM {where}: no such folder"):
+        build_from_backbones("fusion_llama", where, vision)
+    with pytest.raises(FileNotFoundError, match=f"vision tower {where}: no such folder"):
+        build_from_backbones("fusion_llama", llm, where)
+
+
+def test_a_missing_model_base_and_mm_vision_tower_are_named(build, tiny_checkpoints, tmp_path):
+    _save_lora_run(build("fusion_llama"), tmp_path / "lora", tiny_checkpoints)
+    with pytest.raises(FileNotFoundError, match="model base ./runs/llm: no such folder"):
+        load_pretrained_model(str(tmp_path / "lora"), model_base="./runs/llm", device="cpu")
+    model = build("fusion_llama")
+    model.config.mm_vision_tower = str(tmp_path / "moved-tower")
+    _save_complete(model, tmp_path / "complete", tiny_checkpoints)
+    state = {
+        k: v.contiguous() for k, v in model.state_dict().items() if not k.startswith("model.vision_tower.")
+    }
+    save_file(state, str(tmp_path / "complete" / "model.safetensors"), metadata={"format": "pt"})
+    with pytest.raises(FileNotFoundError, match=f"vision tower {tmp_path / 'moved-tower'}: no such folder"):
+        load_pretrained_model(str(tmp_path / "complete"), device="cpu")
