@@ -9,6 +9,7 @@ it; flags that do not apply to the chosen model or recipe are never silently ign
 
 from __future__ import annotations
 
+import math
 import sys
 from dataclasses import dataclass, field
 
@@ -128,6 +129,33 @@ class TrainingArguments(transformers.TrainingArguments):
     warmup_ratio: float | None = field(
         default=None, metadata={"help": "LLaVA's spelling of a fractional --warmup_steps (e.g. 0.03)."}
     )
+    overwrite_output_dir: bool = field(
+        default=False,
+        metadata={
+            "help": "Start a new run in a --output_dir that holds an earlier one (its checkpoint-N folders and "
+            "model are deleted first). Without it, a used --output_dir is refused unless the run resumes."
+        },
+    )
+
+    def _check_numeric_flags(self) -> None:
+        """Reject values that would train something other than what the flag says, naming the flag."""
+        if self.lora_r is not None and not self.lora_r >= 1:
+            raise ValueError(f"--lora_r {self.lora_r}: expected a rank of at least 1")
+        if self.lora_alpha is not None and not (math.isfinite(self.lora_alpha) and self.lora_alpha > 0):
+            raise ValueError(
+                f"--lora_alpha {self.lora_alpha}: expected a positive number (LoRA's update is scaled by "
+                "alpha / r, so 0 disables it)"
+            )
+        if self.lora_dropout is not None and not 0.0 <= self.lora_dropout < 1.0:
+            raise ValueError(f"--lora_dropout {self.lora_dropout}: expected a probability in [0, 1)")
+        if self.loraplus_lr_ratio is not None and not self.loraplus_lr_ratio > 0:
+            raise ValueError(f"--loraplus_lr_ratio {self.loraplus_lr_ratio}: expected a positive multiple")
+        for name in ("learning_rate", "fusion_lr", "mm_projector_lr"):
+            value = getattr(self, name)
+            if value is not None and not (math.isfinite(value) and value >= 0):
+                raise ValueError(f"--{name} {value}: expected a finite rate >= 0")
+        if not self.model_max_length >= 1:
+            raise ValueError(f"--model_max_length {self.model_max_length}: expected at least 1 position")
 
     def __post_init__(self):
         if self.warmup_ratio is not None:
@@ -136,8 +164,7 @@ class TrainingArguments(transformers.TrainingArguments):
             if not 0.0 <= self.warmup_ratio < 1.0:
                 raise ValueError(f"--warmup_ratio {self.warmup_ratio}: expected a fraction in [0, 1)")
             self.warmup_steps = self.warmup_ratio
-        if self.loraplus_lr_ratio is not None and not self.loraplus_lr_ratio > 0:
-            raise ValueError(f"--loraplus_lr_ratio {self.loraplus_lr_ratio}: expected a positive multiple")
+        self._check_numeric_flags()
         super().__post_init__()
         if self.activation_checkpointing and not self.activation_checkpointing_kwargs:
             # Non-reentrant checkpointing gives the fusion (and LoRA) parameters their gradients

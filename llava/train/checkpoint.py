@@ -19,6 +19,7 @@ import os
 from collections.abc import Iterable
 
 import torch
+from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 from torch import nn
 
@@ -102,6 +103,40 @@ def save_trained_model(
         logger.info("saved a complete checkpoint to %s", output_dir)
 
 
+def read_safetensors(path: str) -> dict[str, torch.Tensor]:
+    """The tensors of a safetensors file; a truncated or corrupt file is an error naming it."""
+    try:
+        return load_file(path)
+    except (SafetensorError, OSError) as err:
+        raise ValueError(f"{path}: not a readable safetensors file (truncated or corrupt?): {err}") from err
+
+
+def check_shape(file: str, name: str, saved: torch.Tensor, param: nn.Parameter) -> None:
+    """The saved tensor has the parameter's full shape (also when ZeRO-3 partitioned it)."""
+    expected = tuple(getattr(param, "ds_shape", param.shape))
+    if tuple(saved.shape) != expected:
+        raise ValueError(
+            f"{file}: {name} has shape {tuple(saved.shape)}, the model's parameter {expected} (was the "
+            "checkpoint written with other --fusion_targets, --layer_ids_to_inject or LoRA settings?)"
+        )
+
+
+def _check_adapter_shapes(model: nn.Module, state: dict[str, torch.Tensor], path: str) -> None:
+    """Every saved LoRA tensor has the shape of the model's (keys as PEFT saves them)."""
+    from peft import get_peft_model_state_dict
+
+    expected = get_peft_model_state_dict(model)
+    unexpected = sorted(set(state) - set(expected))
+    if unexpected:
+        raise KeyError(f"{path}: keys without a LoRA parameter, e.g. {unexpected[:3]}")
+    for name, tensor in state.items():
+        if tuple(tensor.shape) != tuple(expected[name].shape):
+            raise ValueError(
+                f"{path}: {name} has shape {tuple(tensor.shape)}, the model's parameter "
+                f"{tuple(expected[name].shape)} (was the checkpoint written with another --lora_r?)"
+            )
+
+
 def load_projector(model: nn.Module, path: str) -> None:
     """Load a LLaVA stage-1 projector (`mm_projector.safetensors`, or the folder holding it;
     keys `model.mm_projector.*`) into `model`, also when ZeRO-3 has partitioned it."""
@@ -110,23 +145,21 @@ def load_projector(model: nn.Module, path: str) -> None:
         raise FileNotFoundError(
             f"--pretrain_mm_mlp_adapter {path}: expected {MM_PROJECTOR} (safetensors only)"
         )
-    state = load_file(file)
+    state = read_safetensors(file)
     params = dict(model.model.mm_projector.named_parameters(prefix="model.mm_projector"))
     if set(state) != set(params):
         raise KeyError(f"{file}: keys {sorted(state)} do not match the projector's {sorted(params)}")
+    for name, param in params.items():
+        check_shape(file, name, state[name], param)
     with gathered_parameters(list(params.values()), modifier_rank=0), torch.no_grad():
         for name, param in params.items():
-            if state[name].shape != param.shape:
-                raise ValueError(
-                    f"{file}: {name} has shape {tuple(state[name].shape)}, the model {tuple(param.shape)}"
-                )
             param.copy_(state[name].to(param.dtype))
     logger.info("loaded the pre-trained projector from %s", file)
 
 
 def load_trained_weights(model: nn.Module, plan: TrainingPlan, checkpoint: str) -> None:
     """Put the trained weights of `checkpoint` (written by `save_trained_model`) back into `model`,
-    for resuming; every trained parameter must be found."""
+    for resuming; every trained parameter must be found, with its shape, before any is copied."""
     files = (
         [ADAPTER_WEIGHTS, NON_LORA_TRAINABLES]
         if plan.uses_lora
@@ -141,19 +174,20 @@ def load_trained_weights(model: nn.Module, plan: TrainingPlan, checkpoint: str) 
         path = os.path.join(checkpoint, file_name)
         if not os.path.isfile(path):
             raise FileNotFoundError(f"cannot resume: {path} is missing")
-        state = load_file(path)
+        state = read_safetensors(path)
         if file_name == ADAPTER_WEIGHTS:
             from peft import set_peft_model_state_dict
 
-            result = set_peft_model_state_dict(model, state)
-            if result.unexpected_keys:
-                raise KeyError(f"{path}: keys without a LoRA parameter, e.g. {result.unexpected_keys[:3]}")
+            _check_adapter_shapes(model, state, path)
+            set_peft_model_state_dict(model, state)
             loaded |= {id(p) for n, p in params.items() if "lora_" in n}
             continue
+        for name, tensor in state.items():
+            if name not in by_plain_name:
+                raise KeyError(f"{path}: {name} matches no parameter of the model")
+            check_shape(path, name, tensor, by_plain_name[name])
         with torch.no_grad():
             for name, tensor in state.items():
-                if name not in by_plain_name:
-                    raise KeyError(f"{path}: {name} matches no parameter of the model")
                 target = by_plain_name[name]
                 target.copy_(tensor.to(target.dtype))
                 loaded.add(id(target))

@@ -17,7 +17,6 @@ import os
 import torch
 import transformers
 from transformers import AutoTokenizer, set_seed
-from transformers.trainer_utils import get_last_checkpoint
 
 from llava.data.dataset import DataCollatorForSupervisedDataset, LazySupervisedDataset
 from llava.model.builder import build_from_backbones
@@ -25,17 +24,63 @@ from llava.model.vision_tower import load_image_processor
 from llava.train.arguments import (
     DataArguments,
     ModelArguments,
+    RunSpec,
     TrainingArguments,
     parse_arguments,
     resolve_run,
 )
 from llava.train.checkpoint import gathered_parameters, load_projector
-from llava.train.recipe import apply_recipe
+from llava.train.recipe import TrainingPlan, apply_recipe
+from llava.train.resume import (
+    clear_output_dir,
+    guard_output_dir,
+    resume_requested,
+    write_json_atomically,
+)
 from llava.train.trainer import LLaVATrainer, NonFiniteLossError
 
 logger = logging.getLogger(__name__)
 
 SUMMARY_FILE = "training_summary.json"
+# Recorded flag -> the model config field holding its value (defaults included).
+CONFIG_FLAGS = {
+    "fusion_variant": "fusion_variant",
+    "fusion_targets": "fusion_targets",
+    "layer_ids_to_inject": "fusion_layer_ids",
+    "fusion_alpha": "fusion_alpha",
+    "fusion_hidden_dim": "fusion_hidden_dim",
+    "fusion_dropout": "fusion_dropout",
+    "stable_fusion": "vision_stream_norm",
+    "mm_projector_type": "mm_projector_type",
+    "mm_vision_select_layer": "mm_vision_select_layer",
+    "image_aspect_ratio": "image_aspect_ratio",
+}
+TRAINING_FLAGS = (
+    "lora_enable",
+    "learning_rate",
+    "fusion_lr",
+    "mm_projector_lr",
+    "loraplus_lr_ratio",
+    "weight_decay",
+    "adam_beta1",
+    "adam_beta2",
+    "adam_epsilon",
+    "max_grad_norm",
+    "lr_scheduler_type",
+    "lr_scheduler_kwargs",
+    "warmup_steps",
+    "max_steps",
+    "num_train_epochs",
+    "per_device_train_batch_size",
+    "gradient_accumulation_steps",
+    "world_size",
+    "group_by_modality_length",
+    "seed",
+    "data_seed",
+    "model_max_length",
+    "bf16",
+    "fp16",
+)
 
 
 def _setup_logging(training_args: TrainingArguments) -> None:
@@ -46,23 +91,48 @@ def _setup_logging(training_args: TrainingArguments) -> None:
     transformers.utils.logging.set_verbosity(training_args.get_process_log_level())
 
 
-def _resume_path(training_args: TrainingArguments) -> str | None:
-    """`--resume_from_checkpoint PATH`, or `latest`/`True` for the newest `checkpoint-N` of `--output_dir`."""
-    value = training_args.resume_from_checkpoint
-    if value is None or value.lower() in ("", "false", "none"):
-        return None
-    if value.lower() in ("latest", "true"):
-        last = (
-            get_last_checkpoint(training_args.output_dir) if os.path.isdir(training_args.output_dir) else None
-        )
-        if last is None:
-            raise FileNotFoundError(
-                f"--resume_from_checkpoint {value}: no checkpoint-N in {training_args.output_dir}"
-            )
-        return last
-    if not os.path.isdir(value):
-        raise FileNotFoundError(f"--resume_from_checkpoint {value}: not a folder")
-    return value
+def _prepare_output_dir(training_args: TrainingArguments) -> None:
+    """Refuse a used `--output_dir` unless the run resumes or overwrites; with
+    `--overwrite_output_dir True` the earlier run's checkpoints and model are removed first (by the
+    main process, the others waiting)."""
+    used = guard_output_dir(
+        training_args.output_dir,
+        resuming=resume_requested(training_args.resume_from_checkpoint),
+        overwrite=training_args.overwrite_output_dir,
+    )
+    with training_args.main_process_first(desc="clearing --output_dir"):
+        if used and training_args.should_save:
+            clear_output_dir(training_args.output_dir, used)
+
+
+def recorded_flags(
+    model: torch.nn.Module,
+    spec: RunSpec,
+    plan: TrainingPlan,
+    training_args: TrainingArguments,
+    num_samples: int,
+) -> dict:
+    """The flags a checkpoint records and a resume compares (`llava.train.resume.RECORDED_FLAGS`),
+    as this run uses them: model settings from the built config, LoRA settings with their
+    defaults, the schedule, the batch and the data."""
+    config = model.config
+    flags = {flag: getattr(config, field, None) for flag, field in CONFIG_FLAGS.items()}
+    flags.update({name: getattr(training_args, name) for name in TRAINING_FLAGS})
+    lora = spec.lora or {}
+    flags.update(
+        model_type=spec.model_type,
+        lora_r=lora.get("lora_r"),
+        lora_alpha=lora.get("lora_alpha"),
+        lora_dropout=lora.get("lora_dropout"),
+        lora_layer_ids_to_skip=lora.get("skip_layers"),
+        trained_groups={group: len(names) for group, names in plan.groups.items()},
+        optim=str(training_args.optim),
+        lr_scheduler_type=str(training_args.lr_scheduler_type),
+        train_sampling_strategy=str(training_args.train_sampling_strategy),
+        num_samples=num_samples,
+        deepspeed=training_args.deepspeed is not None,
+    )
+    return json.loads(json.dumps(flags, default=str))
 
 
 def _load_tokenizer(path: str, model_max_length: int):
@@ -114,6 +184,7 @@ def train(
     `output_dir/training_summary.json`)."""
     _setup_logging(training_args)
     spec = resolve_run(model_args, data_args, training_args)
+    _prepare_output_dir(training_args)
     set_seed(training_args.seed)
     dtype = torch.bfloat16 if training_args.bf16 else torch.float32
     model, report = build_from_backbones(
@@ -152,9 +223,10 @@ def train(
         callbacks=callbacks,
         plan=plan,
         image_processor=image_processor,
+        run_flags=recorded_flags(model, spec, plan, training_args, len(dataset)),
     )
     try:
-        result = trainer.train(resume_from_checkpoint=_resume_path(training_args))
+        result = trainer.train(resume_from_checkpoint=training_args.resume_from_checkpoint)
     except NonFiniteLossError as err:
         logger.error("%s", err)
         raise
@@ -181,9 +253,8 @@ def train(
     }
     if summary["skipped_samples"]:
         logger.warning("skipped %d bad sample(s) of %s", summary["skipped_samples"], data_args.data_path)
-    if training_args.should_save:
-        with open(os.path.join(training_args.output_dir, SUMMARY_FILE), "w") as f:
-            json.dump(summary, f, indent=2)
+    if training_args.should_save:  # written last: a finished model's completion marker
+        write_json_atomically(os.path.join(training_args.output_dir, SUMMARY_FILE), summary)
     return summary
 
 

@@ -198,7 +198,7 @@ def test_bad_samples_are_skipped_and_counted(run_flags, tmp_path):
     summary, _ = run_training(argv)
     assert summary["skipped_samples"] == 3 and summary["global_step"] == 3
     with pytest.raises(BadSampleError, match=r"record 1 \(id 'img-1'\): image file not found"):
-        run_training([*argv, "--strict_data", "True"])
+        run_training([*argv, "--strict_data", "True", "--overwrite_output_dir", "True"])
 
 
 def test_non_finite_loss_stops_and_keeps_the_last_good_checkpoint(run_flags, tmp_path):
