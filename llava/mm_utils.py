@@ -9,8 +9,10 @@ from __future__ import annotations
 import base64
 import io
 import os
+import warnings
 from collections.abc import Sequence
 
+import numpy as np
 import torch
 from PIL import Image
 
@@ -66,20 +68,73 @@ def tokenize_conversation(conv, tokenizer, add_bos: bool | None = None) -> tuple
     return input_ids, labels
 
 
+class ImageTooLargeError(OSError):
+    """An image above Pillow's decompression-bomb limit (`PIL.Image.MAX_IMAGE_PIXELS` pixels)."""
+
+
+# Pillow's modes for 16-bit single-channel data (PNG and TIFF greyscale), and its 32-bit integer
+# mode, which older Pillow versions (and some TIFFs) use for the same 16-bit data.
+_SIXTEEN_BIT_MODES = ("I;16", "I;16L", "I;16B", "I;16N", "I")
+_SIXTEEN_BIT_MAX = 65535
+
+
+def to_rgb(image: Image.Image) -> Image.Image:
+    """`image` as 8-bit RGB.
+
+    16-bit greyscale (`I;16*`, and `I` holding 0..65535) is scaled by 255/65535 = 1/257 and
+    rounded, so mid-grey stays mid-grey (Pillow's own conversion clips it to white). Pillow
+    already opens 16-bit RGB(A) PNGs as 8-bit `RGB`/`RGBA`. Floating-point (`F`) images and
+    `I` images outside 0..65535 have no defined 8-bit range and raise `ValueError`.
+    """
+    if image.mode in _SIXTEEN_BIT_MODES:
+        pixels = np.asarray(image).astype(np.int64)  # [H, W]
+        low, high = (int(pixels.min()), int(pixels.max())) if pixels.size else (0, 0)
+        if low < 0 or high > _SIXTEEN_BIT_MAX:
+            raise ValueError(
+                f"mode {image.mode} image with values {low}..{high}: outside the 16-bit range 0..65535"
+            )
+        grey = np.rint(pixels * (255 / _SIXTEEN_BIT_MAX)).astype(np.uint8)  # [H, W]
+        return Image.fromarray(grey).convert("RGB")
+    if image.mode == "F":
+        raise ValueError("floating-point (mode F) image: no defined 8-bit range")
+    return image.convert("RGB")
+
+
+def _open_rgb(source: str | io.BytesIO, name: str) -> Image.Image:
+    """Decode `source` in full as 8-bit RGB; errors name `name` (a path, or what holds the data)."""
+    try:
+        with warnings.catch_warnings():
+            # Pillow only warns between 1x and 2x its limit; both are refused here.
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            with Image.open(source) as image:
+                image.load()  # decodes every byte: a truncated file fails here
+                return to_rgb(image)
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as err:
+        raise ImageTooLargeError(
+            f"image {name} refused as a possible decompression bomb: {err} (the limit is "
+            f"PIL.Image.MAX_IMAGE_PIXELS = {Image.MAX_IMAGE_PIXELS}; raise it if the image is genuine)"
+        ) from err
+    except (OSError, SyntaxError, ValueError) as err:
+        raise OSError(f"cannot read image {name}: {err}") from err
+
+
 def load_image(path: str | os.PathLike) -> Image.Image:
-    """Open an image as RGB; a missing or unreadable file raises an error that names it."""
+    """Open an image file as 8-bit RGB (see `to_rgb`), decoded in full.
+
+    Raises:
+        FileNotFoundError: the file does not exist.
+        ImageTooLargeError: it is over Pillow's decompression-bomb limit (an `OSError`).
+        OSError: it cannot be decoded (truncated, not an image, no 8-bit form); names the file.
+    """
     path = os.fspath(path)
     if not os.path.isfile(path):
         raise FileNotFoundError(f"image file not found: {path}")
-    try:
-        with Image.open(path) as image:
-            return image.convert("RGB")
-    except OSError as err:
-        raise OSError(f"cannot read image {path}: {err}") from err
+    return _open_rgb(path, path)
 
 
-def load_image_from_base64(data: str) -> Image.Image:
-    return Image.open(io.BytesIO(base64.b64decode(data))).convert("RGB")
+def load_image_from_base64(data: str, name: str = "<base64 image>") -> Image.Image:
+    """Decode a base64-encoded image as `load_image` does; errors name `name`."""
+    return _open_rgb(io.BytesIO(base64.b64decode(data)), name)
 
 
 def expand2square(image: Image.Image, background: tuple[int, ...]) -> Image.Image:

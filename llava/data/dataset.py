@@ -1,45 +1,47 @@
 """The supervised dataset (lazy: records are tokenised and images read when a sample is drawn)
 and its collator.
 
-Bad samples are skipped and counted by default, or stop the run with `strict=True`:
+Every record passes the checks of `llava.data.checks`, the ones the validator runs. Bad samples
+are skipped and counted by default, or stop the run with `strict=True`:
 - malformed records and missing image files are found when the dataset is built (cheap checks
   over every record, reported before training starts);
-- unreadable or truncated images, and conversations whose masking does not line up, are found
-  when the sample is drawn; the next good record takes its place (deterministically, so the data
-  order survives a resume) and the skip travels with the batch to be counted by the trainer.
+- unreadable images (truncated, decompression bombs), conversations whose masking does not line
+  up and samples longer than `model_max_length` (never trained truncated) are found when the
+  sample is drawn; the next good record takes its place (deterministically, so the data order
+  survives a resume) and the skip travels with the batch to be counted by the trainer.
+A data set with no usable record is an error (`EmptyDatasetError`).
 """
 
 from __future__ import annotations
 
 import logging
-import os
 from dataclasses import dataclass
 
 import torch
 from torch.utils.data import Dataset
 
-from llava.constants import IGNORE_INDEX, IMAGE_TOKEN_INDEX
-from llava.data.preprocess import tokenize_sample
-from llava.data.records import (
-    BadSampleError,
-    build_conversation,
-    load_records,
-    record_images,
-    record_name,
-    structural_problem,
-    word_length,
+from llava.constants import IGNORE_INDEX
+from llava.data.checks import (
+    EmptyDatasetError,
+    check_structure,
+    image_path,
+    load_checked_image,
+    require_usable,
+    tokenize_record,
 )
-from llava.mm_utils import load_image, process_images
+from llava.data.records import BadSampleError, load_records, record_images, record_name, word_length
+from llava.mm_utils import process_images
 
 logger = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
 class SkippedSample:
-    """A record left out of training, and why."""
+    """A record left out of training, and why (`kind`: see `llava.data.checks.KINDS`)."""
 
     index: int
     reason: str
+    kind: str = "malformed"
 
 
 class LazySupervisedDataset(Dataset):
@@ -55,6 +57,10 @@ class LazySupervisedDataset(Dataset):
         model_max_length: maximum sequence length, image positions included.
         num_image_tokens: positions one image occupies (`config.num_image_tokens`).
         strict: raise on the first bad sample instead of skipping it.
+
+    Raises:
+        EmptyDatasetError: no record, or none left once the bad ones are skipped.
+        BadSampleError: with `strict`, the first bad sample, naming the file and the record.
     """
 
     def __init__(
@@ -82,14 +88,14 @@ class LazySupervisedDataset(Dataset):
         self.skipped: list[SkippedSample] = []
         self.indices: list[int] = []
         for index, record in enumerate(self.records):
-            problem = structural_problem(record) or self._missing_image(record)
-            if problem is None:
-                self.indices.append(index)
+            try:
+                check_structure(record, image_folder)
+            except BadSampleError as err:
+                self._reject(index, err)
                 continue
-            self._reject(index, problem)
+            self.indices.append(index)
         self.rejected_at_start = len(self.skipped)
-        if not self.indices:
-            raise ValueError(f"{data_path}: no usable record among {len(self.records)}")
+        require_usable(self.data_path, len(self.records), len(self.indices))
         if self.skipped:
             logger.warning(
                 "%s: skipping %d of %d records found bad before training, e.g. %s",
@@ -102,21 +108,15 @@ class LazySupervisedDataset(Dataset):
     def _describe(self, skipped: SkippedSample) -> str:
         return f"{self.data_path} {record_name(self.records[skipped.index], skipped.index)}: {skipped.reason}"
 
-    def _reject(self, index: int, reason: str) -> SkippedSample:
-        skipped = SkippedSample(index, reason)
+    def _reject(self, index: int, err: BadSampleError) -> SkippedSample:
+        skipped = SkippedSample(index, str(err), err.kind)
         if self.strict:
-            raise BadSampleError(f"{self._describe(skipped)} (--strict_data stops at the first bad sample)")
+            raise BadSampleError(
+                f"{self._describe(skipped)} ({err.kind}; --strict_data stops at the first bad sample)",
+                kind=err.kind,
+            ) from err
         self.skipped.append(skipped)
         return skipped
-
-    def _image_path(self, name: str) -> str:
-        return os.path.join(self.image_folder, name) if self.image_folder else name
-
-    def _missing_image(self, record: dict) -> str | None:
-        for name in record_images(record):
-            if not os.path.isfile(self._image_path(name)):
-                return f"image file not found: {self._image_path(name)}"
-        return None
 
     def __len__(self) -> int:
         return len(self.indices)
@@ -135,20 +135,13 @@ class LazySupervisedDataset(Dataset):
     def build_sample(self, index: int) -> dict:
         """The tokenised sample of record `index`; raises `BadSampleError` when it is unusable."""
         record = self.records[index]
-        conv = build_conversation(record, self.template)
-        input_ids, labels = tokenize_sample(
-            conv, self.tokenizer, self.model_max_length, self.num_image_tokens
+        input_ids, labels = tokenize_record(
+            record, self.template, self.tokenizer, self.model_max_length, self.num_image_tokens
         )
-        n_kept = input_ids.count(IMAGE_TOKEN_INDEX)  # images after a truncation cut are dropped
-        names = record_images(record)[:n_kept]
+        names = record_images(record)
         images = None
         if names:
-            pictures = []
-            for name in names:
-                try:
-                    pictures.append(load_image(self._image_path(name)))
-                except OSError as err:
-                    raise BadSampleError(str(err)) from err
+            pictures = [load_checked_image(image_path(name, self.image_folder)) for name in names]
             images = process_images(pictures, self.image_processor, self.image_aspect_ratio)  # [n, 3, H, W]
         return {
             "input_ids": torch.tensor(input_ids, dtype=torch.long),
@@ -163,14 +156,15 @@ class LazySupervisedDataset(Dataset):
             try:
                 sample = self.build_sample(index)
             except BadSampleError as err:
-                bad = self._reject(index, str(err))
+                bad = self._reject(index, err)
                 logger.warning("skipping %s", self._describe(bad))
                 skipped.append(bad)
                 continue
             sample["skipped"] = skipped
             return sample
-        raise ValueError(
-            f"{self.data_path}: every record failed to load; first: {self._describe(skipped[0])}"
+        raise EmptyDatasetError(
+            f"{self.data_path}: none of its {len(self.records)} record(s) is usable (every one failed "
+            f"to load); first: {self._describe(skipped[0])}"
         )
 
 

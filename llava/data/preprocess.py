@@ -1,4 +1,4 @@
-"""Token ids and labels of one conversation: tokenisation, the masking check, truncation.
+"""Token ids and labels of one conversation: tokenisation, the masking check, the length check.
 
 Ids and labels come from `llava.mm_utils.tokenize_conversation`, which tokenises the template's
 segments one by one (the same function builds inference prompts), so the supervised spans are the
@@ -42,26 +42,29 @@ def check_masking(conv: Conversation, input_ids: list[int], labels: list[int], t
     model learns to stop).
     """
     if len(input_ids) != len(labels):
-        raise BadSampleError(f"{len(input_ids)} token ids but {len(labels)} labels")
+        raise BadSampleError(f"{len(input_ids)} token ids but {len(labels)} labels", kind="masking")
     replies = sum(1 for i, (_, message) in enumerate(conv.messages) if i % 2 == 1 and message is not None)
     spans = supervised_spans(labels)
     if len(spans) != replies:
         raise BadSampleError(
-            f"masking does not line up: {replies} assistant repl(y/ies) but {len(spans)} supervised span(s)"
+            f"masking does not line up: {replies} assistant repl(y/ies) but {len(spans)} supervised span(s)",
+            kind="masking",
         )
     stop = end_text(conv)
     for start, end in spans:
         if labels[start:end] != input_ids[start:end]:
             raise BadSampleError(
-                f"masking does not line up: labels differ from the ids in positions {start}..{end}"
+                f"masking does not line up: labels differ from the ids in positions {start}..{end}",
+                kind="masking",
             )
         if IMAGE_TOKEN_INDEX in input_ids[start:end]:
-            raise BadSampleError("an <image> placeholder sits inside an assistant reply")
+            raise BadSampleError("an <image> placeholder sits inside an assistant reply", kind="masking")
         text = tokenizer.decode(input_ids[start:end], skip_special_tokens=False)
         if stop and not text.endswith(stop):
             raise BadSampleError(
                 f"masking does not line up: the supervised span {text[-40:]!r} does not end with the "
-                f"template's end {stop!r} (does the tokenizer know it?)"
+                f"template's end {stop!r} (does the tokenizer know it?)",
+                kind="masking",
             )
 
 
@@ -71,35 +74,23 @@ def effective_length(input_ids: list[int], num_image_tokens: int) -> int:
     return len(input_ids) + n_images * (num_image_tokens - 1)
 
 
-def truncate(
-    input_ids: list[int], labels: list[int], max_length: int, num_image_tokens: int
-) -> tuple[list[int], list[int]]:
-    """Cut the sequence to `max_length` positions counting `num_image_tokens` per placeholder.
-
-    The cut never falls inside an image: an image whose positions do not all fit is dropped with
-    everything after it. Raises `BadSampleError` when no supervised token is left.
-    """
-    used = 0
-    keep = 0
-    for token in input_ids:
-        width = num_image_tokens if token == IMAGE_TOKEN_INDEX else 1
-        if used + width > max_length:
-            break
-        used += width
-        keep += 1
-    ids, labs = input_ids[:keep], labels[:keep]
-    if all(label == IGNORE_INDEX for label in labs[1:]):
-        raise BadSampleError(
-            f"no supervised token left after truncation to model_max_length={max_length} "
-            f"({effective_length(input_ids, num_image_tokens)} positions with images expanded)"
-        )
-    return ids, labs
-
-
 def tokenize_sample(
-    conv: Conversation, tokenizer, max_length: int, num_image_tokens: int
+    conv: Conversation, tokenizer, max_length: int | None, num_image_tokens: int
 ) -> tuple[list[int], list[int]]:
-    """Ids and labels of `conv`, checked and truncated (see `check_masking`, `truncate`)."""
+    """Ids and labels of `conv`, masking checked (see `check_masking`).
+
+    A sample longer than `max_length` positions (each image counted as `num_image_tokens`) is
+    never cut: every template ends with a supervised reply, so a cut would train a truncated
+    reply without its end token. It raises `BadSampleError` of kind `too_long` instead.
+    `max_length=None` checks no length.
+    """
     input_ids, labels = tokenize_conversation(conv, tokenizer)
     check_masking(conv, input_ids, labels, tokenizer)
-    return truncate(input_ids, labels, max_length, num_image_tokens)
+    length = effective_length(input_ids, num_image_tokens)
+    if max_length is not None and length > max_length:
+        raise BadSampleError(
+            f"{length} positions ({len(input_ids)} tokens, images expanded to {num_image_tokens} each) "
+            f"> model_max_length {max_length}: its reply would be cut",
+            kind="too_long",
+        )
+    return input_ids, labels

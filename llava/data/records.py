@@ -19,15 +19,43 @@ ROLES = ("human", "gpt")
 
 
 class BadSampleError(ValueError):
-    """A record that cannot be trained on; the message names the file, the record and the cause."""
+    """A record that cannot be trained on, and why (`kind`, one of `llava.data.checks.KINDS`)."""
+
+    def __init__(self, message: str, kind: str = "malformed"):
+        super().__init__(message)
+        self.kind = kind
+
+    def __reduce__(self):  # keeps `kind` across DataLoader worker processes
+        return type(self), (str(self), self.kind)
+
+
+def read_utf8(path: Path) -> str:
+    """The text of `path` (UTF-8, an optional byte-order mark dropped).
+
+    Raises:
+        ValueError: the file is not UTF-8; names the file, the line and the byte offset.
+    """
+    raw = path.read_bytes()
+    try:
+        return raw.decode("utf-8-sig")
+    except UnicodeDecodeError as err:
+        line = raw.count(b"\n", 0, err.start) + 1
+        raise ValueError(
+            f"{path}:{line}: not UTF-8 text (byte {raw[err.start : err.start + 1]!r} at offset {err.start}: "
+            f"{err.reason}); LLaVA data files are UTF-8 JSON"
+        ) from None
 
 
 def load_records(data_path: str | os.PathLike) -> list[Any]:
-    """The records of a LLaVA JSON file (a list), or of a JSON-lines file (one record a line)."""
+    """The records of a LLaVA JSON file (a list), or of a JSON-lines file (one record a line).
+
+    Raises `FileNotFoundError` or `ValueError` naming the file (and the line where known) for a
+    missing file, non-UTF-8 bytes, invalid JSON or a JSON value that is not a list.
+    """
     path = Path(data_path)
     if not path.is_file():
         raise FileNotFoundError(f"data file not found: {path}")
-    text = path.read_text(encoding="utf-8")
+    text = read_utf8(path)
     if path.suffix == ".jsonl":
         records = []
         for line_no, line in enumerate(text.splitlines(), start=1):

@@ -8,8 +8,11 @@ from __future__ import annotations
 
 import argparse
 import json
+import struct
+import zlib
 from pathlib import Path
 
+import numpy as np
 from PIL import Image
 
 COLOURS = {"red": (220, 30, 30), "green": (30, 200, 30), "blue": (30, 30, 220)}
@@ -86,6 +89,41 @@ def write_broken_dataset(root: str | Path) -> tuple[str, str]:
     png = Path(folder, "truncated.png")
     png.write_bytes(png.read_bytes()[:60])
     return path, folder
+
+
+def write_raw_png(
+    path: str | Path, width: int, height: int, bit_depth: int, colour_type: int, rows: bytes
+) -> None:
+    """A PNG written chunk by chunk (https://www.w3.org/TR/png/), for files Pillow does not write:
+    16-bit RGB(A), and decompression bombs (a huge declared size over a few bytes of `rows`).
+
+    `rows` are the filtered scanlines (a filter byte, then the pixels, per row), uncompressed.
+    """
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    header = struct.pack(">IIBBBBB", width, height, bit_depth, colour_type, 0, 0, 0)
+    Path(path).write_bytes(
+        b"\x89PNG\r\n\x1a\n"
+        + chunk(b"IHDR", header)
+        + chunk(b"IDAT", zlib.compress(rows))
+        + chunk(b"IEND", b"")
+    )
+
+
+def write_png16(path: str | Path, pixels: np.ndarray) -> None:
+    """A 16-bit PNG of `pixels` (`uint16`, `[H, W]` greyscale, `[H, W, 3]` RGB or `[H, W, 4]` RGBA)."""
+    channels = 1 if pixels.ndim == 2 else pixels.shape[2]
+    colour_type = {1: 0, 3: 2, 4: 6}[channels]  # greyscale, RGB, RGBA
+    rows = b"".join(b"\x00" + row.astype(">u2").tobytes() for row in pixels)
+    write_raw_png(path, pixels.shape[1], pixels.shape[0], 16, colour_type, rows)
+
+
+def write_bomb_png(path: str | Path, side: int = 20_000) -> None:
+    """A PNG declaring `side` x `side` greyscale pixels (400 Mpx by default, over twice Pillow's
+    limit) in a few hundred bytes: what a decompression-bomb check must refuse unopened."""
+    write_raw_png(path, side, side, 1, 0, b"\x00" * 64)
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -3,32 +3,31 @@
     python -m llava.data.validate --data_path data.json --image_folder images/ \\
         [--tokenizer LLM --version v1 --model_max_length 2048 --num_image_tokens 576]
 
-Lists, by record index: malformed records, wrong `<image>` counts, missing, unreadable and
-truncated images and, with a tokenizer, conversations whose masking does not line up and samples
-longer than `--model_max_length` (image positions counted). Exits with status 1 when it finds any.
+Runs the checks the training dataset runs (`llava.data.checks`, the same functions) and lists,
+by record index: malformed records, wrong `<image>` counts, missing, unreadable and truncated
+images and decompression bombs and, with a tokenizer, conversations whose masking does not line
+up and samples longer than `--model_max_length` (image positions counted), which training skips
+and counts (or refuses under `--strict_data`). Exits with status 1 when it finds any, or when the
+data set holds no record.
 """
 
 from __future__ import annotations
 
 import argparse
 import logging
-import os
 import sys
 from dataclasses import dataclass
 
-from PIL import Image
 from tqdm import tqdm
 
-from llava.data.preprocess import check_masking, effective_length
-from llava.data.records import (
-    BadSampleError,
-    build_conversation,
-    load_records,
-    record_images,
-    record_name,
-    structural_problem,
+from llava.data.checks import (
+    EmptyDatasetError,
+    image_path,
+    load_checked_image,
+    require_usable,
+    tokenize_record,
 )
-from llava.mm_utils import tokenize_conversation
+from llava.data.records import BadSampleError, load_records, record_images, record_name, structural_problem
 
 logger = logging.getLogger(__name__)
 
@@ -36,20 +35,38 @@ logger = logging.getLogger(__name__)
 @dataclass(frozen=True)
 class Finding:
     index: int
-    kind: str  # malformed | missing_image | unreadable_image | masking | too_long
+    kind: str  # one of llava.data.checks.KINDS
     message: str
 
 
-def image_problem(path: str) -> tuple[str, str] | None:
-    """`(kind, message)` for a missing, unreadable or truncated image; None when it decodes fully."""
-    if not os.path.isfile(path):
-        return "missing_image", f"image file not found: {path}"
-    try:
-        with Image.open(path) as image:
-            image.load()  # decodes every byte: a truncated file fails here
-    except (OSError, SyntaxError, ValueError) as err:
-        return "unreadable_image", f"cannot read image {path}: {err}"
-    return None
+def record_findings(
+    record,
+    image_folder: str | None,
+    tokenizer=None,
+    template: str = "v1",
+    model_max_length: int | None = None,
+    num_image_tokens: int = 576,
+) -> list[tuple[str, str]]:
+    """`(kind, message)` of every problem of one record (empty when training would use it).
+
+    The checks are the training dataset's (`llava.data.checks`); where the dataset stops at a
+    record's first problem, this lists them all (each image, then the conversation).
+    """
+    problem = structural_problem(record)
+    if problem is not None:
+        return [("malformed", problem)]
+    found = []
+    for name in record_images(record):
+        try:
+            load_checked_image(image_path(name, image_folder))
+        except BadSampleError as err:
+            found.append((err.kind, str(err)))
+    if tokenizer is not None:
+        try:
+            tokenize_record(record, template, tokenizer, model_max_length, num_image_tokens)
+        except BadSampleError as err:
+            found.append((err.kind, str(err)))
+    return found
 
 
 def validate(
@@ -60,36 +77,15 @@ def validate(
     model_max_length: int | None = None,
     num_image_tokens: int = 576,
 ) -> list[Finding]:
-    """Every problem of the data set, in record order."""
+    """Every problem of the data set, in record order (see `require_usable` for whether any
+    record is left to train on: `main` applies it)."""
     records = load_records(data_path)
     findings: list[Finding] = []
     for index, record in enumerate(tqdm(records, desc="validating", unit="record")):
-        problem = structural_problem(record)
-        if problem is not None:
-            findings.append(Finding(index, "malformed", problem))
-            continue
-        for name in record_images(record):
-            found = image_problem(os.path.join(image_folder, name) if image_folder else name)
-            if found is not None:
-                findings.append(Finding(index, *found))
-        if tokenizer is None:
-            continue
-        try:
-            conv = build_conversation(record, template)
-            input_ids, labels = tokenize_conversation(conv, tokenizer)
-            check_masking(conv, input_ids, labels, tokenizer)
-        except (BadSampleError, ValueError) as err:
-            findings.append(Finding(index, "masking", str(err)))
-            continue
-        length = effective_length(input_ids, num_image_tokens)
-        if model_max_length is not None and length > model_max_length:
-            findings.append(
-                Finding(
-                    index,
-                    "too_long",
-                    f"{length} positions (images expanded) > model_max_length {model_max_length}",
-                )
-            )
+        for kind, message in record_findings(
+            record, image_folder, tokenizer, template, model_max_length, num_image_tokens
+        ):
+            findings.append(Finding(index, kind, message))
     return findings
 
 
@@ -114,6 +110,11 @@ def main(argv: list[str] | None = None) -> int:
         tokenizer = AutoTokenizer.from_pretrained(args.tokenizer)
     elif args.model_max_length is not None:
         parser.error("--model_max_length needs --tokenizer")
+    try:
+        records = load_records(args.data_path)
+    except (FileNotFoundError, ValueError) as err:  # missing, not UTF-8, not JSON: named by the message
+        print(f"error: {err}")
+        return 1
     findings = validate(
         args.data_path,
         args.image_folder,
@@ -122,11 +123,15 @@ def main(argv: list[str] | None = None) -> int:
         args.model_max_length,
         args.num_image_tokens,
     )
-    records = load_records(args.data_path)
     for finding in findings:
         print(f"{record_name(records[finding.index], finding.index)}: {finding.kind}: {finding.message}")
     bad = len({f.index for f in findings})
     print(f"{args.data_path}: {len(records)} records, {bad} with problems ({len(findings)} findings)")
+    try:
+        require_usable(args.data_path, len(records), len(records) - bad)
+    except EmptyDatasetError as err:
+        print(f"error: {err}")
+        return 1
     return 1 if findings else 0
 
 

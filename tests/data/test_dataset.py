@@ -3,16 +3,18 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import pytest
 import torch
 
 from llava.constants import IMAGE_TOKEN_INDEX
+from llava.data.checks import EmptyDatasetError
 from llava.data.dataset import DataCollatorForSupervisedDataset, LazySupervisedDataset
 from llava.data.records import BadSampleError
 from llava.data.sampler import ModalityLengthGroupedSampler, modality_grouped_indices
-from llava.data.toy import image_record, text_record, write_broken_dataset, write_dataset
+from llava.data.toy import image_record, text_record, write_bomb_png, write_broken_dataset, write_dataset
 from llava.data.validate import main as validate_main
 
 
@@ -60,12 +62,102 @@ def test_samples_text_only_multi_image_and_collation(tmp_path, tokenizer, image_
     assert batch["skipped_samples"] == []
 
 
-def test_a_sample_truncated_before_its_answer_is_bad(tmp_path, tokenizer, image_processor):
-    record = image_record(0, "red", "a.png")
-    record["conversations"][0]["value"] = "Describe the picture in detail. " * 3 + "<image>"
-    path, folder = write_dataset(tmp_path, [record], {"a.png": "red"})
-    with pytest.raises(BadSampleError, match="no supervised token left"):
-        make_dataset(path, folder, tokenizer, image_processor, strict=True, max_length=40)[0]
+def _validate(path, folder, tiny_checkpoints, max_length=256) -> list[str]:
+    """The validator's command line, run as a user runs it; its findings as printed lines."""
+    return [
+        "--data_path",
+        path,
+        "--image_folder",
+        folder,
+        "--tokenizer",
+        tiny_checkpoints[0],
+        "--model_max_length",
+        str(max_length),
+        "--num_image_tokens",
+        "16",
+    ]
+
+
+def _long_record(i: int) -> dict:
+    record = image_record(i, "red", "a.png")
+    record["conversations"][1]["value"] = "A red square, " * 30 + "and that is all."
+    return record
+
+
+def test_an_over_length_sample_is_treated_alike_by_validator_and_dataset(
+    tmp_path, tokenizer, image_processor, tiny_checkpoints, capsys
+):
+    """A sample whose reply `model_max_length` would cut is never trained truncated: an error for
+    the validator and under --strict_data, otherwise skipped and counted."""
+    records = [image_record(0, "red", "a.png"), _long_record(1), text_record(2)]
+    path, folder = write_dataset(tmp_path, records, {"a.png": "red"})
+    assert validate_main(_validate(path, folder, tiny_checkpoints, max_length=100)) == 1
+    out = capsys.readouterr().out
+    assert "record 1 (id 'img-1'): too_long:" in out and "> model_max_length 100" in out
+    assert "3 records, 1 with problems" in out
+
+    with pytest.raises(
+        BadSampleError, match=r"record 1 \(id 'img-1'\): \d+ positions .* > model_max_length 100"
+    ):
+        [
+            make_dataset(path, folder, tokenizer, image_processor, strict=True, max_length=100)[i]
+            for i in range(3)
+        ]
+    dataset = make_dataset(path, folder, tokenizer, image_processor, max_length=100)
+    sample = dataset[1]
+    assert [(s.index, s.kind) for s in sample["skipped"]] == [(1, "too_long")]
+    assert (sample["input_ids"] == IMAGE_TOKEN_INDEX).sum() == 0  # record 2 took its place, untruncated
+    collated = DataCollatorForSupervisedDataset(pad_token_id=tokenizer.pad_token_id)([sample])
+    assert [s.index for s in collated["skipped_samples"]] == [1]  # what the trainer counts
+
+
+def test_an_empty_dataset_is_an_error_for_validator_and_dataset(tmp_path, tokenizer, image_processor, capsys):
+    empty = tmp_path / "empty.json"
+    empty.write_text("[]")
+    assert validate_main(["--data_path", str(empty)]) == 1
+    assert "holds no records" in capsys.readouterr().out
+    with pytest.raises(EmptyDatasetError, match="empty.json: the data set holds no records"):
+        make_dataset(str(empty), None, tokenizer, image_processor)
+
+    path, folder = write_dataset(tmp_path / "bad", [image_record(0, "red", "gone.png")])
+    assert validate_main(["--data_path", path, "--image_folder", folder]) == 1
+    assert "none of its 1 record(s) is usable" in capsys.readouterr().out
+    with pytest.raises(EmptyDatasetError, match=r"none of its 1 record\(s\) is usable"):
+        make_dataset(path, folder, tokenizer, image_processor)
+
+
+def test_a_decompression_bomb_names_the_record_in_validator_and_dataset(
+    tmp_path, tokenizer, image_processor, capsys
+):
+    records = [image_record(0, "red", "a.png"), image_record(1, "red", "bomb.png"), text_record(2)]
+    path, folder = write_dataset(tmp_path, records, {"a.png": "red"})
+    write_bomb_png(Path(folder, "bomb.png"))
+    assert validate_main(["--data_path", path, "--image_folder", folder]) == 1
+    out = capsys.readouterr().out
+    assert "record 1 (id 'img-1'): unreadable_image: image " in out and "bomb.png refused" in out
+
+    with pytest.raises(
+        BadSampleError,
+        match=r"record 1 \(id 'img-1'\): image .*bomb.png refused as a possible decompression bomb",
+    ):
+        make_dataset(path, folder, tokenizer, image_processor, strict=True)[1]
+    sample = make_dataset(path, folder, tokenizer, image_processor)[1]
+    assert [(s.index, s.kind) for s in sample["skipped"]] == [(1, "unreadable_image")]
+
+
+@pytest.mark.parametrize("suffix", [".json", ".jsonl"])
+def test_a_non_utf8_data_file_is_named_with_its_line(tmp_path, tokenizer, image_processor, capsys, suffix):
+    lines = [json.dumps(text_record(0)), json.dumps(text_record(1)).replace("three", "tr\u00e8s")]
+    text = "\n".join(lines) if suffix == ".jsonl" else "[" + ",\n".join(lines) + "]"
+    path = tmp_path / f"data{suffix}"
+    path.write_bytes(text.encode("latin-1"))  # the 'e-grave' as one byte, 0xe8: not UTF-8
+    message = rf"data{suffix}:2: not UTF-8 text \(byte b'\\xe8' at offset \d+"
+    with pytest.raises(ValueError, match=message):
+        make_dataset(str(path), None, tokenizer, image_processor)
+    assert validate_main(["--data_path", str(path)]) == 1
+    assert re.search(message, capsys.readouterr().out)
+    path.write_text(text)  # the same text in UTF-8 loads
+    assert len(make_dataset(str(path), None, tokenizer, image_processor)) == 2
 
 
 def test_bad_samples_are_skipped_and_counted(tmp_path, tokenizer, image_processor):

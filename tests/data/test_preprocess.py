@@ -1,11 +1,11 @@
-"""Masking per template, the masking check on broken samples, and image-safe truncation."""
+"""Masking per template, the masking check on broken samples, and the length check."""
 
 from __future__ import annotations
 
 import pytest
 
 from llava.constants import IGNORE_INDEX, IMAGE_TOKEN_INDEX
-from llava.data.preprocess import check_masking, supervised_spans, tokenize_sample, truncate
+from llava.data.preprocess import check_masking, supervised_spans, tokenize_sample
 from llava.data.records import BadSampleError, build_conversation, structural_problem
 from llava.data.toy import image_record
 from llava.mm_utils import tokenize_conversation
@@ -86,13 +86,11 @@ def test_malformed_records_are_named(mutate, message):
     assert message in structural_problem(record)
 
 
-def test_truncation_never_cuts_an_image():
-    # [bos, a, <image>(16 positions), b, c, d]: 21 positions in all
-    ids = [1, 10, IMAGE_TOKEN_INDEX, 11, 12, 13]
-    labels = [IGNORE_INDEX, 10, IGNORE_INDEX, 11, 12, 13]
-    assert truncate(ids, labels, 21, 16) == (ids, labels)
-    assert truncate(ids, labels, 19, 16) == (ids[:4], labels[:4])  # cut after the image, never inside
-    kept, _ = truncate(ids, labels, 17, 16)  # the image needs positions 2..17: it goes entirely
-    assert kept == ids[:2] and IMAGE_TOKEN_INDEX not in kept
-    with pytest.raises(BadSampleError, match="no supervised token"):
-        truncate(ids, [IGNORE_INDEX] * 3 + labels[3:], 17, 16)
+def test_an_over_length_sample_is_bad_never_truncated(tokenizer):
+    conv = build_conversation(image_record(0, "red", "0.png"), "v1")
+    input_ids, _ = tokenize_sample(conv, tokenizer, max_length=None, num_image_tokens=16)
+    length = len(input_ids) + 15  # the placeholder stands for 16 positions
+    assert tokenize_sample(conv, tokenizer, max_length=length, num_image_tokens=16)[0] == input_ids
+    with pytest.raises(BadSampleError, match=f"{length} positions .* > model_max_length {length - 1}") as err:
+        tokenize_sample(conv, tokenizer, max_length=length - 1, num_image_tokens=16)
+    assert err.value.kind == "too_long"

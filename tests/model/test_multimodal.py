@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import base64
+
+import numpy as np
 import pytest
 import torch
 from PIL import Image
 from transformers import LlamaForCausalLM
 
 from llava.constants import IGNORE_INDEX, IMAGE_TOKEN_INDEX
-from llava.mm_utils import load_image
+from llava.data.toy import write_bomb_png, write_png16
+from llava.mm_utils import ImageTooLargeError, load_image, load_image_from_base64
 
 IMG = IMAGE_TOKEN_INDEX
 
@@ -30,6 +34,62 @@ def test_missing_image_file_names_it(tmp_path):
     broken.write_bytes(broken.read_bytes()[:20])
     with pytest.raises(OSError, match="broken.png"):
         load_image(broken)
+
+
+MID_GREY_16 = 32896  # 128 x 257: mid-grey on the 16-bit scale
+
+
+def _save_grey16(path, mode: str) -> None:
+    grey = np.full((6, 5), MID_GREY_16, dtype=np.uint16)
+    if mode == "I;16":
+        write_png16(path, grey)  # a 16-bit greyscale PNG, which Pillow opens as I;16
+    elif mode == "I;16B":
+        Image.fromarray(grey.astype(">u2")).save(path)  # a big-endian 16-bit TIFF
+    else:
+        Image.fromarray(grey.astype(np.int32)).save(path)  # mode I (older Pillow's 16-bit PNGs)
+
+
+@pytest.mark.parametrize("mode, name", [("I;16", "grey.png"), ("I;16B", "grey.tif"), ("I", "grey.tif")])
+def test_a_16_bit_grey_image_becomes_mid_grey_rgb_not_white(tmp_path, mode, name):
+    _save_grey16(tmp_path / name, mode)
+    with Image.open(tmp_path / name) as raw:
+        assert raw.mode == mode
+    image = load_image(tmp_path / name)
+    assert image.mode == "RGB" and image.size == (5, 6)
+    assert set(image.getdata()) == {(128, 128, 128)}
+
+
+@pytest.mark.parametrize("channels", [3, 4])
+def test_a_16_bit_rgb_png_keeps_its_colours(tmp_path, channels):
+    pixels = np.zeros((4, 4, channels), dtype=np.uint16)
+    pixels[..., 0], pixels[..., 1], pixels[..., 2] = 65535, MID_GREY_16, 0
+    if channels == 4:
+        pixels[..., 3] = 65535
+    write_png16(tmp_path / "rgb16.png", pixels)
+    assert set(load_image(tmp_path / "rgb16.png").getdata()) == {(255, 128, 0)}
+
+
+def test_an_image_without_an_8_bit_form_is_named(tmp_path):
+    Image.fromarray(np.full((4, 4), 0.5, dtype=np.float32)).save(tmp_path / "float.tif")
+    with pytest.raises(OSError, match="float.tif: floating-point"):
+        load_image(tmp_path / "float.tif")
+    Image.fromarray(np.full((4, 4), 70000, dtype=np.int32)).save(tmp_path / "wide.tif")
+    with pytest.raises(OSError, match=r"wide.tif: mode I image with values 70000..70000"):
+        load_image(tmp_path / "wide.tif")
+
+
+@pytest.mark.parametrize(
+    "side", [20_000, 10_000]
+)  # over 2x Pillow's limit (its error), and 1-2x (its warning)
+def test_a_decompression_bomb_is_refused_naming_the_file(tmp_path, side):
+    write_bomb_png(tmp_path / "bomb.png", side)
+    with pytest.raises(
+        ImageTooLargeError, match=r"image .*bomb.png refused as a possible decompression bomb"
+    ):
+        load_image(tmp_path / "bomb.png")
+    data = base64.b64encode((tmp_path / "bomb.png").read_bytes()).decode()
+    with pytest.raises(ImageTooLargeError, match="question 7 refused"):
+        load_image_from_base64(data, name="question 7")
 
 
 def test_merge_layout_labels_padding_and_vision_stream(build, images):
