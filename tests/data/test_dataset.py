@@ -226,3 +226,43 @@ def test_validator_lists_problems_by_index(tmp_path, tokenizer, tiny_checkpoints
 
 def test_validator_passes_a_clean_set(toy_dataset, capsys):
     assert validate_main(["--data_path", toy_dataset[0], "--image_folder", toy_dataset[1]]) == 0
+
+
+def test_the_trainer_counts_an_over_length_sample_and_strict_data_refuses_it(tiny_checkpoints, tmp_path):
+    """The training entry point, not just the dataset: the over-length record is left out of
+    training and in `skipped_samples`, and `--strict_data` stops naming it."""
+    from llava.train.arguments import parse_arguments
+    from llava.train.train import train
+
+    records = [
+        image_record(0, "red", "a.png"),
+        _long_record(1),
+        text_record(2),
+        image_record(3, "red", "a.png"),
+    ]
+    path, folder = write_dataset(tmp_path / "data", records, {"a.png": "red"})
+    llm, vision = tiny_checkpoints
+
+    def flags(run: str, *extra: str) -> list[str]:
+        common = {
+            "model_name_or_path": llm,
+            "vision_tower": vision,
+            "model_type": "fusion_llama",
+            "version": "v1",
+            "data_path": path,
+            "image_folder": folder,
+            "output_dir": str(tmp_path / run),
+            "per_device_train_batch_size": "2",
+            "num_train_epochs": "1",
+            "save_strategy": "no",
+            "model_max_length": "100",
+            "lora_enable": "True",
+            "report_to": "none",
+            "disable_tqdm": "True",
+        }
+        return [item for name, value in common.items() for item in (f"--{name}", value)] + list(extra)
+
+    summary = train(*parse_arguments(flags("run")))
+    assert summary["skipped_samples"] == 1 and summary["global_step"] == 2
+    with pytest.raises(BadSampleError, match=r"record 1 \(id 'img-1'\): .* > model_max_length 100.*too_long"):
+        train(*parse_arguments(flags("strict", "--strict_data", "True")))
