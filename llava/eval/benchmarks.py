@@ -28,7 +28,9 @@ from llava.eval import (
     eval_seed,
     eval_textvqa,
     judge,
+    run_record,
 )
+from llava.eval.run_record import FREEFORM_RUNNER, LOADER_RUNNER, MMBENCH_RUNNER, SCIENCE_RUNNER
 
 logger = logging.getLogger(__name__)
 
@@ -40,10 +42,6 @@ VIZWIZ_SUFFIX = (
     "\nWhen the provided information is insufficient, respond with 'Unanswerable'." + SHORT_ANSWER_SUFFIX
 )
 
-LOADER_RUNNER = "llava.eval.model_vqa_loader"
-FREEFORM_RUNNER = "llava.eval.model_vqa"
-SCIENCE_RUNNER = "llava.eval.model_vqa_science"
-MMBENCH_RUNNER = "llava.eval.model_vqa_mmbench"
 MAX_NEW_TOKENS = {LOADER_RUNNER: 128, FREEFORM_RUNNER: 1024, SCIENCE_RUNNER: 1024, MMBENCH_RUNNER: 1024}
 
 MainFn = Callable[[Sequence[str] | None], Any]
@@ -266,7 +264,7 @@ BENCHMARKS: dict[str, Benchmark] = {
     )
 }
 
-# Column order of the paper's Table 1 (METHOD.md section 6).
+# Column order of the paper's Table 1.
 TABLE1_COLUMNS: tuple[str, ...] = (
     "mmvet", "vizwiz", "sqa", "mmbench", "mmbench_cn", "mme", "vqav2", "textvqa", "gqa",
 )  # fmt: skip
@@ -280,7 +278,11 @@ def get_benchmark(name: str) -> Benchmark:
 
 
 def merge_chunks(answers_dir: str | Path, num_chunks: int) -> Path:
-    """Concatenate `{K}_{i}.jsonl` (i = 0..K-1, in index order) into `merge.jsonl`."""
+    """Concatenate `{K}_{i}.jsonl` (i = 0..K-1, in index order) into `merge.jsonl`.
+
+    The chunks' run records (`{K}_{i}.jsonl.meta.json`) must agree on every setting and be
+    chunks 0..K-1 of K; `merge.jsonl.meta.json` gets their common record (`run_record.merge_records`).
+    """
     if num_chunks < 1:
         raise ValueError(f"num_chunks must be >= 1, got {num_chunks}")
     answers_dir = Path(answers_dir)
@@ -289,6 +291,7 @@ def merge_chunks(answers_dir: str | Path, num_chunks: int) -> Path:
     if missing:
         raise FileNotFoundError(f"missing answer chunks: {missing}")
     merged = answers_dir / "merge.jsonl"
+    run_record.merge_records(chunks, merged)
     with merged.open("w", encoding="utf-8") as out:
         for path in chunks:
             text = path.read_text(encoding="utf-8")

@@ -15,39 +15,87 @@ from pathlib import Path
 from typing import Any
 
 from llava.eval.answer_processor import normalize_answer
-from llava.eval.eval_mmbench import read_mmbench_tsv
-from llava.eval.eval_seed import index_predictions, print_scores, score_seed, write_seed_results
-from llava.eval.scoring_io import field, read_json, read_jsonl, write_json, write_jsonl
+from llava.eval.eval_mmbench import (
+    CIRCULAR_STRIDE,
+    is_all_rounds,
+    match_rounds,
+    read_mmbench_tsv,
+    row_options,
+    shown_row,
+)
+from llava.eval.eval_seed import add_seed_arguments, score_seed_file
+from llava.eval.run_record import FREEFORM_RUNNER, LOADER_RUNNER, MMBENCH_RUNNER, check_question_file
+from llava.eval.scoring_io import (
+    Coverage,
+    add_coverage_argument,
+    field,
+    index_answers,
+    read_jsonl,
+    write_json,
+    write_jsonl,
+)
 
 logger = logging.getLogger(__name__)
 
 Record = Mapping[str, Any]
 
 
-def _answers_by_id(results: Sequence[Record], source: str) -> dict[Any, str]:
-    return {
-        field(r, "question_id", f"{source}: record {i}"): str(field(r, "text", f"{source}: record {i}"))
-        for i, r in enumerate(results, start=1)
-    }
+def _question_id(record: Record, where: str) -> Any:
+    return field(record, "question_id", where)
+
+
+def _answer_texts(
+    results: Sequence[Record],
+    source: str,
+    expected: Sequence[Any] | None = None,
+    allow_missing: bool = False,
+) -> tuple[dict[Any, str], Coverage]:
+    """`{question_id: text}` after the coverage check against the `expected` ids; without
+    `expected` (no question file given) only repeated ids are refused."""
+    keys = [_question_id(r, f"{source}: record {i}") for i, r in enumerate(results, start=1)]
+    wanted = list(dict.fromkeys(keys)) if expected is None else expected
+    by_id, coverage = index_answers(results, _question_id, wanted, source, allow_missing=allow_missing)
+    texts = {qid: str(field(r, "text", f"{source}: question {qid!r}")) for qid, r in by_id.items()}
+    return texts, coverage
+
+
+def _question_ids(path: str | Path, runner: str, answers_file: str | Path) -> list[Any]:
+    """The ids of a question file, after checking that `answers_file` was made from it."""
+    check_question_file(answers_file, path, runners=(runner,))
+    return [_question_id(q, f"{path}: record {i}") for i, q in enumerate(read_jsonl(path), start=1)]
+
+
+def _add_question_file_argument(parser: argparse.ArgumentParser, name: str) -> None:
+    parser.add_argument(
+        "--question-file",
+        default=None,
+        help=f"{name}: check that every question is answered once and that the answers were made from it",
+    )
 
 
 # --- GQA -------------------------------------------------------------------------------------
 
 
-def gqa_predictions(results: Sequence[Record], source: str = "answers") -> list[dict[str, str]]:
+def gqa_predictions(
+    results: Sequence[Record],
+    source: str = "answers",
+    expected: Sequence[Any] | None = None,
+    allow_missing: bool = False,
+) -> list[dict[str, str]]:
     """`[{"questionId", "prediction"}]`, the prediction lower-cased without trailing periods."""
-    return [
-        {"questionId": qid, "prediction": text.rstrip(".").lower()}
-        for qid, text in _answers_by_id(results, source).items()
-    ]
+    texts, _ = _answer_texts(results, source, expected, allow_missing)
+    return [{"questionId": qid, "prediction": text.rstrip(".").lower()} for qid, text in texts.items()]
 
 
 def gqa_main(argv: Sequence[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description="Answers jsonl -> GQA testdev_balanced_predictions.json")
     parser.add_argument("--src", required=True, help="merged answers jsonl")
     parser.add_argument("--dst", required=True, help="testdev_balanced_predictions.json")
+    _add_question_file_argument(parser, "llava_gqa_testdev_balanced.jsonl")
+    add_coverage_argument(parser)
     args = parser.parse_args(argv)
-    predictions = gqa_predictions(read_jsonl(args.src), args.src)
+    expected = _question_ids(args.question_file, LOADER_RUNNER, args.src) if args.question_file else None
+    predictions = gqa_predictions(read_jsonl(args.src), args.src, expected, args.allow_missing)
     write_json(args.dst, predictions)
     logger.info("wrote %d GQA predictions to %s", len(predictions), args.dst)
 
@@ -55,14 +103,26 @@ def gqa_main(argv: Sequence[str] | None = None) -> None:
 # --- VQAv2 -----------------------------------------------------------------------------------
 
 
-def vqav2_submission(results: Sequence[Record], test_questions: Sequence[Record]) -> list[dict[str, Any]]:
-    """One entry per test2015 question, in its order; questions without an answer get ""."""
-    answers = _answers_by_id(results, "answers")
+def vqav2_submission(
+    results: Sequence[Record],
+    test_questions: Sequence[Record],
+    expected: Sequence[Any],
+    source: str = "answers",
+    allow_missing: bool = False,
+) -> list[dict[str, Any]]:
+    """One entry per test2015 question, in its order. Every `expected` (test-dev) question needs
+    one answer (with `allow_missing`, unanswered ones get "" as LLaVA's converter writes)."""
+    answers, _ = _answer_texts(results, source, expected, allow_missing)
     submission = []
     for i, question in enumerate(test_questions, start=1):
         qid = field(question, "question_id", f"test split: record {i}")
         submission.append(
             {"question_id": qid, "answer": normalize_answer(answers[qid]) if qid in answers else ""}
+        )
+    outside = set(answers) - {entry["question_id"] for entry in submission}
+    if outside:
+        raise ValueError(
+            f"{source}: {len(outside)} answered question(s) not in the test split, e.g. {sorted(outside)[:5]}"
         )
     return submission
 
@@ -73,15 +133,21 @@ def vqav2_main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--ckpt", required=True, help="checkpoint name (answers/<split>/<ckpt>/merge.jsonl)")
     parser.add_argument("--split", required=True, help="e.g. llava_vqav2_mscoco_test-dev2015")
     parser.add_argument("--test-split", default="llava_vqav2_mscoco_test2015.jsonl", help="relative to --dir")
+    parser.add_argument(
+        "--question-file", default=None, help="the answered questions (default: <dir>/<split>.jsonl)"
+    )
+    add_coverage_argument(parser)
     args = parser.parse_args(argv)
     root = Path(args.dir)
     src = root / "answers" / args.split / args.ckpt / "merge.jsonl"
     dst = root / "answers_upload" / args.split / f"{args.ckpt}.json"
+    question_file = Path(args.question_file) if args.question_file else root / f"{args.split}.jsonl"
+    expected = _question_ids(question_file, LOADER_RUNNER, src)
     results = read_jsonl(src, skip_bad_lines=True)
     test_questions = read_jsonl(root / args.test_split)
-    submission = vqav2_submission(results, test_questions)
+    submission = vqav2_submission(results, test_questions, expected, str(src), args.allow_missing)
     answered = {r["question_id"] for r in results}
-    missing = sum(entry["question_id"] not in answered for entry in submission)
+    missing = sum(qid not in answered for qid in expected)
     print(f"total results: {len(results)}, total split: {len(test_questions)}, unanswered: {missing}")
     write_json(dst, submission)
     logger.info("wrote %s (%d questions)", dst, len(submission))
@@ -90,30 +156,31 @@ def vqav2_main(argv: Sequence[str] | None = None) -> None:
 # --- VizWiz ----------------------------------------------------------------------------------
 
 
-def vizwiz_submission(results: Sequence[Record], questions: Sequence[Record]) -> list[dict[str, str]]:
-    """`[{"image", "answer"}]` for every test question; a question without an answer raises."""
-    answers = _answers_by_id(results, "answers")
-    submission = []
-    for i, question in enumerate(questions, start=1):
-        where = f"VizWiz questions: record {i}"
-        qid = field(question, "question_id", where)
-        if qid not in answers:
-            raise ValueError(f"{where}: no answer for question_id {qid!r}; the server needs every question")
-        submission.append(
-            {"image": field(question, "image", where), "answer": normalize_answer(answers[qid])}
-        )
-    return submission
+def vizwiz_submission(
+    results: Sequence[Record], questions: Sequence[Record], source: str = "answers"
+) -> list[dict[str, str]]:
+    """`[{"image", "answer"}]` for every test question; the server needs every one answered once."""
+    expected = [_question_id(q, f"VizWiz questions: record {i}") for i, q in enumerate(questions, start=1)]
+    answers, _ = _answer_texts(results, source, expected)
+    return [
+        {
+            "image": field(question, "image", f"VizWiz questions: record {i}"),
+            "answer": normalize_answer(answers[qid]),
+        }
+        for i, (question, qid) in enumerate(zip(questions, expected, strict=True), start=1)
+    ]
 
 
 def vizwiz_main(argv: Sequence[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description="VizWiz answers -> EvalAI submission JSON")
-    parser.add_argument("--annotation-file", required=True, help="llava_test.jsonl")
+    parser.add_argument("--annotation-file", required=True, help="llava_test.jsonl (the question file)")
     parser.add_argument("--result-file", required=True)
     parser.add_argument("--result-upload-file", required=True)
     args = parser.parse_args(argv)
+    check_question_file(args.result_file, args.annotation_file, runners=(LOADER_RUNNER,))
     results, questions = read_jsonl(args.result_file), read_jsonl(args.annotation_file)
     print(f"total results: {len(results)}, total split: {len(questions)}")
-    write_json(args.result_upload_file, vizwiz_submission(results, questions))
+    write_json(args.result_upload_file, vizwiz_submission(results, questions, args.result_file))
 
 
 # --- MMBench ---------------------------------------------------------------------------------
@@ -122,22 +189,46 @@ MMBENCH_DROPPED_COLUMNS = frozenset({"hint", "category", "source", "image", "com
 
 
 def mmbench_submission(
-    rows: Sequence[Mapping[str, str]], results: Sequence[Record]
+    rows: Sequence[Mapping[str, str]],
+    results: Sequence[Record],
+    all_rounds: bool = False,
+    source: str = "answers",
+    allow_missing: bool = False,
 ) -> tuple[list[str], list[list[Any]]]:
     """Header and rows of the upload sheet: the TSV's columns without hint, category, source,
-    image, comment and l2-category, and `prediction` inserted after D. Rows keep TSV order."""
-    answers = {int(qid): text for qid, text in _answers_by_id(results, "answers").items()}
+    image, comment and l2-category, and `prediction` inserted after D. Rows keep TSV order.
+
+    With `all_rounds`, one sheet row per round, as MMBench's CircularEval lays out its rotated
+    copies: index + round * 1,000,000, that round's options under A-D, the letter of the right
+    option in that round as `answer` (dev), and that round's prediction. Every (row, round)
+    needs one answer; with `allow_missing`, unanswered ones are left empty (and counted).
+    """
+    if all_rounds and any(int(row["index"]) >= CIRCULAR_STRIDE for row in rows):
+        raise ValueError(
+            f"{source}: answers made with --all-rounds, but the TSV already holds rotated copies "
+            f"(index >= {CIRCULAR_STRIDE:,}) whose sheet rows the rounds would overwrite; answer it without --all-rounds"
+        )
+    answers, coverage = match_rounds(rows, results, all_rounds, source, allow_missing)
     columns = [name for name in rows[0] if name not in MMBENCH_DROPPED_COLUMNS]
     columns.insert(columns.index("D") + 1 if "D" in columns else len(columns), "prediction")
-    missing = 0
     table = []
     for row in rows:
         index = int(row["index"])
-        missing += index not in answers
-        values = {**row, "index": index, "prediction": answers.get(index)}
-        table.append([values[name] if values[name] != "" else None for name in columns])
-    if missing:
-        logger.warning("MMBench: %d of %d rows have no prediction (left empty)", missing, len(rows))
+        for round_id in range(len(row_options(row)) if all_rounds else 1):
+            shown = shown_row(row, round_id)
+            record = answers.get((index, round_id))
+            values = {
+                **shown,
+                "index": index + round_id * CIRCULAR_STRIDE,
+                "prediction": None
+                if record is None
+                else str(field(record, "text", f"{source}: question {index}")),
+            }
+            table.append([values[name] if values[name] != "" else None for name in columns])
+    if coverage.missing:
+        logger.warning(
+            "MMBench: %d of %d sheet rows have no prediction (left empty)", len(coverage.missing), len(table)
+        )
     return columns, table
 
 
@@ -178,9 +269,18 @@ def mmbench_main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--result-dir", required=True, help="folder with <experiment>.jsonl")
     parser.add_argument("--upload-dir", required=True)
     parser.add_argument("--experiment", required=True)
+    add_coverage_argument(parser)
     args = parser.parse_args(argv)
-    results = read_jsonl(Path(args.result_dir) / f"{args.experiment}.jsonl")
-    columns, table = mmbench_submission(read_mmbench_tsv(args.annotation_file), results)
+    answers_file = Path(args.result_dir) / f"{args.experiment}.jsonl"
+    run = check_question_file(answers_file, args.annotation_file, runners=(MMBENCH_RUNNER,))
+    results = read_jsonl(answers_file)
+    columns, table = mmbench_submission(
+        read_mmbench_tsv(args.annotation_file),
+        results,
+        all_rounds=is_all_rounds(results, run),
+        source=str(answers_file),
+        allow_missing=args.allow_missing,
+    )
     path = write_sheet(columns, table, Path(args.upload_dir) / args.experiment)
     logger.info("wrote %s (%d rows)", path, len(table))
 
@@ -188,17 +288,22 @@ def mmbench_main(argv: Sequence[str] | None = None) -> None:
 # --- MM-Vet ----------------------------------------------------------------------------------
 
 
-def mmvet_results(results: Sequence[Record], source: str = "answers") -> dict[str, str]:
-    """`{"v1_<qid>": text}`, the input of MM-Vet's GPT-4 grader."""
-    return {f"v1_{qid}": text for qid, text in _answers_by_id(results, source).items()}
+def mmvet_results(
+    results: Sequence[Record], source: str = "answers", expected: Sequence[Any] | None = None
+) -> dict[str, str]:
+    """`{"v1_<qid>": text}`, the input of MM-Vet's GPT-4 grader; every question answered once."""
+    texts, _ = _answer_texts(results, source, expected)
+    return {f"v1_{qid}": text for qid, text in texts.items()}
 
 
 def mmvet_main(argv: Sequence[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description="MM-Vet answers -> grader JSON")
     parser.add_argument("--src", required=True)
     parser.add_argument("--dst", required=True)
+    _add_question_file_argument(parser, "llava-mm-vet.jsonl")
     args = parser.parse_args(argv)
-    write_json(args.dst, mmvet_results(read_jsonl(args.src), args.src), indent=2)
+    expected = _question_ids(args.question_file, FREEFORM_RUNNER, args.src) if args.question_file else None
+    write_json(args.dst, mmvet_results(read_jsonl(args.src), args.src, expected), indent=2)
 
 
 # --- SEED-Bench ------------------------------------------------------------------------------
@@ -219,14 +324,8 @@ def seed_submission(annotation: Mapping[str, Any], predictions: Mapping[str, str
 
 def seed_main(argv: Sequence[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description="SEED-Bench answers -> scores and upload jsonl")
-    parser.add_argument("--annotation-file", required=True, help="SEED-Bench.json")
-    parser.add_argument("--result-file", required=True)
+    add_seed_arguments(parser)
     parser.add_argument("--result-upload-file", required=True)
-    parser.add_argument("--results-json", default=None, help="headline numbers for llava.eval.report")
     args = parser.parse_args(argv)
-    annotation = read_json(args.annotation_file)
-    predictions = index_predictions(read_jsonl(args.result_file), args.result_file)
-    scores = score_seed(annotation, predictions, args.annotation_file)
-    print_scores(scores)
-    write_seed_results(args.results_json, scores)
+    annotation, predictions, _ = score_seed_file(args)
     write_jsonl(args.result_upload_file, seed_submission(annotation, predictions))

@@ -1,6 +1,6 @@
 """Short-answer exact match: the prediction equals the question's `answer` after normalisation
-(strip, lower-case, one trailing period removed). Used by the playground's VQA file; a question
-without a prediction counts as wrong."""
+(strip, lower-case, one trailing period removed). Used by the playground's VQA file; every
+question needs exactly one answer (`--allow-missing` scores the answered ones)."""
 
 from __future__ import annotations
 
@@ -10,7 +10,16 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from llava.eval.scoring_io import field, read_jsonl, write_results_json
+from llava.eval.run_record import check_question_file
+from llava.eval.scoring_io import (
+    Coverage,
+    add_coverage_argument,
+    field,
+    index_answers,
+    print_coverage,
+    read_jsonl,
+    write_results_json,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -33,27 +42,47 @@ class ExactMatchScores:
 def score_exact_match(
     questions: Sequence[Mapping[str, Any]], predictions: Mapping[str, str], source: str = "questions"
 ) -> ExactMatchScores:
-    """Accuracy x 100 overall and per `category` (when the questions have one)."""
+    """Accuracy x 100 overall and per `category` (when the questions have one), over the
+    questions that have a prediction (all of them once `index_predictions` has checked the
+    coverage without `--allow-missing`)."""
     if not questions:
         raise ValueError(f"{source}: no questions")
     hits: list[bool] = []
     per_category: dict[str, list[bool]] = {}
-    missing = 0
     for i, question in enumerate(questions, start=1):
         where = f"{source}: record {i}"
         qid = str(field(question, "question_id", where))
-        missing += qid not in predictions
-        correct = qid in predictions and is_match(predictions[qid], str(field(question, "answer", where)))
+        if qid not in predictions:
+            continue
+        correct = is_match(predictions[qid], str(field(question, "answer", where)))
         hits.append(correct)
         if "category" in question:
             per_category.setdefault(str(question["category"]), []).append(correct)
-    if missing:
-        logger.warning("%s: %d of %d questions have no prediction; counted wrong", source, missing, len(hits))
+    if not hits:
+        raise ValueError(f"{source}: no answered questions")
     return ExactMatchScores(
         accuracy=100.0 * sum(hits) / len(hits),
         categories={name: 100.0 * sum(v) / len(v) for name, v in sorted(per_category.items())},
         count=len(hits),
     )
+
+
+def index_predictions(
+    results: Sequence[Mapping[str, Any]],
+    questions: Sequence[Mapping[str, Any]],
+    source: str,
+    question_source: str = "questions",
+    allow_missing: bool = False,
+) -> tuple[dict[str, str], Coverage]:
+    """`{question_id (str): text}`, every question answered exactly once."""
+    expected = [
+        str(field(q, "question_id", f"{question_source}: record {i}"))
+        for i, q in enumerate(questions, start=1)
+    ]
+    by_id, coverage = index_answers(
+        results, lambda r, where: str(field(r, "question_id", where)), expected, source, allow_missing
+    )
+    return {qid: str(field(r, "text", f"{source}: question {qid!r}")) for qid, r in by_id.items()}, coverage
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -62,20 +91,29 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--result-file", required=True, help="answers jsonl of the runner")
     parser.add_argument("--benchmark", default="exact_match", help="name stored in --results-json")
     parser.add_argument("--results-json", default=None, help="headline numbers for llava.eval.report")
+    add_coverage_argument(parser)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> ExactMatchScores:
     args = build_parser().parse_args(argv)
-    predictions = {
-        str(field(r, "question_id", args.result_file)): str(field(r, "text", args.result_file))
-        for r in read_jsonl(args.result_file)
-    }
-    scores = score_exact_match(read_jsonl(args.question_file), predictions, args.question_file)
+    check_question_file(args.result_file, args.question_file)
+    questions = read_jsonl(args.question_file)
+    predictions, coverage = index_predictions(
+        read_jsonl(args.result_file), questions, args.result_file, args.question_file, args.allow_missing
+    )
+    scores = score_exact_match(questions, predictions, args.question_file)
     for name, value in scores.categories.items():
         print(f"{name}: {value:.2f}%")
     print(f"Samples: {scores.count}, Accuracy: {scores.accuracy:.2f}%")
-    write_results_json(args.results_json, args.benchmark, scores.accuracy, categories=scores.categories)
+    print_coverage(coverage)
+    write_results_json(
+        args.results_json,
+        args.benchmark,
+        scores.accuracy,
+        categories=scores.categories,
+        coverage=coverage.as_dict(),
+    )
     return scores
 
 

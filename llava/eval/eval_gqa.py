@@ -4,7 +4,8 @@ Protocol: https://github.com/haotian-liu/LLaVA/blob/main/docs/Evaluation.md (GQA
 official GQA `eval.py` (https://cs.stanford.edu/people/dorarad/gqa/evaluate.html): predictions
 `[{"questionId", "prediction"}]` (written by `scripts/convert_gqa_for_eval.py`) against
 `{qid: {"answer", "isBalanced", "types": {"structural"}}}`; only balanced questions count, every
-one needs a prediction; "open" = structural type "query", the rest "binary".
+one needs exactly one prediction, and a prediction for a question outside the file is refused;
+"open" = structural type "query", the rest "binary".
 """
 
 from __future__ import annotations
@@ -15,7 +16,15 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from llava.eval.scoring_io import field, read_json, write_results_json
+from llava.eval.scoring_io import (
+    Coverage,
+    add_coverage_argument,
+    check_coverage,
+    field,
+    print_coverage,
+    read_json,
+    write_results_json,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -32,23 +41,35 @@ def _percent(hits: list[bool]) -> float | None:
     return 100.0 * sum(hits) / len(hits) if hits else None
 
 
-def index_predictions(predictions: Sequence[Mapping[str, Any]], source: str) -> dict[str, str]:
-    return {
-        str(field(p, "questionId", f"{source}[{i}]")): str(field(p, "prediction", f"{source}[{i}]"))
-        for i, p in enumerate(predictions)
+def index_predictions(
+    predictions: Sequence[Mapping[str, Any]],
+    questions: Mapping[str, Mapping[str, Any]],
+    source: str,
+    allow_missing: bool = False,
+) -> tuple[dict[str, str], Coverage]:
+    """`{questionId: prediction}`: every balanced question predicted exactly once, and no
+    prediction for a question the file does not hold (those of unbalanced ones are ignored, as
+    the official `eval.py` ignores them)."""
+    unbalanced = {str(qid) for qid, q in questions.items() if not q.get("isBalanced", True)}
+    keys = [str(field(p, "questionId", f"{source}[{i}]")) for i, p in enumerate(predictions)]
+    balanced = [str(qid) for qid in questions if str(qid) not in unbalanced]
+    coverage = check_coverage(
+        balanced, [key for key in keys if key not in unbalanced], source, allow_missing=allow_missing
+    )
+    texts = {
+        key: str(field(p, "prediction", f"{source}[{i}]"))
+        for i, (key, p) in enumerate(zip(keys, predictions, strict=True))
     }
+    return texts, coverage
 
 
 def score_gqa(questions: Mapping[str, Mapping[str, Any]], predictions: Mapping[str, str]) -> GQAScores:
+    """Exact-match accuracy over the balanced questions that have a prediction (all of them
+    once `index_predictions` has checked the coverage without `--allow-missing`)."""
     hits: list[bool] = []
     by_kind: dict[str, list[bool]] = {"binary": [], "open": []}
-    missing = [
-        qid for qid, q in questions.items() if q.get("isBalanced", True) and str(qid) not in predictions
-    ]
-    if missing:
-        raise ValueError(f"GQA: {len(missing)} balanced questions have no prediction, e.g. {missing[:5]}")
     for qid, question in questions.items():
-        if not question.get("isBalanced", True):
+        if not question.get("isBalanced", True) or str(qid) not in predictions:
             continue
         correct = predictions[str(qid)] == field(question, "answer", f"GQA question {qid}")
         hits.append(correct)
@@ -56,7 +77,7 @@ def score_gqa(questions: Mapping[str, Mapping[str, Any]], predictions: Mapping[s
         if structural is not None:
             by_kind["open" if structural == "query" else "binary"].append(correct)
     if not hits:
-        raise ValueError("GQA: no balanced questions to score")
+        raise ValueError("GQA: no predicted balanced questions to score")
     return GQAScores(_percent(hits), _percent(by_kind["binary"]), _percent(by_kind["open"]), len(hits))
 
 
@@ -66,6 +87,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--questions", default="{tier}_questions.json", help="'{tier}' is filled in")
     parser.add_argument("--predictions", default="{tier}_predictions.json", help="'{tier}' is filled in")
     parser.add_argument("--results-json", default=None, help="headline numbers for llava.eval.report")
+    add_coverage_argument(parser)
     return parser
 
 
@@ -73,12 +95,22 @@ def main(argv: Sequence[str] | None = None) -> GQAScores:
     args = build_parser().parse_args(argv)
     predictions_path = args.predictions.format(tier=args.tier)
     questions = read_json(args.questions.format(tier=args.tier))
-    scores = score_gqa(questions, index_predictions(read_json(predictions_path), predictions_path))
+    predictions, coverage = index_predictions(
+        read_json(predictions_path), questions, predictions_path, args.allow_missing
+    )
+    scores = score_gqa(questions, predictions)
     for title, value in (("Binary", scores.binary), ("Open", scores.open), ("Accuracy", scores.accuracy)):
         if value is not None:
             print(f"{title}: {value:.2f}%")
+    print_coverage(coverage)
     write_results_json(
-        args.results_json, "gqa", scores.accuracy, binary=scores.binary, open=scores.open, count=scores.count
+        args.results_json,
+        "gqa",
+        scores.accuracy,
+        binary=scores.binary,
+        open=scores.open,
+        count=scores.count,
+        coverage=coverage.as_dict(),
     )
     return scores
 

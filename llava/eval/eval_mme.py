@@ -4,7 +4,9 @@ Protocol: https://github.com/haotian-liu/LLaVA/blob/main/docs/Evaluation.md (MME
 MME eval tool (`calculation.py`, https://github.com/BradyFU/Awesome-Multimodal-Large-Language-Models/tree/Evaluation).
 Each subtask scores acc x 100 + acc+ x 100 (acc+: images whose two questions are both right).
 The per-category txt files hold `image\tquestion\tanswer\tprediction` lines, the layout the
-official `calculation.py` reads, so they can be cross-checked with it.
+official `calculation.py` reads, so they can be cross-checked with it. Every ground-truth
+question of the scored subtasks needs exactly one answer (`--mme-dir` is the ground truth, for
+the runner's answers and for existing txt files alike).
 """
 
 from __future__ import annotations
@@ -16,7 +18,16 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from llava.eval.scoring_io import field, read_jsonl, write_results_json
+from llava.eval.run_record import LOADER_RUNNER, check_question_file
+from llava.eval.scoring_io import (
+    Coverage,
+    add_coverage_argument,
+    check_coverage,
+    field,
+    print_coverage,
+    read_jsonl,
+    write_results_json,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -83,7 +94,9 @@ def parse_yes_no(prediction: str) -> str:
     return "other"
 
 
-def score_subtask(records: Sequence[MMERecord]) -> SubtaskScore:
+def score_subtask(records: Sequence[MMERecord], require_pairs: bool = True) -> SubtaskScore:
+    """acc over the records, acc+ over their images. Every image needs its two questions unless
+    `not require_pairs` (`--allow-missing`): then acc+ counts only the images with both."""
     by_image: dict[str, list[bool]] = {}
     for record in records:
         answer = record.answer.strip().lower()
@@ -93,36 +106,50 @@ def score_subtask(records: Sequence[MMERecord]) -> SubtaskScore:
             )
         by_image.setdefault(record.image, []).append(parse_yes_no(record.prediction) == answer)
     for image, hits in by_image.items():
-        if len(hits) != QUESTIONS_PER_IMAGE:
+        if len(hits) > QUESTIONS_PER_IMAGE or (require_pairs and len(hits) != QUESTIONS_PER_IMAGE):
             raise ValueError(
                 f"MME {records[0].category}/{image}: {len(hits)} questions, expected {QUESTIONS_PER_IMAGE}"
             )
+    paired = [hits for hits in by_image.values() if len(hits) == QUESTIONS_PER_IMAGE]
+    if not paired:
+        raise ValueError(f"MME {records[0].category}: no image with both questions answered")
     acc = sum(sum(hits) for hits in by_image.values()) / len(records)
-    acc_plus = sum(all(hits) for hits in by_image.values()) / len(by_image)
+    acc_plus = sum(all(hits) for hits in paired) / len(paired)
     return SubtaskScore(acc, acc_plus)
+
+
+def check_categories(
+    records: Iterable[MMERecord], perception: Sequence[str], cognition: Sequence[str]
+) -> None:
+    """Records of a category outside both lists raise, since they would otherwise be ignored."""
+    unknown = {record.category for record in records} - set(perception) - set(cognition)
+    if unknown:
+        raise ValueError(f"MME records for categories outside perception/cognition: {sorted(unknown)}")
 
 
 def score_mme(
     records: Iterable[MMERecord],
     perception: Sequence[str] = MME_PERCEPTION,
     cognition: Sequence[str] = MME_COGNITION,
+    require_pairs: bool = True,
 ) -> MMEScores:
     """acc + acc+ per subtask and the perception / cognition totals.
 
     Subtasks absent from `records` are left out of the totals (logged); records of a category
     outside both lists raise, since they would otherwise be silently ignored.
     """
+    records = list(records)
+    check_categories(records, perception, cognition)
     by_category: dict[str, list[MMERecord]] = {}
     for record in records:
         by_category.setdefault(record.category, []).append(record)
-    unknown = set(by_category) - set(perception) - set(cognition)
-    if unknown:
-        raise ValueError(f"MME records for categories outside perception/cognition: {sorted(unknown)}")
     missing = [name for name in (*perception, *cognition) if name not in by_category]
     if missing:
         logger.warning("MME subtasks without records (not in the totals): %s", missing)
     subtasks = {
-        name: score_subtask(by_category[name]) for name in (*perception, *cognition) if name in by_category
+        name: score_subtask(by_category[name], require_pairs=require_pairs)
+        for name in (*perception, *cognition)
+        if name in by_category
     }
     return MMEScores(
         subtasks=subtasks,
@@ -184,6 +211,25 @@ def lookup_answer(
     raise KeyError(f"MME ground truth has no question {question!r} for {category}/{txt_name}")
 
 
+def record_key(category: str, image: str, question: str) -> tuple[str, str, str]:
+    """The ground-truth key of an answered question: (category, txt file name, question)."""
+    return category, f"{Path(image).stem}.txt", question
+
+
+def check_mme_coverage(
+    records: Sequence[MMERecord],
+    gt: Mapping[tuple[str, str, str], str],
+    categories: Sequence[str],
+    source: str,
+    allow_missing: bool = False,
+) -> Coverage:
+    """Every ground-truth question of the scored `categories` answered exactly once."""
+    wanted = set(categories)
+    expected = [key for key in gt if key[0] in wanted]
+    answered = [record_key(r.category, r.image, r.question) for r in records]
+    return check_coverage(expected, answered, source, allow_missing=allow_missing)
+
+
 def convert_answers(
     answers: Sequence[Mapping[str, Any]], gt: Mapping[tuple[str, str, str], str]
 ) -> list[MMERecord]:
@@ -243,6 +289,11 @@ def build_parser() -> argparse.ArgumentParser:
         "--output-dir", default=None, help="where the per-category txt files go (with --answers-file)"
     )
     parser.add_argument("--results-dir", default=None, help="score existing txt files instead of converting")
+    parser.add_argument(
+        "--question-file",
+        default=None,
+        help="llava_mme.jsonl: refuse answers made from another question file (their run record)",
+    )
     parser.add_argument("--results-json", default=None, help="headline numbers for llava.eval.report")
     parser.add_argument(
         "--perception",
@@ -254,25 +305,35 @@ def build_parser() -> argparse.ArgumentParser:
         default=",".join(MME_COGNITION),
         help="comma-separated cognition subtasks (default: MME's)",
     )
+    add_coverage_argument(parser)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> MMEScores:
     parser = build_parser()
     args = parser.parse_args(argv)
+    if not args.mme_dir or bool(args.results_dir) == bool(args.answers_file):
+        parser.error("give --mme-dir (the ground truth), and --answers-file or --results-dir")
+    gt = load_ground_truth(args.mme_dir)
     if args.results_dir:
-        records = read_mme_txt(args.results_dir)
-    elif args.answers_file and args.mme_dir:
-        records = convert_answers(read_jsonl(args.answers_file), load_ground_truth(args.mme_dir))
-        if args.output_dir:
-            write_mme_txt(records, args.output_dir)
+        records, source = read_mme_txt(args.results_dir), args.results_dir
     else:
-        parser.error("give --results-dir, or --answers-file with --mme-dir")
+        check_question_file(args.answers_file, args.question_file, runners=(LOADER_RUNNER,))
+        records, source = convert_answers(read_jsonl(args.answers_file), gt), args.answers_file
     perception = [c for c in args.perception.split(",") if c]
     cognition = [c for c in args.cognition.split(",") if c]
-    scores = score_mme(records, perception=perception, cognition=cognition)
+    check_categories(records, perception, cognition)
+    coverage = check_mme_coverage(records, gt, [*perception, *cognition], source, args.allow_missing)
+    if args.answers_file and args.output_dir:
+        write_mme_txt(records, args.output_dir)
+    scores = score_mme(
+        records, perception=perception, cognition=cognition, require_pairs=not args.allow_missing
+    )
     print_scores(scores, perception, cognition)
-    write_results_json(args.results_json, "mme", scores.perception, **scores.as_dict())
+    print_coverage(coverage)
+    write_results_json(
+        args.results_json, "mme", scores.perception, **scores.as_dict(), coverage=coverage.as_dict()
+    )
     return scores
 
 

@@ -1,8 +1,10 @@
 """POPE scorer: yes/no hallucination probing on COCO (adversarial, popular, random).
 
 Protocol: https://github.com/haotian-liu/LLaVA/blob/main/docs/Evaluation.md (POPE) and
-https://github.com/RUCAIBox/POPE. Answers of a category are matched to that category's label
-file by position. An answer is "no" when the words of its first sentence (commas dropped, split
+https://github.com/RUCAIBox/POPE. The k-th question of a category in the question file is the
+k-th line of that category's label file (checked on image and text); answers are matched to
+questions by question id, so their order does not matter, and every labelled question needs
+exactly one answer. An answer is "no" when the words of its first sentence (commas dropped, split
 on spaces) contain "No", "not" or "no"; otherwise it is "yes".
 """
 
@@ -15,7 +17,16 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from llava.eval.scoring_io import field, read_jsonl, write_results_json
+from llava.eval.run_record import LOADER_RUNNER, check_question_file
+from llava.eval.scoring_io import (
+    Coverage,
+    add_coverage_argument,
+    field,
+    index_answers,
+    print_coverage,
+    read_jsonl,
+    write_results_json,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -89,8 +100,13 @@ def print_scores(category: str, count: int, scores: PopeScores) -> None:
     print("====================================")
 
 
-def load_labels(path: Path) -> list[str]:
-    return [field(record, "label", f"{path}: line {i}") for i, record in enumerate(read_jsonl(path), start=1)]
+def load_labels(path: Path) -> list[dict[str, Any]]:
+    """The lines of a `coco_pope_<category>.json` label file (JSON lines with `label`, and in
+    POPE's files also `question_id`, `image` and `text`)."""
+    records = read_jsonl(path)
+    for i, record in enumerate(records, start=1):
+        field(record, "label", f"{path}: line {i}")
+    return records
 
 
 def category_files(annotation_dir: Path) -> dict[str, Path]:
@@ -102,27 +118,85 @@ def category_files(annotation_dir: Path) -> dict[str, Path]:
     return dict(sorted(files.items()))
 
 
-def score_categories(
-    answers: Sequence[Mapping[str, Any]], questions: Mapping[Any, Mapping[str, Any]], annotation_dir: Path
-) -> dict[str, PopeScores]:
-    by_category: dict[str, list[str]] = {}
-    for i, answer in enumerate(answers, start=1):
-        qid = field(answer, "question_id", f"answers: record {i}")
-        if qid not in questions:
-            raise ValueError(f"answers: record {i}: question_id {qid!r} is not in the question file")
-        by_category.setdefault(questions[qid]["category"], []).append(answer["text"])
-    files = category_files(annotation_dir)
+def _question_text(question: Mapping[str, Any]) -> str:
+    """The question without the short-answer suffix the LLaVA question file appends."""
+    return str(question.get("text", "")).split("\n", 1)[0].strip()
+
+
+def label_questions(
+    questions: Sequence[Mapping[str, Any]], files: Mapping[str, Path], source: str
+) -> dict[Any, tuple[str, str]]:
+    """`{question_id: (category, label)}` for the questions of every labelled category.
+
+    The k-th question of a category in the question file is the k-th line of that category's
+    label file: the pairing LLaVA's scorer relies on, made here once from the question file (so
+    the answers' order no longer matters) and checked line by line on `image` and the question
+    text, where the label line has them.
+    """
+    by_category: dict[str, list[Mapping[str, Any]]] = {}
+    seen: set[Any] = set()
+    for i, question in enumerate(questions, start=1):
+        where = f"{source}: record {i}"
+        qid = field(question, "question_id", where)
+        if qid in seen:
+            raise ValueError(f"{where}: question_id {qid!r} appears more than once")
+        seen.add(qid)
+        by_category.setdefault(str(field(question, "category", where)), []).append(question)
     unlabelled = sorted(set(by_category) - set(files))
     if unlabelled:
-        logger.warning(
-            "answers of categories without a label file in %s are not scored: %s", annotation_dir, unlabelled
-        )
-    results = {}
+        logger.warning("questions of categories without a label file are not scored: %s", unlabelled)
+    labels: dict[Any, tuple[str, str]] = {}
     for category, path in files.items():
-        texts = by_category.get(category, [])
-        results[category] = score_pope(texts, load_labels(path), str(path))
+        lines, asked = load_labels(path), by_category.get(category, [])
+        if len(lines) != len(asked):
+            raise ValueError(
+                f"{path} has {len(lines)} labels but {source} has {len(asked)} {category!r} questions"
+            )
+        for line_no, (line, question) in enumerate(zip(lines, asked, strict=True), start=1):
+            for name, theirs, ours in (
+                ("image", line.get("image"), question.get("image")),
+                ("text", line.get("text"), _question_text(question) if "text" in line else None),
+            ):
+                if theirs is not None and ours is not None and str(theirs).strip() != str(ours).strip():
+                    raise ValueError(
+                        f"{path}: line {line_no} ({name} {theirs!r}) does not belong to question "
+                        f"{question['question_id']!r} of {source} ({name} {ours!r}): the label file "
+                        "and the question file are of different POPE versions"
+                    )
+            labels[question["question_id"]] = (category, str(line["label"]))
+    return labels
+
+
+def score_categories(
+    answers: Sequence[Mapping[str, Any]],
+    questions: Sequence[Mapping[str, Any]],
+    annotation_dir: Path,
+    source: str = "answers",
+    question_source: str = "questions",
+    allow_missing: bool = False,
+) -> tuple[dict[str, PopeScores], Coverage]:
+    """Per-category scores of answers matched to their labels by question id (any order)."""
+    files = category_files(annotation_dir)
+    labels = label_questions(questions, files, question_source)
+    categories = {str(q["category"]) for q in questions}
+    unlabelled_ids = {q["question_id"] for q in questions if str(q["category"]) not in files}
+    scored = [a for a in answers if a.get("question_id") not in unlabelled_ids]
+    by_id, coverage = index_answers(
+        scored, lambda r, where: field(r, "question_id", where), labels, source, allow_missing=allow_missing
+    )
+    results = {}
+    for category in files:
+        if category not in categories:
+            continue
+        pairs = [
+            (str(field(by_id[qid], "text", f"{source}: question {qid!r}")), label)
+            for qid, (cat, label) in labels.items()
+            if cat == category and qid in by_id
+        ]
+        texts, category_labels = [t for t, _ in pairs], [label for _, label in pairs]
+        results[category] = score_pope(texts, category_labels, f"{source} ({category})")
         print_scores(category, len(texts), results[category])
-    return results
+    return results, coverage
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -131,17 +205,26 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--question-file", required=True, help="llava_pope_test.jsonl")
     parser.add_argument("--result-file", required=True, help="answers jsonl of the runner")
     parser.add_argument("--results-json", default=None, help="headline numbers for llava.eval.report")
+    add_coverage_argument(parser)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> dict[str, PopeScores]:
     args = build_parser().parse_args(argv)
-    questions = {q["question_id"]: q for q in read_jsonl(args.question_file)}
-    results = score_categories(read_jsonl(args.result_file), questions, Path(args.annotation_dir))
+    check_question_file(args.result_file, args.question_file, runners=(LOADER_RUNNER,))
+    results, coverage = score_categories(
+        read_jsonl(args.result_file),
+        read_jsonl(args.question_file),
+        Path(args.annotation_dir),
+        source=args.result_file,
+        question_source=args.question_file,
+        allow_missing=args.allow_missing,
+    )
     mean_f1 = 100.0 * sum(s.f1 for s in results.values()) / len(results)
     print(f"Mean F1 over {len(results)} categories: {mean_f1:.2f}")
+    print_coverage(coverage)
     categories = {name: scores.as_dict() for name, scores in results.items()}
-    write_results_json(args.results_json, "pope", mean_f1, categories=categories)
+    write_results_json(args.results_json, "pope", mean_f1, categories=categories, coverage=coverage.as_dict())
     return results
 
 

@@ -4,6 +4,8 @@ Protocol: https://github.com/haotian-liu/LLaVA/blob/main/docs/Evaluation.md (Sci
 https://github.com/lupantech/ScienceQA (problems.json, pid_splits.json). A prediction is parsed
 in this order: the exact letter; text starting with "X. "; a single match of
 "The answer is ([A-Z])."; anything else is FAILED. A letter beyond the problem's choices is wrong.
+Every problem of the split needs exactly one answer (LLaVA counted a missing one as FAILED; here
+it is an error, or with `--allow-missing` left out of the scores and counted).
 """
 
 from __future__ import annotations
@@ -16,7 +18,18 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from llava.eval.scoring_io import read_json, read_jsonl, write_json, write_results_json
+from llava.eval.run_record import SCIENCE_RUNNER, check_question_file
+from llava.eval.scoring_io import (
+    Coverage,
+    add_coverage_argument,
+    index_answers,
+    print_coverage,
+    read_json,
+    read_jsonl,
+    write_json,
+    write_results_json,
+)
+from llava.eval.scoring_io import field as require_field
 
 logger = logging.getLogger(__name__)
 
@@ -24,7 +37,6 @@ OPTIONS: tuple[str, ...] = ("A", "B", "C", "D", "E")
 FAILED = "FAILED"
 # As in LLaVA: the final "." is a regex wildcard, so "The answer is B," also matches.
 _ANSWER_IS = re.compile(r"The answer is ([A-Z]).")
-_MISSING_PROMPT = "Unknown"
 
 
 def parse_letter(text: str, options: Sequence[str] = OPTIONS) -> str:
@@ -72,19 +84,16 @@ def score_science_qa(
     predictions: Mapping[str, Mapping[str, Any]],
     options: Sequence[str] = OPTIONS,
 ) -> ScienceQAResult:
-    """Score every problem of the split; a problem without a prediction counts as FAILED."""
+    """Score the problems of the split that have a prediction (every one of them once
+    `load_predictions` has checked the coverage without `--allow-missing`)."""
     result = ScienceQAResult()
-    missing = 0
     for pid in split_ids:
         if pid not in problems:
             raise ValueError(f"problems.json: split lists problem {pid!r} that it does not contain")
+        if pid not in predictions:
+            continue
         problem = problems[pid]
-        pred = predictions.get(pid)
-        if pred is None:
-            missing += 1
-            text, prompt = FAILED, _MISSING_PROMPT
-        else:
-            text, prompt = pred["text"], pred["prompt"]
+        text, prompt = predictions[pid]["text"], predictions[pid]["prompt"]
         letter = parse_letter(text, options)
         index = option_index(letter, len(problem["choices"]), options)
         item = {
@@ -98,19 +107,22 @@ def score_science_qa(
         result.pred_indices[pid] = index
         result.outputs[pid] = text
         (result.correct if index == problem["answer"] else result.incorrect).append(item)
-    if missing:
-        logger.warning("%d of %d problems have no prediction; counted as FAILED", missing, len(split_ids))
     return result
 
 
-def load_predictions(result_file: str | Path) -> dict[str, dict[str, Any]]:
-    predictions = {}
-    for i, record in enumerate(read_jsonl(result_file), start=1):
-        for name in ("question_id", "text", "prompt"):
-            if name not in record:
-                raise ValueError(f"{result_file}: record {i} lacks field {name!r}")
-        predictions[str(record["question_id"])] = record
-    return predictions
+def _prediction_key(record: Mapping[str, Any], where: str) -> str:
+    for name in ("question_id", "text", "prompt"):
+        require_field(record, name, where)
+    return str(record["question_id"])
+
+
+def load_predictions(
+    result_file: str | Path, split_ids: Sequence[str], allow_missing: bool = False
+) -> tuple[dict[str, Mapping[str, Any]], Coverage]:
+    """`{problem id: answer record}`, every problem of the split answered exactly once."""
+    return index_answers(
+        read_jsonl(result_file), _prediction_key, split_ids, str(result_file), allow_missing=allow_missing
+    )
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -120,7 +132,13 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--output-file", default=None, help='writes {"correct": [...], "incorrect": [...]}')
     parser.add_argument("--output-result", default=None, help="writes acc, counts, parsed indices, outputs")
     parser.add_argument("--split", default="test")
+    parser.add_argument(
+        "--question-file",
+        default=None,
+        help="llava_test_CQM-A.json: refuse answers made from another question file (their run record)",
+    )
     parser.add_argument("--results-json", default=None, help="headline numbers for llava.eval.report")
+    add_coverage_argument(parser)
     return parser
 
 
@@ -130,13 +148,14 @@ def main(argv: Sequence[str] | None = None) -> ScienceQAResult:
     splits = read_json(base / "pid_splits.json")
     if args.split not in splits:
         raise ValueError(f"{base / 'pid_splits.json'}: no split {args.split!r} (has {sorted(splits)})")
-    result = score_science_qa(
-        read_json(base / "problems.json"), splits[args.split], load_predictions(args.result_file)
-    )
+    check_question_file(args.result_file, args.question_file, runners=(SCIENCE_RUNNER,))
+    predictions, coverage = load_predictions(args.result_file, splits[args.split], args.allow_missing)
+    result = score_science_qa(read_json(base / "problems.json"), splits[args.split], predictions)
     print(
         f"Total: {result.total}, Correct: {len(result.correct)}, Accuracy: {result.accuracy:.2f}%, "
         f"IMG-Accuracy: {result.img_accuracy:.2f}%"
     )
+    print_coverage(coverage)
     if args.output_file:
         write_json(args.output_file, {"correct": result.correct, "incorrect": result.incorrect}, indent=2)
     if args.output_result:
@@ -149,7 +168,12 @@ def main(argv: Sequence[str] | None = None) -> ScienceQAResult:
         }
         write_json(args.output_result, summary, indent=2)
     write_results_json(
-        args.results_json, "sqa", result.img_accuracy, accuracy=result.accuracy, total=result.total
+        args.results_json,
+        "sqa",
+        result.img_accuracy,
+        accuracy=result.accuracy,
+        total=result.total,
+        coverage=coverage.as_dict(),
     )
     return result
 

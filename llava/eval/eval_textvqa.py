@@ -2,7 +2,8 @@
 
 Protocol: https://github.com/haotian-liu/LLaVA/blob/main/docs/Evaluation.md (TextVQA). Answers
 are matched to `TextVQA_0.5.1_val.json` by (image_id, lower-cased question), the question being
-the first line of the prompt (the runner's `question_id` is the image id).
+the first line of the prompt (the runner's `question_id` is the image id); every annotated
+question needs exactly one answer, and an answer without an annotation is refused.
 """
 
 from __future__ import annotations
@@ -14,7 +15,17 @@ from pathlib import Path
 from typing import Any
 
 from llava.eval.answer_processor import vqa_accuracy
-from llava.eval.scoring_io import field, read_json, read_jsonl, write_results_json
+from llava.eval.run_record import LOADER_RUNNER, check_question_file
+from llava.eval.scoring_io import (
+    Coverage,
+    add_coverage_argument,
+    check_coverage,
+    field,
+    print_coverage,
+    read_json,
+    read_jsonl,
+    write_results_json,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -31,49 +42,75 @@ def prompt_question(prompt: str) -> str:
     return prompt.split("\n", 1)[0]
 
 
-def index_annotations(annotations: Sequence[Mapping[str, Any]], source: str) -> dict[Key, list[str]]:
+def index_annotations(
+    annotations: Sequence[Mapping[str, Any]], source: str
+) -> tuple[dict[Key, list[str]], list[Key]]:
+    """`{key: answers}` and every annotation's key in file order (a key asked twice about one
+    image is listed twice: it needs two answers)."""
     index: dict[Key, list[str]] = {}
+    keys: list[Key] = []
     for i, ann in enumerate(annotations):
         where = f"{source}: data[{i}]"
         answers = field(ann, "answers", where)
         if len(answers) != NUM_GT_ANSWERS:
             raise ValueError(f"{where}: expected {NUM_GT_ANSWERS} answers, got {len(answers)}")
-        index[question_key(field(ann, "image_id", where), field(ann, "question", where))] = answers
-    return index
+        key = question_key(field(ann, "image_id", where), field(ann, "question", where))
+        index[key] = answers
+        keys.append(key)
+    return index, keys
 
 
-def score_textvqa(results: Sequence[Mapping[str, Any]], gt: Mapping[Key, list[str]], source: str) -> float:
-    """Mean VQA accuracy x 100 over the results; each must find its annotation."""
+def result_key(result: Mapping[str, Any], where: str) -> Key:
+    return question_key(field(result, "question_id", where), prompt_question(field(result, "prompt", where)))
+
+
+def score_textvqa(
+    results: Sequence[Mapping[str, Any]],
+    gt: Mapping[Key, list[str]],
+    expected: Sequence[Key],
+    source: str,
+    allow_missing: bool = False,
+) -> tuple[float, Coverage]:
+    """Mean VQA accuracy x 100 over the results, after checking that every annotated question
+    is answered exactly once."""
     if not results:
         raise ValueError(f"{source}: no answers to score")
-    total = 0.0
-    for i, result in enumerate(results, start=1):
-        where = f"{source}: record {i}"
-        key = question_key(
-            field(result, "question_id", where), prompt_question(field(result, "prompt", where))
-        )
-        if key not in gt:
-            raise ValueError(f"{where}: no annotation for image {key[0]!r} and question {key[1]!r}")
-        total += vqa_accuracy(field(result, "text", where), gt[key])
-    return 100.0 * total / len(results)
+    keys = [result_key(result, f"{source}: record {i}") for i, result in enumerate(results, start=1)]
+    coverage = check_coverage(expected, keys, source, allow_missing=allow_missing)
+    total = sum(
+        vqa_accuracy(field(result, "text", f"{source}: record {i}"), gt[key])
+        for i, (key, result) in enumerate(zip(keys, results, strict=True), start=1)
+    )
+    return 100.0 * total / len(results), coverage
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--annotation-file", required=True, help="TextVQA_0.5.1_val.json")
     parser.add_argument("--result-file", required=True, help="answers jsonl of the runner")
+    parser.add_argument(
+        "--question-file",
+        default=None,
+        help="llava_textvqa_val_v051_ocr.jsonl: refuse answers made from another question file",
+    )
     parser.add_argument("--results-json", default=None, help="headline numbers for llava.eval.report")
+    add_coverage_argument(parser)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> float:
     args = build_parser().parse_args(argv)
+    check_question_file(args.result_file, args.question_file, runners=(LOADER_RUNNER,))
     annotations = field(read_json(args.annotation_file), "data", args.annotation_file)
     results = read_jsonl(args.result_file)
-    accuracy = score_textvqa(results, index_annotations(annotations, args.annotation_file), args.result_file)
+    gt, expected = index_annotations(annotations, args.annotation_file)
+    accuracy, coverage = score_textvqa(results, gt, expected, args.result_file, args.allow_missing)
     print(Path(args.result_file).stem)
     print(f"Samples: {len(results)}\nAccuracy: {accuracy:.2f}%")
-    write_results_json(args.results_json, "textvqa", accuracy, samples=len(results))
+    print_coverage(coverage)
+    write_results_json(
+        args.results_json, "textvqa", accuracy, samples=len(results), coverage=coverage.as_dict()
+    )
     return accuracy
 
 

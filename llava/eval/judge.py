@@ -8,6 +8,12 @@ and writes two 1-10 scores on its first line. Relative score = 100 * mean(model)
 per category. The built-in instruction is our wording of the same request; for numbers
 comparable with published ones pass LLaVA's `rule.json` with `--rule`.
 
+There is no default endpoint: `--base-url` (and, for a key, `--api-key-env`) must be given. The
+review file is appended to as reviews arrive; a rerun keeps the finished reviews and asks only
+for the missing ones (a line cut short by a kill is dropped), and `<output>.meta.json` records
+the judge model and settings, so a rerun with another judge is refused (`--overwrite` starts
+afresh).
+
     python -m llava.eval.judge review --question questions.jsonl --context context.jsonl \
         --answer-list answers_gpt4.jsonl answers/model.jsonl --output reviews/model.jsonl \
         --base-url https://api.openai.com/v1 --api-key-env OPENAI_API_KEY --model gpt-4-0314
@@ -28,7 +34,17 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from llava.eval.scoring_io import field, read_json, read_jsonl, write_results_json
+from llava.eval import run_record
+from llava.eval.run_record import FREEFORM_RUNNER, check_question_file, file_sha256
+from llava.eval.scoring_io import (
+    check_coverage,
+    field,
+    index_answers,
+    read_json,
+    read_jsonl,
+    read_jsonl_for_append,
+    write_results_json,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -45,6 +61,8 @@ _DEFAULT_INSTRUCTION = (
     "responses were shown does not influence your judgment."
 )
 _RETRIABLE_HTTP = frozenset({408, 409, 429, 500, 502, 503, 504})
+JUDGE_FORMAT = "llava-eval-judge/1"
+_FRESH_START = "pass --overwrite to review afresh, or choose another --output"
 
 
 @dataclass(frozen=True)
@@ -90,8 +108,8 @@ class ReviewRequest:
     content: str
 
 
-def _by_question_id(records: Sequence[Mapping[str, Any]], source: str) -> dict[Any, Mapping[str, Any]]:
-    return {field(r, "question_id", f"{source}: record {i}"): r for i, r in enumerate(records, start=1)}
+def _question_id(record: Mapping[str, Any], where: str) -> Any:
+    return field(record, "question_id", where)
 
 
 def build_requests(
@@ -101,10 +119,14 @@ def build_requests(
     model_answers: Sequence[Mapping[str, Any]],
     rules: Mapping[str, Rule],
 ) -> list[ReviewRequest]:
-    """One review per question; answers are joined by question_id, contexts by image."""
+    """One review per question; answers are joined by question_id (each question answered
+    exactly once in both answer files), contexts by image."""
     captions = {field(c, "image", "context"): c.get("caption", "") for c in contexts}
-    refs = _by_question_id(reference_answers, "reference answers")
-    preds = _by_question_id(model_answers, "model answers")
+    question_ids = [
+        field(q, "question_id", f"questions: record {i}") for i, q in enumerate(questions, start=1)
+    ]
+    refs, _ = index_answers(reference_answers, _question_id, question_ids, "reference answers")
+    preds, _ = index_answers(model_answers, _question_id, question_ids, "model answers")
     requests = []
     for i, q in enumerate(questions, start=1):
         where = f"questions: record {i}"
@@ -112,9 +134,6 @@ def build_requests(
         category = CATEGORY_PREFIX + field(q, "category", where)
         if image not in captions:
             raise ValueError(f"{where}: the context file has no caption for image {image!r}")
-        for name, answers in (("reference", refs), ("model", preds)):
-            if qid not in answers:
-                raise ValueError(f"{where}: the {name} answers have no question_id {qid!r}")
         if category not in rules:
             raise ValueError(f"{where}: no judge rule for category {category!r} (rules: {sorted(rules)})")
         caption = captions[image]
@@ -195,15 +214,58 @@ class ChatClient:
         raise AssertionError("unreachable: the last attempt returns or raises")
 
 
+def _review_key(request: ReviewRequest) -> tuple[Any, Any, Any, str]:
+    return request.question_id, request.answer1_id, request.answer2_id, request.category
+
+
+def finished_reviews(requests: Sequence[ReviewRequest], output: Path) -> dict[Any, dict[str, Any]]:
+    """The reviews already in `output`, by question id, ready to be kept.
+
+    A partial last line from a kill is removed. A review of a question that is not asked now, of
+    other answers (answer ids) or another category, or a question reviewed twice, is an error:
+    the file belongs to another comparison.
+    """
+    wanted = {req.question_id: req for req in requests}
+    done: dict[Any, dict[str, Any]] = {}
+    for line_no, review in read_jsonl_for_append(output):
+        where = f"{output}:{line_no}"
+        if not isinstance(review, dict):
+            raise ValueError(f"{where}: not a review (a JSON object); {_FRESH_START}")
+        qid = field(review, "question_id", where)
+        if qid not in wanted:
+            raise ValueError(f"{where}: a review of question {qid!r}, which is not asked now; {_FRESH_START}")
+        if qid in done:
+            raise ValueError(f"{where}: question {qid!r} is reviewed a second time; {_FRESH_START}")
+        req = wanted[qid]
+        found = (qid, review.get("answer1_id"), review.get("answer2_id"), review.get("category"))
+        if found != _review_key(req):
+            raise ValueError(
+                f"{where}: review of (question, answer 1, answer 2, category) {found!r}, but this run "
+                f"compares {_review_key(req)!r}; {_FRESH_START}"
+            )
+        done[qid] = review
+    return done
+
+
 def review_all(
-    requests: Sequence[ReviewRequest], client: ChatClient, output: str | Path
+    requests: Sequence[ReviewRequest], client: ChatClient, output: str | Path, overwrite: bool = False
 ) -> list[dict[str, Any]]:
-    """Ask the judge for every request, appending one review per line to `output`."""
+    """Reviews of every request, in request order, appending each new one to `output` as soon
+    as it arrives. Reviews already in `output` (an earlier or interrupted run) are kept and not
+    asked again; `overwrite` starts the file afresh."""
     output = Path(output)
     output.parent.mkdir(parents=True, exist_ok=True)
+    if overwrite:
+        output.write_text("", encoding="utf-8")
+    done = finished_reviews(requests, output)
+    if done:
+        logger.info("%s: %d review(s) kept, %d to ask", output, len(done), len(requests) - len(done))
     reviews = []
-    with output.open("w", encoding="utf-8") as f:
+    with output.open("a", encoding="utf-8") as f:
         for idx, req in enumerate(requests, start=1):
+            if req.question_id in done:
+                reviews.append(done[req.question_id])
+                continue
             text = client.complete(SYSTEM_PROMPT, req.content)
             scores = parse_scores(text)
             if scores is None:
@@ -231,14 +293,21 @@ class CategorySummary:
     count: int
 
 
-def summarize(reviews: Sequence[Mapping[str, Any]]) -> dict[str, CategorySummary]:
+def summarize(
+    reviews: Sequence[Mapping[str, Any]], source: str = "reviews", expected: Sequence[Any] | None = None
+) -> dict[str, CategorySummary]:
     """Per category and "all": relative score and the x10 mean scores of GPT-4 and the model.
+
+    Each question is reviewed at most once, and with `expected` (the question ids) every one of
+    them exactly once (`CoverageError` otherwise).
 
     As in LLaVA's summariser, the means are rounded to 3 decimals before the ratio. Reviews
     whose scores could not be parsed ([-1, -1]) are left out and logged, rather than averaged in.
     """
     pairs: dict[str, list[tuple[float, float]]] = {}
     failed = 0
+    keys = [review.get("question_id", i) for i, review in enumerate(reviews, start=1)]
+    check_coverage(expected if expected is not None else list(dict.fromkeys(keys)), keys, source)
     for i, review in enumerate(reviews, start=1):
         ref, model = field(review, "tuple", f"reviews: record {i}")
         if ref < 0 or model < 0:
@@ -261,10 +330,16 @@ def summarize(reviews: Sequence[Mapping[str, Any]]) -> dict[str, CategorySummary
 
 
 def _review_cmd(args: argparse.Namespace) -> None:
+    if not args.base_url:
+        raise SystemExit(
+            "--base-url is required: the judge has no default endpoint, so the questions and answers go "
+            "only where you send them (e.g. --base-url https://api.openai.com/v1 --api-key-env OPENAI_API_KEY)"
+        )
     api_key = os.environ.get(args.api_key_env) if args.api_key_env else None
     if args.api_key_env and not api_key:
-        raise SystemExit(f"environment variable {args.api_key_env} is not set")
+        raise SystemExit(f"environment variable {args.api_key_env} (--api-key-env) is not set")
     reference_file, model_file = args.answer_list
+    check_question_file(model_file, args.question, runners=(FREEFORM_RUNNER,))
     requests = build_requests(
         read_jsonl(args.question),
         read_jsonl(args.context),
@@ -275,15 +350,43 @@ def _review_cmd(args: argparse.Namespace) -> None:
     client = ChatClient(
         args.base_url, api_key, args.model, temperature=args.temperature, max_tokens=args.max_tokens
     )
-    review_all(requests, client, args.output)
+    check_judge_record(Path(args.output), judge_record(args), args.overwrite)
+    review_all(requests, client, args.output, overwrite=args.overwrite)
     logger.info("wrote %d reviews to %s", len(requests), args.output)
+
+
+def judge_record(args: argparse.Namespace) -> dict[str, Any]:
+    """What the reviews depend on besides the answers: the judge model, its settings, the rule."""
+    return {
+        "format": JUDGE_FORMAT,
+        "model": args.model,
+        "temperature": args.temperature,
+        "max_tokens": args.max_tokens,
+        "rule_sha256": file_sha256(args.rule) if args.rule else "built-in",
+        "base_url": args.base_url,
+    }
+
+
+def check_judge_record(output: Path, record: Mapping[str, Any], overwrite: bool) -> None:
+    """Refuse to add reviews of another judge setup to `output`; write `record` beside it."""
+    previous = run_record.read_record(output, fmt=JUDGE_FORMAT)
+    if previous is not None and not overwrite and output.exists() and output.stat().st_size:
+        # The endpoint may move (the same model served elsewhere) without changing a review.
+        run_record.check_resume(output, previous, record, ignore={"base_url"}, flag="--output")
+    run_record.write_record(output, record)
 
 
 def _summarize_cmd(args: argparse.Namespace) -> None:
     if args.results_json and len(args.files) != 1:
         raise SystemExit("--results-json needs exactly one review file")
+    expected = None
+    if args.question:
+        expected = [
+            _question_id(q, f"{args.question}: record {i}")
+            for i, q in enumerate(read_jsonl(args.question), 1)
+        ]
     for path in args.files:
-        summary = summarize(read_jsonl(path))
+        summary = summarize(read_jsonl(path), path, expected)
         print(Path(path).stem)
         for key, s in summary.items():
             print(key, s.relative, s.reference, s.model)
@@ -307,16 +410,26 @@ def build_parser() -> argparse.ArgumentParser:
     )
     review.add_argument("-r", "--rule", default=None, help="LLaVA's rule.json; built-in wording when omitted")
     review.add_argument("-o", "--output", required=True)
-    review.add_argument("--base-url", default="https://api.openai.com/v1")
     review.add_argument(
-        "--api-key-env", default="OPENAI_API_KEY", help="name of the variable holding the key"
+        "--base-url",
+        default=None,
+        help="the OpenAI-compatible endpoint, e.g. https://api.openai.com/v1 (required: no default)",
+    )
+    review.add_argument(
+        "--api-key-env",
+        default=None,
+        help="name of the variable holding the key (none is read or sent without it)",
     )
     review.add_argument("--model", default="gpt-4-0314")
     review.add_argument("--temperature", type=float, default=0.2)
     review.add_argument("--max-tokens", type=int, default=1024)
+    review.add_argument(
+        "--overwrite", action="store_true", help="review every question afresh instead of resuming"
+    )
     review.set_defaults(func=_review_cmd)
     summ = sub.add_parser("summarize", help="relative scores from review files")
     summ.add_argument("-f", "--files", nargs="+", required=True)
+    summ.add_argument("-q", "--question", default=None, help="questions.jsonl: every question reviewed once")
     summ.add_argument("--results-json", default=None, help="headline numbers for llava.eval.report")
     summ.set_defaults(func=_summarize_cmd)
     return parser

@@ -14,6 +14,7 @@ from llava.eval.benchmarks import FREEFORM_RUNNER, MAX_NEW_TOKENS
 from llava.eval.runner import AnswerTask, RunSummary, question_sample, read_question_jsonl
 
 TASK = AnswerTask(
+    name=FREEFORM_RUNNER,
     description="Answer a LLaVA question file with free-form answers.",
     max_new_tokens=MAX_NEW_TOKENS[FREEFORM_RUNNER],
     read_records=read_question_jsonl,

@@ -14,6 +14,7 @@ from llava.eval.benchmarks import LOADER_RUNNER, MAX_NEW_TOKENS
 from llava.eval.runner import AnswerTask, RunSummary, question_sample, read_question_jsonl
 
 TASK = AnswerTask(
+    name=LOADER_RUNNER,
     description="Answer a LLaVA question file with short answers.",
     max_new_tokens=MAX_NEW_TOKENS[LOADER_RUNNER],
     read_records=read_question_jsonl,

@@ -76,12 +76,14 @@ def mmbench_samples(row: Mapping[str, str], args: argparse.Namespace) -> list[Sa
 
 
 TASK = AnswerTask(
+    name=MMBENCH_RUNNER,
     description="Answer MMBench / MMBench-CN (TSV with base64 images).",
     max_new_tokens=MAX_NEW_TOKENS[MMBENCH_RUNNER],
     read_records=read_mmbench,
     to_samples=mmbench_samples,
     add_arguments=add_mmbench_arguments,
     uses_image_folder=False,
+    record_options=("all_rounds", "lang"),
 )
 
 

@@ -49,6 +49,7 @@ def science_sample(item: dict[str, Any], args: argparse.Namespace) -> list[Sampl
 
 
 TASK = AnswerTask(
+    name=SCIENCE_RUNNER,
     description="Answer ScienceQA (LLaVA conversation format).",
     max_new_tokens=MAX_NEW_TOKENS[SCIENCE_RUNNER],
     read_records=read_science_questions,

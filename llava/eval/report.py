@@ -28,7 +28,7 @@ logger = logging.getLogger(__name__)
 MISSING = "-"
 PAPER_SUFFIX = " (paper)"
 
-# The paper's Table 1 (Vicuna-7B; METHOD.md section 6), kept as printed.
+# The paper's Table 1 (Vicuna-7B), kept as printed.
 PAPER_TABLE1: dict[str, dict[str, str]] = {
     "LLaVA-1.5": {
         "mmvet": "31.1", "vizwiz": "50.0", "sqa": "66.80", "mmbench": "64.3", "mmbench_cn": "58.3",
@@ -41,7 +41,7 @@ PAPER_TABLE1: dict[str, dict[str, str]] = {
     "Inverse-LLaVA-HD": {"mme": "1335.67", "gqa": "59.33"},
 }  # fmt: skip
 
-# MME totals the paper reports (METHOD.md section 6, Figure 3 discussion).
+# MME totals the paper reports (Figure 3 discussion).
 PAPER_MME_TOTALS: dict[str, dict[str, str]] = {
     "LLaVA-1.5-7B-LoRA": {"perception": "1477.05", "cognition": "257.86"},
     "Inverse-LLaVA": {"perception": "1293.15", "cognition": "328.21"},

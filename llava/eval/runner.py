@@ -6,9 +6,12 @@ common: load the model once, take this process's chunk of the questions, skip th
 the answers file (resume), build each prompt with the conversation template, load the images,
 generate in left-padded batches and append one JSON line per answer.
 
+Beside the answers file, `<answers file>.meta.json` records what the answers depend on (model,
+template, decoding, prompt options, the question file's SHA-256, the chunk; `llava.eval.run_record`).
+A resume whose settings differ from the record is refused, naming each setting.
+
 Formats, prompts and decoding follow LLaVA-1.5's `llava/eval/model_vqa*.py`
-(https://github.com/haotian-liu/LLaVA/tree/main/llava/eval), as described in EVAL_PROTOCOLS.md:
-an answer line holds `question_id`, `prompt`, `text`, `answer_id`, `model_id` and `metadata`
+(https://github.com/haotian-liu/LLaVA/tree/main/llava/eval): an answer line holds `question_id`, `prompt`, `text`, `answer_id`, `model_id` and `metadata`
 (plus runner-specific fields such as MMBench's `round_id`).
 """
 
@@ -31,7 +34,9 @@ from tqdm import tqdm
 
 from llava.constants import DEFAULT_IMAGE_TOKEN
 from llava.conversation import Conversation, get_conv_template
+from llava.eval import run_record
 from llava.eval.benchmarks import MULTIPLE_CHOICE_SUFFIX
+from llava.eval.scoring_io import read_jsonl_for_append
 from llava.mm_utils import (
     get_model_name_from_path,
     load_image,
@@ -299,14 +304,20 @@ def answer_key(record: dict[str, Any]) -> Hashable:
 
 @dataclass(frozen=True)
 class AnswerTask:
-    """A runner: how its question file is read and turned into samples, and its defaults."""
+    """A runner: how its question file is read and turned into samples, and its defaults.
 
+    `name` is the runner's module (recorded beside its answers); `record_options` names the
+    runner's own flags (`args` attributes) that change the prompts and so go into the record.
+    """
+
+    name: str
     description: str
     max_new_tokens: int
     read_records: Callable[[argparse.Namespace], Sequence[Any]]
     to_samples: Callable[[Any, argparse.Namespace], list[Sample]]
     add_arguments: Callable[[argparse.ArgumentParser], None] | None = None
     uses_image_folder: bool = True
+    record_options: tuple[str, ...] = ()
 
     def build_parser(self) -> argparse.ArgumentParser:
         parser = argparse.ArgumentParser(description=self.description)
@@ -373,40 +384,65 @@ def prepare_answers_file(path: Path, model_id: str, overwrite: bool = False) -> 
     if overwrite or not path.exists():
         path.write_text("", encoding="utf-8")
         return set()
-    data = path.read_bytes()
     keys: set[Hashable] = set()
-    offset = 0
-    lines = data.split(b"\n")
-    for line_no, line in enumerate(lines, start=1):
-        is_last = line_no == len(lines) or (line_no == len(lines) - 1 and lines[-1] == b"")
-        if line.strip():
-            try:
-                record = json.loads(line)
-            except (json.JSONDecodeError, UnicodeDecodeError) as err:
-                if not is_last:
-                    raise ValueError(
-                        f"{path}:{line_no}: not valid JSON ({err}); fix it or pass --overwrite"
-                    ) from err
-                logger.warning("%s:%d: removing a partial last line left by an interruption", path, line_no)
-                with path.open("r+b") as f:
-                    f.truncate(offset)
-                break
-            if not isinstance(record, dict) or "question_id" not in record:
-                raise ValueError(
-                    f"{path}:{line_no}: not an answer (no question_id); fix it or pass --overwrite"
-                )
-            if record.get("model_id") != model_id:
-                raise ValueError(
-                    f"{path}:{line_no}: answer of model {record.get('model_id')!r}, but this run is {model_id!r}; "
-                    "pass --overwrite or choose another --answers-file"
-                )
-            keys.add(answer_key(record))
-        offset += len(line) + 1
-    else:
-        if data and not data.endswith(b"\n"):
-            with path.open("ab") as f:
-                f.write(b"\n")
+    for line_no, record in read_jsonl_for_append(path):
+        if not isinstance(record, dict) or "question_id" not in record:
+            raise ValueError(f"{path}:{line_no}: not an answer (no question_id); fix it or pass --overwrite")
+        if record.get("model_id") != model_id:
+            raise ValueError(
+                f"{path}:{line_no}: answer of model {record.get('model_id')!r}, but this run is {model_id!r}; "
+                "pass --overwrite or choose another --answers-file"
+            )
+        keys.add(answer_key(record))
     return keys
+
+
+def build_run_record(task: AnswerTask, args: argparse.Namespace, model_id: str) -> dict[str, Any]:
+    """What this run's answers depend on (see `llava.eval.run_record`)."""
+    settings = DecodingSettings.from_args(args)
+    image_folder = getattr(args, "image_folder", None) if task.uses_image_folder else None
+    prompt = {"single_pred_prompt": bool(args.single_pred_prompt)}
+    prompt.update({name: getattr(args, name) for name in task.record_options})
+    return {
+        "format": run_record.FORMAT,
+        "runner": task.name,
+        "model_id": model_id,
+        "model_path": run_record.local_path_or_id(args.model_path),
+        "model_base": run_record.local_path_or_id(args.model_base),
+        "conv_mode": args.conv_mode,
+        "decoding": {
+            "temperature": settings.temperature,
+            "top_p": settings.top_p,
+            "num_beams": settings.num_beams,
+            "max_new_tokens": settings.max_new_tokens,
+        },
+        "prompt": prompt,
+        "question_file": run_record.question_file_identity(args.question_file),
+        "image_folder": run_record.local_path_or_id(image_folder) if image_folder else image_folder,
+        "chunk": {"num_chunks": args.num_chunks, "chunk_idx": args.chunk_idx},
+    }
+
+
+def prepare_resume(
+    answers_file: Path, record: dict[str, Any], model_id: str, overwrite: bool = False
+) -> set[Hashable]:
+    """`prepare_answers_file`, refusing to mix runs: the file's run record must agree with
+    `record` on every setting (`run_record.check_resume`), and a file that holds answers but no
+    record is refused (nothing tells which run wrote them). Writes `record` beside the file."""
+    if not overwrite and answers_file.exists():
+        previous = run_record.read_record(answers_file)
+        if previous is not None:
+            run_record.check_resume(answers_file, previous, record)
+    done = prepare_answers_file(answers_file, model_id, overwrite=overwrite)
+    if done and run_record.read_record(answers_file) is None:
+        raise ValueError(
+            f"{answers_file} holds {len(done)} answer(s) but no run record "
+            f"({run_record.record_path(answers_file).name}), so nothing tells which model and settings "
+            "wrote them; pass --overwrite to start it afresh, or choose another --answers-file"
+        )
+    if overwrite or not done:
+        run_record.write_record(answers_file, record)
+    return done
 
 
 def answer_record(sample: Sample, text: str, model_id: str) -> dict[str, Any]:
@@ -469,7 +505,8 @@ def run(task: AnswerTask, args: argparse.Namespace) -> RunSummary:
 
     answers_file = Path(args.answers_file).expanduser()
     model_id = get_model_name_from_path(args.model_path)
-    done = prepare_answers_file(answers_file, model_id, overwrite=args.overwrite)
+    record = build_run_record(task, args, model_id)
+    done = prepare_resume(answers_file, record, model_id, overwrite=args.overwrite)
     pending = [sample for sample in samples if sample.key not in done]
     summary = RunSummary(answers_file, total=len(samples), resumed=len(samples) - len(pending))
     logger.info(

@@ -59,7 +59,7 @@ MMBENCH_ROWS = [
     # base 1 (ocr, 2 options): the copy is wrong -> fails
     row(1, "B", ["yes", "no"], "ocr"),
     row(1_000_001, "A", ["no", "yes"], "ocr"),
-    # base 2 (logic, 4 options): one copy has no prediction -> fails
+    # base 2 (logic, 4 options): one copy answered wrong -> fails
     row(2, "D", ["1", "2", "3", "a red car"], "logic"),
     row(1_000_002, "A", ["a red car", "1", "2", "3"], "logic"),
     row(2_000_002, "B", ["3", "a red car", "1", "2"], "logic"),
@@ -75,3 +75,8 @@ def mmbench_tsv(tmp_path) -> tuple[Path, list[dict[str, str]]]:
 @pytest.fixture
 def mmbench_row():
     return row
+
+
+@pytest.fixture
+def write_mmbench_tsv():
+    return write_tsv

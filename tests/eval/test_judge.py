@@ -1,5 +1,6 @@
-"""LLaVA-Bench judge: review prompt, score parsing, summary, and the HTTP client against a
-local server on 127.0.0.1 (no external network)."""
+"""LLaVA-Bench judge: review prompt, score parsing, summary, the HTTP client, appending and
+resuming reviews, and the absence of a default endpoint, against a local server on 127.0.0.1
+(no external network)."""
 
 import http.server
 import json
@@ -8,6 +9,7 @@ import threading
 import pytest
 
 from llava.eval import judge
+from llava.eval.scoring_io import CoverageError
 
 
 @pytest.fixture
@@ -145,3 +147,94 @@ def test_client_gives_up_on_client_errors(local_server):
     with pytest.raises(RuntimeError, match="HTTP 400"):
         client.complete("s", "u")
     assert len(handler.seen) == 1 and handler.seen[0]["auth"] is None
+
+
+def test_rerun_keeps_and_skips_finished_reviews(bench_files, local_server):
+    url, handler = local_server
+    client = judge.ChatClient(url, None, "judge-model", timeout=5, retry_wait=0)
+    out = bench_files / "reviews" / "model.jsonl"
+    first = judge.review_all(_requests(bench_files), client, out)
+    paid = out.read_bytes()
+    assert len(handler.seen) == 2
+    again = judge.review_all(_requests(bench_files), client, out)
+    assert len(handler.seen) == 2  # nothing asked again
+    assert out.read_bytes() == paid and again == first
+
+
+def test_review_resumes_after_a_kill(bench_files, local_server, caplog):
+    url, handler = local_server
+    client = judge.ChatClient(url, None, "judge-model", timeout=5, retry_wait=0)
+    out = bench_files / "model_reviews.jsonl"
+    kept = {"id": 1, "question_id": 0, "answer1_id": "g0", "answer2_id": "m0", "category": "llava_bench_conv",
+            "content": "9 3\nearlier", "tuple": [9.0, 3.0]}  # fmt: skip
+    out.write_text(json.dumps(kept) + "\n" + '{"id": 2, "question_id": 1, "answer1_i')  # killed mid-line
+    with caplog.at_level("WARNING", logger="llava.eval.scoring_io"):
+        reviews = judge.review_all(_requests(bench_files), client, out)
+    assert "partial last line" in caplog.text
+    assert len(handler.seen) == 1 and "Describe it." in handler.seen[0]["body"]["messages"][1]["content"]
+    lines = [json.loads(x) for x in out.read_text().splitlines()]
+    assert lines[0] == kept and reviews[0] == kept  # the paid review is kept as it was
+    assert (lines[1]["question_id"], lines[1]["tuple"]) == (1, [7.0, 8.0]) and len(lines) == 2
+
+
+def test_reviews_of_other_answers_are_refused(bench_files, local_server):
+    url, _ = local_server
+    client = judge.ChatClient(url, None, "judge-model", timeout=5, retry_wait=0)
+    out = bench_files / "model_reviews.jsonl"
+    stale = {
+        "question_id": 0,
+        "answer1_id": "g0",
+        "answer2_id": "OLD",
+        "category": "llava_bench_conv",
+        "tuple": [1, 1],
+    }
+    out.write_text(json.dumps(stale) + "\n")
+    with pytest.raises(ValueError, match=r"model_reviews.jsonl:1: review of .*'OLD'.*pass --overwrite"):
+        judge.review_all(_requests(bench_files), client, out)
+    assert len(judge.review_all(_requests(bench_files), client, out, overwrite=True)) == 2
+
+
+def _review_args(d, *extra):
+    return ["review", "-q", str(d / "questions.jsonl"), "-c", str(d / "context.jsonl"),
+            "-a", str(d / "gpt4.jsonl"), str(d / "model.jsonl"), "-o", str(d / "out.jsonl"), *extra]  # fmt: skip
+
+
+def test_no_default_endpoint_and_no_implicit_key(bench_files, local_server, monkeypatch):
+    url, handler = local_server
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-must-not-leave")
+    with pytest.raises(SystemExit, match="--base-url is required: the judge has no default endpoint"):
+        judge.main(_review_args(bench_files))
+    assert not handler.seen and not (bench_files / "out.jsonl").exists()
+    judge.main(_review_args(bench_files, "--base-url", url, "--model", "m"))
+    assert [seen["auth"] for seen in handler.seen] == [None, None]  # no key unless --api-key-env
+    with pytest.raises(SystemExit, match="environment variable JUDGE_KEY .--api-key-env. is not set"):
+        judge.main(_review_args(bench_files, "--base-url", url, "--api-key-env", "JUDGE_KEY"))
+
+
+def test_rerun_with_another_judge_is_refused(bench_files, local_server):
+    url, handler = local_server
+    judge.main(_review_args(bench_files, "--base-url", url, "--model", "judge-a"))
+    judge.main(
+        _review_args(bench_files, "--base-url", url + "/", "--model", "judge-a")
+    )  # same judge elsewhere
+    assert len(handler.seen) == 2
+    with pytest.raises(
+        ValueError,
+        match=r"out.jsonl was written by another run .*\n  model: 'judge-a' in the file, 'judge-b' now",
+    ):
+        judge.main(_review_args(bench_files, "--base-url", url, "--model", "judge-b"))
+    judge.main(_review_args(bench_files, "--base-url", url, "--model", "judge-b", "--overwrite"))
+    assert len(handler.seen) == 4
+
+
+def test_summary_and_requests_check_coverage(bench_files, write_jsonl):
+    reviews = [{"question_id": 0, "category": "llava_bench_conv", "tuple": [8, 6]}]
+    with pytest.raises(CoverageError, match=r"1 missing \(e.g. 1\)"):
+        judge.summarize(reviews, "r.jsonl", expected=[0, 1])
+    with pytest.raises(CoverageError, match=r"0 x2"):
+        judge.summarize(reviews * 2, "r.jsonl")
+    write_jsonl(bench_files / "model.jsonl", [{"question_id": 0, "text": "A vehicle.", "answer_id": "m0"}])
+    with pytest.raises(
+        CoverageError, match=r"model answers: 1 of 2 expected question\(s\) answered; 1 missing"
+    ):
+        _requests(bench_files)

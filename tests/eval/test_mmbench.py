@@ -1,11 +1,14 @@
-"""MMBench: TSV reading (large base64 cells), letter parsing, circular grouping."""
+"""MMBench: TSV reading (large base64 cells), letter parsing, circular grouping, coverage, and
+`--all-rounds` answers scored and converted per round."""
 
 import csv
 import json
 
 import pytest
 
+from llava.eval import converters, run_record
 from llava.eval.eval_mmbench import main, parse_choice, read_mmbench_tsv
+from llava.eval.scoring_io import CoverageError
 
 PREDICTIONS = {
     0: "A",
@@ -16,6 +19,7 @@ PREDICTIONS = {
     2: "D",
     1_000_002: "The answer is A",
     2_000_002: "A red car.",  # the option text itself -> B
+    3_000_002: "A",  # wrong (C)
 }
 
 
@@ -71,3 +75,113 @@ def test_test_split_without_answers_is_refused(tmp_path, write_jsonl, mmbench_ts
     write_jsonl(tmp_path / "a.jsonl", [{"question_id": 0, "text": "A"}])
     with pytest.raises(ValueError, match="no 'answer' column"):
         main(["--annotation-file", str(tsv), "--result-file", str(tmp_path / "a.jsonl")])
+
+
+def test_missing_and_duplicated_predictions_are_errors(tmp_path, write_jsonl, mmbench_tsv):
+    tsv, _ = mmbench_tsv
+    answers = [{"question_id": k, "text": v} for k, v in PREDICTIONS.items()]
+    path = tmp_path / "answers.jsonl"
+    args = ["--annotation-file", str(tsv), "--result-file", str(path)]
+    write_jsonl(path, answers[:-1])
+    with pytest.raises(
+        CoverageError, match=r"8 of 9 expected question\(s\) answered; 1 missing \(e.g. \(3000002, 0\)\)"
+    ):
+        main(args)
+    # --allow-missing leaves out the question with an unanswered copy (base 2): 1 of 2 pass
+    assert main([*args, "--allow-missing"]).circular == pytest.approx(50.0)
+    write_jsonl(path, [*answers, answers[0]])
+    with pytest.raises(CoverageError, match=r"1 answered more than once \(e.g. \(0, 0\) x2\)"):
+        main(args)
+
+
+# Base questions only (no rotated copies in the TSV): the runner's --all-rounds rotates them.
+ROUND_ROWS = [
+    {"index": "0", "answer": "A", "options": ["cat", "dog", "cow"], "category": "ocr"},
+    {"index": "1", "answer": "B", "options": ["yes", "no"], "category": "logic"},
+]
+
+
+def _round_answers(wrong=()):
+    """Answers as `model_vqa_mmbench --all-rounds` writes them (round r: options rotated left r
+    times under A, B, ...), each naming the letter under which the right option was shown,
+    except for the (index, round) pairs in `wrong`."""
+    answers = []
+    for row in ROUND_ROWS:
+        letters = ["A", "B", "C", "D"][: len(row["options"])]
+        right = row["options"][letters.index(row["answer"])]
+        options, chars = list(row["options"]), list(letters)
+        for round_id in range(len(letters)):
+            shown = letters[options.index(right)]
+            text = (
+                letters[(letters.index(shown) + 1) % len(letters)]
+                if (int(row["index"]), round_id) in wrong
+                else shown
+            )
+            answers.append({"question_id": int(row["index"]), "round_id": round_id, "prompt": "...", "text": text,
+                            "options": options, "option_char": chars})  # fmt: skip
+            options, chars = options[1:] + options[:1], chars[1:] + chars[:1]
+    return answers
+
+
+@pytest.fixture
+def rounds_tsv(tmp_path, mmbench_row, write_mmbench_tsv):
+    rows = [mmbench_row(r["index"], r["answer"], r["options"], r["category"]) for r in ROUND_ROWS]
+    return write_mmbench_tsv(tmp_path / "mmbench_dev_base.tsv", rows)
+
+
+def _score_rounds(tmp_path, write_jsonl, tsv, answers):
+    path = write_jsonl(tmp_path / "rounds.jsonl", answers)
+    return main(["--annotation-file", str(tsv), "--result-file", str(path)])
+
+
+def test_all_rounds_all_correct_score_100(tmp_path, write_jsonl, rounds_tsv):
+    answers = _round_answers()
+    # round 1 of question 0 shows "dog, cow, cat": the right option (cat) is under C
+    assert [a["text"] for a in answers] == ["A", "C", "B", "B", "A"]
+    scores = _score_rounds(tmp_path, write_jsonl, rounds_tsv, answers)
+    assert (scores.circular, scores.vanilla, scores.num_questions) == (100.0, 100.0, 2)
+
+
+def test_one_wrong_round_makes_its_question_wrong(tmp_path, write_jsonl, rounds_tsv):
+    scores = _score_rounds(tmp_path, write_jsonl, rounds_tsv, _round_answers(wrong={(0, 2)}))
+    assert scores.circular == 50.0 and scores.categories == {"logic": 100.0, "ocr": 0.0}
+    assert scores.vanilla == 100.0  # round 0 of both questions is right
+
+
+def test_all_rounds_coverage_and_rotation_checks(tmp_path, write_jsonl, rounds_tsv):
+    answers = _round_answers()
+    with pytest.raises(CoverageError, match=r"1 missing \(e.g. \(0, 2\)\)"):
+        _score_rounds(tmp_path, write_jsonl, rounds_tsv, answers[:2] + answers[3:])
+    answers[1]["options"] = ["cow", "cat", "dog"]  # not the TSV's round 1
+    with pytest.raises(ValueError, match="question 0 round 1: options .* answers of another MMBench file"):
+        _score_rounds(tmp_path, write_jsonl, rounds_tsv, answers)
+
+
+def test_run_record_says_all_rounds_so_a_lost_round_is_missing(tmp_path, write_jsonl, rounds_tsv):
+    # Only round 0 of every question survived, but the record says the run asked all rounds.
+    answers = [a for a in _round_answers() if a["round_id"] == 0]
+    path = write_jsonl(tmp_path / "rounds.jsonl", answers)
+    record = {"format": run_record.FORMAT, "runner": run_record.MMBENCH_RUNNER, "prompt": {"all_rounds": True},
+              "question_file": run_record.question_file_identity(rounds_tsv)}  # fmt: skip
+    run_record.write_record(path, record)
+    with pytest.raises(CoverageError, match=r"2 of 5 expected question\(s\) answered; 3 missing"):
+        main(["--annotation-file", str(rounds_tsv), "--result-file", str(path)])
+
+
+def test_all_rounds_submission_has_one_row_per_round(tmp_path, write_jsonl, rounds_tsv, monkeypatch):
+    monkeypatch.setattr(converters, "openpyxl_available", lambda: False)
+    write_jsonl(tmp_path / "answers" / "ckpt.jsonl", _round_answers(wrong={(1, 1)}))
+    converters.mmbench_main(
+        ["--annotation-file", str(rounds_tsv), "--result-dir", str(tmp_path / "answers"),
+         "--upload-dir", str(tmp_path / "upload"), "--experiment", "ckpt"]
+    )  # fmt: skip
+    with (tmp_path / "upload" / "ckpt.tsv").open(newline="") as f:
+        rows = list(csv.DictReader(f, delimiter="\t"))
+    # MMBench's circular layout: index + round * 1,000,000, that round's options and answer letter
+    assert [(r["index"], r["A"], r["B"], r["C"], r["answer"], r["prediction"]) for r in rows] == [
+        ("0", "cat", "dog", "cow", "A", "A"),
+        ("1000000", "dog", "cow", "cat", "C", "C"),
+        ("2000000", "cow", "cat", "dog", "B", "B"),
+        ("1", "yes", "no", "", "B", "B"),
+        ("1000001", "no", "yes", "", "A", "B"),  # the wrong round keeps its own prediction
+    ]

@@ -14,6 +14,7 @@ from llava.eval.eval_mme import (
     score_mme,
     write_mme_txt,
 )
+from llava.eval.scoring_io import CoverageError
 
 SUFFIX = "\nAnswer the question using a single word or phrase."
 YN = " Please answer yes or no."
@@ -132,7 +133,7 @@ def test_convert_and_score_end_to_end(tmp_path, mme_dir, write_jsonl, capsys):
     assert lines[3] == f"000002.jpg\tIs there a dog?{YN}\tNo\tYes sure"  # one line, 4 fields
     # the txt files score the same when read back (the eval tool's path)
     assert score_mme(read_mme_txt(out_dir)) == scores
-    assert main(["--results-dir", str(out_dir)]).perception == pytest.approx(125.0)
+    assert main(["--results-dir", str(out_dir), "--mme-dir", str(mme_dir)]).perception == pytest.approx(125.0)
     saved = json.loads(res.read_text())
     assert saved["score"] == saved["perception"] == pytest.approx(125.0)
     assert saved["subtasks"] == {"existence": 125.0, "code_reasoning": 200.0}
@@ -152,10 +153,68 @@ def test_write_read_round_trip(tmp_path):
 
 
 def test_command_line_takes_custom_categories(tmp_path, capsys):
-    records = [_rec("comparison", "s1.png", "yes", "yes"), _rec("comparison", "s1.png", "no", "no")]
-    write_mme_txt(records, tmp_path)
+    gt = tmp_path / "gt" / "comparison"
+    gt.mkdir(parents=True)
+    (gt / "s1.txt").write_text("q1\tyes\nq2\tno\n")
+    records = [
+        _rec("comparison", "s1.png", "yes", "yes", "q1"),
+        _rec("comparison", "s1.png", "no", "no", "q2"),
+    ]
+    write_mme_txt(records, tmp_path / "txt")
+    args = ["--results-dir", str(tmp_path / "txt"), "--mme-dir", str(tmp_path / "gt")]
     with pytest.raises(ValueError, match="outside perception/cognition"):
-        main(["--results-dir", str(tmp_path)])
-    scores = main(["--results-dir", str(tmp_path), "--perception", "count", "--cognition", "comparison"])
+        main(args)
+    scores = main([*args, "--perception", "count", "--cognition", "comparison"])
     # both answers right: acc 100 + acc+ 100
     assert scores.cognition == pytest.approx(200.0) and "comparison" in capsys.readouterr().out
+
+
+def _answers(mme_dir, keep):
+    """Runner answers, all right, for the (image, question) pairs in `keep`."""
+    gt = load_ground_truth(mme_dir)
+    return [
+        {"question_id": f"{cat}/images/{txt.replace('.txt', '.jpg')}", "prompt": q + SUFFIX, "text": a}
+        for (cat, txt, q), a in gt.items()
+        if cat == "existence" and (txt, q) in keep
+    ]
+
+
+def _existence_only(tmp_path, mme_dir, write_jsonl, answers, *extra):
+    path = write_jsonl(tmp_path / "answers.jsonl", answers)
+    return main(["--answers-file", str(path), "--mme-dir", str(mme_dir), "--perception", "existence",
+                 "--cognition", "", *extra])  # fmt: skip
+
+
+def test_half_the_images_answered_is_an_error_naming_the_counts(tmp_path, mme_dir, write_jsonl, capsys):
+    half = {("000001.txt", f"Is there a train?{YN}"), ("000001.txt", f"Is there a bed?{YN}")}
+    answers = _answers(mme_dir, half)
+    with pytest.raises(
+        CoverageError,
+        match=r"2 of 4 expected question\(s\) answered; 2 missing \(e.g. \('existence', '000002.txt'",
+    ):
+        _existence_only(tmp_path, mme_dir, write_jsonl, answers)
+    # Opted in: the answered image scores 200 and the file says that half the questions are missing.
+    res = tmp_path / "mme.json"
+    scores = _existence_only(
+        tmp_path, mme_dir, write_jsonl, answers, "--allow-missing", "--results-json", str(res)
+    )
+    assert scores.perception == pytest.approx(200.0)
+    assert json.loads(res.read_text())["coverage"] == {
+        "expected": 4,
+        "answered": 2,
+        "missing": 2,
+        "extra": 0,
+        "duplicated": 0,
+    }
+    assert "INCOMPLETE: " in capsys.readouterr().out
+
+
+def test_a_duplicated_answer_does_not_hide_a_missing_one(tmp_path, mme_dir, write_jsonl):
+    keep = {("000001.txt", f"Is there a train?{YN}"), ("000001.txt", f"Is there a bed?{YN}"),
+            ("000002.txt", f"Is there a cat?{YN}")}  # fmt: skip
+    answers = _answers(mme_dir, keep)
+    answers.append(answers[-1])  # image 000002 has "two" answers, one of them twice
+    with pytest.raises(
+        CoverageError, match=r"1 missing .*Is there a dog.*; 1 answered more than once .*Is there a cat.* x2"
+    ):
+        _existence_only(tmp_path, mme_dir, write_jsonl, answers, "--allow-missing")

@@ -7,6 +7,8 @@ import pytest
 from llava.eval.converters import seed_main
 from llava.eval.eval_exact_match import main as exact_match_main
 from llava.eval.eval_exact_match import normalize_short_answer
+from llava.eval.eval_seed import main as seed_score_main
+from llava.eval.scoring_io import CoverageError
 
 SEED = {
     "question_type": {"Scene Understanding": 1, "Instance Identity": 2},
@@ -47,9 +49,17 @@ def test_seed_scores_and_upload(tmp_path, write_json, write_jsonl, capsys):
 def test_seed_upload_needs_every_question(tmp_path, write_json, write_jsonl):
     write_json(tmp_path / "SEED-Bench.json", SEED)
     write_jsonl(tmp_path / "merge.jsonl", [{"question_id": "101", "text": "A"}])
-    with pytest.raises(ValueError, match="no prediction for question_id '102'"):
+    with pytest.raises(
+        CoverageError, match=r"1 of 4 expected question\(s\) answered; 3 missing \(e.g. '102', '103', 'v1'\)"
+    ):
         seed_main(["--annotation-file", str(tmp_path / "SEED-Bench.json"), "--result-file", str(tmp_path / "merge.jsonl"),
                    "--result-upload-file", str(tmp_path / "u.jsonl")])  # fmt: skip
+    # --allow-missing scores the answered question, but the upload still needs all of them
+    with pytest.raises(ValueError, match="no prediction for question_id '102'"):
+        seed_main(["--annotation-file", str(tmp_path / "SEED-Bench.json"), "--result-file", str(tmp_path / "merge.jsonl"),
+                   "--result-upload-file", str(tmp_path / "u.jsonl"), "--allow-missing"])  # fmt: skip
+    assert seed_score_main(["--annotation-file", str(tmp_path / "SEED-Bench.json"), "--result-file",
+                            str(tmp_path / "merge.jsonl"), "--allow-missing"]).total == 100.0  # fmt: skip
 
 
 @pytest.mark.parametrize(("raw", "norm"), [(" Red. ", "red"), ("3.", "3"), ("3.5", "3.5"), ("Two", "two")])
@@ -68,10 +78,17 @@ def test_exact_match(tmp_path, write_jsonl):
         {"question_id": 1, "text": "Red."},  # right
         {"question_id": 2, "text": "3"},  # right
         {"question_id": 3, "text": "a circle"},  # wrong: no article removal here
-    ]  # question 4 unanswered: wrong
+    ]  # question 4 unanswered
     write_jsonl(tmp_path / "q.jsonl", questions)
     write_jsonl(tmp_path / "a.jsonl", answers)
-    scores = exact_match_main(
-        ["--question-file", str(tmp_path / "q.jsonl"), "--result-file", str(tmp_path / "a.jsonl")]
-    )
-    assert scores.accuracy == 50.0 and scores.categories == {"color": 50.0, "count": 50.0}
+    args = ["--question-file", str(tmp_path / "q.jsonl"), "--result-file", str(tmp_path / "a.jsonl")]
+    with pytest.raises(
+        CoverageError, match=r"3 of 4 expected question\(s\) answered; 1 missing \(e.g. '4'\)"
+    ):
+        exact_match_main(args)
+    write_jsonl(tmp_path / "a.jsonl", [*answers, {"question_id": 4, "text": "Blue"}])
+    scores = exact_match_main(args)
+    assert scores.accuracy == 75.0 and scores.categories == {"color": 100.0, "count": 50.0}
+    write_jsonl(tmp_path / "a.jsonl", answers)
+    scores = exact_match_main([*args, "--allow-missing"])  # the 3 answered: 2 right
+    assert scores.count == 3 and scores.accuracy == pytest.approx(200 / 3)

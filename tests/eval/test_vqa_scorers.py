@@ -6,6 +6,7 @@ import pytest
 
 from llava.eval import eval_gqa, eval_textvqa
 from llava.eval.converters import gqa_main
+from llava.eval.scoring_io import CoverageError
 
 SUFFIX = "\nAnswer the question using a single word or phrase."
 
@@ -40,7 +41,9 @@ def test_textvqa(tmp_path, write_json, write_jsonl, capsys):
 def test_textvqa_unmatched_question_names_the_record(tmp_path, write_json, write_jsonl):
     write_json(tmp_path / "val.json", {"data": [{"image_id": "a", "question": "q?", "answers": ["x"] * 10}]})
     write_jsonl(tmp_path / "answers.jsonl", [{"question_id": "a", "prompt": "other?" + SUFFIX, "text": "x"}])
-    with pytest.raises(ValueError, match="record 1: no annotation for image 'a'"):
+    with pytest.raises(
+        CoverageError, match=r"1 missing \(e.g. \('a', 'q\?'\)\); 1 extra.*\('a', 'other\?'\)"
+    ):
         eval_textvqa.main(
             [
                 "--annotation-file",
@@ -82,6 +85,26 @@ def test_gqa_convert_and_score(tmp_path, write_json, write_jsonl, capsys):
     assert capsys.readouterr().out.splitlines()[-1] == "Accuracy: 66.67%"
 
 
-def test_gqa_missing_prediction_raises():
-    with pytest.raises(ValueError, match="1 balanced questions have no prediction"):
-        eval_gqa.score_gqa({"q1": {"answer": "yes"}}, {})
+def test_gqa_coverage():
+    questions = {"q1": {"answer": "yes"}, "q2": {"answer": "no"}, "q3": {"answer": "no", "isBalanced": False}}
+    predictions = [{"questionId": "q1", "prediction": "yes"}, {"questionId": "q3", "prediction": "x"}]
+    with pytest.raises(
+        CoverageError, match=r"1 of 2 expected question\(s\) answered; 1 missing \(e.g. 'q2'\)"
+    ):
+        eval_gqa.index_predictions(predictions, questions, "preds.json")
+    # opted in: only q1 is scored (q3, unbalanced, is ignored as GQA's eval.py ignores it)
+    texts, coverage = eval_gqa.index_predictions(predictions, questions, "preds.json", allow_missing=True)
+    assert eval_gqa.score_gqa(questions, texts).count == 1 and coverage.as_dict()["missing"] == 1
+    extra = [*predictions, {"questionId": "q2", "prediction": "no"}, {"questionId": "q9", "prediction": "no"}]
+    with pytest.raises(CoverageError, match=r"1 extra, not among the questions \(e.g. 'q9'\)"):
+        eval_gqa.index_predictions(extra, questions, "preds.json")
+
+
+def test_gqa_converter_checks_the_question_file(tmp_path, write_jsonl):
+    write_jsonl(
+        tmp_path / "q.jsonl", [{"question_id": "q1", "text": "?"}, {"question_id": "q2", "text": "?"}]
+    )
+    write_jsonl(tmp_path / "merge.jsonl", [{"question_id": "q1", "text": "yes"}])
+    args = ["--src", str(tmp_path / "merge.jsonl"), "--dst", str(tmp_path / "p.json")]
+    with pytest.raises(CoverageError, match=r"1 missing \(e.g. 'q2'\)"):
+        gqa_main([*args, "--question-file", str(tmp_path / "q.jsonl")])
