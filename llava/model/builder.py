@@ -77,9 +77,14 @@ class LoadReport:
 
 def _from_pretrained(model_cls, folder: str | Path, **kwargs) -> tuple[torch.nn.Module, LoadReport]:
     """`model_cls.from_pretrained(folder)` and its report; a tensor whose shape disagrees with
-    the config is an error naming the key, the folder and both shapes (never re-initialised)."""
+    the config is an error naming the key, the folder and both shapes (never re-initialised).
+
+    Quantized loads keep transformers' own check (it raises on a mismatch too, pointing at its
+    load report): packed 4/8-bit weights do not have their config's shapes.
+    """
+    quantized = kwargs.get("quantization_config") is not None
     model, info = model_cls.from_pretrained(
-        folder, output_loading_info=True, ignore_mismatched_sizes=True, **kwargs
+        folder, output_loading_info=True, ignore_mismatched_sizes=not quantized, **kwargs
     )
     mismatched = sorted(info.get("mismatched_keys") or [])
     if mismatched:
