@@ -79,8 +79,8 @@ def _from_pretrained(model_cls, folder: str | Path, **kwargs) -> tuple[torch.nn.
     """`model_cls.from_pretrained(folder)` and its report; a tensor whose shape disagrees with
     the config is an error naming the key, the folder and both shapes (never re-initialised).
 
-    Quantized loads keep transformers' own check (it raises on a mismatch too, pointing at its
-    load report): packed 4/8-bit weights do not have their config's shapes.
+    Quantized loads (CUDA and bitsandbytes only, not exercised by the CPU tests) keep
+    transformers' own check, which also raises on a mismatch, pointing at its load report.
     """
     quantized = kwargs.get("quantization_config") is not None
     model, info = model_cls.from_pretrained(
