@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from llava.eval import run_record
 from llava.eval.benchmarks import BENCHMARKS, TABLE1_COLUMNS, get_benchmark, main, merge_chunks
 
 REPO = Path(__file__).resolve().parents[2]
@@ -144,3 +145,66 @@ def test_script_without_checkpoint_prints_usage():
         ["bash", str(SCRIPTS / "pope.sh")], cwd=REPO, capture_output=True, text=True, timeout=30
     )
     assert proc.returncode == 2 and "usage:" in proc.stderr
+
+
+def _chunk_record(i: int, k: int, temperature: float = 0.0) -> dict:
+    return {"format": run_record.FORMAT, "runner": run_record.LOADER_RUNNER, "decoding": {"temperature": temperature},
+            "question_file": {"path": "/q.jsonl", "sha256": "ab"}, "chunk": {"num_chunks": k, "chunk_idx": i}}  # fmt: skip
+
+
+def test_merge_chunks_merges_their_run_records(tmp_path):
+    for i in range(2):
+        (tmp_path / f"2_{i}.jsonl").write_text(f'{{"question_id": {i}}}\n')
+        run_record.write_record(tmp_path / f"2_{i}.jsonl", _chunk_record(i, 2))
+    merged = merge_chunks(tmp_path, 2)
+    record = run_record.read_record(merged)
+    assert record["chunk"] == {"num_chunks": 2, "merged_from": ["2_0.jsonl", "2_1.jsonl"]}
+    assert record["question_file"] == {"path": "/q.jsonl", "sha256": "ab"}
+    # chunks of different runs are not merged
+    run_record.write_record(tmp_path / "2_1.jsonl", _chunk_record(1, 2, temperature=0.7))
+    with pytest.raises(
+        ValueError, match=r"decoding.temperature is 0.0 in .*2_0.jsonl.meta.json but 0.7 in .*2_1"
+    ):
+        merge_chunks(tmp_path, 2)
+    run_record.write_record(tmp_path / "2_1.jsonl", _chunk_record(0, 2))  # chunk 0 written twice
+    with pytest.raises(ValueError, match=r"2_1.jsonl.meta.json: chunk 0 of 2, expected chunk 1 of 2"):
+        merge_chunks(tmp_path, 2)
+    run_record.record_path(tmp_path / "2_1.jsonl").unlink()
+    with pytest.raises(ValueError, match=r"answer chunks without a run record .*2_1.jsonl"):
+        merge_chunks(tmp_path, 2)
+
+
+# Stands in for `python` in llavabench.sh: fakes the free-form runner and logs any judge call.
+FAKE_JUDGE_PYTHON = """#!{python}
+import json, os, sys
+args = sys.argv[1:]
+if args[:2] == ["-m", "llava.eval.model_vqa"]:
+    opt = dict(zip(args[2::2], args[3::2]))
+    open(opt["--answers-file"], "w").write(json.dumps({{"question_id": 0, "text": "A bus."}}) + "\\n")
+elif args[:2] == ["-m", "llava.eval.judge"]:
+    open({log!r}, "a").write(" ".join(args) + "\\n")
+else:
+    os.execv({python!r}, [{python!r}, *args])
+"""
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="bash scripts")
+def test_llavabench_script_sends_nothing_without_an_endpoint(tmp_path):
+    (tmp_path / "eval" / "llava-bench-in-the-wild").mkdir(parents=True)
+    log = tmp_path / "judge_calls.txt"
+    fake = tmp_path / "fake_python"
+    fake.write_text(FAKE_JUDGE_PYTHON.format(python=sys.executable, log=str(log)))
+    fake.chmod(0o755)
+    env = {**os.environ, "EVAL_DIR": str(tmp_path / "eval"), "PYTHON": str(fake), "OPENAI_API_KEY": "sk-x"}
+    env.pop("JUDGE_BASE_URL", None)
+    proc = subprocess.run(["bash", str(SCRIPTS / "llavabench.sh"), "/ckpts/my-ckpt"], cwd=REPO, env=env,
+                          capture_output=True, text=True, timeout=60)  # fmt: skip
+    assert proc.returncode == 0 and "JUDGE_BASE_URL is not set" in proc.stderr
+    assert not log.exists()  # a key in the environment alone sends nothing anywhere
+    env["JUDGE_BASE_URL"] = "http://127.0.0.1:9/v1"
+    proc = subprocess.run(["bash", str(SCRIPTS / "llavabench.sh"), "/ckpts/my-ckpt"], cwd=REPO, env=env,
+                          capture_output=True, text=True, timeout=60)  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    review, summarize = log.read_text().splitlines()
+    assert "--base-url http://127.0.0.1:9/v1" in review and "--api-key-env" not in review
+    assert summarize.startswith("-m llava.eval.judge summarize")

@@ -1,19 +1,29 @@
 """The answer runners end to end on a tiny checkpoint: answer-file format per runner, chunking,
-resume after an interruption, batch-size equivalence, and the missing-image policy."""
+resume after an interruption, the run record and the refusal to mix runs, batch-size
+equivalence, and the missing-image policy."""
 
 from __future__ import annotations
 
 import argparse
 import base64
+import hashlib
 import io
 import json
 import logging
+import shutil
 from pathlib import Path
 
 import pytest
 from PIL import Image
 
-from llava.eval import model_vqa, model_vqa_loader, model_vqa_mmbench, model_vqa_science
+from llava.eval import (
+    eval_exact_match,
+    model_vqa,
+    model_vqa_loader,
+    model_vqa_mmbench,
+    model_vqa_science,
+    run_record,
+)
 from llava.eval.benchmarks import merge_chunks
 from llava.eval.runner import DecodingSettings, get_chunk, prepare_answers_file, short_id
 
@@ -73,12 +83,17 @@ def question_file(tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="module")
-def reference(tiny_model_path, question_file, image_folder, tmp_path_factory) -> list[dict]:
+def reference_file(tiny_model_path, question_file, image_folder, tmp_path_factory) -> Path:
     """The loader, unchunked, batch size 1, greedy: what the other runs must reproduce."""
     answers = tmp_path_factory.mktemp("reference") / "answers.jsonl"
     summary = model_vqa_loader.main(runner_args(tiny_model_path, question_file, answers, image_folder))
     assert (summary.total, summary.answered, summary.resumed) == (7, 7, 0)
-    return read_jsonl(answers)
+    return answers
+
+
+@pytest.fixture(scope="module")
+def reference(reference_file) -> list[dict]:
+    return read_jsonl(reference_file)
 
 
 def check_answer_lines(records: list[dict], prompts: list[str], ids: list) -> None:
@@ -323,6 +338,9 @@ def test_chunks_merged_in_order_equal_an_unchunked_run(
         )
     assert [len(read_jsonl(tmp_path / f"3_{i}.jsonl")) for i in range(3)] == [3, 3, 1]
     assert comparable(read_jsonl(merge_chunks(tmp_path, 3))) == comparable(reference)
+    merged = run_record.read_record(tmp_path / "merge.jsonl")
+    assert merged["chunk"] == {"num_chunks": 3, "merged_from": ["3_0.jsonl", "3_1.jsonl", "3_2.jsonl"]}
+    assert merged["question_file"] == run_record.read_record(tmp_path / "3_1.jsonl")["question_file"]
 
 
 def test_batch_size_three_gives_the_greedy_answers_of_batch_size_one(
@@ -336,12 +354,13 @@ def test_batch_size_three_gives_the_greedy_answers_of_batch_size_one(
 
 
 def test_resume_after_an_interruption(
-    reference, tiny_model_path, question_file, image_folder, tmp_path, caplog
+    reference, reference_file, tiny_model_path, question_file, image_folder, tmp_path, caplog
 ):
     answers = tmp_path / "answers.jsonl"
     complete = "".join(json.dumps(r) + "\n" for r in reference[:3])
     partial = json.dumps(reference[3])[:25]  # the process died while writing the 4th line
     answers.write_text(complete + partial, encoding="utf-8")
+    shutil.copy(run_record.record_path(reference_file), run_record.record_path(answers))
     with caplog.at_level(logging.WARNING, logger="llava.eval.runner"):
         summary = model_vqa_loader.main(runner_args(tiny_model_path, question_file, answers, image_folder))
     assert "partial last line" in caplog.text
@@ -351,9 +370,13 @@ def test_resume_after_an_interruption(
     assert [r["answer_id"] for r in records[:3]] == [
         r["answer_id"] for r in reference[:3]
     ]  # kept, not redone
-    # Everything answered: nothing to do, and the model is not even loaded.
-    missing_model = str(tmp_path / "gone" / "tiny-fusion")
-    summary = model_vqa_loader.main(runner_args(missing_model, question_file, answers, image_folder))
+    # Everything answered: nothing to do, and the model is not even loaded (its folder is away).
+    away = Path(tiny_model_path).with_name("tiny-fusion-away")
+    Path(tiny_model_path).rename(away)
+    try:
+        summary = model_vqa_loader.main(runner_args(tiny_model_path, question_file, answers, image_folder))
+    finally:
+        away.rename(tiny_model_path)
     assert (summary.resumed, summary.answered) == (7, 0)
 
 
@@ -460,3 +483,80 @@ def test_short_ids_are_unique_and_shortuuid_shaped():
     ids = {short_id() for _ in range(1000)}
     assert len(ids) == 1000
     assert all(len(i) == 22 and i.isalnum() and not set(i) & set("01IOl") for i in ids)
+
+
+def test_run_record_beside_the_answers(tiny_model_path, reference_file, question_file, image_folder):
+    record = json.loads(run_record.record_path(reference_file).read_text())
+    assert record["runner"] == "llava.eval.model_vqa_loader" and record["model_id"] == "tiny-fusion"
+    assert record["model_path"] == tiny_model_path and record["model_base"] is None
+    assert record["conv_mode"] == "vicuna_v1" and record["prompt"] == {"single_pred_prompt": False}
+    assert record["decoding"] == {"temperature": 0.0, "top_p": None, "num_beams": 1, "max_new_tokens": 5}
+    assert record["question_file"] == {
+        "path": str(question_file),
+        "sha256": hashlib.sha256(question_file.read_bytes()).hexdigest(),
+    }
+    assert record["image_folder"] == str(image_folder)
+    assert record["chunk"] == {"num_chunks": 1, "chunk_idx": 0}
+
+
+@pytest.mark.parametrize(
+    ("flags", "setting", "before", "after"),
+    [
+        (["--temperature", "0.5"], "decoding.temperature", "0.0", "0.5"),
+        (["--conv-mode", "plain"], "conv_mode", "'vicuna_v1'", "'plain'"),
+        (["--max_new_tokens", "9"], "decoding.max_new_tokens", "5", "9"),
+        (["--single-pred-prompt"], "prompt.single_pred_prompt", "False", "True"),
+        (["--num-chunks", "2"], "chunk.num_chunks", "1", "2"),
+    ],
+)
+def test_resume_refuses_another_run(
+    reference_file, tiny_model_path, question_file, image_folder, tmp_path, flags, setting, before, after
+):
+    answers = tmp_path / "answers.jsonl"
+    shutil.copy(reference_file, answers)
+    shutil.copy(run_record.record_path(reference_file), run_record.record_path(answers))
+    expected = f"{setting}: {before} in the file, {after} now\n.*pass --overwrite .* another --answers-file"
+    with pytest.raises(ValueError, match=expected):
+        model_vqa_loader.main([*runner_args(tiny_model_path, question_file, answers, image_folder), *flags])
+    assert answers.read_bytes() == reference_file.read_bytes()  # nothing added, nothing lost
+
+
+def test_resume_refuses_another_model(reference_file, tiny_model_path, question_file, image_folder, tmp_path):
+    answers = tmp_path / "answers.jsonl"
+    shutil.copy(reference_file, answers)
+    shutil.copy(run_record.record_path(reference_file), run_record.record_path(answers))
+    other = shutil.copytree(tiny_model_path, tmp_path / "other-fusion")
+    with pytest.raises(ValueError, match=r"model_path: '.*tiny-fusion' in the file, '.*other-fusion' now"):
+        model_vqa_loader.main(runner_args(str(other), question_file, answers, image_folder))
+    # --overwrite starts afresh, with the new run's record
+    summary = model_vqa_loader.main(
+        [*runner_args(str(other), question_file, answers, image_folder), "--overwrite"]
+    )
+    assert (summary.resumed, summary.answered) == (0, 7)
+    assert run_record.read_record(answers)["model_path"] == str(other)
+
+
+def test_answers_without_a_record_are_not_resumed(
+    reference_file, tiny_model_path, question_file, image_folder, tmp_path
+):
+    answers = tmp_path / "answers.jsonl"
+    shutil.copy(reference_file, answers)  # e.g. written by LLaVA's own runner
+    with pytest.raises(
+        ValueError, match=r"holds 7 answer\(s\) but no run record \(answers.jsonl.meta.json\)"
+    ):
+        model_vqa_loader.main(runner_args(tiny_model_path, question_file, answers, image_folder))
+
+
+def test_scorer_accepts_its_own_question_file_and_refuses_another(tiny_model_path, image_folder, tmp_path):
+    questions = [{**q, "answer": "red"} for q in vqa_questions(2)]
+    q_file = write_jsonl(tmp_path / "q.jsonl", questions)
+    answers = tmp_path / "a.jsonl"
+    model_vqa_loader.main(runner_args(tiny_model_path, q_file, answers, image_folder))
+    scores = eval_exact_match.main(["--question-file", str(q_file), "--result-file", str(answers)])
+    assert scores.count == 2
+    # Another benchmark's questions with the same ids (and answers), but other content.
+    other = write_jsonl(tmp_path / "other.jsonl", [{**q, "text": "Other?"} for q in questions])
+    with pytest.raises(
+        ValueError, match=r"a.jsonl answers the questions of '.*q.jsonl' .* not those of '.*other.jsonl'"
+    ):
+        eval_exact_match.main(["--question-file", str(other), "--result-file", str(answers)])

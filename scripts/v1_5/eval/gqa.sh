@@ -12,7 +12,8 @@ run_chunked llava.eval.model_vqa_loader "$DATA/answers/$SPLIT/$CKPT" \
     --question-file "$DATA/$SPLIT.jsonl" \
     --image-folder "$GQADIR/images"
 
-"$PYTHON" scripts/convert_gqa_for_eval.py --src "$MERGED_FILE" --dst "$GQADIR/testdev_balanced_predictions.json"
+"$PYTHON" scripts/convert_gqa_for_eval.py --src "$MERGED_FILE" --dst "$GQADIR/testdev_balanced_predictions.json" \
+    --question-file "$DATA/$SPLIT.jsonl"
 "$PYTHON" -m llava.eval.eval_gqa --tier testdev_balanced \
     --questions "$GQADIR/{tier}_questions.json" \
     --predictions "$GQADIR/{tier}_predictions.json" \

@@ -12,6 +12,7 @@ run_answers llava.eval.model_vqa_loader "$DATA/answers/$CKPT.jsonl" \
 
 "$PYTHON" -m llava.eval.eval_mme \
     --answers-file "$DATA/answers/$CKPT.jsonl" \
+    --question-file "$DATA/llava_mme.jsonl" \
     --mme-dir "$DATA/MME_Benchmark_release_version" \
     --output-dir "$DATA/eval_tool/answers/$CKPT" \
     --results-json "$(results_json mme)"

@@ -10,5 +10,6 @@ run_answers llava.eval.model_vqa "$DATA/answers/$CKPT.jsonl" \
     --question-file "$DATA/llava-mm-vet.jsonl" \
     --image-folder "$DATA/images"
 
-"$PYTHON" scripts/convert_mmvet_for_eval.py --src "$DATA/answers/$CKPT.jsonl" --dst "$DATA/results/$CKPT.json"
+"$PYTHON" scripts/convert_mmvet_for_eval.py --src "$DATA/answers/$CKPT.jsonl" --dst "$DATA/results/$CKPT.json" \
+    --question-file "$DATA/llava-mm-vet.jsonl"
 echo "grade $DATA/results/$CKPT.json with MM-Vet's grader (https://github.com/yuweihao/MM-Vet)"

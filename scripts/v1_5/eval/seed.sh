@@ -13,5 +13,6 @@ run_chunked llava.eval.model_vqa_loader "$DATA/answers/$CKPT" \
 "$PYTHON" scripts/convert_seed_for_submission.py \
     --annotation-file "$DATA/SEED-Bench.json" \
     --result-file "$MERGED_FILE" \
+    --question-file "$DATA/llava-seed-bench.jsonl" \
     --result-upload-file "$DATA/answers_upload/$CKPT.jsonl" \
     --results-json "$(results_json seed)"

@@ -14,6 +14,7 @@ run_answers llava.eval.model_vqa_science "$DATA/answers/$CKPT.jsonl" \
 "$PYTHON" -m llava.eval.eval_science_qa \
     --base-dir "$DATA" \
     --result-file "$DATA/answers/$CKPT.jsonl" \
+    --question-file "$DATA/llava_test_CQM-A.json" \
     --output-file "$DATA/answers/${CKPT}_output.jsonl" \
     --output-result "$DATA/answers/${CKPT}_result.json" \
     --results-json "$(results_json sqa)"

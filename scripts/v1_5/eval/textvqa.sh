@@ -13,4 +13,5 @@ run_answers llava.eval.model_vqa_loader "$DATA/answers/$CKPT.jsonl" \
 "$PYTHON" -m llava.eval.eval_textvqa \
     --annotation-file "$DATA/TextVQA_0.5.1_val.json" \
     --result-file "$DATA/answers/$CKPT.jsonl" \
+    --question-file "$DATA/llava_textvqa_val_v051_ocr.jsonl" \
     --results-json "$(results_json textvqa)"
