@@ -100,7 +100,7 @@ def save_trained_model(
         config.save_pretrained(output_dir)
         tokenizer.save_pretrained(output_dir)
         image_processor.save_pretrained(output_dir)
-        logger.info("saved a complete checkpoint to %s", output_dir)
+        logger.info("saved the trained weights, config, tokenizer and image processor to %s", output_dir)
 
 
 def read_safetensors(path: str) -> dict[str, torch.Tensor]:

@@ -193,6 +193,7 @@ class LLaVATrainer(Trainer):
             self.accelerator.wait_for_everyone()
             if self.args.should_save:
                 publish_checkpoint(temp, final, self.run_flags, self.state.global_step)
+                logger.info("checkpoint %s complete", final)
         except (OSError, RuntimeError, SafetensorError) as err:
             if self.args.should_save:
                 shutil.rmtree(temp, ignore_errors=True)  # give the space back; it was never published

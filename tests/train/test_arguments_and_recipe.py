@@ -81,6 +81,25 @@ def test_inapplicable_flags_are_rejected(flags, message):
         resolve(*flags)
 
 
+@pytest.mark.parametrize(
+    ("flags", "message"),
+    [
+        (["--lora_alpha", "0"], r"--lora_alpha 0: expected a positive number"),
+        (["--lora_alpha", "-16"], r"--lora_alpha -16: expected a positive number"),
+        (["--lora_r", "0"], r"--lora_r 0: expected a rank of at least 1"),
+        (["--lora_dropout", "1.0"], r"--lora_dropout 1.0: expected a probability in \[0, 1\)"),
+        (["--lora_dropout", "-0.1"], r"--lora_dropout -0.1: expected a probability"),
+        (["--fusion_lr=-1e-4"], r"--fusion_lr -0.0001: expected a finite rate >= 0"),
+        (["--mm_projector_lr", "nan"], r"--mm_projector_lr nan: expected a finite rate"),
+        (["--learning_rate", "inf"], r"--learning_rate inf: expected a finite rate"),
+        (["--model_max_length", "0"], r"--model_max_length 0: expected at least 1 position"),
+    ],
+)
+def test_out_of_range_numeric_flags_are_rejected_naming_the_flag(flags, message):
+    with pytest.raises(ValueError, match=message):
+        resolve("--lora_enable", "True", *flags)
+
+
 def test_unknown_flags_and_fusion_hidden_dim_for_concat_are_errors(tiny_checkpoints):
     with pytest.raises(ValueError, match="not used by the HfArgumentParser"):
         resolve("--no_such_flag", "1")

@@ -1,0 +1,394 @@
+"""What a checkpoint folder promises and what resuming guarantees: atomic checkpoints, `latest` =
+the newest complete one, a used output dir refused, resume refusing missing state and changed
+flags, shape-checked and named weight loads, disk-full saves, and SIGKILLs at random moments."""
+
+from __future__ import annotations
+
+import json
+import logging
+import random
+import re
+import shutil
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import save_file
+from train_helpers import FUSION_FLAGS, SUBPROCESS_ENV, max_abs_diff, run_training, trained_state
+
+from llava.model.builder import build_from_backbones
+from llava.train.arguments import parse_arguments, resolve_run
+from llava.train.checkpoint import load_trained_weights, read_safetensors
+from llava.train.deepspeed_files import UnsafeCheckpointFileError, check_deepspeed_checkpoint
+from llava.train.recipe import apply_recipe
+from llava.train.resume import (
+    MANIFEST,
+    IncompleteCheckpointError,
+    ResumeMismatchError,
+    UsedOutputDirError,
+    checkpoint_problem,
+    resolve_resume,
+)
+from llava.train.trainer import CheckpointWriteError
+
+STEPS = ["--max_steps", "6", "--save_steps", "1"]
+FAULT_HELPER = Path(__file__).with_name("fault_run.py")
+FP32_TOLERANCE = 1e-7
+
+
+def _with_output_dir(argv: list[str], output_dir: Path) -> list[str]:
+    argv = list(argv)
+    argv[argv.index("--output_dir") + 1] = str(output_dir)
+    return argv
+
+
+def _copy_checkpoints(source: Path, target: Path, steps: list[int]) -> None:
+    target.mkdir(parents=True)
+    for step in steps:
+        shutil.copytree(source / f"checkpoint-{step}", target / f"checkpoint-{step}")
+
+
+@pytest.fixture(scope="module")
+def reference(tmp_path_factory, run_flags):
+    """6 uninterrupted steps of Inverse-LLaVA (dropout on), a checkpoint after every step."""
+    out = tmp_path_factory.mktemp("reference")
+    argv = run_flags(out, *FUSION_FLAGS, *STEPS)
+    run_training(argv)
+    return out, argv
+
+
+def test_every_checkpoint_has_a_manifest_of_all_its_files(reference):
+    out, _ = reference
+    folders = sorted(out.glob("checkpoint-*"))
+    assert [f.name for f in folders] == [f"checkpoint-{n}" for n in range(1, 7)]
+    assert not [p.name for p in out.iterdir() if p.name.startswith(".")]  # no temporary folder left
+    for folder in folders:
+        manifest = json.loads((folder / MANIFEST).read_text())
+        on_disk = {p.name: p.stat().st_size for p in folder.iterdir() if p.name != MANIFEST}
+        assert manifest["files"] == on_disk and checkpoint_problem(folder) is None
+        assert {"optimizer.pt", "scheduler.pt", "rng_state.pth", "trainer_state.json"} <= set(on_disk)
+        assert manifest["flags"]["learning_rate"] == 4e-3 and manifest["flags"]["fusion_targets"] == [
+            "q",
+            "k",
+            "v",
+        ]
+
+
+def test_latest_skips_incomplete_checkpoints_and_resumes_exactly(reference, tmp_path, caplog):
+    out, argv = reference
+    run = tmp_path / "run"
+    _copy_checkpoints(out, run, [1, 2, 3, 4])
+    (run / "checkpoint-4" / "optimizer.pt").unlink()  # incomplete: lost a file
+    partial = run / "checkpoint-5"  # incomplete: a save cut short, no manifest
+    shutil.copytree(
+        out / "checkpoint-5", partial, ignore=shutil.ignore_patterns(MANIFEST, "trainer_state.json")
+    )
+    with caplog.at_level(logging.WARNING, logger="llava.train.resume"):
+        assert resolve_resume("latest", str(run)) == str(run / "checkpoint-3")
+    assert "skipping incomplete checkpoint" in caplog.text
+    assert str(partial) in caplog.text and str(run / "checkpoint-4" / "optimizer.pt") in caplog.text
+
+    summary, _ = run_training([*_with_output_dir(argv, run), "--resume_from_checkpoint", "latest"])
+    assert summary["global_step"] == 6
+    assert max_abs_diff(trained_state(run), trained_state(out)) <= FP32_TOLERANCE
+
+
+def test_latest_without_a_complete_checkpoint_names_the_incomplete_ones(tmp_path):
+    (tmp_path / "checkpoint-3").mkdir()
+    with pytest.raises(
+        FileNotFoundError, match=r"no complete checkpoint-N in .*\(incomplete: checkpoint-3\)"
+    ):
+        resolve_resume("latest", str(tmp_path))
+
+
+@pytest.mark.parametrize("missing", ["optimizer.pt", "scheduler.pt", "rng_state.pth", "trainer_state.json"])
+def test_resume_names_a_missing_state_file(reference, tmp_path, missing):
+    out, argv = reference
+    run = tmp_path / "run"
+    _copy_checkpoints(out, run, [3])
+    folder = run / "checkpoint-3"
+    (folder / missing).unlink()
+    with pytest.raises(IncompleteCheckpointError, match=re.escape(str(folder / missing))):
+        run_training([*_with_output_dir(argv, run), "--resume_from_checkpoint", str(folder)])
+
+    # also when the manifest does not list it (a checkpoint written without it, e.g. --save_only_model)
+    manifest = json.loads((folder / MANIFEST).read_text())
+    del manifest["files"][missing]
+    (folder / MANIFEST).write_text(json.dumps(manifest))
+    with pytest.raises(
+        IncompleteCheckpointError, match=rf"{re.escape(str(folder / missing))} \(.*\) is missing"
+    ):
+        run_training([*_with_output_dir(argv, run), "--resume_from_checkpoint", str(folder)])
+
+
+def test_resume_names_a_truncated_weights_file(reference, tmp_path):
+    out, argv = reference
+    run = tmp_path / "run"
+    _copy_checkpoints(out, run, [3])
+    weights = run / "checkpoint-3" / "non_lora_trainables.safetensors"
+    weights.write_bytes(weights.read_bytes()[:1000])
+    with pytest.raises(IncompleteCheckpointError, match=rf"{re.escape(str(weights))} has 1000 bytes"):
+        run_training([*_with_output_dir(argv, run), "--resume_from_checkpoint", str(run / "checkpoint-3")])
+
+
+@pytest.mark.parametrize(
+    ("flag", "value", "message"),
+    [
+        ("--learning_rate", "1e-3", r"--learning_rate: 0.004 in the checkpoint, 0.001 now"),
+        ("--max_steps", "12", r"--max_steps: 6 in the checkpoint, 12 now"),
+        ("--per_device_train_batch_size", "4", r"--per_device_train_batch_size: 2 in the checkpoint, 4 now"),
+        ("--gradient_accumulation_steps", "2", r"--gradient_accumulation_steps: 1 in the checkpoint, 2 now"),
+        ("--fusion_targets", "q", r"--fusion_targets: \['q', 'k', 'v'\] in the checkpoint, \['q'\] now"),
+        ("--layer_ids_to_inject", "1", r"--layer_ids_to_inject: \[0\] in the checkpoint, \[1\] now"),
+        ("--lora_r", "4", r"--lora_r: 8 in the checkpoint, 4 now"),
+        ("--lora_alpha", "32", r"--lora_alpha: 16 in the checkpoint, 32 now"),
+    ],
+)
+def test_resume_refuses_changed_flags_naming_flag_and_values(reference, tmp_path, flag, value, message):
+    out, argv = reference
+    run = tmp_path / "run"
+    _copy_checkpoints(out, run, [3])
+    argv = _with_output_dir(argv, run)
+    if flag in argv:
+        argv[argv.index(flag) + 1] = value
+    else:
+        argv += [flag, value]
+    with pytest.raises(ResumeMismatchError, match=message):
+        run_training([*argv, "--resume_from_checkpoint", "latest"])
+
+
+def test_used_output_dir_is_refused_unless_resuming_or_overwriting(reference, tmp_path):
+    out, argv = reference
+    run = tmp_path / "run"
+    _copy_checkpoints(out, run, [5, 6])
+    shutil.copy(out / "training_summary.json", run / "training_summary.json")
+    argv = _with_output_dir(argv, run)
+    argv[argv.index("--max_steps") + 1] = "2"
+    argv[argv.index("--learning_rate") + 1] = "1e-3"
+    with pytest.raises(
+        UsedOutputDirError, match=rf"--output_dir {re.escape(str(run))} already holds a run \(checkpoint-5"
+    ) as info:
+        run_training(argv)
+    assert "--resume_from_checkpoint latest" in str(info.value) and "--overwrite_output_dir True" in str(
+        info.value
+    )
+    assert sorted(p.name for p in run.iterdir()) == ["checkpoint-5", "checkpoint-6", "training_summary.json"]
+
+    summary, _ = run_training([*argv, "--overwrite_output_dir", "True"])
+    assert summary["global_step"] == 2
+    assert sorted(p.name for p in run.glob("checkpoint-*")) == [
+        "checkpoint-1",
+        "checkpoint-2",
+    ]  # old ones gone
+    for folder in run.glob("checkpoint-*"):
+        assert json.loads((folder / MANIFEST).read_text())["flags"]["learning_rate"] == 1e-3
+
+
+def test_save_total_limit_keeps_the_newest_complete_checkpoints(run_flags, tmp_path):
+    out = tmp_path / "run"
+    run_training(
+        run_flags(out, *FUSION_FLAGS, "--max_steps", "4", "--save_steps", "1", "--save_total_limit", "2")
+    )
+    assert sorted(p.name for p in out.glob("checkpoint-*")) == ["checkpoint-3", "checkpoint-4"]
+    assert all(checkpoint_problem(p) is None for p in out.glob("checkpoint-*"))
+
+
+def _resume_model(tiny_checkpoints, argv: list[str]):
+    """The model and plan a run with `argv` builds before loading its checkpoint."""
+    model_args, data_args, training_args = parse_arguments(argv)
+    spec = resolve_run(model_args, data_args, training_args)
+    model, _ = build_from_backbones(spec.model_type, *tiny_checkpoints, **spec.config_fields)
+    return apply_recipe(model, spec)
+
+
+@pytest.mark.parametrize(
+    ("flag", "value", "message"),
+    [
+        (
+            "--fusion_targets",
+            "q",
+            r"non_lora_trainables.safetensors: model.layers.0.self_attn.fusion.alpha has shape \(3,\), "
+            r"the model's parameter \(1,\)",
+        ),
+        (
+            "--lora_r",
+            "4",
+            r"adapter_model.safetensors: base_model\.model\.\S+\.lora_[AB]\.weight has shape \((8, \d+|\d+, 8)\), "
+            r"the model's parameter \((4, \d+|\d+, 4)\)",
+        ),
+    ],
+)
+def test_weight_loads_check_every_shape_naming_the_key(reference, tiny_checkpoints, flag, value, message):
+    out, argv = reference
+    argv = list(argv)
+    argv[argv.index(flag) + 1] = value
+    model, plan = _resume_model(tiny_checkpoints, argv)
+    with pytest.raises(ValueError, match=message):
+        load_trained_weights(model, plan, str(out / "checkpoint-3"))
+
+
+def test_a_corrupt_safetensors_file_is_named(tmp_path):
+    path = tmp_path / "weights.safetensors"
+    save_file({"w": torch.ones(4, 4)}, str(path))
+    path.write_bytes(b"\xff" * 8 + path.read_bytes()[8:])  # a header length beyond the file
+    with pytest.raises(ValueError, match=rf"{re.escape(str(path))}: not a readable safetensors file"):
+        read_safetensors(str(path))
+
+
+def _tmpfs(path: Path, size: str) -> bool:
+    path.mkdir()
+    return (
+        subprocess.run(
+            ["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(path)], capture_output=True
+        ).returncode
+        == 0
+    )
+
+
+def _check_failed_save(out: Path, message: str, failed: str) -> None:
+    assert f"could not write checkpoint {out / failed}" in message, message
+    assert not (out / failed).exists()  # never published
+    assert not [p.name for p in out.iterdir() if p.name.startswith(".tmp-")]  # its space given back
+    assert all(checkpoint_problem(p) is None for p in out.glob("checkpoint-*"))
+
+
+def test_disk_full_names_the_checkpoint_and_publishes_nothing(run_flags, tmp_path):
+    """A real full disk: a 768 KiB tmpfs holds one checkpoint (about 520 KiB), not two."""
+    disk = tmp_path / "disk"
+    if not _tmpfs(disk, "768k"):
+        pytest.skip("cannot mount a tmpfs here (needs root); the file-size-limit test covers the same path")
+    try:
+        out = disk / "run"
+        with pytest.raises(CheckpointWriteError) as info:
+            run_training(run_flags(out, *FUSION_FLAGS, "--max_steps", "3", "--save_steps", "1"))
+        assert "No space left on device" in str(info.value.__cause__) or "unexpected pos" in str(
+            info.value.__cause__
+        )
+        _check_failed_save(out, str(info.value), "checkpoint-2")
+        assert resolve_resume("latest", str(out)) == str(out / "checkpoint-1")
+    finally:
+        subprocess.run(["umount", "--lazy", str(disk)], check=True)  # the failed write may hold a descriptor
+
+
+def test_a_file_size_limit_fails_the_save_naming_the_checkpoint(run_flags, tmp_path):
+    """RLIMIT_FSIZE (a real OS error, EFBIG) below optimizer.pt's size: the first save fails."""
+    out = tmp_path / "run"
+    argv = run_flags(out, *FUSION_FLAGS, "--max_steps", "2", "--save_steps", "1")
+    proc = subprocess.run(
+        [sys.executable, str(FAULT_HELPER), "file-size-limit", str(200_000), *argv],
+        env=SUBPROCESS_ENV, capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert proc.returncode == 1, proc.stderr[-3000:]
+    assert "CheckpointWriteError: could not write checkpoint" in proc.stderr, proc.stderr[-3000:]
+    _check_failed_save(out, proc.stderr, "checkpoint-1")
+
+
+def _write_tampered(path: Path, marker: Path) -> None:
+    class Payload:
+        def __reduce__(self):
+            return (exec, (f"open({str(marker)!r}, 'w').write('ran')",))
+
+    torch.save({"module": {"w": torch.zeros(2)}, "buffer_names": Payload()}, path)
+
+
+def test_deepspeed_files_load_weights_only_and_a_tampered_one_is_refused(tmp_path):
+    from deepspeed.runtime.fp16.loss_scaler import LossScaler
+    from deepspeed.runtime.zero.config import ZeroStageEnum
+
+    checkpoint = tmp_path / "checkpoint-2"
+    (checkpoint / "global_step2").mkdir(parents=True)
+    (checkpoint / "latest").write_text("global_step2")
+    genuine = {
+        "optimizer_state_dict": {"zero_stage": ZeroStageEnum.gradients, "loss_scaler": LossScaler(1.0)}
+    }
+    torch.save(genuine, checkpoint / "global_step2" / "zero_pp_rank_0_mp_rank_00_optim_states.pt")
+    check_deepspeed_checkpoint(checkpoint)  # the types DeepSpeed's files hold are allowed
+
+    marker = tmp_path / "marker"
+    tampered = checkpoint / "global_step2" / "mp_rank_00_model_states.pt"
+    _write_tampered(tampered, marker)
+    with pytest.raises(
+        UnsafeCheckpointFileError,
+        match=rf"{re.escape(str(tampered))}: refused, unpickling it needs exec,",
+    ):
+        check_deepspeed_checkpoint(checkpoint)
+    assert not marker.exists()
+    torch.load(tampered, weights_only=False)  # what DeepSpeed's engine would do: the code runs
+    assert marker.read_text() == "ran"
+
+
+def test_group_by_length_resumed_in_a_later_epoch_equals_uninterrupted(run_flags, tmp_path):
+    """24 samples in batches of 2: epoch 1 starts at step 12; killed after the save of step 14."""
+    flags = [
+        *FUSION_FLAGS,
+        "--max_steps",
+        "16",
+        "--save_steps",
+        "14",
+        "--train_sampling_strategy",
+        "group_by_length",
+    ]
+    reference = tmp_path / "reference"
+    run_training(run_flags(reference, *flags))
+    killed = tmp_path / "killed"
+    argv = run_flags(killed, *flags)
+    helper = Path(__file__).with_name("kill_after_save.py")
+    proc = subprocess.run([sys.executable, str(helper), "14", *argv], env=SUBPROCESS_ENV, capture_output=True, text=True, timeout=300)  # fmt: skip
+    assert proc.returncode == -signal.SIGKILL, proc.stderr[-3000:]
+    run_training([*argv, "--resume_from_checkpoint", "latest"])
+    assert max_abs_diff(trained_state(killed), trained_state(reference)) <= FP32_TOLERANCE
+
+
+def _newest_step(run: Path) -> int:
+    steps = [int(p.name.split("-")[1]) for p in run.glob("checkpoint-*")]
+    return max(steps, default=0)
+
+
+@pytest.mark.slow
+def test_sigkill_at_seeded_random_moments_around_saves_then_latest_equals_uninterrupted(
+    run_flags, tmp_path, record_property
+):
+    """A run saving every step (about 50 ms a save here) is SIGKILLed 5 times, each at a seeded
+    random delay of 0-60 ms after a random step ends (its save starts at once), and resumed from
+    `latest` each time. Every `checkpoint-N` left behind must be complete, and the final weights
+    the uninterrupted run's (dropout on, length-grouped order, across an epoch boundary)."""
+    flags = [
+        *FUSION_FLAGS,
+        "--max_steps",
+        "16",
+        "--save_steps",
+        "1",
+        "--train_sampling_strategy",
+        "group_by_length",
+    ]
+    reference = tmp_path / "reference"
+    run_training(run_flags(reference, *flags))
+    run = tmp_path / "run"
+    argv = run_flags(run, *flags)
+    rng = random.Random(23)
+    kills = []
+    for _ in range(5):
+        start = _newest_step(run)
+        step, delay = min(start + rng.randint(1, 3), 14), rng.uniform(0.0, 0.06)
+        resume = ["--resume_from_checkpoint", "latest"] if start else []
+        temps_before = {p.name for p in run.glob(".tmp-*")}
+        proc = subprocess.run(
+            [sys.executable, str(FAULT_HELPER), "kill-during-save", str(step), f"{delay:.3f}", *argv, *resume],
+            env=SUBPROCESS_ENV, capture_output=True, text=True, timeout=300,
+        )  # fmt: skip
+        assert proc.returncode == -signal.SIGKILL, proc.stderr[-3000:]
+        cut_short = sorted({p.name for p in run.glob(".tmp-*")} - temps_before)
+        kills.append(
+            {"step": step, "delay_s": round(delay, 3), "cut_short": cut_short, "latest": _newest_step(run)}
+        )
+        folders = list(run.glob("checkpoint-*"))
+        assert all(checkpoint_problem(p) is None for p in folders), [checkpoint_problem(p) for p in folders]
+    record_property("kills", kills)
+    summary, _ = run_training([*argv, "--resume_from_checkpoint", "latest"])
+    assert summary["global_step"] == 16
+    diff = max_abs_diff(trained_state(run), trained_state(reference))
+    record_property("max_abs_diff", diff)
+    assert diff <= FP32_TOLERANCE
