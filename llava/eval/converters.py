@@ -122,7 +122,7 @@ def vqav2_submission(
     outside = set(answers) - {entry["question_id"] for entry in submission}
     if outside:
         raise ValueError(
-            f"{source}: {len(outside)} answered question(s) not in the test split, e.g. {sorted(outside)[:5]}"
+            f"{source}: {len(outside)} answered question(s) not in the test split, e.g. {sorted(outside, key=str)[:5]}"
         )
     return submission
 

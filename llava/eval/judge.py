@@ -370,9 +370,17 @@ def judge_record(args: argparse.Namespace) -> dict[str, Any]:
 def check_judge_record(output: Path, record: Mapping[str, Any], overwrite: bool) -> None:
     """Refuse to add reviews of another judge setup to `output`; write `record` beside it."""
     previous = run_record.read_record(output, fmt=JUDGE_FORMAT)
-    if previous is not None and not overwrite and output.exists() and output.stat().st_size:
-        # The endpoint may move (the same model served elsewhere) without changing a review.
-        run_record.check_resume(output, previous, record, ignore={"base_url"}, flag="--output")
+    if not overwrite and output.exists() and output.stat().st_size:
+        if previous is not None:
+            # The endpoint may move (the same model served elsewhere) without changing a review.
+            run_record.check_resume(output, previous, record, ignore={"base_url"}, flag="--output")
+        else:
+            logger.warning(
+                "%s holds reviews but no judge record (%s); they are kept, unchecked, as reviews by %r",
+                output,
+                run_record.record_path(output).name,
+                record["model"],
+            )
     run_record.write_record(output, record)
 
 
