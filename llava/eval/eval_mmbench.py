@@ -138,10 +138,13 @@ def expected_rounds(rows: Sequence[Mapping[str, str]], all_rounds: bool) -> list
 
 
 def _round_key(record: Mapping[str, Any], where: str) -> RoundKey:
+    question_id, round_id = field(record, "question_id", where), record.get("round_id", 0)
     try:
-        return int(field(record, "question_id", where)), int(record.get("round_id", 0))
-    except (TypeError, ValueError) as err:
-        raise ValueError(f"{where}: question_id / round_id are not integers ({err})") from None
+        return int(question_id), int(round_id)
+    except (TypeError, ValueError):
+        raise ValueError(
+            f"{where}: question_id {question_id!r} / round_id {round_id!r} are not integers"
+        ) from None
 
 
 def is_all_rounds(records: Sequence[Mapping[str, Any]], run: Mapping[str, Any] | None) -> bool:

@@ -178,7 +178,6 @@ def score_categories(
     """Per-category scores of answers matched to their labels by question id (any order)."""
     files = category_files(annotation_dir)
     labels = label_questions(questions, files, question_source)
-    categories = {str(q["category"]) for q in questions}
     unlabelled_ids = {q["question_id"] for q in questions if str(q["category"]) not in files}
     scored = [a for a in answers if a.get("question_id") not in unlabelled_ids]
     by_id, coverage = index_answers(
@@ -186,8 +185,6 @@ def score_categories(
     )
     results = {}
     for category in files:
-        if category not in categories:
-            continue
         pairs = [
             (str(field(by_id[qid], "text", f"{source}: question {qid!r}")), label)
             for qid, (cat, label) in labels.items()

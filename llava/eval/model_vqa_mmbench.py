@@ -8,7 +8,8 @@ The question is `[hint\\n]question` followed by one `\\nX. option` line per opti
 up to the first empty one); the answer file's `prompt` holds that text, the model sees it after
 `<image>\\n` and, with `--single-pred-prompt`, followed by the multiple-choice suffix (Chinese
 with `--lang cn`). `--all-rounds` asks each question once per option, rotating the option texts
-under the fixed letters; answers carry `round_id`, `options` and `option_char`.
+under the fixed letters (`eval_mmbench.round_options`, which the scorer uses too); answers carry
+`round_id`, `options` and `option_char`.
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ from llava.eval.benchmarks import (
     MULTIPLE_CHOICE_SUFFIX,
     MULTIPLE_CHOICE_SUFFIX_CN,
 )
-from llava.eval.eval_mmbench import read_mmbench_tsv, row_options
+from llava.eval.eval_mmbench import read_mmbench_tsv, round_options, row_options
 from llava.eval.runner import AnswerTask, ImageRef, RunSummary, Sample
 
 
@@ -49,12 +50,11 @@ def mmbench_samples(row: Mapping[str, str], args: argparse.Namespace) -> list[Sa
     except ValueError as err:
         raise ValueError(f"{args.question_file}: index {row['index']!r} is not an integer") from err
     letters = row_options(row)
-    options = [row[letter] for letter in letters]
-    option_chars = list(letters)
     image = ImageRef.from_base64(row.get("image") or "", f"{args.question_file} index {question_id}")
     suffix = MULTIPLE_CHOICE_SUFFIX_CN if args.lang == "cn" else MULTIPLE_CHOICE_SUFFIX
     samples = []
-    for round_id in range(len(options) if args.all_rounds else 1):
+    for round_id in range(len(letters) if args.all_rounds else 1):
+        options, option_chars = round_options(row, round_id)
         question = row["question"]
         if not is_none(row.get("hint")):
             question = f"{row['hint']}\n{question}"
@@ -67,11 +67,9 @@ def mmbench_samples(row: Mapping[str, str], args: argparse.Namespace) -> list[Sa
                 prompt=question,
                 query=query,
                 images=(image,),
-                extra={"round_id": round_id, "options": list(options), "option_char": list(option_chars)},
+                extra={"round_id": round_id, "options": options, "option_char": option_chars},
             )
         )
-        options = options[1:] + options[:1]
-        option_chars = option_chars[1:] + option_chars[:1]
     return samples
 
 

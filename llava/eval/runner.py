@@ -11,8 +11,9 @@ template, decoding, prompt options, the question file's SHA-256, the chunk; `lla
 A resume whose settings differ from the record is refused, naming each setting.
 
 Formats, prompts and decoding follow LLaVA-1.5's `llava/eval/model_vqa*.py`
-(https://github.com/haotian-liu/LLaVA/tree/main/llava/eval): an answer line holds `question_id`, `prompt`, `text`, `answer_id`, `model_id` and `metadata`
-(plus runner-specific fields such as MMBench's `round_id`).
+(https://github.com/haotian-liu/LLaVA/tree/main/llava/eval): an answer line holds `question_id`,
+`prompt`, `text`, `answer_id`, `model_id` and `metadata` (plus runner-specific fields such as
+MMBench's `round_id`).
 """
 
 from __future__ import annotations
@@ -429,7 +430,7 @@ def prepare_resume(
     """`prepare_answers_file`, refusing to mix runs: the file's run record must agree with
     `record` on every setting (`run_record.check_resume`), and a file that holds answers but no
     record is refused (nothing tells which run wrote them). Writes `record` beside the file."""
-    if not overwrite and answers_file.exists():
+    if not overwrite and answers_file.exists() and answers_file.stat().st_size:
         previous = run_record.read_record(answers_file)
         if previous is not None:
             run_record.check_resume(answers_file, previous, record)

@@ -17,7 +17,9 @@ import pytest
 from PIL import Image
 
 from llava.eval import (
+    converters,
     eval_exact_match,
+    eval_mmbench,
     model_vqa,
     model_vqa_loader,
     model_vqa_mmbench,
@@ -291,6 +293,13 @@ def test_mmbench_format_all_rounds_and_resume_key(tiny_model_path, tmp_path):
     summary = model_vqa_mmbench.main(args)
     assert (summary.resumed, summary.answered) == (7, 2)
     assert comparable(read_jsonl(answers)) == comparable(records)
+    # The scorer reads the rounds from the run record and agrees with the runner's rotations.
+    scores = eval_mmbench.main(["--annotation-file", str(questions), "--result-file", str(answers)])
+    assert scores.coverage.complete and scores.coverage.expected == 9 and scores.num_questions == 2
+    # The TSV already holds a rotated copy (1000001): rounds on top of it have no sheet layout.
+    with pytest.raises(ValueError, match="already holds rotated copies"):
+        converters.mmbench_main(["--annotation-file", str(questions), "--result-dir", str(tmp_path),
+                                 "--upload-dir", str(tmp_path / "up"), "--experiment", "answers"])  # fmt: skip
 
 
 def test_mmbench_model_input_suffix_by_language(tmp_path):
