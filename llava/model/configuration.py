@@ -20,7 +20,10 @@ from transformers.configuration_utils import SubConfigSpec
 
 from llava.mm_utils import IMAGE_ASPECT_RATIOS
 
-FUSION_VARIANTS = ("concat", "add", "gated", "mlp")
+# The project's variants, then the public release's two layers (llava/model/release_fusion.py).
+FUSION_VARIANTS = ("concat", "add", "gated", "mlp", "release_mlp", "release_stable")
+RELEASE_VARIANTS = ("release_mlp", "release_stable")
+DEFAULT_FUSION_DROPOUT = 0.1
 FUSION_TARGETS = ("q", "k", "v")
 VISION_SELECT_FEATURES = ("patch", "cls_patch")
 PROJECTOR_PATTERN = re.compile(r"^(linear|identity|mlp(\d+)x_gelu)$")
@@ -135,11 +138,14 @@ class FusionLlamaConfig(MultimodalLlamaConfig):
     """Inverse-LLaVA: vision features injected into the q/k/v projections of chosen layers.
 
     Args:
-        fusion_variant: `concat` (the paper, Eqs. 3-5), `add`, `gated` or `mlp` (METHOD.md section 4).
+        fusion_variant: `concat` (the paper, Eqs. 3-5), `add`, `gated` or `mlp` (ablations), or
+            the public release's layers `release_mlp` (its `--stable_fusion False`) and
+            `release_stable` (its `--stable_fusion True`), see docs/model.md.
         fusion_layer_ids: the layers that receive the fusion term (default `[0]`).
         fusion_targets: which projections receive it, a subset of `q`, `k`, `v`.
         fusion_alpha: initial value of the learnable per-target scale.
-        fusion_dropout: dropout on the fusion branch input during training.
+        fusion_dropout: dropout on the fusion branch input during training (default 0.1; the
+            release's layers have none, so 0 there).
         fusion_hidden_dim: hidden width of the `mlp` variant (default: the LLM's hidden size);
             rejected for the other variants, which have no hidden layer.
         vision_stream_norm: a learnable RMSNorm over d_v on the vision stream before use. Off by
@@ -149,11 +155,11 @@ class FusionLlamaConfig(MultimodalLlamaConfig):
     model_type = "fusion_llama"
 
     mm_vision_select_layer: int | list[int] = -1
-    fusion_variant: Literal["concat", "add", "gated", "mlp"] = "concat"
+    fusion_variant: Literal["concat", "add", "gated", "mlp", "release_mlp", "release_stable"] = "concat"
     fusion_layer_ids: list[int] | None = None
     fusion_targets: list[str] | None = None
     fusion_alpha: float = 1.0
-    fusion_dropout: float = 0.1
+    fusion_dropout: float | None = None
     fusion_hidden_dim: int | None = None
     vision_stream_norm: bool = False
 
@@ -163,6 +169,11 @@ class FusionLlamaConfig(MultimodalLlamaConfig):
         if self.fusion_targets is None:
             self.fusion_targets = list(FUSION_TARGETS)
         _check_choice("fusion_variant", self.fusion_variant, FUSION_VARIANTS)
+        release = self.fusion_variant in RELEASE_VARIANTS
+        if self.fusion_dropout is None:
+            self.fusion_dropout = 0.0 if release else DEFAULT_FUSION_DROPOUT
+        if release:
+            self._check_release_layer()
         _check_finite("fusion_alpha", self.fusion_alpha)
         _check_finite("fusion_dropout", self.fusion_dropout)
         _check_bool("vision_stream_norm", self.vision_stream_norm)
@@ -186,6 +197,20 @@ class FusionLlamaConfig(MultimodalLlamaConfig):
                     f"the {self.fusion_variant!r} variant has no hidden layer (leave it unset)"
                 )
             _check_positive_int("fusion_hidden_dim", self.fusion_hidden_dim)
+
+    def _check_release_layer(self) -> None:
+        """The release's layers have no dropout, no hidden width and their own vision norm."""
+        unused = {
+            "fusion_dropout": (self.fusion_dropout, 0.0),
+            "fusion_hidden_dim": (self.fusion_hidden_dim, None),
+            "vision_stream_norm": (self.vision_stream_norm, False),
+        }
+        for name, (value, only) in unused.items():
+            if value != only:
+                raise ValueError(
+                    f"{name}={value!r} has no effect on the release's {self.fusion_variant!r} layer "
+                    f"(it must be {only!r}); see docs/model.md"
+                )
 
 
 @strict

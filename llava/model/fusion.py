@@ -31,7 +31,8 @@ from transformers.models.llama.modeling_llama import (
     eager_attention_forward,
 )
 
-from llava.model.configuration import FusionLlamaConfig
+from llava.model.configuration import RELEASE_VARIANTS, FusionLlamaConfig
+from llava.model.release_fusion import ReleaseFusion
 
 
 class FusionBranch(nn.Module):
@@ -200,6 +201,18 @@ class FusionBranch(nn.Module):
         return self._scale(F.linear(concat, w_concat), gate)
 
 
+FUSION_MODULES = (FusionBranch, ReleaseFusion)  # what `self_attn.fusion` can be
+
+
+def build_fusion_branch(
+    config: FusionLlamaConfig, out_features: dict[str, int]
+) -> FusionBranch | ReleaseFusion:
+    """The paper's branch and its ablations, or the public release's layers (by `fusion_variant`)."""
+    if config.fusion_variant in RELEASE_VARIANTS:
+        return ReleaseFusion(config, out_features)
+    return FusionBranch(config, out_features)
+
+
 class FusionLlamaAttention(LlamaAttention):
     """Llama attention whose q/k/v projections receive the fusion term.
 
@@ -216,7 +229,7 @@ class FusionLlamaAttention(LlamaAttention):
             "k": config.num_key_value_heads * self.head_dim,
             "v": config.num_key_value_heads * self.head_dim,
         }
-        self.fusion = FusionBranch(config, out_features)
+        self.fusion = build_fusion_branch(config, out_features)
 
     def forward(
         self,

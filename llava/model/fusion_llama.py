@@ -8,6 +8,7 @@ from transformers import LlamaForCausalLM, LlamaModel, PreTrainedModel
 from llava.model.configuration import FusionLlamaConfig
 from llava.model.fusion import FusionBranch, FusionLlamaAttention
 from llava.model.multimodal import MultimodalGenerationMixin
+from llava.model.release_fusion import ReleaseLinear, ReleaseMLPTarget, ReleaseStableTarget
 from llava.model.vision_tower import CLIPVisionTower
 
 
@@ -29,8 +30,9 @@ class FusionLlamaModel(LlamaModel):
         )
 
     def _init_weights(self, module):
-        """The library's initialisation, plus the fusion branch's own (zero output, alpha)."""
-        if isinstance(module, FusionBranch):
+        """The library's initialisation, plus the fusion layers' own (the paper's branch: zero
+        output and alpha; the release's layers: theirs, PyTorch's default for its Linears)."""
+        if isinstance(module, (FusionBranch, ReleaseLinear, ReleaseMLPTarget, ReleaseStableTarget)):
             module.reset_parameters()
         else:
             PreTrainedModel._init_weights(self, module)
@@ -55,7 +57,7 @@ class FusionLlamaForCausalLM(MultimodalGenerationMixin, LlamaForCausalLM):
     def _image_position_embeds(self, features: torch.Tensor) -> None:
         return None  # H_0 = 0 at image positions
 
-    def fusion_branches(self) -> dict[int, FusionBranch]:
+    def fusion_branches(self) -> dict[int, torch.nn.Module]:
         return {i: self.model.layers[i].self_attn.fusion for i in self.config.fusion_layer_ids}
 
     def prepare_inputs_for_generation(

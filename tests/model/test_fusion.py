@@ -159,7 +159,7 @@ def test_config_rejects_inconsistent_settings(fields, message):
     [
         (
             {"fusion_variant": "foo"},
-            r"fusion_variant='foo' is not one of the allowed values \['concat', 'add', 'gated', 'mlp'\]",
+            r"fusion_variant='foo' is not one of the allowed values \['concat', 'add', 'gated', 'mlp', 'release_mlp', 'release_stable'\]",
         ),
         ({"mm_vision_select_feature": "cls"}, r"mm_vision_select_feature='cls' .* \['patch', 'cls_patch'\]"),
         ({"image_aspect_ratio": "crop"}, r"image_aspect_ratio='crop' .* \['pad', 'resize', 'square'\]"),

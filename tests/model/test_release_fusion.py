@@ -1,0 +1,160 @@
+"""The public release's two fusion layers: formulas, initialisation, config rules, and the
+library's generate with the KV cache."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from llava.constants import IMAGE_TOKEN_INDEX
+from llava.model import FusionLlamaConfig
+from llava.model.release_fusion import ReleaseFusion
+from llava.train.train import seeded_init
+
+RELEASE = ["release_mlp", "release_stable"]
+OUT = {"q": 32, "k": 16, "v": 16}
+
+
+def _config(**fields) -> FusionLlamaConfig:
+    vision = dict(
+        hidden_size=16,
+        intermediate_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        image_size=16,
+        patch_size=8,
+    )
+    return FusionLlamaConfig(
+        vocab_size=50, hidden_size=32, intermediate_size=64, num_hidden_layers=3, num_attention_heads=4,
+        num_key_value_heads=2, vision_config=vision, **fields,
+    )  # fmt: skip
+
+
+def _inputs(batch=2, length=7, d_h=32, d_v=16):
+    generator = torch.Generator().manual_seed(0)
+    x = torch.randn(batch, length, d_h, generator=generator)
+    vision = torch.randn(batch, length, d_v, generator=generator)
+    mask = torch.zeros(batch, length, dtype=torch.bool)
+    mask[0, 2:5] = True
+    mask[1, 1:3] = True
+    return x, vision * mask.unsqueeze(-1), mask
+
+
+@pytest.mark.parametrize("variant", RELEASE)
+@pytest.mark.parametrize("training", [False, True])
+def test_split_form_equals_the_release_formula(variant, training):
+    layer = ReleaseFusion(_config(fusion_variant=variant), OUT).train(training)
+    x, vision, mask = _inputs()
+    expected = layer.reference_forward(x, vision, mask)  # [B, T, 64]
+    torch.testing.assert_close(layer(x, vision, mask), expected, rtol=0, atol=1e-6)
+    torch.testing.assert_close(layer(x), layer.reference_forward(x), rtol=0, atol=1e-6)
+
+
+def test_release_mlp_gives_text_positions_its_constant():
+    layer = ReleaseFusion(_config(fusion_variant="release_mlp", fusion_alpha=0.7), OUT).eval()
+    x, vision, mask = _inputs()
+    out = layer(x, vision, mask)
+    q = layer.branches["q"]
+    constant = 0.7 * (q.projection_2.weight @ F.gelu(q.projection_1.bias) + q.projection_2.bias)  # [32]
+    text = out[~mask][:, :32]  # every text position, the q columns
+    torch.testing.assert_close(text, constant.expand_as(text), rtol=0, atol=1e-6)
+    assert not torch.allclose(out[mask][:, :32], constant.expand(int(mask.sum()), -1))
+
+
+def test_release_stable_text_half_is_unmasked_and_vision_half_is_normed():
+    layer = ReleaseFusion(_config(fusion_variant="release_stable"), OUT).eval()
+    x, vision, mask = _inputs()
+    v = layer.branches["v"]
+    out = layer(x, vision, mask)[..., 48:]  # the v columns
+    rms = vision * torch.rsqrt(vision.pow(2).mean(-1, keepdim=True) + 1e-6)  # RMSNorm(0) = 0 at text
+    expected = v.alpha * ((x @ v.up_A) @ v.text_down + rms @ v.vision_down)
+    torch.testing.assert_close(out, expected, rtol=0, atol=1e-6)
+
+
+def test_initialisation_is_the_releases():
+    torch.manual_seed(0)
+    wide = _config(fusion_variant="release_mlp", fusion_alpha=0.5)
+    mlp = ReleaseFusion(wide, {"q": 512, "k": 512, "v": 512})
+    first = mlp.branches["q"].projection_1  # PyTorch's default: U(-1/sqrt(fan_in), 1/sqrt(fan_in))
+    bound = 1 / math.sqrt(first.in_features)
+    assert first.weight.abs().max() <= bound and first.bias.abs().max() <= bound
+    assert first.weight.std().item() == pytest.approx(bound / math.sqrt(3), rel=0.05)
+    assert all(branch.alpha.item() == 0.5 for branch in mlp.branches.values())
+    assert mlp.branches["q"].alpha.shape == ()  # one scalar per target, as the release saves it
+
+    stable = ReleaseFusion(_config(fusion_variant="release_stable"), {"q": 512, "k": 512, "v": 512})
+    branch = stable.branches["k"]
+    assert branch.up_A.std().item() == pytest.approx(1 / math.sqrt(16), rel=0.1)
+    assert branch.text_down.std().item() == pytest.approx(0.01, rel=0.1)
+    assert branch.vision_down.std().item() == pytest.approx(0.01, rel=0.1)
+    assert torch.equal(branch.vision_norm.weight, torch.ones(16))
+
+
+@pytest.mark.parametrize("variant", RELEASE)
+def test_seeded_init_restores_the_releases_initialisation(build, variant):
+    """Training initialises the parameters the backbones lack through the model's own
+    `_init_weights`: the release's Linears must keep PyTorch's default, not N(0, 0.02)."""
+    model = build("fusion_llama", randomize=False, fusion_variant=variant)
+    names = [n for n, _ in model.named_parameters() if ".fusion." in n]
+    with torch.no_grad():
+        for name, param in model.named_parameters():
+            if name in names:
+                param.fill_(7.0)
+    seeded_init(model, names, seed=3)
+    branch = model.model.layers[0].self_attn.fusion.branches["q"]
+    assert branch.alpha.item() == 1.0
+    if variant == "release_mlp":
+        weight = branch.projection_1.weight
+        assert weight.abs().max() <= 1 / math.sqrt(weight.shape[1])
+        assert weight.std().item() > 0.05  # not transformers' N(0, 0.02)
+    else:
+        assert torch.equal(branch.vision_norm.weight, torch.ones_like(branch.vision_norm.weight))
+        assert branch.text_down.abs().max() < 0.1
+
+
+@pytest.mark.parametrize(
+    ("fields", "message"),
+    [
+        ({"fusion_dropout": 0.1}, "fusion_dropout=0.1 has no effect on the release's"),
+        ({"fusion_hidden_dim": 128}, "fusion_hidden_dim=128 has no effect"),
+        ({"vision_stream_norm": True}, "vision_stream_norm=True has no effect"),
+    ],
+)
+@pytest.mark.parametrize("variant", RELEASE)
+def test_release_layers_refuse_settings_they_ignore(variant, fields, message):
+    with pytest.raises(ValueError, match=message):
+        _config(fusion_variant=variant, **fields)
+
+
+def test_dropout_defaults_to_the_variants_own():
+    assert _config(fusion_variant="release_mlp").fusion_dropout == 0.0
+    assert _config(fusion_variant="concat").fusion_dropout == 0.1
+
+
+@pytest.mark.parametrize("variant", RELEASE)
+def test_generate_with_the_kv_cache_equals_recompute(build, images, variant):
+    model = build("fusion_llama", fusion_variant=variant)
+    ids = torch.tensor([[1, 40, IMAGE_TOKEN_INDEX, 41, 42, 43], [3, 1, 44, IMAGE_TOKEN_INDEX, 45, 46]])
+    mask = torch.tensor([[1] * 6, [0] + [1] * 5])
+    greedy = {"do_sample": False, "max_new_tokens": 6, "pad_token_id": 3}
+    cached = model.generate(ids, images=images[:2], attention_mask=mask, use_cache=True, **greedy)
+    uncached = model.generate(ids, images=images[:2], attention_mask=mask, use_cache=False, **greedy)
+    assert torch.equal(cached, uncached)
+    alone = model.generate(ids[1:, 1:], images=images[1:2], use_cache=True, **greedy)
+    assert torch.equal(cached[1:], alone)
+
+
+@pytest.mark.parametrize("variant", RELEASE)
+def test_every_parameter_gets_a_gradient_with_and_without_images(build, images, variant):
+    model = build("fusion_llama", fusion_variant=variant).train()
+    for ids, imgs in (
+        [torch.tensor([[1, 40, IMAGE_TOKEN_INDEX, 41, 42]]), images[:1]],
+        [torch.tensor([[1, 40, 41]]), None],
+    ):
+        model.zero_grad()
+        model(input_ids=ids, images=imgs, labels=ids.clamp(min=0)).loss.backward()
+        fusion = {n: p for n, p in model.named_parameters() if ".fusion." in n}
+        assert fusion and all(p.grad is not None for p in fusion.values())
