@@ -181,11 +181,18 @@ def index_answers(
     source: str,
     allow_missing: bool = False,
 ) -> tuple[dict[Key, Mapping[str, Any]], Coverage]:
-    """`{key: record}` for answers matched to the expected keys, after `check_coverage`.
+    """`{key: record}` for answers matched to the expected keys (each listed once), after
+    `check_coverage`.
 
     `key(record, where)` gives a record's key (raising with `where`, e.g. "answers.jsonl: record 3",
     when a field is absent).
     """
+    expected = list(expected)
+    repeated = [k for k, n in Counter(expected).items() if n > 1]
+    if repeated:
+        raise ValueError(
+            f"{source}: the questions list {len(repeated)} id(s) more than once, e.g. {_examples(repeated)}"
+        )
     keys = [key(record, f"{source}: record {i}") for i, record in enumerate(records, start=1)]
     coverage = check_coverage(expected, keys, source, allow_missing=allow_missing)
     return dict(zip(keys, records, strict=True)), coverage
