@@ -1,17 +1,24 @@
 """Loading models: from pre-trained backbones (training) and from checkpoints (inference).
 
-What a checkpoint is, is decided from its own files, never from its folder's name:
+What a checkpoint is, is decided from its own files, never from its folder's name (nor from
+`model_name` or config.json's `architectures`):
 
-| files in `model_path`                                   | meaning                         |
-|---------------------------------------------------------|---------------------------------|
-| `model.safetensors` (or an index)                       | complete (or merged) model      |
-| `adapter_config.json` (+ `non_lora_trainables.safetensors`) | LoRA run: needs `model_base` |
-| `mm_projector.safetensors`, no model weights            | LLaVA stage 1: needs `model_base` |
+| files in `model_path`                                                | meaning                           |
+|----------------------------------------------------------------------|-----------------------------------|
+| config with `text_config`, `"model_type": "llava"`                   | transformers' llava (llava-hf)    |
+| flat config, `"model_type": "llava"`/`"llava_llama"`, no `vision_config` | LLaVA-1.5's own files (below) |
+| model weights: `model*.safetensors` or `pytorch_model*.bin` (+ index) | complete (or merged) model        |
+| `adapter_config.json` + `non_lora_trainables.{safetensors,bin}`      | LoRA run: needs `model_base`      |
+| `mm_projector.{safetensors,bin}`, no model weights                   | stage-1 projector: needs `model_base` |
+
+LLaVA-1.5's configs are translated by `llava.model.llava_formats`; pickled files are read
+weights-only by `llava.model.weights`; LLaVA's placement keywords are interpreted by
+`llava.model.placement`. See docs/checkpoints.md for every format.
 
 What a load guarantees (see docs/model.md, "Loading: what is checked"): every parameter holds a
 value read from a file, except those `build_from_backbones` reports as newly initialised; a LoRA
-folder of a multimodal model must hold `non_lora_trainables.safetensors`; every tensor copied by
-hand is shape-checked; locations are resolved by `llava.model.paths.resolve_location`.
+folder of a multimodal model must hold its non-LoRA trainables; every tensor copied by hand is
+shape-checked; locations are resolved by `llava.model.paths.resolve_location`.
 """
 
 from __future__ import annotations
@@ -22,15 +29,34 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
-from safetensors import safe_open
-from safetensors.torch import load_file
 from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer, CLIPVisionConfig, LlamaForCausalLM
 
 from llava.model.configuration import FusionLlamaConfig, LlavaLlamaConfig, MultimodalLlamaConfig
 from llava.model.fusion_llama import FusionLlamaForCausalLM
+from llava.model.llava_formats import (
+    LLAVA_MM_PROJECTOR,
+    LLAVA_NON_LORA_TRAINABLES,
+    LlavaCheckpointConfig,
+    is_llava_config,
+    strip_peft_prefixes,
+    translate_llava_config,
+)
+from llava.model.llava_hf import is_llava_hf_config, load_llava_hf
 from llava.model.llava_llama import LlavaLlamaForCausalLM
 from llava.model.paths import resolve_location
+from llava.model.placement import (
+    attention_implementation,
+    default_dtype,
+    quantization_config,
+    resolve_device,
+)
 from llava.model.vision_tower import load_image_processor
+from llava.model.weights import (
+    check_folder_pickles,
+    checkpoint_keys,
+    load_weights,
+    model_weight_files,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -100,17 +126,6 @@ def _from_pretrained(model_cls, folder: str | Path, **kwargs) -> tuple[torch.nn.
     return model, report
 
 
-def default_device() -> str:
-    return "cuda" if torch.cuda.is_available() else "cpu"
-
-
-def default_dtype(device: str | torch.device) -> torch.dtype:
-    """fp32 on CPU; bf16 on GPUs that support it, else fp16."""
-    if torch.device(device).type == "cpu":
-        return torch.float32
-    return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
-
-
 def multimodal_config_from_backbones(
     model_type: str, llm_path: str, vision_tower: str, **fields
 ) -> MultimodalLlamaConfig:
@@ -163,8 +178,11 @@ def _local_folder(location: str, what: str) -> Path:
     return Path(snapshot_download(resolved))
 
 
-def _has_weights(path: Path) -> bool:
-    return any((path / name).exists() for name in ("model.safetensors", "model.safetensors.index.json"))
+def _read_raw_config(folder: Path) -> dict:
+    file = folder / "config.json"
+    if not file.exists():
+        raise FileNotFoundError(f"{file} is missing: every checkpoint folder holds its config")
+    return json.loads(file.read_text())
 
 
 def _load_tokenizer(model_path: Path, model_base: Path | None):
@@ -193,10 +211,11 @@ def copy_checked(target: torch.Tensor, value: torch.Tensor, key: str, source: st
         target.copy_(value.to(target.dtype))
 
 
-def _load_safetensors_into(model: torch.nn.Module, path: Path) -> list[str]:
-    """Load a partial state dict (trained non-LoRA weights), insisting every key lands with its
-    shape; returns the names loaded."""
-    state = load_file(str(path))
+def _load_partial_state(model: torch.nn.Module, path: Path) -> list[str]:
+    """Load a partial state dict (trained non-LoRA weights, a projector; safetensors or a
+    weights-only pickle, PEFT's key prefixes removed as LLaVA does), insisting every key lands
+    with its shape; returns the names loaded."""
+    state = strip_peft_prefixes(load_weights(path))
     params = dict(model.named_parameters())
     unknown = sorted(k for k in state if k not in params)
     if unknown:
@@ -207,54 +226,80 @@ def _load_safetensors_into(model: torch.nn.Module, path: Path) -> list[str]:
     return list(state)
 
 
-def _checkpoint_keys(path: Path) -> set[str]:
-    index = path / "model.safetensors.index.json"
-    if index.exists():
-        return set(json.loads(index.read_text())["weight_map"])
-    single = path / "model.safetensors"
-    if not single.exists():
-        return set()
-    with safe_open(str(single), framework="pt") as f:
-        return set(f.keys())
-
-
 def _tower_parameter_names(model) -> list[str]:
     return [name for name, _ in model.named_parameters() if name.startswith(_TOWER_PREFIX)]
 
 
-def _ensure_vision_tower(model, checkpoint: Path, report: LoadReport) -> None:
-    """Load the tower from `config.mm_vision_tower` unless `checkpoint` carries its weights
-    (all of them: a checkpoint holding part of the tower is an error)."""
+def _load_tower_from(model, location: str, report: LoadReport) -> None:
+    model.get_vision_tower().load_pretrained_weights(location)
+    report.record(location, _tower_parameter_names(model))
+
+
+def _require_tower_in(model, checkpoint: Path, present: set[str]) -> None:
+    """All of the tower's weights are among `present` (a checkpoint holding part of it is an error)."""
     wanted = set(_tower_parameter_names(model))
-    present = {k for k in _checkpoint_keys(checkpoint) if k.startswith(_TOWER_PREFIX)}
+    absent = sorted(wanted - present)
+    if absent:
+        raise KeyError(
+            f"{checkpoint} holds {len(present & wanted)} of the vision tower's {len(wanted)} weights; "
+            f"missing e.g. {absent[:3]}"
+        )
+
+
+def _ensure_vision_tower(model, checkpoint: Path, report: LoadReport) -> None:
+    """This project's checkpoints: the tower from `checkpoint` when it carries its weights (all
+    of them), else from `config.mm_vision_tower`."""
+    present = {k for k in checkpoint_keys(checkpoint) if k.startswith(_TOWER_PREFIX)}
     if present:
-        absent = sorted(wanted - present)
-        if absent:
-            raise KeyError(
-                f"{checkpoint} holds {len(present & wanted)} of the vision tower's {len(wanted)} weights; "
-                f"missing e.g. {absent[:3]}"
-            )
+        _require_tower_in(model, checkpoint, present)
         return
     tower = model.config.mm_vision_tower
     if not tower:
         raise ValueError(
             f"{checkpoint} holds no vision tower weights and its config names no mm_vision_tower"
         )
-    model.get_vision_tower().load_pretrained_weights(tower)
-    report.record(tower, sorted(wanted))
+    _load_tower_from(model, tower, report)
 
 
-def _require_non_lora_trainables(path: Path, config) -> None:
-    """A LoRA run of a multimodal model keeps its trained fusion branch / projector (everything
-    trained that is not LoRA) in `non_lora_trainables.safetensors`; without it they would be
-    merged untrained."""
-    if not isinstance(config, MultimodalLlamaConfig) or (path / NON_LORA_TRAINABLES).exists():
+def _llava_vision_tower(model, checkpoint: Path, llava: LlavaCheckpointConfig, report: LoadReport) -> None:
+    """LLaVA's checkpoints, as its loader does: the tower from `mm_vision_tower`, the stored tower
+    tensors ignored, unless the tower was trained (`unfreeze_mm_vision_tower`): then all of its
+    weights must be the checkpoint's."""
+    present = {k for k in checkpoint_keys(checkpoint) if k.startswith(_TOWER_PREFIX)}
+    if llava.tower_in_checkpoint:
+        _require_tower_in(model, checkpoint, present)
         return
+    if present:
+        logger.info(
+            "%s: %d stored vision tower tensors ignored; the tower comes from mm_vision_tower %s, as in LLaVA",
+            checkpoint,
+            len(present),
+            llava.tower_location,
+        )
+    _load_tower_from(model, llava.tower_location, report)
+
+
+def _one_of(folder: Path, names: tuple[str, ...]) -> Path | None:
+    """The one file of `names` that `folder` holds (None if none; two is an error naming both)."""
+    found = [folder / name for name in names if (folder / name).exists()]
+    if len(found) > 1:
+        raise ValueError(
+            f"{folder} holds both {found[0].name} and {found[1].name}; keep the one that belongs"
+        )
+    return found[0] if found else None
+
+
+def _require_non_lora_trainables(path: Path, config, expected: str) -> Path | None:
+    """A LoRA run of a multimodal model keeps its trained fusion branch / projector (everything
+    trained that is not LoRA) in `expected`; without it they would be merged untrained."""
+    found = _one_of(path, (NON_LORA_TRAINABLES, LLAVA_NON_LORA_TRAINABLES))
+    if found is not None or not isinstance(config, MultimodalLlamaConfig):
+        return found
     trained = "fusion branch" if config.model_type == "fusion_llama" else "projector"
     raise FileNotFoundError(
-        f"{path / NON_LORA_TRAINABLES} is missing: this LoRA folder of a {config.model_type} model would "
+        f"{path / expected} is missing: this LoRA folder of a {config.model_type} model would "
         f"load with an untrained {trained} (the training run writes the file next to "
-        "adapter_model.safetensors; copy it back)"
+        "adapter_config.json; copy it back)"
     )
 
 
@@ -267,92 +312,192 @@ def _require_complete(report: LoadReport, model_path: str) -> None:
         )
 
 
-def _quantization_config(load_8bit: bool, load_4bit: bool, device: str):
-    if not (load_8bit or load_4bit):
-        return None
-    if load_8bit and load_4bit:
-        raise ValueError("choose one of load_8bit and load_4bit")
-    if torch.device(device).type != "cuda":
-        raise ValueError("4/8-bit loading needs a CUDA device (bitsandbytes)")
-    from transformers import BitsAndBytesConfig
+def _merge_lora(model, folder: Path, exclude_modules: str | None):
+    """`model` with the LoRA adapter of `folder` (`adapter_model.safetensors` or a weights-only
+    `adapter_model.bin`) merged in. Every adapter tensor must land in a LoRA layer, and every
+    LoRA layer must get its tensors. `exclude_modules`: modules the adapter's `target_modules`
+    names cannot have meant (LLaVA adds LoRA before its tower and projector exist)."""
+    from peft import PeftConfig, get_peft_model, set_peft_model_state_dict
 
-    if load_8bit:
-        return BitsAndBytesConfig(load_in_8bit=True)
-    return BitsAndBytesConfig(
-        load_in_4bit=True,
-        bnb_4bit_compute_dtype=torch.float16,
-        bnb_4bit_use_double_quant=True,
-        bnb_4bit_quant_type="nf4",
+    adapter_file = _one_of(folder, ("adapter_model.safetensors", "adapter_model.bin"))
+    if adapter_file is None:
+        raise FileNotFoundError(f"{folder / 'adapter_model.safetensors'} (or adapter_model.bin) is missing")
+    peft_config = PeftConfig.from_pretrained(folder)
+    peft_config.inference_mode = True
+    if exclude_modules is not None and getattr(peft_config, "exclude_modules", None) is None:
+        peft_config.exclude_modules = exclude_modules
+    peft_model = get_peft_model(model, peft_config)
+    result = set_peft_model_state_dict(peft_model, load_weights(adapter_file))
+    unexpected = sorted(result.unexpected_keys)
+    if unexpected:
+        raise KeyError(
+            f"{adapter_file}: {len(unexpected)} tensor(s) match no LoRA layer, e.g. {unexpected[:3]}"
+        )
+    untrained = sorted(k for k in result.missing_keys if "lora_" in k)
+    if untrained:
+        raise KeyError(
+            f"{adapter_file}: holds no tensors for {len(untrained)} LoRA weight(s), e.g. {untrained[:3]}"
+        )
+    logger.info("merging the LoRA adapter %s", adapter_file)
+    return peft_model.merge_and_unload()
+
+
+@dataclass
+class _Plan:
+    """What `load_pretrained_model` found in a checkpoint folder: its kind and what to load how."""
+
+    kind: str  # "complete", "lora" or "projector"
+    config: object
+    model_cls: type
+    llava: LlavaCheckpointConfig | None = None  # set for LLaVA-1.5's own files
+    trainables: Path | None = None
+
+
+def _plan(path: Path, raw: dict) -> _Plan:
+    """Decide from the folder's files (and only them) what it is and how it loads."""
+    if is_llava_config(raw):
+        llava = translate_llava_config(raw, path / "config.json")
+        config, model_cls = llava.config, LlavaLlamaForCausalLM
+    else:
+        llava, config = None, AutoConfig.from_pretrained(path)
+        model_cls = MODEL_CLASSES[config.model_type][1] if config.model_type in MODEL_CLASSES else None
+    if (path / "adapter_config.json").exists():
+        expected = LLAVA_NON_LORA_TRAINABLES if llava else NON_LORA_TRAINABLES
+        trainables = _require_non_lora_trainables(path, config, expected)
+        return _Plan("lora", config, model_cls or LlamaForCausalLM, llava, trainables)
+    if model_weight_files(path):
+        return _Plan("complete", config, model_cls or AutoModelForCausalLM, llava)
+    projector = _one_of(path, (MM_PROJECTOR, LLAVA_MM_PROJECTOR))
+    if projector is not None and isinstance(config, MultimodalLlamaConfig):
+        return _Plan("projector", config, model_cls, llava, projector)
+    raise FileNotFoundError(
+        f"{path}: no weights found (expected model*.safetensors or pytorch_model*.bin, an adapter_config.json "
+        "with its adapter, or a multimodal config with mm_projector.safetensors / mm_projector.bin)"
     )
+
+
+def _load_complete(path: Path, plan: _Plan, load_kwargs: dict):
+    check_folder_pickles(path)
+    config_kwargs = {} if plan.model_cls is AutoModelForCausalLM else {"config": plan.config}
+    model, report = _from_pretrained(plan.model_cls, path, **config_kwargs, **load_kwargs)
+    if plan.llava is not None:
+        _llava_vision_tower(model, path, plan.llava, report)
+    elif isinstance(plan.config, MultimodalLlamaConfig):
+        _ensure_vision_tower(model, path, report)
+    return model, report
+
+
+def _load_on_base(path: Path, base: Path, plan: _Plan, load_kwargs: dict):
+    """A LoRA or projector folder on top of its base LLM (or base multimodal model)."""
+    check_folder_pickles(base)
+    model, report = _from_pretrained(plan.model_cls, base, config=plan.config, **load_kwargs)
+    if plan.llava is not None:
+        _load_tower_from(model, plan.llava.tower_location, report)
+    elif isinstance(plan.config, MultimodalLlamaConfig):
+        _ensure_vision_tower(model, base, report)
+    if plan.trainables is not None:
+        report.record(plan.trainables, _load_partial_state(model, plan.trainables))
+    _require_complete(report, str(path))
+    if plan.kind == "lora":
+        excluded = r".*\.(vision_tower|mm_projector)\..*" if plan.llava is not None else None
+        model = _merge_lora(model, path, excluded)
+    return model, report
+
+
+def _image_processor(path: Path, plan: _Plan):
+    """LLaVA takes the tower's processor; this project's folders may carry their own."""
+    if plan.llava is not None:
+        return load_image_processor(plan.llava.tower_location)
+    if not isinstance(plan.config, MultimodalLlamaConfig):
+        return None
+    source = path if (path / "preprocessor_config.json").exists() else plan.config.mm_vision_tower
+    return load_image_processor(source)
+
+
+def _load_llava_hf_folder(path: Path, model_base, quantization, dtype, attn_implementation):
+    if model_base is not None:
+        raise ValueError(f"{path} is a complete llava-hf checkpoint; --model-base does not apply")
+    if quantization is not None:
+        raise ValueError(f"{path}: 4/8-bit loading of llava-hf checkpoints is not supported")
+    check_folder_pickles(path)
+    model = load_llava_hf(path, dtype=dtype, attn_implementation=attn_implementation)
+    return model, load_image_processor(str(path))
 
 
 def load_pretrained_model(
     model_path: str,
     model_base: str | None = None,
+    model_name: str | None = None,
     load_8bit: bool = False,
     load_4bit: bool = False,
-    device: str | None = None,
+    device_map="auto",
+    device: str | None = "cuda",
+    use_flash_attn: bool = False,
+    *,
     dtype: torch.dtype | None = None,
     attn_implementation: str | None = None,
 ):
-    """Load a checkpoint for inference, as LLaVA's loader does.
+    """Load a checkpoint for inference, with LLaVA's signature (and this project's keywords).
 
     Args:
-        model_path: a complete/merged checkpoint, a LoRA run's output, or a LLaVA stage-1
-            projector folder (see the module docstring), local or on a hub.
+        model_path: a complete/merged checkpoint, a LoRA run's output, or a stage-1 projector
+            folder, in this project's, LLaVA-1.5's or transformers' llava format (see the module
+            docstring), local or on a hub.
         model_base: the base LLM for LoRA and projector-only checkpoints.
-        device: `cpu`, `cuda`, `cuda:1`, ... (default: CUDA when available).
+        model_name: LLaVA's name argument; logged, never used: the files decide.
+        device_map, device: see `llava.model.placement.resolve_device`; `device=None` means CUDA
+            when available, else the CPU. `device="cuda"` (LLaVA's default) without CUDA is an error.
+        use_flash_attn: LLaVA's switch for `attn_implementation="flash_attention_2"`.
         dtype: default fp32 on CPU, bf16/fp16 on GPU.
 
     Returns:
         `(tokenizer, model, image_processor, context_len)`; `image_processor` is None for a
         text-only Llama checkpoint.
     """
-    device = device or default_device()
-    dtype = dtype or default_dtype(device)
-    quantization = _quantization_config(load_8bit, load_4bit, device)
+    if model_name is not None and not isinstance(model_name, str):
+        raise TypeError(
+            f"the third argument is LLaVA's model_name (a string), got {model_name!r}; pass load_8bit= "
+            "and the other options by keyword"
+        )
+    if model_name is not None:
+        logger.info("model_name %r: not used; the checkpoint's files decide how it loads", model_name)
+    target = resolve_device(device, device_map)
+    dtype = dtype or default_dtype(target)
+    attn_implementation = attention_implementation(use_flash_attn, attn_implementation)
+    quantization = quantization_config(load_8bit, load_4bit, target)
+    path = _local_folder(model_path, "model path")
+    raw = _read_raw_config(path)
+
+    if is_llava_hf_config(raw):
+        model, image_processor = _load_llava_hf_folder(
+            path, model_base, quantization, dtype, attn_implementation
+        )
+        logger.info("loaded %s (transformers' llava format)", model_path)
+        return _ready(model, _load_tokenizer(path, None), image_processor, target)
+
     load_kwargs = {
         "dtype": dtype,
         "attn_implementation": attn_implementation,
         "quantization_config": quantization,
     }
-    path = _local_folder(model_path, "model path")
-    config = AutoConfig.from_pretrained(path)
-    is_adapter = (path / "adapter_config.json").exists()
-    is_partial = is_adapter or (not _has_weights(path) and (path / MM_PROJECTOR).exists())
-    multimodal = isinstance(config, MultimodalLlamaConfig)
-
-    if is_partial:
-        if model_base is None:
-            raise ValueError(f"{model_path} holds only trained parts (LoRA/projector); pass --model-base")
-        if is_adapter:
-            _require_non_lora_trainables(path, config)
-        base = _local_folder(model_base, "model base")
-        model_cls = (
-            MODEL_CLASSES[config.model_type][1] if config.model_type in MODEL_CLASSES else LlamaForCausalLM
-        )
-        model, report = _from_pretrained(model_cls, base, config=config, **load_kwargs)
-        if multimodal:
-            _ensure_vision_tower(model, base, report)
-        for name in (NON_LORA_TRAINABLES, MM_PROJECTOR):
-            if (path / name).exists():
-                report.record(path / name, _load_safetensors_into(model, path / name))
-        _require_complete(report, model_path)
-        if is_adapter:
-            from peft import PeftModel
-
-            model = PeftModel.from_pretrained(model, path).merge_and_unload()
-            logger.info("merged the LoRA adapter of %s", model_path)
-    else:
+    plan = _plan(path, raw)
+    base = None
+    if plan.kind == "complete":
         if model_base is not None:
             raise ValueError(
                 f"{model_path} is a complete checkpoint; --model-base applies only to LoRA/projector runs"
             )
-        base = None
-        model, report = _from_pretrained(AutoModelForCausalLM, path, **load_kwargs)
-        if multimodal:
-            _ensure_vision_tower(model, path, report)
+        model, report = _load_complete(path, plan, load_kwargs)
         _require_complete(report, model_path)
+    else:
+        marker = path / "adapter_config.json" if plan.kind == "lora" else plan.trainables
+        if model_base is None:
+            raise ValueError(
+                f"{marker}: {model_path} holds only trained parts (a LoRA run or a stage-1 projector); "
+                "pass the LLM they were trained on as model_base (--model-base)"
+            )
+        base = _local_folder(model_base, "model base")
+        model, report = _load_on_base(path, base, plan, load_kwargs)
     if report.unexpected:
         logger.warning(
             "%s: %d key(s) of the base checkpoint match no parameter and were ignored, e.g. %s",
@@ -361,14 +506,17 @@ def load_pretrained_model(
             report.unexpected[:3],
         )
     logger.info("loaded %s; %s", model_path, report.describe())
-    if quantization is None:
+    on_device = quantization is None  # bitsandbytes places quantized weights itself
+    return _ready(
+        model, _load_tokenizer(path, base), _image_processor(path, plan), target if on_device else None
+    )
+
+
+def _ready(model, tokenizer, image_processor, device: str | None):
+    """LLaVA's four results, the model in eval mode on `device` (None: where it is)."""
+    if device is not None:
         model.to(device=device)
     model.eval()
-
-    tokenizer = _load_tokenizer(path, base)
-    image_processor = None
-    if multimodal:
-        source = path if (path / "preprocessor_config.json").exists() else config.mm_vision_tower
-        image_processor = load_image_processor(source)
+    config = model.config
     context_len = getattr(config, "max_sequence_length", None) or config.max_position_embeddings
     return tokenizer, model, image_processor, context_len
