@@ -16,6 +16,7 @@ import os
 
 import torch
 import transformers
+from safetensors import SafetensorError
 from transformers import AutoTokenizer, set_seed
 
 from llava.data.dataset import DataCollatorForSupervisedDataset, LazySupervisedDataset
@@ -37,7 +38,7 @@ from llava.train.resume import (
     resume_requested,
     write_json_atomically,
 )
-from llava.train.trainer import LLaVATrainer, NonFiniteLossError
+from llava.train.trainer import CheckpointWriteError, LLaVATrainer, NonFiniteLossError
 
 logger = logging.getLogger(__name__)
 
@@ -132,6 +133,8 @@ def recorded_flags(
         num_samples=num_samples,
         deepspeed=training_args.deepspeed is not None,
     )
+    if training_args.max_steps > 0:  # the epoch count does not set the budget then
+        flags["num_train_epochs"] = None
     return json.loads(json.dumps(flags, default=str))
 
 
@@ -171,6 +174,19 @@ def seeded_init(model: torch.nn.Module, names: list[str], seed: int) -> None:
         torch.manual_seed(seed)
         for name in sorted(owners):
             model._init_weights(owners[name])
+
+
+def _save_final_model(trainer: LLaVATrainer, output_dir: str) -> None:
+    """The trainer state and the finished model into `output_dir` (`training_summary.json`, written
+    after it, marks it finished); a failed write names the folder."""
+    try:
+        trainer.save_state()
+        trainer.save_model(output_dir)
+    except (OSError, RuntimeError, SafetensorError) as err:
+        raise CheckpointWriteError(
+            f"could not write the finished model to {output_dir}: {err}. Its checkpoints are intact: free "
+            "space (or fix the error) and rerun with --resume_from_checkpoint latest"
+        ) from err
 
 
 def train(
@@ -230,8 +246,7 @@ def train(
     except NonFiniteLossError as err:
         logger.error("%s", err)
         raise
-    trainer.save_state()
-    trainer.save_model(training_args.output_dir)
+    _save_final_model(trainer, training_args.output_dir)
 
     skipped_at_load = trainer.skipped_count()
     summary = {

@@ -167,8 +167,8 @@ class LLaVATrainer(Trainer):
         under DeepSpeed its state files are checked to unpickle safely first."""
         checkpoint = resolve_resume(resume_from_checkpoint, self.args.output_dir)
         if checkpoint is not None:
-            check_training_state_files(checkpoint, self.args.world_size, self.is_deepspeed_enabled)
             compare_flags(read_manifest(checkpoint)["flags"], self.run_flags, checkpoint)
+            check_training_state_files(checkpoint, self.args.world_size, self.is_deepspeed_enabled)
             if self.is_deepspeed_enabled:
                 check_deepspeed_checkpoint(checkpoint)
             logger.info("resuming from %s", checkpoint)

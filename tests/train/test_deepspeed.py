@@ -1,5 +1,5 @@
 """ZeRO-3 and ZeRO-2 with 2 processes on CPU (gloo), through the test launcher shim, against a
-1-process run without DeepSpeed (see shared/DEEPSPEED_ON_CPU.md for what must be asserted)."""
+1-process run without DeepSpeed."""
 
 from __future__ import annotations
 
@@ -11,7 +11,17 @@ import sys
 from pathlib import Path
 
 import pytest
-from train_helpers import FUSION_FLAGS, SUBPROCESS_ENV, max_abs_diff, run_training, trained_state
+from train_helpers import (
+    FUSION_FLAGS,
+    SUBPROCESS_ENV,
+    max_abs_diff,
+    run_training,
+    trained_state,
+    write_tampered_state,
+)
+
+from llava.train.deepspeed_files import check_deepspeed_checkpoint
+from llava.train.resume import MANIFEST
 
 pytestmark = pytest.mark.slow
 
@@ -36,7 +46,7 @@ def _free_port() -> int:
         return sock.getsockname()[1]
 
 
-def _torchrun(argv: list[str], tmp_path: Path) -> None:
+def _torchrun(argv: list[str], tmp_path: Path, must_succeed: bool = True) -> subprocess.CompletedProcess:
     config = tmp_path / "accelerator.json"
     config.write_text(json.dumps({"use_configured_state": True}))
     command = [
@@ -44,7 +54,21 @@ def _torchrun(argv: list[str], tmp_path: Path) -> None:
         "-m", "llava.train.cpu_deepspeed_launch", *argv, "--accelerator_config", str(config),
     ]  # fmt: skip
     proc = subprocess.run(command, cwd=REPO, env=SUBPROCESS_ENV, capture_output=True, text=True, timeout=600)
-    assert proc.returncode == 0, proc.stderr[-4000:]
+    if must_succeed:
+        assert proc.returncode == 0, proc.stderr[-4000:]
+    return proc
+
+
+def _tamper(checkpoint: Path, marker: Path) -> Path:
+    """Replace rank 0's model states of `checkpoint` with a code-running pickle, and its manifest
+    entry too (an attacker who edits the folder can edit the manifest)."""
+    tag = (checkpoint / "latest").read_text().strip()
+    victim = sorted((checkpoint / tag).glob("*model_states.pt"))[0]
+    write_tampered_state(victim, marker)
+    manifest = json.loads((checkpoint / MANIFEST).read_text())
+    manifest["files"][victim.relative_to(checkpoint).as_posix()] = victim.stat().st_size
+    (checkpoint / MANIFEST).write_text(json.dumps(manifest))
+    return victim
 
 
 @pytest.fixture(scope="module")
@@ -81,6 +105,8 @@ def test_zero_two_processes_match_one_process(config, single_process, run_flags,
     assert all(v.abs().max() > 0 for k, v in state.items() if "lora_B" in k)
     record_property("weights_max_abs_diff_vs_1_process", max_abs_diff(state, ref_state))
     assert max_abs_diff(state, ref_state) < 1e-4
+    assert (out / "checkpoint-3" / MANIFEST).is_file() and not list(out.glob(".tmp-*"))  # published whole
+    check_deepspeed_checkpoint(out / "checkpoint-3")  # a genuine checkpoint's files all load weights-only
 
     if config == "zero3":  # resume from the mid-run checkpoint in a fresh folder: same final weights
         resumed = tmp_path / "resumed"
@@ -91,3 +117,15 @@ def test_zero_two_processes_match_one_process(config, single_process, run_flags,
         record_property("resume_max_abs_diff", max_abs_diff(trained_state(resumed), state))
         assert max_abs_diff(trained_state(resumed), state) <= 1e-6
         assert json.loads((resumed / "training_summary.json").read_text())["global_step"] == 6
+
+        tampered = tmp_path / "tampered"
+        tampered.mkdir()
+        shutil.copytree(out / "checkpoint-3", tampered / "checkpoint-3")
+        marker = tmp_path / "code_ran"
+        victim = _tamper(tampered / "checkpoint-3", marker)
+        argv[argv.index("--output_dir") + 1] = str(tampered)
+        proc = _torchrun([*argv, "--resume_from_checkpoint", "latest"], tmp_path, must_succeed=False)
+        assert proc.returncode != 0 and not marker.exists()
+        assert f"UnsafeCheckpointFileError: {victim}: refused, unpickling it needs exec" in proc.stderr, (
+            proc.stderr[-4000:]
+        )

@@ -17,7 +17,14 @@ from pathlib import Path
 import pytest
 import torch
 from safetensors.torch import save_file
-from train_helpers import FUSION_FLAGS, SUBPROCESS_ENV, max_abs_diff, run_training, trained_state
+from train_helpers import (
+    FUSION_FLAGS,
+    SUBPROCESS_ENV,
+    max_abs_diff,
+    run_training,
+    trained_state,
+    write_tampered_state,
+)
 
 from llava.model.builder import build_from_backbones
 from llava.train.arguments import parse_arguments, resolve_run
@@ -88,6 +95,7 @@ def test_latest_skips_incomplete_checkpoints_and_resumes_exactly(reference, tmp_
     )
     with caplog.at_level(logging.WARNING, logger="llava.train.resume"):
         assert resolve_resume("latest", str(run)) == str(run / "checkpoint-3")
+        assert resolve_resume("True", str(run)) == str(run / "checkpoint-3")
     assert "skipping incomplete checkpoint" in caplog.text
     assert str(partial) in caplog.text and str(run / "checkpoint-4" / "optimizer.pt") in caplog.text
 
@@ -286,14 +294,6 @@ def test_a_file_size_limit_fails_the_save_naming_the_checkpoint(run_flags, tmp_p
     _check_failed_save(out, proc.stderr, "checkpoint-1")
 
 
-def _write_tampered(path: Path, marker: Path) -> None:
-    class Payload:
-        def __reduce__(self):
-            return (exec, (f"open({str(marker)!r}, 'w').write('ran')",))
-
-    torch.save({"module": {"w": torch.zeros(2)}, "buffer_names": Payload()}, path)
-
-
 def test_deepspeed_files_load_weights_only_and_a_tampered_one_is_refused(tmp_path):
     from deepspeed.runtime.fp16.loss_scaler import LossScaler
     from deepspeed.runtime.zero.config import ZeroStageEnum
@@ -309,7 +309,7 @@ def test_deepspeed_files_load_weights_only_and_a_tampered_one_is_refused(tmp_pat
 
     marker = tmp_path / "marker"
     tampered = checkpoint / "global_step2" / "mp_rank_00_model_states.pt"
-    _write_tampered(tampered, marker)
+    write_tampered_state(tampered, marker)
     with pytest.raises(
         UnsafeCheckpointFileError,
         match=rf"{re.escape(str(tampered))}: refused, unpickling it needs exec,",

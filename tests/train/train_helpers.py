@@ -60,6 +60,22 @@ def trained_state(run_dir: str | Path) -> dict[str, torch.Tensor]:
     return state
 
 
+class _RunsCode:
+    """Unpickling it runs `code` (a tampered checkpoint file's payload)."""
+
+    def __init__(self, code: str):
+        self.code = code
+
+    def __reduce__(self):
+        return (exec, (self.code,))
+
+
+def write_tampered_state(path: str | Path, marker: str | Path) -> None:
+    """A `torch.save` file shaped like DeepSpeed's model states whose full unpickling writes `marker`."""
+    payload = _RunsCode(f"open({str(marker)!r}, 'w').write('ran')")
+    torch.save({"module": {"w": torch.zeros(2)}, "buffer_names": payload}, path)
+
+
 def max_abs_diff(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> float:
     assert a.keys() == b.keys()
     return max((a[k].float() - b[k].float()).abs().max().item() for k in a)
