@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import pickle
 import re
+import zipfile
 from pathlib import Path
 
 import torch
@@ -35,29 +36,34 @@ def allowed_types() -> list[type]:
 
 
 def deepspeed_state_files(checkpoint: str | Path) -> list[Path]:
-    """The `.pt` files of the DeepSpeed tag (`global_stepN`) that `checkpoint/latest` names."""
+    """The `.pt` files under the DeepSpeed tag (`global_stepN/`) that `checkpoint/latest` names."""
     checkpoint = Path(checkpoint)
     tag = (checkpoint / DEEPSPEED_TAG_FILE).read_text().strip()
-    return sorted((checkpoint / tag).glob("*.pt"))
+    return sorted((checkpoint / tag).rglob("*.pt"))
 
 
-def _needed_type(err: Exception) -> str:
-    """The global torch's weights-only unpickler refused (from its message), else the message."""
-    match = re.search(r"GLOBAL ([\w.]+)", str(err))
-    return match.group(1) if match else str(err).splitlines()[0]
+def _refusal(err: Exception) -> str:
+    """Why torch's weights-only unpickler refused a file: the global it would need, or its error."""
+    text = str(err)
+    match = re.search(r"GLOBAL ([\w.]+)", text)
+    if match:
+        return (
+            f"unpickling it needs {match.group(1)}, which is not among the types a DeepSpeed checkpoint "
+            "holds (see llava/train/deepspeed_files.py)"
+        )
+    lines = text.split("WeightsUnpickler error:")[-1].strip().splitlines()
+    detail = lines[0] if lines else type(err).__name__
+    return f"torch's weights-only unpickler rejects it ({detail})"
 
 
 def check_file(path: Path, allowed: list[type]) -> str | None:
-    """None when `path` loads with `weights_only=True` and `allowed`; else why it is refused."""
+    """None when `path` loads with `weights_only=True` and `allowed`; else why it is refused.
+    Files in torch's zip format are memory-mapped, so a large optimizer state is not read twice."""
     with torch.serialization.safe_globals(allowed):
         try:
-            torch.load(path, map_location="cpu", weights_only=True)
+            torch.load(path, map_location="cpu", weights_only=True, mmap=zipfile.is_zipfile(path))
         except pickle.UnpicklingError as err:
-            return (
-                f"{path}: refused, unpickling it needs {_needed_type(err)}, which is not among the types a "
-                "DeepSpeed checkpoint holds (see llava/train/deepspeed_files.py); the file may have been "
-                "tampered with"
-            )
+            return f"{path}: refused, {_refusal(err)}; the file may have been tampered with"
         except (RuntimeError, EOFError) as err:
             return f"{path}: unreadable ({err})"
     return None

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import logging
+import pickle
 import random
 import re
 import shutil
@@ -20,6 +21,7 @@ from safetensors.torch import save_file
 from train_helpers import (
     FUSION_FLAGS,
     SUBPROCESS_ENV,
+    RunsCode,
     max_abs_diff,
     run_training,
     trained_state,
@@ -311,13 +313,28 @@ def test_deepspeed_files_load_weights_only_and_a_tampered_one_is_refused(tmp_pat
     tampered = checkpoint / "global_step2" / "mp_rank_00_model_states.pt"
     write_tampered_state(tampered, marker)
     with pytest.raises(
-        UnsafeCheckpointFileError,
-        match=rf"{re.escape(str(tampered))}: refused, unpickling it needs exec,",
+        UnsafeCheckpointFileError, match=rf"{re.escape(str(tampered))}: refused, unpickling it needs exec,"
     ):
         check_deepspeed_checkpoint(checkpoint)
     assert not marker.exists()
     torch.load(tampered, weights_only=False)  # what DeepSpeed's engine would do: the code runs
     assert marker.read_text() == "ran"
+
+
+def test_a_tampered_plain_pickle_is_refused_too(tmp_path):
+    """Not torch's zip format but a bare pickle, which `torch.load` also accepts."""
+    checkpoint = tmp_path / "checkpoint-2"
+    (checkpoint / "global_step2").mkdir(parents=True)
+    (checkpoint / "latest").write_text("global_step2")
+    marker = tmp_path / "marker"
+    tampered = checkpoint / "global_step2" / "mp_rank_00_model_states.pt"
+    with open(tampered, "wb") as f:
+        pickle.dump({"module": RunsCode(f"open({str(marker)!r}, 'w')")}, f)
+    with pytest.raises(
+        UnsafeCheckpointFileError, match=rf"{re.escape(str(tampered))}: refused, torch's weights-only"
+    ):
+        check_deepspeed_checkpoint(checkpoint)
+    assert not marker.exists()
 
 
 def test_group_by_length_resumed_in_a_later_epoch_equals_uninterrupted(run_flags, tmp_path):

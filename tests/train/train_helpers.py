@@ -60,7 +60,7 @@ def trained_state(run_dir: str | Path) -> dict[str, torch.Tensor]:
     return state
 
 
-class _RunsCode:
+class RunsCode:
     """Unpickling it runs `code` (a tampered checkpoint file's payload)."""
 
     def __init__(self, code: str):
@@ -72,7 +72,7 @@ class _RunsCode:
 
 def write_tampered_state(path: str | Path, marker: str | Path) -> None:
     """A `torch.save` file shaped like DeepSpeed's model states whose full unpickling writes `marker`."""
-    payload = _RunsCode(f"open({str(marker)!r}, 'w').write('ran')")
+    payload = RunsCode(f"open({str(marker)!r}, 'w').write('ran')")
     torch.save({"module": {"w": torch.zeros(2)}, "buffer_names": payload}, path)
 
 
