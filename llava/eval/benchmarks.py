@@ -30,17 +30,17 @@ from llava.eval import (
     judge,
     run_record,
 )
+from llava.eval.prompts import (
+    MULTIPLE_CHOICE_SUFFIX,
+    MULTIPLE_CHOICE_SUFFIX_CN,
+    SHORT_ANSWER_SUFFIX,
+    VIZWIZ_SUFFIX,
+)
 from llava.eval.run_record import FREEFORM_RUNNER, LOADER_RUNNER, MMBENCH_RUNNER, SCIENCE_RUNNER
 
 logger = logging.getLogger(__name__)
 
 EVAL_ROOT = Path("playground/data/eval")
-SHORT_ANSWER_SUFFIX = "\nAnswer the question using a single word or phrase."
-MULTIPLE_CHOICE_SUFFIX = "\nAnswer with the option's letter from the given choices directly."
-MULTIPLE_CHOICE_SUFFIX_CN = "\n请直接回答选项字母。"
-VIZWIZ_SUFFIX = (
-    "\nWhen the provided information is insufficient, respond with 'Unanswerable'." + SHORT_ANSWER_SUFFIX
-)
 
 MAX_NEW_TOKENS = {LOADER_RUNNER: 128, FREEFORM_RUNNER: 1024, SCIENCE_RUNNER: 1024, MMBENCH_RUNNER: 1024}
 

@@ -18,13 +18,9 @@ import argparse
 from collections.abc import Mapping, Sequence
 
 from llava.constants import DEFAULT_IMAGE_TOKEN
-from llava.eval.benchmarks import (
-    MAX_NEW_TOKENS,
-    MMBENCH_RUNNER,
-    MULTIPLE_CHOICE_SUFFIX,
-    MULTIPLE_CHOICE_SUFFIX_CN,
-)
+from llava.eval.benchmarks import MAX_NEW_TOKENS, MMBENCH_RUNNER
 from llava.eval.eval_mmbench import read_mmbench_tsv, round_options, row_options
+from llava.eval.prompts import MULTIPLE_CHOICE_SUFFIX, MULTIPLE_CHOICE_SUFFIX_CN
 from llava.eval.runner import AnswerTask, ImageRef, RunSummary, Sample
 
 

@@ -20,7 +20,8 @@ from pathlib import Path
 from typing import Any
 
 from llava.constants import DEFAULT_IMAGE_TOKEN
-from llava.eval.benchmarks import MAX_NEW_TOKENS, MULTIPLE_CHOICE_SUFFIX, SCIENCE_RUNNER
+from llava.eval.benchmarks import MAX_NEW_TOKENS, SCIENCE_RUNNER
+from llava.eval.prompts import MULTIPLE_CHOICE_SUFFIX
 from llava.eval.runner import AnswerTask, ImageRef, RunSummary, Sample
 
 

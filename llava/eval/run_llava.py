@@ -12,15 +12,14 @@ import argparse
 import logging
 from collections.abc import Sequence
 
-from llava.eval.runner import (
+from llava.inference import (
     DecodingSettings,
     LoadedModel,
-    add_decoding_arguments,
-    add_model_arguments,
     open_conversation,
     split_image_files,
     with_image_tokens,
 )
+from llava.inference.arguments import add_decoding_arguments, add_model_arguments
 from llava.mm_utils import load_image
 
 logger = logging.getLogger(__name__)

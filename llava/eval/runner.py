@@ -1,5 +1,5 @@
-"""Answer generation: one runner behind LLaVA's four answer-generating modules, and the model and
-prompt helpers that the inference CLIs share.
+"""Answer generation: one runner behind LLaVA's four answer-generating modules, on the inference
+engine (`llava.inference`). It imports no benchmark definition or scorer.
 
 A runner definition (`AnswerTask`) says how a question file becomes `Sample`s; everything else is
 common: load the model once, take this process's chunk of the questions, skip the ones already in
@@ -34,23 +34,16 @@ from PIL import Image
 from tqdm import tqdm
 
 from llava.constants import DEFAULT_IMAGE_TOKEN
-from llava.conversation import Conversation, get_conv_template
 from llava.eval import run_record
-from llava.eval.benchmarks import MULTIPLE_CHOICE_SUFFIX
+from llava.eval.prompts import MULTIPLE_CHOICE_SUFFIX
 from llava.eval.scoring_io import read_jsonl_for_append
-from llava.mm_utils import (
-    get_model_name_from_path,
-    load_image,
-    load_image_from_base64,
-    process_images,
-    tokenize_conversation,
-)
-from llava.model.builder import load_pretrained_model
+from llava.inference import DecodingSettings, LoadedModel, open_conversation
+from llava.inference.arguments import add_decoding_arguments, add_model_arguments
+from llava.mm_utils import get_model_name_from_path, load_image, load_image_from_base64
 
 logger = logging.getLogger(__name__)
 
 QuestionId = int | str
-DEFAULT_CONV_MODE = "vicuna_v1"
 _SHORT_ID_ALPHABET = "23456789ABCDEFGHJKLMNPQRSTUVWXYZabcdefghijkmnopqrstuvwxyz"
 _SHORT_ID_LENGTH = 22  # ceil(log_57(2^128))
 
@@ -63,185 +56,6 @@ def short_id() -> str:
         number, digit = divmod(number, len(_SHORT_ID_ALPHABET))
         digits.append(_SHORT_ID_ALPHABET[digit])
     return "".join(reversed(digits))
-
-
-# ----------------------------------------------------------------------------------------------
-# Model and prompt helpers (shared with `llava.eval.run_llava` and `llava.serve.cli`)
-# ----------------------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class DecodingSettings:
-    """LLaVA's decoding flags; greedy when `temperature` is 0."""
-
-    temperature: float = 0.0
-    top_p: float | None = None
-    num_beams: int = 1
-    max_new_tokens: int = 128
-
-    def __post_init__(self) -> None:
-        if self.temperature < 0:
-            raise ValueError(f"temperature must be >= 0, got {self.temperature}")
-        if self.num_beams < 1:
-            raise ValueError(f"num_beams must be >= 1, got {self.num_beams}")
-        if self.max_new_tokens < 1:
-            raise ValueError(f"max_new_tokens must be >= 1, got {self.max_new_tokens}")
-        if self.top_p is not None and not 0.0 < self.top_p <= 1.0:
-            raise ValueError(f"top_p must be in (0, 1], got {self.top_p}")
-
-    @property
-    def do_sample(self) -> bool:
-        return self.temperature > 0
-
-    def generate_kwargs(self) -> dict[str, Any]:
-        kwargs: dict[str, Any] = {
-            "do_sample": self.do_sample,
-            "num_beams": self.num_beams,
-            "max_new_tokens": self.max_new_tokens,
-            "use_cache": True,
-        }
-        if self.do_sample:
-            kwargs["temperature"] = self.temperature
-            kwargs["top_p"] = self.top_p if self.top_p is not None else 1.0
-        else:
-            # Greedy: neutralise sampling settings a checkpoint's generation_config may carry.
-            kwargs.update(temperature=None, top_p=None, top_k=None)
-        return kwargs
-
-    @classmethod
-    def from_args(cls, args: argparse.Namespace) -> DecodingSettings:
-        return cls(
-            temperature=args.temperature,
-            top_p=getattr(args, "top_p", None),
-            num_beams=getattr(args, "num_beams", 1),
-            max_new_tokens=args.max_new_tokens,
-        )
-
-
-@dataclass
-class LoadedModel:
-    """A checkpoint ready for inference: `load_pretrained_model`'s four results plus its name."""
-
-    tokenizer: Any
-    model: Any
-    image_processor: Any
-    context_len: int
-    name: str
-
-    @classmethod
-    def load(
-        cls,
-        model_path: str,
-        model_base: str | None = None,
-        device: str | None = None,
-        load_8bit: bool = False,
-        load_4bit: bool = False,
-    ) -> LoadedModel:
-        tokenizer, model, image_processor, context_len = load_pretrained_model(
-            model_path, model_base, load_8bit=load_8bit, load_4bit=load_4bit, device=device
-        )
-        name = get_model_name_from_path(model_path)
-        logger.info("loaded %s (%s) on %s, %s", name, model.config.model_type, model.device, model.dtype)
-        return cls(tokenizer, model, image_processor, context_len, name)
-
-    def encode_images(self, images: Sequence[Image.Image]) -> torch.Tensor | None:
-        """PIL images -> `[N, 3, H, W]` pixels on the model's device, with the checkpoint's aspect handling."""
-        if not images:
-            return None
-        if self.image_processor is None:
-            raise ValueError(
-                f"{self.name} is a text-only checkpoint (no vision tower); it cannot take images"
-            )
-        aspect = getattr(self.model.config, "image_aspect_ratio", "pad")
-        pixels = process_images(images, self.image_processor, aspect)
-        return pixels.to(device=self.model.device, dtype=self.model.dtype)
-
-    def prompt_ids(self, conv: Conversation) -> list[int]:
-        """Token ids of an open conversation, tokenised segment by segment exactly as in training."""
-        ids, _ = tokenize_conversation(conv, self.tokenizer)
-        return ids
-
-    def generate(
-        self,
-        prompts: Sequence[Sequence[int]],
-        images: Sequence[torch.Tensor | None],
-        settings: DecodingSettings,
-        streamer: Any = None,
-    ) -> list[str]:
-        """Answers of a batch: prompts left-padded, images `[n_i, 3, H, W]` per prompt (None for none)."""
-        if len(prompts) != len(images):
-            raise ValueError(f"{len(prompts)} prompts but {len(images)} image entries")
-        pad_id = self.tokenizer.pad_token_id
-        longest = max(len(ids) for ids in prompts)
-        input_ids = torch.tensor([[pad_id] * (longest - len(ids)) + list(ids) for ids in prompts])  # [B, L]
-        attention_mask = torch.tensor(
-            [[0] * (longest - len(ids)) + [1] * len(ids) for ids in prompts]
-        )  # [B, L]
-        present = [pixels for pixels in images if pixels is not None]
-        pixel_values = torch.cat(present) if present else None  # [N, 3, H, W], in order of appearance
-        output_ids = self.model.generate(
-            input_ids.to(self.model.device),
-            images=pixel_values,
-            attention_mask=attention_mask.to(self.model.device),
-            pad_token_id=pad_id,
-            streamer=streamer,
-            **settings.generate_kwargs(),
-        )
-        return [text.strip() for text in self.tokenizer.batch_decode(output_ids, skip_special_tokens=True)]
-
-
-def open_conversation(conv_mode: str, query: str, history: Sequence[tuple[str, str]] = ()) -> Conversation:
-    """The template `conv_mode` with earlier `(user, assistant)` turns, then `query` awaiting a reply."""
-    conv = get_conv_template(conv_mode)
-    for user, assistant in history:
-        conv.append_message(conv.roles[0], user)
-        conv.append_message(conv.roles[1], assistant)
-    conv.append_message(conv.roles[0], query)
-    conv.append_message(conv.roles[1], None)
-    return conv
-
-
-def with_image_tokens(query: str, num_images: int) -> str:
-    """`query` with one `<image>` line per image in front, unless it places its own `<image>`s
-    (then their number must match)."""
-    placed = query.count(DEFAULT_IMAGE_TOKEN)
-    if placed == 0:
-        return (DEFAULT_IMAGE_TOKEN + "\n") * num_images + query
-    if placed != num_images:
-        raise ValueError(
-            f"the query holds {placed} {DEFAULT_IMAGE_TOKEN} placeholder(s) but {num_images} image(s) were given"
-        )
-    return query
-
-
-def split_image_files(image_file: str, sep: str = ",") -> list[str]:
-    files = [name.strip() for name in image_file.split(sep) if name.strip()]
-    if not files:
-        raise ValueError(f"no image file in {image_file!r}")
-    return files
-
-
-def add_model_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--model-path", required=True, help="checkpoint folder (or hub id)")
-    parser.add_argument("--model-base", default=None, help="base LLM for LoRA / projector-only checkpoints")
-    parser.add_argument(
-        "--device", default=None, help="cpu, cuda, cuda:1, ... (default: cuda when available)"
-    )
-    parser.add_argument(
-        "--conv-mode", default=DEFAULT_CONV_MODE, help="conversation template (default: vicuna_v1)"
-    )
-
-
-def add_decoding_arguments(
-    parser: argparse.ArgumentParser, max_new_tokens: int, temperature: float = 0.0, beams: bool = True
-) -> None:
-    parser.add_argument("--temperature", type=float, default=temperature, help="0 = greedy")
-    parser.add_argument("--top_p", "--top-p", dest="top_p", type=float, default=None)
-    if beams:
-        parser.add_argument("--num_beams", "--num-beams", dest="num_beams", type=int, default=1)
-    parser.add_argument(
-        "--max_new_tokens", "--max-new-tokens", dest="max_new_tokens", type=int, default=max_new_tokens
-    )
 
 
 # ----------------------------------------------------------------------------------------------

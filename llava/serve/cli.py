@@ -10,21 +10,19 @@ from __future__ import annotations
 
 import argparse
 import logging
-from collections.abc import Sequence
-from typing import Any
+import sys
+from collections.abc import Callable, Sequence
 
 from PIL import Image
-from transformers import TextStreamer
 
-from llava.eval.runner import (
+from llava.inference import (
     DecodingSettings,
     LoadedModel,
-    add_decoding_arguments,
-    add_model_arguments,
     open_conversation,
     split_image_files,
     with_image_tokens,
 )
+from llava.inference.arguments import add_decoding_arguments, add_model_arguments
 from llava.mm_utils import load_image
 
 logger = logging.getLogger(__name__)
@@ -47,14 +45,19 @@ class ChatSession:
     def roles(self) -> tuple[str, str]:
         return open_conversation(self.conv_mode, "").roles
 
-    def ask(self, message: str, streamer: Any = None) -> str:
+    def ask(self, message: str, on_delta: Callable[[str], None] | None = None) -> str:
+        """The reply to `message`; `on_delta` receives it piece by piece as it is generated."""
         if not self.history:
             message = with_image_tokens(message, self.num_images)
         conv = open_conversation(self.conv_mode, message, self.history)
         logger.debug("prompt: %r", conv.get_prompt())
-        reply = self.loaded.generate([self.loaded.prompt_ids(conv)], [self.pixels], self.settings, streamer)[
-            0
-        ]
+        ids = self.loaded.prompt_ids(conv)
+        pieces = []
+        for delta in self.loaded.stream(ids, self.pixels, self.settings):
+            pieces.append(delta)
+            if on_delta is not None:
+                on_delta(delta)
+        reply = "".join(pieces)
         logger.debug("reply: %r", reply)
         self.history.append((message, reply))
         return reply
@@ -70,6 +73,11 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--debug", action="store_true", help="log each prompt and reply")
     add_decoding_arguments(parser, max_new_tokens=512, temperature=0.2, beams=False)
     return parser
+
+
+def _write(text: str) -> None:
+    sys.stdout.write(text)
+    sys.stdout.flush()
 
 
 def main(argv: Sequence[str] | None = None) -> ChatSession:
@@ -93,11 +101,12 @@ def main(argv: Sequence[str] | None = None) -> ChatSession:
         except EOFError:
             message = ""
         if not message.strip():
-            print()
+            _write("\n")
             logger.info("end of the conversation (%d turn(s))", len(session.history))
             return session
-        print(f"{assistant}: ", end="", flush=True)
-        session.ask(message, TextStreamer(loaded.tokenizer, skip_prompt=True, skip_special_tokens=True))
+        _write(f"{assistant}: ")
+        session.ask(message, _write)
+        _write("\n")
 
 
 if __name__ == "__main__":

@@ -10,7 +10,7 @@ from PIL import Image
 from transformers import AutoProcessor, AutoTokenizer, LlavaForConditionalGeneration
 
 from llava.conversation import get_conv_template
-from llava.eval.runner import DecodingSettings, LoadedModel, open_conversation, with_image_tokens
+from llava.inference import DecodingSettings, LoadedModel, open_conversation, with_image_tokens
 from llava.model.builder import build_from_backbones
 from llava.model.llava_hf import chat_template, load_llava_hf
 from llava.model.vision_tower import load_image_processor

@@ -1,0 +1,34 @@
+"""Inference: one engine behind the eval runners, the CLIs, the OpenAI-compatible server, the web
+demo and the lmms-eval model.
+
+- `decoding`: decoding settings (greedy, sampling, beams, stop strings) and finished completions.
+- `prompting`: conversations (LLaVA's templates) from a query or from OpenAI-style messages.
+- `images`: image inputs (data URLs, local files under an allowed folder, opt-in remote URLs).
+- `streaming`: text deltas per batch row while `generate` runs.
+- `engine`: a checkpoint loaded once; batched, left-padded generation with the KV cache.
+- `scheduler`: dynamic batching of concurrent requests into one `generate` call.
+"""
+
+from llava.inference.decoding import Completion, DecodingSettings
+from llava.inference.engine import ContextOverflowError, LoadedModel
+from llava.inference.prompting import (
+    DEFAULT_CONV_MODE,
+    PromptError,
+    conversation_from_messages,
+    open_conversation,
+    split_image_files,
+    with_image_tokens,
+)
+
+__all__ = [
+    "DEFAULT_CONV_MODE",
+    "Completion",
+    "ContextOverflowError",
+    "DecodingSettings",
+    "LoadedModel",
+    "PromptError",
+    "conversation_from_messages",
+    "open_conversation",
+    "split_image_files",
+    "with_image_tokens",
+]
