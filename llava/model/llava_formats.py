@@ -215,18 +215,23 @@ def translate_llava_config(raw: dict, source: str | Path) -> LlavaCheckpointConf
         )
     llama = _llama_fields()
     fields = {k: v for k, v in raw.items() if k in llama and k not in _BOOKKEEPING}
+    if "rope_scaling" in fields and fields["rope_scaling"] is None:  # transformers 4's "no scaling"
+        del fields["rope_scaling"]
     dropped = sorted(name for name, (_, reason) in FIELD_RULES.items() if reason and name in raw)
     logger.info("%s: LLaVA config; fields without effect here, dropped: %s", source, dropped or "none")
-    config = LlavaLlamaConfig(
-        **fields,
-        vision_config=vision_config.to_dict(),
-        mm_vision_tower=raw["mm_vision_tower"],
-        mm_vision_select_layer=layers,
-        mm_vision_select_feature=raw.get("mm_vision_select_feature", "patch"),
-        image_aspect_ratio=_aspect_ratio(raw.get("image_aspect_ratio")),
-        mm_hidden_size=derived,
-        mm_projector_type=raw.get("mm_projector_type", LLAVA_DEFAULT_PROJECTOR),
-    )
+    try:
+        config = LlavaLlamaConfig(
+            **fields,
+            vision_config=vision_config.to_dict(),
+            mm_vision_tower=raw["mm_vision_tower"],
+            mm_vision_select_layer=layers,
+            mm_vision_select_feature=raw.get("mm_vision_select_feature", "patch"),
+            image_aspect_ratio=_aspect_ratio(raw.get("image_aspect_ratio")),
+            mm_hidden_size=derived,
+            mm_projector_type=raw.get("mm_projector_type", LLAVA_DEFAULT_PROJECTOR),
+        )
+    except ValueError as error:  # a value the config class refuses: say which file holds it
+        raise ValueError(f"{source}: {error}") from error
     return LlavaCheckpointConfig(config, bool(raw.get("unfreeze_mm_vision_tower", False)), tower)
 
 

@@ -22,6 +22,7 @@ from transformers import (
 from llava.constants import IMAGE_TOKEN_INDEX
 from llava.model import FusionLlamaForCausalLM
 from llava.model.builder import MM_PROJECTOR, NON_LORA_TRAINABLES, build_from_backbones, load_pretrained_model
+from llava.model.placement import resolve_device
 from llava.model.vision_tower import load_image_processor
 
 IDS = torch.tensor([[1, 40, IMAGE_TOKEN_INDEX, 41, 42]])
@@ -238,3 +239,31 @@ def test_a_missing_model_base_and_mm_vision_tower_are_named(build, tiny_checkpoi
     save_file(state, str(tmp_path / "complete" / "model.safetensors"), metadata={"format": "pt"})
     with pytest.raises(FileNotFoundError, match=f"vision tower {tmp_path / 'moved-tower'}: no such folder"):
         load_pretrained_model(str(tmp_path / "complete"), device="cpu")
+
+
+def test_llavas_positional_signature_and_placement_keywords(build, images, tiny_checkpoints, tmp_path):
+    model = build("llava_llama")
+    _save_complete(model, tmp_path, tiny_checkpoints)
+    # LLaVA's merge_lora_weights.py: `load_pretrained_model(path, base, name, device_map="cpu")`.
+    _, loaded, _, _ = load_pretrained_model(str(tmp_path), None, "llava-v1.5-7b", device_map="cpu")
+    assert loaded.device.type == "cpu"
+    assert torch.allclose(_logits(loaded, images), _logits(model, images), atol=1e-6)
+    with pytest.raises(
+        ValueError, match="use_flash_attn=True asks for flash_attention_2, but attn_implementation='eager'"
+    ):
+        load_pretrained_model(
+            str(tmp_path), None, None, use_flash_attn=True, device="cpu", attn_implementation="eager"
+        )
+    with pytest.raises(ValueError, match="device_map='balanced': only 'auto' or one device"):
+        load_pretrained_model(str(tmp_path), None, None, device_map="balanced")
+
+
+def test_resolve_device_follows_llavas_device_and_device_map_rules():
+    assert resolve_device("cpu", "cuda:0") == "cpu"  # an explicit device other than "cuda" wins
+    assert resolve_device("cuda", "cpu") == "cpu"  # with "cuda", the device_map decides
+    assert resolve_device("cuda", {"": "cpu"}) == "cpu"
+    assert resolve_device(None, "auto") == ("cuda" if torch.cuda.is_available() else "cpu")
+    if not torch.cuda.is_available():
+        for device, device_map in (("cuda", "auto"), ("cuda", 0), (None, "cuda:1")):
+            with pytest.raises(RuntimeError, match="CUDA is not available here: pass device='cpu'"):
+                resolve_device(device, device_map)
