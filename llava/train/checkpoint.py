@@ -24,6 +24,8 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from llava.model.builder import MM_PROJECTOR, NON_LORA_TRAINABLES
+from llava.model.llava_formats import LLAVA_MM_PROJECTOR
+from llava.model.weights import load_pickled_weights
 from llava.train.recipe import TrainingPlan
 
 logger = logging.getLogger(__name__)
@@ -138,14 +140,18 @@ def _check_adapter_shapes(model: nn.Module, state: dict[str, torch.Tensor], path
 
 
 def load_projector(model: nn.Module, path: str) -> None:
-    """Load a LLaVA stage-1 projector (`mm_projector.safetensors`, or the folder holding it;
-    keys `model.mm_projector.*`) into `model`, also when ZeRO-3 has partitioned it."""
-    file = os.path.join(path, MM_PROJECTOR) if os.path.isdir(path) else path
-    if not file.endswith(".safetensors") or not os.path.isfile(file):
+    """Load a stage-1 projector (`mm_projector.safetensors`, LLaVA-1.5's `mm_projector.bin` read
+    weights-only, or the folder holding one; keys `model.mm_projector.*`) into `model`, also when
+    ZeRO-3 has partitioned it."""
+    names = (MM_PROJECTOR, LLAVA_MM_PROJECTOR)
+    candidates = [os.path.join(path, name) for name in names] if os.path.isdir(path) else [path]
+    file = next((f for f in candidates if f.endswith((".safetensors", ".bin")) and os.path.isfile(f)), None)
+    if file is None:
         raise FileNotFoundError(
-            f"--pretrain_mm_mlp_adapter {path}: expected {MM_PROJECTOR} (safetensors only)"
+            f"--pretrain_mm_mlp_adapter {path}: expected {MM_PROJECTOR} or LLaVA's {LLAVA_MM_PROJECTOR} "
+            "(or a folder holding one)"
         )
-    state = read_safetensors(file)
+    state = read_safetensors(file) if file.endswith(".safetensors") else load_pickled_weights(file)
     params = dict(model.model.mm_projector.named_parameters(prefix="model.mm_projector"))
     if set(state) != set(params):
         raise KeyError(f"{file}: keys {sorted(state)} do not match the projector's {sorted(params)}")
