@@ -1,11 +1,21 @@
-"""Shared fixtures: tiny offline checkpoints built once per test session."""
+"""Shared fixtures: tiny offline checkpoints built once per test session, a complete tiny
+`fusion_llama` checkpoint and a few PNG images (the runner, inference and serving tests)."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 import torch
+from PIL import Image
+from transformers import AutoTokenizer
 
+from llava.model.builder import build_from_backbones
+from llava.model.vision_tower import load_image_processor
 from llava.tools.make_tiny_checkpoints import make_tiny_checkpoints
+
+COLOURS = ["red", "green", "blue", "yellow"]
+SIZES = [(40, 32), (32, 32), (24, 48), (48, 40)]
 
 
 @pytest.fixture(scope="session")
@@ -18,3 +28,34 @@ def tiny_checkpoints(tmp_path_factory) -> tuple[str, str]:
 @pytest.fixture(autouse=True)
 def _deterministic():
     torch.manual_seed(0)
+
+
+@pytest.fixture(scope="session")
+def tiny_model_path(tiny_checkpoints, tmp_path_factory) -> str:
+    """A complete `fusion_llama` checkpoint (weights, tokenizer, image processor) named `tiny-fusion`.
+
+    The fusion branch gets random (not initial) weights so that the images change the answers.
+    """
+    llm, vision = tiny_checkpoints
+    model, report = build_from_backbones("fusion_llama", llm, vision, fusion_dropout=0.0)
+    generator = torch.Generator().manual_seed(0)
+    params = dict(model.named_parameters())
+    with torch.no_grad():
+        for name in report.missing:
+            params[name].copy_(torch.randn(params[name].shape, generator=generator) * 0.2)
+    path = tmp_path_factory.mktemp("ckpt") / "tiny-fusion"
+    model.save_pretrained(path)
+    AutoTokenizer.from_pretrained(llm).save_pretrained(path)
+    load_image_processor(vision).save_pretrained(path)
+    return str(path)
+
+
+@pytest.fixture(scope="session")
+def image_folder(tmp_path_factory) -> Path:
+    """`img0.png` .. `img3.png`: plain colours, mostly not square (so `pad` matters)."""
+    folder = tmp_path_factory.mktemp("images")
+    for i, (colour, size) in enumerate(zip(COLOURS, SIZES, strict=True)):
+        image = Image.new("RGB", size, colour)
+        image.paste((255, 255, 255), (2, 2, 10 + 3 * i, 12))
+        image.save(folder / f"img{i}.png")
+    return folder
