@@ -155,6 +155,7 @@ def build_from_backbones(
     """
     config = multimodal_config_from_backbones(model_type, llm_path, vision_tower, **config_fields)
     _, model_cls = MODEL_CLASSES[model_type]
+    check_folder_pickles(resolve_location(llm_path, "LLM"))  # a hub id: transformers reads it weights-only
     model, report = _from_pretrained(
         model_cls,
         resolve_location(llm_path, "LLM"),

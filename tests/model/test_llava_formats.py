@@ -419,6 +419,10 @@ def test_model_name_decides_nothing_and_device_follows_llavas_rules(build, tiny_
     # LLaVA would look for a base and LoRA weights behind a name with "lora" in it; the files say merged.
     loaded = LoadedModel(*load_pretrained_model(str(folder), None, "llava-v1.5-7b-lora", device="cpu"), NAME)
     assert_same_model(loaded, writer, tiny_checkpoints)
+    # lmms-eval's llava adapter tries LLaVA-NeXT's `multimodal=True` first, and on a TypeError
+    # calls again without it, as for LLaVA-1.5's loader.
+    with pytest.raises(TypeError, match="multimodal"):
+        load_pretrained_model(str(folder), None, NAME, device_map="cpu", multimodal=True)
     with pytest.raises(TypeError, match="the third argument is LLaVA's model_name"):
         load_pretrained_model(str(folder), None, True)
     if not torch.cuda.is_available():
