@@ -9,6 +9,7 @@ it; flags that do not apply to the chosen model or recipe are never silently ign
 
 from __future__ import annotations
 
+import logging
 import math
 import sys
 from dataclasses import dataclass, field
@@ -17,6 +18,9 @@ import transformers
 from transformers import HfArgumentParser
 
 from llava.conversation import conv_templates
+from llava.model.configuration import RELEASE_VARIANTS
+
+logger = logging.getLogger(__name__)
 
 COMMA_FLAGS = ("mm_vision_select_layer", "layer_ids_to_inject", "lora_layer_ids_to_skip", "fusion_targets")
 FUSION_FLAGS = (
@@ -27,7 +31,17 @@ FUSION_FLAGS = (
     "fusion_targets",
     "layer_ids_to_inject",
     "stable_fusion",
+    "vision_stream_norm",
 )
+# The release's flags that its own fusion layers ignore: accepted, with a warning, on a run that
+# trains one of those layers, so its command lines run verbatim (docs/model.md).
+RELEASE_NO_EFFECT = {
+    "pretrain_mm_mlp_adapter": "the release's fusion model has no projector",
+    "mm_projector_type": "the release's fusion model has no projector (--use_mm_proj False)",
+    "mm_projector_lr": "the release's fusion model has no projector",
+    "fusion_dropout": "the release's layers have no dropout",
+    "fusion_hidden_dim": "the release's layers have no hidden width of their own",
+}
 PROJECTOR_FLAGS = ("mm_projector_type", "pretrain_mm_mlp_adapter")
 LORA_FLAGS = ("lora_r", "lora_alpha", "lora_dropout", "lora_layer_ids_to_skip", "loraplus_lr_ratio")
 # LLaVA's defaults for LoRA when the flags are not given.
@@ -48,7 +62,10 @@ class ModelArguments:
     use_mm_proj: bool | None = field(
         default=None, metadata={"help": "True selects llava_llama (release flag)."}
     )
-    fusion_variant: str | None = field(default=None, metadata={"help": "concat (paper), add, gated or mlp."})
+    fusion_variant: str | None = field(
+        default=None,
+        metadata={"help": "concat (paper), add, gated, mlp, or the release's release_mlp / release_stable."},
+    )
     fusion_alpha: float | None = field(
         default=None, metadata={"help": "Initial per-target fusion scale (1.0)."}
     )
@@ -62,7 +79,16 @@ class ModelArguments:
     layer_ids_to_inject: str | None = field(
         default=None, metadata={"help": "Comma list of fusion layers (0)."}
     )
-    stable_fusion: bool | None = field(default=None, metadata={"help": "RMSNorm the vision stream (False)."})
+    stable_fusion: bool | None = field(
+        default=None,
+        metadata={
+            "help": "The release's layer choice: False its default layer (release_mlp), True release_stable."
+        },
+    )
+    vision_stream_norm: bool | None = field(
+        default=None, metadata={"help": "RMSNorm the vision stream (False); this project's variants."}
+    )
+    save_only: bool | None = field(default=None, metadata={"help": "Accepted from the release; no effect."})
     mm_hidden_size: int | None = field(default=None, metadata={"help": "Vision width d_v; checked, derived."})
     mm_vision_select_layer: str | None = field(
         default=None, metadata={"help": "Tower layer(s), comma list: -1 (fusion), -2 (LLaVA), -1,-2 (HD)."}
@@ -221,6 +247,35 @@ def _model_type(model_args: ModelArguments) -> str:
     return implied.pop() if implied else "llava_llama"
 
 
+def _fusion_variant(model_args: ModelArguments) -> str | None:
+    """`--fusion_variant`, or the release's spelling of its layer choice, `--stable_fusion`."""
+    if model_args.stable_fusion is None:
+        return model_args.fusion_variant
+    if model_args.fusion_variant is not None:
+        raise ValueError(
+            f"--stable_fusion {model_args.stable_fusion} and --fusion_variant {model_args.fusion_variant} both "
+            "choose the fusion layer: --stable_fusion (the release's spelling) selects release_stable (True) or "
+            "release_mlp (False); give one of the two"
+        )
+    variant = "release_stable" if model_args.stable_fusion else "release_mlp"
+    logger.info(
+        "--stable_fusion %s: the release's %s layer (see docs/model.md)", model_args.stable_fusion, variant
+    )
+    return variant
+
+
+def _drop_release_no_effect_flags(
+    model_args: ModelArguments, training_args: TrainingArguments, variant: str
+) -> None:
+    """One warning per release flag that has no effect on the release's layers, then unset it."""
+    for name, why in RELEASE_NO_EFFECT.items():
+        owner = training_args if name == "mm_projector_lr" else model_args
+        value = getattr(owner, name)
+        if value is not None:
+            logger.warning("--%s %s has no effect on the release's %s layer: %s", name, value, variant, why)
+            setattr(owner, name, None)
+
+
 def resolve_run(
     model_args: ModelArguments, data_args: DataArguments, training_args: TrainingArguments
 ) -> RunSpec:
@@ -236,6 +291,10 @@ def resolve_run(
     if not data_args.lazy_preprocess:
         raise ValueError("--lazy_preprocess False is not supported: samples are always tokenised when drawn")
     model_type = _model_type(model_args)
+    if model_args.save_only is not None:
+        logger.warning(
+            "--save_only %s is accepted from the release's scripts and has no effect", model_args.save_only
+        )
     fields: dict = {}
     if model_args.mm_vision_select_layer is not None:
         fields["mm_vision_select_layer"] = _flag_list(
@@ -248,13 +307,18 @@ def resolve_run(
         fields["image_aspect_ratio"] = data_args.image_aspect_ratio
 
     if model_type == "fusion_llama":
+        variant = _fusion_variant(model_args)
+        if variant in RELEASE_VARIANTS:
+            _drop_release_no_effect_flags(model_args, training_args, variant)
         _reject(model_args, PROJECTOR_FLAGS, "Inverse-LLaVA (fusion_llama) has no projector")
         _reject(training_args, ("mm_projector_lr",), "Inverse-LLaVA (fusion_llama) has no projector")
         if model_args.tune_mm_mlp_adapter:
             raise ValueError(
                 "--tune_mm_mlp_adapter does not apply: Inverse-LLaVA has no projector to pre-train"
             )
-        for name in ("fusion_variant", "fusion_alpha", "fusion_hidden_dim", "fusion_dropout"):
+        if variant is not None:
+            fields["fusion_variant"] = variant
+        for name in ("fusion_alpha", "fusion_hidden_dim", "fusion_dropout", "vision_stream_norm"):
             if getattr(model_args, name) is not None:
                 fields[name] = getattr(model_args, name)
         if model_args.fusion_targets is not None:
@@ -263,8 +327,6 @@ def resolve_run(
             fields["fusion_layer_ids"] = _flag_list(
                 model_args.layer_ids_to_inject, "layer_ids_to_inject", int
             )
-        if model_args.stable_fusion is not None:
-            fields["vision_stream_norm"] = model_args.stable_fusion
     else:
         _reject(model_args, FUSION_FLAGS, "the LLaVA-1.5 baseline (llava_llama) has no fusion layers")
         _reject(training_args, ("fusion_lr",), "the LLaVA-1.5 baseline (llava_llama) has no fusion layers")

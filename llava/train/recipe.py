@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 
 from torch import nn
 
-from llava.model.fusion import FusionBranch
+from llava.model.fusion import FUSION_MODULES
 from llava.train.arguments import RunSpec
 
 logger = logging.getLogger(__name__)
@@ -83,7 +83,7 @@ def apply_recipe(model: nn.Module, spec: RunSpec) -> tuple[nn.Module, TrainingPl
     """Freeze, wrap with LoRA and unfreeze as `spec` says; return the model to train and the plan."""
     base = model
     base.requires_grad_(False)
-    fusion = {id(p) for m in base.modules() if isinstance(m, FusionBranch) for p in m.parameters()}
+    fusion = {id(p) for m in base.modules() if isinstance(m, FUSION_MODULES) for p in m.parameters()}
     projector = _own_parameters(getattr(base.model, "mm_projector", None))
     tower = _own_parameters(base.get_vision_tower())
     plan = TrainingPlan(uses_lora=spec.lora is not None, projector_only=spec.projector_only)

@@ -57,7 +57,7 @@ RECORDED_FLAGS = (
     "fusion_alpha",
     "fusion_hidden_dim",
     "fusion_dropout",
-    "stable_fusion",
+    "vision_stream_norm",
     "mm_projector_type",
     "mm_vision_select_layer",
     "image_aspect_ratio",

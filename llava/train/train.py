@@ -51,7 +51,7 @@ CONFIG_FLAGS = {
     "fusion_alpha": "fusion_alpha",
     "fusion_hidden_dim": "fusion_hidden_dim",
     "fusion_dropout": "fusion_dropout",
-    "stable_fusion": "vision_stream_norm",
+    "vision_stream_norm": "vision_stream_norm",
     "mm_projector_type": "mm_projector_type",
     "mm_vision_select_layer": "mm_vision_select_layer",
     "image_aspect_ratio": "image_aspect_ratio",

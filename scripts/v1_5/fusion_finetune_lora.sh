@@ -26,7 +26,6 @@ deepspeed --num_gpus "$NUM_GPUS" llava/train/train_mem.py \
     --model_type fusion_llama \
     --use_vision_fusion True \
     --use_mm_proj False \
-    --stable_fusion False \
     --mm_hidden_size 1024 \
     --mm_vision_select_layer "-1" \
     --fusion_alpha 1.0 \

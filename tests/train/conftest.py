@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+from pathlib import Path
+
 import pytest
 import torch
 
@@ -56,3 +60,26 @@ def run_flags(tiny_checkpoints, toy_dataset):
         return [item for name, value in flags.items() for item in (f"--{name}", value)] + list(extra)
 
     return _flags
+
+
+@pytest.fixture
+def script_argv():
+    """`script_argv(folder, script, tmp_path)`: the arguments `scripts/<folder>/<script>` hands to
+    `llava/train/train_mem.py`, read through a stand-in `deepspeed` launcher that only records them."""
+    repo = Path(__file__).resolve().parents[2]
+
+    def _argv(folder: str, script: str, tmp_path: Path) -> list[str]:
+        bin_dir = tmp_path / "bin"
+        bin_dir.mkdir()
+        record = tmp_path / "argv.txt"
+        fake = bin_dir / "deepspeed"
+        fake.write_text(f'#!/usr/bin/env bash\nprintf "%s\\n" "$@" > {record}\n')
+        fake.chmod(0o755)
+        env = {**os.environ, "PATH": f"{bin_dir}:{os.environ['PATH']}", "REPORT_TO": "none"}
+        subprocess.run(
+            ["bash", str(repo / "scripts" / folder / script)], cwd=repo, env=env, check=True, timeout=60
+        )
+        argv = record.read_text().splitlines()
+        return argv[argv.index("llava/train/train_mem.py") + 1 :]
+
+    return _argv

@@ -29,7 +29,7 @@ def resolve(*flags: str):
 def test_release_flags_become_typed_config_fields():
     spec = resolve(
         "--use_vision_fusion", "True", "--mm_vision_select_layer", "-1,-2", "--mm_hidden_size", "2048",
-        "--fusion_targets", "q,v", "--layer_ids_to_inject", "0,2", "--stable_fusion", "True",
+        "--fusion_targets", "q,v", "--layer_ids_to_inject", "0,2", "--vision_stream_norm", "True",
         "--fusion_variant", "gated", "--fusion_alpha", "0.5", "--fusion_dropout", "0.0",
         "--lora_enable", "True", "--lora_r", "128", "--lora_alpha", "256",
     )  # fmt: skip

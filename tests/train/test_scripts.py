@@ -3,29 +3,9 @@ launcher that records its arguments instead of training)."""
 
 from __future__ import annotations
 
-import os
-import subprocess
-from pathlib import Path
-
 import pytest
 
 from llava.train.arguments import parse_arguments, resolve_run
-
-REPO = Path(__file__).resolve().parents[2]
-SCRIPTS = REPO / "scripts" / "v1_5"
-
-
-def _script_argv(script: str, tmp_path: Path) -> list[str]:
-    bin_dir = tmp_path / "bin"
-    bin_dir.mkdir()
-    record = tmp_path / "argv.txt"
-    fake = bin_dir / "deepspeed"
-    fake.write_text(f'#!/usr/bin/env bash\nprintf "%s\\n" "$@" > {record}\n')
-    fake.chmod(0o755)
-    env = {**os.environ, "PATH": f"{bin_dir}:{os.environ['PATH']}", "REPORT_TO": "none"}
-    subprocess.run(["bash", str(SCRIPTS / script)], cwd=REPO, env=env, check=True, timeout=60)
-    argv = record.read_text().splitlines()
-    return argv[argv.index("llava/train/train_mem.py") + 1 :]
 
 
 @pytest.mark.parametrize(
@@ -49,8 +29,8 @@ def _script_argv(script: str, tmp_path: Path) -> list[str]:
         ("alignment_free_lora.sh", "llava_llama", {"mm_projector_type": "mlp2x_gelu"}),
     ],
 )
-def test_script_flags_resolve(script, model_type, expected, tmp_path):
-    argv = _script_argv(script, tmp_path)
+def test_script_flags_resolve(script, model_type, expected, script_argv, tmp_path):
+    argv = script_argv("v1_5", script, tmp_path)
     model_args, data_args, training_args = parse_arguments([*argv, "--deepspeed", "", "--bf16", "False",
                                                             "--tf32", "False", "--output_dir", str(tmp_path)])  # fmt: skip
     spec = resolve_run(model_args, data_args, training_args)

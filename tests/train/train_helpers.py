@@ -17,7 +17,7 @@ from llava.train.train import seeded_init, train
 # The release's spelling of the paper's recipe, and of the LLaVA-1.5 baseline.
 FUSION_FLAGS = (
     "--model_type fusion_llama --use_vision_fusion True --use_mm_proj False --mm_vision_select_layer -1 "
-    "--fusion_targets q,k,v --layer_ids_to_inject 0 --lora_layer_ids_to_skip 0 --stable_fusion False --fusion_lr 4e-3"
+    "--fusion_targets q,k,v --layer_ids_to_inject 0 --lora_layer_ids_to_skip 0 --fusion_lr 4e-3"
 ).split()
 BASELINE_FLAGS = "--model_type llava_llama --mm_projector_type mlp2x_gelu --mm_vision_select_layer -2 --mm_projector_lr 4e-3".split()
 SUBPROCESS_ENV = {**os.environ, "OMP_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false"}
