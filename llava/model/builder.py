@@ -10,8 +10,10 @@ What a checkpoint is, is decided from its own files, never from its folder's nam
 | model weights: `model*.safetensors` or `pytorch_model*.bin` (+ index) | complete (or merged) model        |
 | `adapter_config.json` + `non_lora_trainables.{safetensors,bin}`      | LoRA run: needs `model_base`      |
 | `mm_projector.{safetensors,bin}`, no model weights                   | stage-1 projector: needs `model_base` |
+| flat `fusion_llama` config with the release's fields, `non_lora_trainables.bin` | the paper's release's LoRA run: needs `model_base` |
 
-LLaVA-1.5's configs are translated by `llava.model.llava_formats`; pickled files are read
+LLaVA-1.5's configs are translated by `llava.model.llava_formats`, the release's folders read by
+`llava.model.release_checkpoint`; pickled files are read
 weights-only by `llava.model.weights`; LLaVA's placement keywords are interpreted by
 `llava.model.placement`. See docs/checkpoints.md for every format.
 
@@ -50,10 +52,20 @@ from llava.model.placement import (
     quantization_config,
     resolve_device,
 )
+from llava.model.release_checkpoint import (
+    RELEASE_FUSION_FILE,
+    ReleaseFusionTensors,
+    check_base_copies,
+    is_release_config,
+    read_release_fusion,
+    translate_release_config,
+)
 from llava.model.vision_tower import load_image_processor
 from llava.model.weights import (
     check_folder_pickles,
     checkpoint_keys,
+    copy_checked,
+    load_pickled_weights,
     load_weights,
     model_weight_files,
 )
@@ -197,21 +209,6 @@ def _load_tokenizer(model_path: Path, model_base: Path | None):
     return tokenizer
 
 
-def copy_checked(target: torch.Tensor, value: torch.Tensor, key: str, source: str | Path) -> None:
-    """`target.copy_(value)` in `target`'s dtype, refusing a shape mismatch (no broadcasting).
-
-    Raises:
-        ValueError: naming `source` (the file), `key` and both shapes.
-    """
-    if tuple(value.shape) != tuple(target.shape):
-        raise ValueError(
-            f"{source}: {key} has shape {tuple(value.shape)}, but the model's parameter has shape "
-            f"{tuple(target.shape)} (was the checkpoint trained with another config?)"
-        )
-    with torch.no_grad():
-        target.copy_(value.to(target.dtype))
-
-
 def _load_partial_state(model: torch.nn.Module, path: Path) -> list[str]:
     """Load a partial state dict (trained non-LoRA weights, a projector; safetensors or a
     weights-only pickle, PEFT's key prefixes removed as LLaVA does), insisting every key lands
@@ -352,10 +349,41 @@ class _Plan:
     model_cls: type
     llava: LlavaCheckpointConfig | None = None  # set for LLaVA-1.5's own files
     trainables: Path | None = None
+    release: ReleaseFusionTensors | None = None  # set for the release's LoRA folders
+
+
+def _release_plan(path: Path, raw: dict) -> _Plan:
+    """The release's LoRA output folder: the variant, layers and targets from its tensors."""
+    if not (path / "adapter_config.json").exists():
+        raise FileNotFoundError(
+            f"{path}: a config of the paper's release without adapter_config.json; only its LoRA output "
+            "folders (adapter + non_lora_trainables.bin) can be loaded"
+        )
+    tensors = read_release_fusion(path, load_pickled_weights)
+    config = translate_release_config(raw, tensors, path / "config.json")
+    logger.info(
+        "%s: the release's %s layer in layers %s (decided from %s's tensor names)",
+        path,
+        tensors.variant,
+        tensors.layer_ids,
+        RELEASE_FUSION_FILE,
+    )
+    return _Plan("lora", config, FusionLlamaForCausalLM, release=tensors)
+
+
+def _load_release_fusion(model, path: Path, release: ReleaseFusionTensors, report: LoadReport) -> None:
+    check_base_copies(model, release.base_copies, path)
+    params = dict(model.named_parameters())
+    source = path / RELEASE_FUSION_FILE
+    for key, value in release.fusion.items():
+        copy_checked(params[key], value, key, source)
+    report.record(source, list(release.fusion))
 
 
 def _plan(path: Path, raw: dict) -> _Plan:
     """Decide from the folder's files (and only them) what it is and how it loads."""
+    if is_release_config(raw):
+        return _release_plan(path, raw)
     if is_llava_config(raw):
         llava = translate_llava_config(raw, path / "config.json")
         config, model_cls = llava.config, LlavaLlamaForCausalLM
@@ -394,13 +422,17 @@ def _load_on_base(path: Path, base: Path, plan: _Plan, load_kwargs: dict):
     model, report = _from_pretrained(plan.model_cls, base, config=plan.config, **load_kwargs)
     if plan.llava is not None:
         _load_tower_from(model, plan.llava.tower_location, report)
+    elif plan.release is not None:
+        _load_tower_from(model, resolve_location(plan.config.mm_vision_tower, "vision tower"), report)
+        _load_release_fusion(model, path, plan.release, report)
     elif isinstance(plan.config, MultimodalLlamaConfig):
         _ensure_vision_tower(model, base, report)
     if plan.trainables is not None:
         report.record(plan.trainables, _load_partial_state(model, plan.trainables))
     _require_complete(report, str(path))
     if plan.kind == "lora":
-        excluded = r".*\.(vision_tower|mm_projector)\..*" if plan.llava is not None else None
+        foreign = plan.llava is not None or plan.release is not None  # LoRA added before the tower existed
+        excluded = r".*\.(vision_tower|mm_projector)\..*" if foreign else None
         model = _merge_lora(model, path, excluded)
     return model, report
 

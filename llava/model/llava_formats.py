@@ -55,54 +55,54 @@ _BOOKKEEPING = (
 _LEGACY_LLAMA_FIELDS = ("rope_scaling", "rope_theta", "max_sequence_length")
 
 
-def _must_be(expected) -> Callable[[object], str | None]:
+def must_be(expected) -> Callable[[object], str | None]:
     def check(value) -> str | None:
         return None if value in expected else f"only {' or '.join(map(repr, expected))} can be honoured"
 
     return check
 
 
-def _anything(_value) -> None:
+def any_value(_value) -> None:
     return None
 
 
 # field -> (check: a reason it cannot be honoured, or None; why it is dropped, or None if translated)
 FIELD_RULES: dict[str, tuple[Callable[[object], str | None], str | None]] = {
-    "mm_vision_tower": (_anything, None),
-    "mm_vision_select_layer": (_anything, None),
-    "mm_vision_select_feature": (_must_be(("patch", "cls_patch")), None),
-    "mm_hidden_size": (_anything, None),
-    "mm_projector_type": (_anything, None),
-    "image_aspect_ratio": (_must_be(("pad", "square", None)), None),
-    "unfreeze_mm_vision_tower": (_must_be((True, False)), None),
+    "mm_vision_tower": (any_value, None),
+    "mm_vision_select_layer": (any_value, None),
+    "mm_vision_select_feature": (must_be(("patch", "cls_patch")), None),
+    "mm_hidden_size": (any_value, None),
+    "mm_projector_type": (any_value, None),
+    "image_aspect_ratio": (must_be(("pad", "square", None)), None),
+    "unfreeze_mm_vision_tower": (must_be((True, False)), None),
     "mm_use_im_start_end": (
-        _must_be((False,)),
+        must_be((False,)),
         "image start/end tokens are not supported (LLaVA-1.5 trains without them)",
     ),
     "mm_use_im_patch_token": (
-        _must_be((False,)),
+        must_be((False,)),
         "an <im_patch> token is not supported (LLaVA-1.5 trains without it)",
     ),
-    "mm_patch_merge_type": (_must_be(("flat",)), "`flat` is the only merge this project does"),
-    "use_mm_proj": (_anything, "set by LLaVA's training, read by none of its model code"),
-    "tune_mm_mlp_adapter": (_anything, "a training setting (stage 1)"),
-    "freeze_mm_mlp_adapter": (_anything, "a training setting"),
-    "mm_projector_lr": (_anything, "a training setting"),
-    "mm_vision_tower_lr": (_anything, "a training setting"),
+    "mm_patch_merge_type": (must_be(("flat",)), "`flat` is the only merge this project does"),
+    "use_mm_proj": (any_value, "set by LLaVA's training, read by none of its model code"),
+    "tune_mm_mlp_adapter": (any_value, "a training setting (stage 1)"),
+    "freeze_mm_mlp_adapter": (any_value, "a training setting"),
+    "mm_projector_lr": (any_value, "a training setting"),
+    "mm_vision_tower_lr": (any_value, "a training setting"),
     "tokenizer_padding_side": (
-        _anything,
+        any_value,
         "where LLaVA's forward pads a batch; this project pads left to generate, right to train",
     ),
     "tokenizer_model_max_length": (
-        _anything,
+        any_value,
         "LLaVA's forward cuts longer sequences silently; this project never truncates",
     ),
-    "image_grid_pinpoints": (_anything, "read only by the `anyres` aspect ratio, which is refused"),
-    "mm_resampler_type": (_must_be((None,)), "no resampler is supported"),
-    "tune_mm_vision_resampler": (_must_be((False,)), "no resampler is supported"),
-    "freeze_mm_vision_resampler": (_must_be((False,)), "no resampler is supported"),
-    "use_s2": (_must_be((False,)), "S2 multi-scale towers are not supported"),
-    "max_length": (_anything, "a generation default of transformers 4; the runners set max_new_tokens"),
+    "image_grid_pinpoints": (any_value, "read only by the `anyres` aspect ratio, which is refused"),
+    "mm_resampler_type": (must_be((None,)), "no resampler is supported"),
+    "tune_mm_vision_resampler": (must_be((False,)), "no resampler is supported"),
+    "freeze_mm_vision_resampler": (must_be((False,)), "no resampler is supported"),
+    "use_s2": (must_be((False,)), "S2 multi-scale towers are not supported"),
+    "max_length": (any_value, "a generation default of transformers 4; the runners set max_new_tokens"),
 }
 
 
@@ -152,16 +152,16 @@ def _llama_fields() -> frozenset[str]:
     return frozenset(LlamaConfig().to_dict()) | frozenset(_LEGACY_LLAMA_FIELDS)
 
 
-def _check_fields(raw: dict, source: str) -> None:
+def _check_fields(raw: dict, source: str, rules: dict) -> None:
     """Every field is a Llama field or has a rule; a rule's value must be one it can honour."""
     llama = _llama_fields()
-    unknown = sorted(k for k in raw if k not in llama and k not in FIELD_RULES and k not in _BOOKKEEPING)
+    unknown = sorted(k for k in raw if k not in llama and k not in rules and k not in _BOOKKEEPING)
     if unknown:
         raise ValueError(
             f"{source}: unknown field(s) {unknown} in a LLaVA config; this loader translates LLaVA-1.5's "
             "fields only and will not guess what these do"
         )
-    for name, (check, dropped) in FIELD_RULES.items():
+    for name, (check, dropped) in rules.items():
         if name not in raw:
             continue
         problem = check(raw[name])
@@ -190,8 +190,10 @@ def _tower_location(value: str, source: str) -> str:
         raise type(error)(f"{source}: mm_vision_tower: {error}") from error
 
 
-def translate_llava_config(raw: dict, source: str | Path) -> LlavaCheckpointConfig:
-    """The `LlavaLlamaConfig` of a LLaVA config.json dict read from `source`.
+def multimodal_fields(raw: dict, source: str | Path, extra_rules: dict | None = None) -> tuple[dict, str]:
+    """The fields of a `MultimodalLlamaConfig` from a LLaVA-style flat config.json dict read
+    from `source` (LLaVA's own, or a fork's with `extra_rules` for its fields), and the tower's
+    resolved location.
 
     The tower's `CLIPVisionConfig` (from `mm_vision_tower`) gives `vision_config`; a stored
     `mm_hidden_size` must equal its width x the selected layers.
@@ -202,7 +204,8 @@ def translate_llava_config(raw: dict, source: str | Path) -> LlavaCheckpointConf
         FileNotFoundError: `mm_vision_tower` is a local path that does not exist.
     """
     source = str(source)
-    _check_fields(raw, source)
+    rules = {**FIELD_RULES, **(extra_rules or {})}
+    _check_fields(raw, source, rules)
     layers = parse_select_layer(raw["mm_vision_select_layer"], source)
     tower = _tower_location(raw["mm_vision_tower"], source)
     vision_config = CLIPVisionConfig.from_pretrained(tower)
@@ -217,18 +220,26 @@ def translate_llava_config(raw: dict, source: str | Path) -> LlavaCheckpointConf
     fields = {k: v for k, v in raw.items() if k in llama and k not in _BOOKKEEPING}
     if "rope_scaling" in fields and fields["rope_scaling"] is None:  # transformers 4's "no scaling"
         del fields["rope_scaling"]
-    dropped = sorted(name for name, (_, reason) in FIELD_RULES.items() if reason and name in raw)
-    logger.info("%s: LLaVA config; fields without effect here, dropped: %s", source, dropped or "none")
+    dropped = sorted(name for name, (_, reason) in rules.items() if reason and name in raw)
+    logger.info("%s: LLaVA-style config; fields without effect here, dropped: %s", source, dropped or "none")
+    fields.update(
+        vision_config=vision_config.to_dict(),
+        mm_vision_tower=raw["mm_vision_tower"],
+        mm_vision_select_layer=layers,
+        mm_vision_select_feature=raw.get("mm_vision_select_feature", "patch"),
+        image_aspect_ratio=_aspect_ratio(raw.get("image_aspect_ratio")),
+        mm_hidden_size=derived,
+    )
+    return fields, tower
+
+
+def translate_llava_config(raw: dict, source: str | Path) -> LlavaCheckpointConfig:
+    """The `LlavaLlamaConfig` of a LLaVA config.json dict read from `source` (see
+    `multimodal_fields` for what is checked)."""
+    fields, tower = multimodal_fields(raw, source)
     try:
         config = LlavaLlamaConfig(
-            **fields,
-            vision_config=vision_config.to_dict(),
-            mm_vision_tower=raw["mm_vision_tower"],
-            mm_vision_select_layer=layers,
-            mm_vision_select_feature=raw.get("mm_vision_select_feature", "patch"),
-            image_aspect_ratio=_aspect_ratio(raw.get("image_aspect_ratio")),
-            mm_hidden_size=derived,
-            mm_projector_type=raw.get("mm_projector_type", LLAVA_DEFAULT_PROJECTOR),
+            **fields, mm_projector_type=raw.get("mm_projector_type", LLAVA_DEFAULT_PROJECTOR)
         )
     except ValueError as error:  # a value the config class refuses: say which file holds it
         raise ValueError(f"{source}: {error}") from error

@@ -26,6 +26,9 @@ from pathlib import Path
 
 import torch
 
+from llava.model.configuration import FusionLlamaConfig
+from llava.model.llava_formats import any_value, multimodal_fields, must_be
+
 RELEASE_FUSION_FILE = "non_lora_trainables.bin"
 RELEASE_SKIP_LAYER_FILE = "non_lora_trainables_skip_layer.bin"
 RELEASE_TENSORS = {
@@ -55,7 +58,9 @@ class ReleaseFusionTensors:
     layer_ids: list[int]
     targets: list[str]
     fusion: dict[str, torch.Tensor] = field(default_factory=dict)  # model.layers.i.self_attn.fusion...
-    base_copies: dict[str, torch.Tensor] = field(default_factory=dict)  # model.layers.i.self_attn.q_proj.weight
+    base_copies: dict[str, torch.Tensor] = field(
+        default_factory=dict
+    )  # model.layers.i.self_attn.q_proj.weight
 
 
 def _strip(key: str) -> str:
@@ -86,13 +91,17 @@ def _split_fusion_keys(state: dict[str, torch.Tensor], file: Path) -> tuple[dict
     return fusion, copies
 
 
-def _variant_of(names: set[str], file: Path) -> str:
-    for variant, expected in RELEASE_TENSORS.items():
-        if names <= expected:
-            if names != expected:
-                raise ValueError(f"{file}: the {variant} layer lacks {sorted(expected - names)}")
-            return variant
-    raise ValueError(f"{file}: tensors {sorted(names)} mix the release's two fusion layers")
+def _variant_of(fusion: dict[tuple[int, str, str], torch.Tensor], file: Path) -> str:
+    """The release layer whose tensor names `fusion` holds, complete for every layer x target."""
+    names = {name for _, _, name in fusion}
+    variant = next((v for v, expected in RELEASE_TENSORS.items() if names <= expected), None)
+    if variant is None:
+        raise ValueError(f"{file}: tensors {sorted(names)} mix the release's two fusion layers")
+    for layer, target in sorted({(layer, target) for layer, target, _ in fusion}):
+        lacking = sorted(RELEASE_TENSORS[variant] - {n for l_, t, n in fusion if (l_, t) == (layer, target)})
+        if lacking:
+            raise ValueError(f"{file}: the {variant} layer lacks {lacking} in layer {layer}, target {target}")
+    return variant
 
 
 def read_release_fusion(folder: Path, load_pickle) -> ReleaseFusionTensors:
@@ -104,19 +113,18 @@ def read_release_fusion(folder: Path, load_pickle) -> ReleaseFusionTensors:
     fusion, copies = _split_fusion_keys(load_pickle(file), file)
     if not fusion:
         raise ValueError(f"{file}: holds no fusion tensor")
-    variant = _variant_of({name for _, _, name in fusion}, file)
+    variant = _variant_of(fusion, file)
     layer_ids = sorted({layer for layer, _, _ in fusion})
     targets = [t for t in ("q", "k", "v") if any(target == t for _, target, _ in fusion)]
-    expected = {(layer, target) for layer in layer_ids for target in targets}
     present = {(layer, target) for layer, target, _ in fusion}
-    if present != expected:
-        raise ValueError(f"{file}: fusion tensors for {sorted(present)}, not every layer x target {sorted(expected)}")
+    if present != {(layer, target) for layer in layer_ids for target in targets}:
+        raise ValueError(f"{file}: fusion tensors for {sorted(present)}, not for every layer x target")
     skip_file = folder / RELEASE_SKIP_LAYER_FILE
     if skip_file.exists():
         more_fusion, more_copies = _split_fusion_keys(load_pickle(skip_file), skip_file)
         for key, tensor in more_fusion.items():
-            if not torch.equal(tensor, fusion[key]):
-                raise ValueError(f"{skip_file}: {key} differs from {file}'s")
+            if key not in fusion or not torch.equal(tensor, fusion[key]):
+                raise ValueError(f"{skip_file}: fusion tensor {key} is not the one in {file}")
         copies.update(more_copies)
     out = ReleaseFusionTensors(variant, layer_ids, targets, base_copies=copies)
     for (layer, target, name), tensor in fusion.items():
@@ -135,24 +143,47 @@ def _comma_list(value, cast, name: str, file: Path) -> list:
         raise ValueError(f"{file}: {name}={value!r} is not a comma list of {cast.__name__}") from None
 
 
-def release_config_fields(raw: dict, tensors: ReleaseFusionTensors, file: Path) -> dict:
-    """The fusion fields of this project's config for a release folder, cross-checked with its
-    config.json (which names the layers and targets, but not the variant)."""
+# The release's own config fields (on top of LLaVA's): checked, then dropped for the reason given.
+RELEASE_FIELD_RULES = {
+    "use_vision_fusion": (must_be((True,)), "the model type says it"),
+    "use_mm_proj": (must_be((False,)), "the release's fusion model has no projector"),
+    "stable_fusion": (any_value, "false in both of the release's layers; the tensor names decide the layer"),
+    "fusion_alpha": (any_value, "a stale initial value; the trained alpha is among the tensors"),
+    "fusion_dropout": (any_value, "the release's layers have no dropout"),
+    "fusion_hidden_dim": (any_value, "the release's layers do not use it"),
+    "fusion_targets": (any_value, "checked against the tensor names"),
+    "layer_ids_to_inject": (any_value, "checked against the tensor names"),
+    "image_token_id": (must_be((-200,)), "the image placeholder id, which this project shares"),
+    "mm_projector_type": (any_value, "the release's fusion model has no projector"),
+}
+
+
+def translate_release_config(raw: dict, tensors: ReleaseFusionTensors, source: Path) -> FusionLlamaConfig:
+    """This project's config for a release folder: the LLaVA fields of its flat config.json,
+    and the variant, layers and targets of its tensors (cross-checked with what the config
+    states about layers and targets)."""
     if "layer_ids_to_inject" in raw:
-        stated = sorted(_comma_list(raw["layer_ids_to_inject"], int, "layer_ids_to_inject", file))
+        stated = sorted(_comma_list(raw["layer_ids_to_inject"], int, "layer_ids_to_inject", source))
         if stated != tensors.layer_ids:
             raise ValueError(
-                f"{file}: layer_ids_to_inject {stated} but the fusion tensors are in layers {tensors.layer_ids}"
+                f"{source}: layer_ids_to_inject {stated} but the fusion tensors are in layers {tensors.layer_ids}"
             )
     if "fusion_targets" in raw:
-        stated = _comma_list(raw["fusion_targets"], str, "fusion_targets", file)
+        stated = _comma_list(raw["fusion_targets"], str, "fusion_targets", source)
         if sorted(stated) != sorted(tensors.targets):
-            raise ValueError(f"{file}: fusion_targets {stated} but the fusion tensors are for {tensors.targets}")
-    return {
-        "fusion_variant": tensors.variant,
-        "fusion_layer_ids": tensors.layer_ids,
-        "fusion_targets": tensors.targets,
-    }
+            raise ValueError(
+                f"{source}: fusion_targets {stated} but the fusion tensors are for {tensors.targets}"
+            )
+    fields, _ = multimodal_fields(raw, source, RELEASE_FIELD_RULES)
+    try:
+        return FusionLlamaConfig(
+            **fields,
+            fusion_variant=tensors.variant,
+            fusion_layer_ids=tensors.layer_ids,
+            fusion_targets=tensors.targets,
+        )
+    except ValueError as error:
+        raise ValueError(f"{source}: {error}") from error
 
 
 def check_base_copies(model: torch.nn.Module, copies: dict[str, torch.Tensor], folder: Path) -> None:

@@ -125,3 +125,18 @@ def checkpoint_keys(folder: str | Path) -> set[str]:
         else:
             keys |= set(load_pickled_weights(file, map_location="meta"))
     return keys
+
+
+def copy_checked(target: torch.Tensor, value: torch.Tensor, key: str, source: str | Path) -> None:
+    """`target.copy_(value)` in `target`'s dtype, refusing a shape mismatch (no broadcasting).
+
+    Raises:
+        ValueError: naming `source` (the file), `key` and both shapes.
+    """
+    if tuple(value.shape) != tuple(target.shape):
+        raise ValueError(
+            f"{source}: {key} has shape {tuple(value.shape)}, but the model's parameter has shape "
+            f"{tuple(target.shape)} (was the checkpoint trained with another config?)"
+        )
+    with torch.no_grad():
+        target.copy_(value.to(target.dtype))
