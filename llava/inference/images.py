@@ -16,7 +16,7 @@ from urllib.parse import unquote, urlparse
 
 from PIL import Image
 
-from llava.mm_utils import load_image, load_image_from_base64
+from llava.mm_utils import load_image, load_image_from_base64, to_rgb
 
 _DATA_URL = re.compile(
     r"^data:(?P<mime>[\w.+-]+/[\w.+-]+)?(?P<params>(;[\w-]+=[^;,]*)*)(?P<b64>;base64)?,(?P<data>.*)$", re.S
@@ -95,7 +95,10 @@ def load_image_input(source: Any, policy: ImagePolicy, name: str = "image") -> I
         ImageInputError: the source is refused or cannot be decoded; the message starts with `name`.
     """
     if isinstance(source, Image.Image):
-        return source.convert("RGB")
+        try:
+            return to_rgb(source)
+        except ValueError as err:
+            raise ImageInputError(f"{name}: {err}") from err
     if not isinstance(source, str):
         raise ImageInputError(f"{name}: expected an image URL, got {type(source).__name__}")
     label = f"{name} ({_describe(source)})"

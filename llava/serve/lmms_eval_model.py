@@ -1,0 +1,157 @@
+"""The lmms-eval model `inverse_llava`, on the inference engine; both of lmms-eval's model types.
+
+    pip install -e ".[lmms]"
+    python -m lmms_eval --model inverse_llava --model_args pretrained=CKPT[,model_base=B,conv_mode=vicuna_v1] \
+        --tasks TASK --batch_size 8 [--force_simple]
+
+Registered through lmms-eval's entry-point group `lmms_eval.models` (pyproject.toml). The chat type
+(the default) reads a task's `doc_to_messages`; the simple type (`--force_simple`) its
+`doc_to_text` and `doc_to_visual`. Either way the prompt is built with the checkpoint's
+conversation template (images in front of the question, one `<image>` line each, as LLaVA's
+runners do), and requests with equal generation settings are answered in left-padded batches of
+`batch_size`. The task's `until` strings are stop strings. Greedy answers equal those of
+`llava.eval.model_vqa_loader` for the same questions and `max_new_tokens`.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+from typing import Any
+
+from lmms_eval.api.instance import Instance
+from lmms_eval.api.model import lmms
+from lmms_eval.models.registry_v2 import ModelManifest
+from lmms_eval.protocol import ChatMessages
+from tqdm import tqdm
+
+from llava.conversation import Conversation
+from llava.inference import (
+    DEFAULT_CONV_MODE,
+    DecodingSettings,
+    LoadedModel,
+    conversation_from_messages,
+    with_image_tokens,
+)
+from llava.inference.images import ImagePolicy, load_image_input
+from llava.inference.prompting import open_conversation
+
+logger = logging.getLogger(__name__)
+
+MODEL_ID = "inverse_llava"
+DEFAULT_MAX_NEW_TOKENS = 128
+_GENERATION_KEYS = {"until", "max_new_tokens", "temperature", "top_p", "num_beams", "do_sample"}
+
+
+def manifest() -> ModelManifest:
+    """The entry point's payload: both model types under one id."""
+    return ModelManifest(
+        model_id=MODEL_ID,
+        simple_class_path=f"{__name__}.InverseLlavaSimple",
+        chat_class_path=f"{__name__}.InverseLlavaChat",
+    )
+
+
+def decoding_from(gen_kwargs: Mapping[str, Any]) -> DecodingSettings:
+    """A task's `generation_kwargs` as decoding settings (greedy unless it samples)."""
+    ignored = sorted(set(gen_kwargs) - _GENERATION_KEYS)
+    if ignored:
+        logger.warning("generation settings not used by %s: %s", MODEL_ID, ignored)
+    until = gen_kwargs.get("until") or ()
+    stop = (until,) if isinstance(until, str) else tuple(s for s in until if s)
+    temperature = float(gen_kwargs.get("temperature") or 0.0)
+    if gen_kwargs.get("do_sample") is False:
+        temperature = 0.0
+    top_p = gen_kwargs.get("top_p") if temperature > 0 else None
+    return DecodingSettings(
+        temperature=temperature,
+        top_p=float(top_p) if top_p else None,
+        num_beams=int(gen_kwargs.get("num_beams") or 1),
+        max_new_tokens=int(gen_kwargs.get("max_new_tokens") or DEFAULT_MAX_NEW_TOKENS),
+        stop=stop,
+    )
+
+
+class _InverseLlava(lmms):
+    """What both model types share: loading, batching, generation."""
+
+    def __init__(
+        self,
+        pretrained: str,
+        model_base: str | None = None,
+        conv_mode: str = DEFAULT_CONV_MODE,
+        device: str | None = None,
+        batch_size: int | str = 1,
+        **unused: Any,
+    ) -> None:
+        super().__init__()
+        if unused:
+            raise ValueError(f"{MODEL_ID}: unknown model_args {sorted(unused)}")
+        self.engine = LoadedModel.load(pretrained, model_base or None, device=device)
+        self.conv_mode = conv_mode
+        self.batch_size = int(batch_size)
+        if self.batch_size < 1:
+            raise ValueError(f"{MODEL_ID}: batch_size must be >= 1, got {batch_size}")
+        self.policy = ImagePolicy()
+
+    def _prompt(self, request: Instance) -> tuple[Conversation, list[Any], Mapping[str, Any]]:
+        raise NotImplementedError
+
+    def generate_until(self, requests: list[Instance]) -> list[str]:
+        """Answers in request order; requests with equal settings share left-padded batches."""
+        answers: dict[int, str] = {}
+        groups: dict[DecodingSettings, list[tuple[int, list[int], Any]]] = {}
+        for index, request in enumerate(requests):
+            conv, images, gen_kwargs = self._prompt(request)
+            loaded = [
+                load_image_input(image, self.policy, f"request {index} image {k}")
+                for k, image in enumerate(images)
+            ]
+            groups.setdefault(decoding_from(gen_kwargs), []).append(
+                (index, self.engine.prompt_ids(conv), self.engine.encode_images(loaded))
+            )
+        with tqdm(total=len(requests), desc=f"{MODEL_ID} responding", disable=self.rank != 0) as bar:
+            for settings, items in groups.items():
+                for start in range(0, len(items), self.batch_size):
+                    batch = items[start : start + self.batch_size]
+                    texts = self.engine.generate(
+                        [ids for _, ids, _ in batch], [px for _, _, px in batch], settings
+                    )
+                    for (index, _, _), text in zip(batch, texts, strict=True):
+                        answers[index] = text
+                    bar.update(len(batch))
+        return [answers[index] for index in range(len(requests))]
+
+    def loglikelihood(self, requests: list[Instance]) -> list[tuple[float, bool]]:
+        raise NotImplementedError(f"{MODEL_ID} answers generate_until tasks only (no loglikelihood scoring)")
+
+    def generate_until_multi_round(self, requests: list[Instance]) -> list[str]:
+        raise NotImplementedError(f"{MODEL_ID} does not run multi-round tasks")
+
+
+class InverseLlavaSimple(_InverseLlava):
+    """The simple type: a task's `doc_to_text` and `doc_to_visual`."""
+
+    is_simple = True
+
+    def _prompt(self, request: Instance) -> tuple[Conversation, list[Any], Mapping[str, Any]]:
+        context, gen_kwargs, doc_to_visual, doc_id, task, split = request.args
+        images = list(doc_to_visual(self.task_dict[task][split][doc_id]) or [])
+        return open_conversation(self.conv_mode, with_image_tokens(context, len(images))), images, gen_kwargs
+
+
+class InverseLlavaChat(_InverseLlava):
+    """The chat type: a task's `doc_to_messages` (text and image parts)."""
+
+    is_simple = False
+
+    def _prompt(self, request: Instance) -> tuple[Conversation, list[Any], Mapping[str, Any]]:
+        _, doc_to_messages, gen_kwargs, doc_id, task, split = request.args
+        messages = ChatMessages(messages=doc_to_messages(self.task_dict[task][split][doc_id]))
+        _, videos, audios = messages.extract_media()
+        if videos or audios:
+            raise ValueError(
+                f"{MODEL_ID}: task {task} doc {doc_id} holds video or audio, which this model cannot take"
+            )
+        conv, images = conversation_from_messages(messages.to_hf_messages(), self.conv_mode)
+        return conv, images, gen_kwargs

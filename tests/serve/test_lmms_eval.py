@@ -1,0 +1,149 @@
+"""lmms-eval runs `--model inverse_llava` on a local task (a task YAML over local files, offline),
+and its answers equal this project's runner's for the same questions."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from llava.eval import model_vqa_loader
+
+MAX_NEW_TOKENS = 10
+QUESTIONS = [
+    "What colour is the picture?",
+    "Is there a white square?",
+    "Describe the image.",
+    "What shape is shown?",
+    "How many colours are there?",
+]
+
+TASK_YAML = """\
+task: inverse_llava_tiny
+dataset_path: json
+dataset_kwargs:
+  data_files:
+    test: {questions}
+test_split: test
+output_type: generate_until
+doc_to_visual: !function inverse_llava_tiny_utils.doc_to_visual
+doc_to_text: !function inverse_llava_tiny_utils.doc_to_text
+doc_to_target: answer
+generation_kwargs:
+  max_new_tokens: {max_new_tokens}
+  temperature: 0
+  do_sample: false
+  until: ["ASSISTANT:"]
+metric_list:
+  - metric: exact_match
+    aggregation: mean
+    higher_is_better: true
+metadata:
+  version: 0.0
+"""
+
+TASK_UTILS = '''\
+"""Hooks of the local task: the image of a question file line, and its text."""
+
+from PIL import Image
+
+
+def doc_to_visual(doc):
+    with Image.open(doc["image"]) as image:
+        return [image.convert("RGB")]
+
+
+def doc_to_text(doc, lmms_eval_specific_kwargs=None):
+    return doc["text"]
+'''
+
+
+@pytest.fixture(scope="module")
+def local_task(image_folder, tmp_path_factory) -> tuple[Path, Path]:
+    """`(question file, task folder)`: LLaVA's question-file format, read by both."""
+    root = tmp_path_factory.mktemp("lmms")
+    questions = root / "questions.jsonl"
+    with questions.open("w", encoding="utf-8") as f:
+        for i, text in enumerate(QUESTIONS):
+            image = str(image_folder / f"img{i % 4}.png")
+            f.write(json.dumps({"question_id": i, "image": image, "text": text, "answer": "red"}) + "\n")
+    tasks = root / "tasks"
+    tasks.mkdir()
+    (tasks / "inverse_llava_tiny.yaml").write_text(
+        TASK_YAML.format(questions=questions, max_new_tokens=MAX_NEW_TOKENS), encoding="utf-8"
+    )
+    (tasks / "inverse_llava_tiny_utils.py").write_text(TASK_UTILS, encoding="utf-8")
+    return questions, tasks
+
+
+@pytest.fixture(scope="module")
+def runner_answers(tiny_model_path, local_task, tmp_path_factory) -> list[str]:
+    questions, _ = local_task
+    answers = tmp_path_factory.mktemp("runner") / "answers.jsonl"
+    model_vqa_loader.main(
+        [
+            "--model-path",
+            tiny_model_path,
+            "--question-file",
+            str(questions),
+            "--answers-file",
+            str(answers),
+            "--temperature",
+            "0",
+            "--max_new_tokens",
+            str(MAX_NEW_TOKENS),
+            "--device",
+            "cpu",
+        ]
+    )
+    records = [json.loads(line) for line in answers.read_text(encoding="utf-8").splitlines()]
+    return [r["text"] for r in sorted(records, key=lambda r: r["question_id"])]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("mode", ["chat", "simple"])
+def test_lmms_eval_answers_equal_the_runners(mode, tiny_model_path, local_task, runner_answers, tmp_path):
+    _, tasks = local_task
+    command = [
+        sys.executable,
+        "-m",
+        "lmms_eval",
+        "--model",
+        "inverse_llava",
+        "--model_args",
+        f"pretrained={tiny_model_path},device=cpu",
+        "--tasks",
+        "inverse_llava_tiny",
+        "--include_path",
+        str(tasks),
+        "--batch_size",
+        "3",
+        "--log_samples",
+        "--output_path",
+        str(tmp_path / "out"),
+    ]
+    if mode == "simple":
+        command.append("--force_simple")
+    env = {
+        **os.environ,
+        "HF_HUB_OFFLINE": "1",
+        "HF_DATASETS_OFFLINE": "1",
+        "HF_HOME": str(tmp_path / "hf"),
+        "OMP_NUM_THREADS": "1",
+        "WANDB_MODE": "disabled",
+    }
+    done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=300, cwd=tmp_path)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    (samples,) = (tmp_path / "out").rglob("*_samples_inverse_llava_tiny.jsonl")
+    rows = sorted((json.loads(line) for line in samples.read_text().splitlines()), key=lambda r: r["doc_id"])
+    assert [r["input"] for r in rows] == QUESTIONS
+    answers = [
+        r["filtered_resps"] if isinstance(r["filtered_resps"], str) else r["filtered_resps"][0] for r in rows
+    ]
+    assert answers == runner_answers
+    (results,) = (tmp_path / "out").rglob("*_results.json")
+    assert "exact_match,none" in json.loads(results.read_text())["results"]["inverse_llava_tiny"]
