@@ -1,0 +1,114 @@
+"""The engine: completions, streaming, stop strings, context checks and dynamic batching."""
+
+from __future__ import annotations
+
+import pytest
+from PIL import Image
+
+from llava.inference import ContextOverflowError, DecodingSettings, open_conversation, with_image_tokens
+from llava.inference.decoding import cut_at_stop
+from llava.inference.scheduler import BatchScheduler
+from llava.inference.streaming import TextDeltas
+from llava.mm_utils import load_image
+
+
+def _prompt(engine, image_folder, i: int, question: str = "What is in the image?"):
+    pixels = engine.encode_images([load_image(image_folder / f"img{i % 4}.png")])
+    return engine.prompt_ids(
+        open_conversation("vicuna_v1", with_image_tokens(f"{question} ({i})", 1))
+    ), pixels
+
+
+def test_completion_counts_and_finish_reasons(engine, image_folder):
+    ids, pixels = _prompt(engine, image_folder, 0)
+    (short,) = engine.complete([ids], [pixels], DecodingSettings(max_new_tokens=3))
+    assert short.finish_reason == "length" and short.completion_tokens == 3
+    assert short.prompt_tokens == len(ids) - 1 + engine.image_positions
+    (longer,) = engine.complete([ids], [pixels], DecodingSettings(max_new_tokens=12))
+    assert longer.text.startswith(short.text)
+
+
+def test_stop_strings_end_the_answer_before_them(engine, image_folder):
+    ids, pixels = _prompt(engine, image_folder, 1)
+    full = engine.generate([ids], [pixels], DecodingSettings(max_new_tokens=12))[0]
+    stop = full.split()[1][:2] if len(full.split()) > 1 else full[3:5]
+    (cut,) = engine.complete([ids], [pixels], DecodingSettings(max_new_tokens=12, stop=(stop,)))
+    assert cut.finish_reason == "stop" and cut.text == full[: full.index(stop)].strip()
+    assert "".join(engine.stream(ids, pixels, DecodingSettings(max_new_tokens=12, stop=(stop,)))) == cut.text
+
+
+def test_streamed_pieces_add_up_to_the_answer(engine, image_folder):
+    ids, pixels = _prompt(engine, image_folder, 2)
+    settings = DecodingSettings(max_new_tokens=10)
+    pieces = list(engine.stream(ids, pixels, settings))
+    assert len(pieces) > 1 and "".join(pieces) == engine.generate([ids], [pixels], settings)[0]
+
+
+def test_text_deltas_hold_back_whitespace_and_stop_prefixes():
+    deltas = TextDeltas(stop=("STOP",))
+    sent = [
+        deltas.update(text) for text in (" ", " Hel", " Hello ", " Hello S", " Hello ST", " Hello STOP and")
+    ]
+    assert sent == ["", "Hel", "lo", "", "", ""]
+    assert deltas.finish(cut_at_stop(" Hello STOP and", ("STOP",))[0].strip()) == ""
+    other = TextDeltas()
+    assert [other.update(t) for t in ("a\ufffd", "a\u00e9", "a\u00e9 ")] == ["a", "\u00e9", ""]
+    assert other.finish("a\u00e9") == ""
+
+
+def test_context_overflow_is_refused(engine, image_folder):
+    ids, _ = _prompt(engine, image_folder, 0)
+    assert engine.check_fits(ids, 10) == engine.prompt_length(ids)
+    with pytest.raises(ContextOverflowError, match="over the model's context of 1024"):
+        engine.check_fits(ids, engine.context_len)
+
+
+def test_scheduler_batches_requests_that_arrive_together_with_their_alone_answers(engine, image_folder):
+    settings = DecodingSettings(max_new_tokens=8)
+    prompts = [_prompt(engine, image_folder, i) for i in range(6)]
+    alone = [engine.generate([ids], [pixels], settings)[0] for ids, pixels in prompts]
+    scheduler = BatchScheduler(engine, max_batch_size=16, max_wait_s=0.5)
+    try:
+        streamed: list[list[str]] = [[] for _ in prompts]
+        futures = [
+            scheduler.submit(ids, pixels, settings, streamed[i].append if i % 2 else None)
+            for i, (ids, pixels) in enumerate(prompts)
+        ]
+        other = scheduler.submit(*prompts[0], DecodingSettings(max_new_tokens=4))
+        answers = [future.result(timeout=60).text for future in futures]
+        assert answers == alone
+        assert ["".join(pieces) for pieces in streamed[1::2]] == alone[1::2]
+        assert (
+            other.result(timeout=60).text
+            == engine.generate([prompts[0][0]], [prompts[0][1]], DecodingSettings(max_new_tokens=4))[0]
+        )
+        assert scheduler.batch_sizes == [6, 1]  # one call for the equal settings, one for the other
+    finally:
+        scheduler.close()
+    with pytest.raises(RuntimeError, match="closed"):
+        scheduler.submit(*prompts[0], settings)
+
+
+def test_a_failing_batch_fails_its_requests_and_the_scheduler_goes_on(engine, image_folder):
+    ids, pixels = _prompt(engine, image_folder, 0)
+    scheduler = BatchScheduler(engine, max_wait_s=0.0)
+    try:
+        bad = scheduler.submit(
+            ids, None, DecodingSettings(max_new_tokens=2)
+        )  # a placeholder without its image
+        with pytest.raises(ValueError, match="image"):
+            bad.result(timeout=60)
+        assert (
+            scheduler.submit(ids, pixels, DecodingSettings(max_new_tokens=2)).result(timeout=60).text
+            is not None
+        )
+    finally:
+        scheduler.close()
+
+
+def test_text_only_checkpoints_refuse_images(engine):
+    from dataclasses import replace
+
+    text_only = replace(engine, image_processor=None)
+    with pytest.raises(ValueError, match="text-only checkpoint"):
+        text_only.encode_images([Image.new("RGB", (4, 4))])
