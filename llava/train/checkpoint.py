@@ -26,6 +26,7 @@ from torch import nn
 from llava.model.builder import MM_PROJECTOR, NON_LORA_TRAINABLES
 from llava.model.llava_formats import LLAVA_MM_PROJECTOR
 from llava.model.weights import load_pickled_weights
+from llava.train.model_card import MODEL_CARD, TrainingCard, render_model_card
 from llava.train.recipe import TrainingPlan
 
 logger = logging.getLogger(__name__)
@@ -72,9 +73,16 @@ def _strip(name: str) -> str:
 
 
 def save_trained_model(
-    model: nn.Module, plan: TrainingPlan, output_dir: str, tokenizer, image_processor, is_main: bool
+    model: nn.Module,
+    plan: TrainingPlan,
+    output_dir: str,
+    tokenizer,
+    image_processor,
+    is_main: bool,
+    card: TrainingCard | None = None,
 ) -> None:
-    """Write a complete checkpoint of `model` (see the module docstring) into `output_dir`."""
+    """Write a complete checkpoint of `model` (see the module docstring) into `output_dir`, with
+    its model card (`README.md`) when `card` is given."""
     base = base_model_of(model)
     if is_main:
         os.makedirs(output_dir, exist_ok=True)
@@ -102,6 +110,11 @@ def save_trained_model(
         config.save_pretrained(output_dir)
         tokenizer.save_pretrained(output_dir)
         image_processor.save_pretrained(output_dir)
+        if card is not None:  # written last: it lists the files, and replaces PEFT's template card
+            kind = "lora" if plan.uses_lora else "projector" if plan.projector_only else "full"
+            files = [name for name in os.listdir(output_dir) if name != MODEL_CARD]
+            with open(os.path.join(output_dir, MODEL_CARD), "w", encoding="utf-8") as f:
+                f.write(render_model_card(config, kind, card, files))
         logger.info("saved the trained weights, config, tokenizer and image processor to %s", output_dir)
 
 

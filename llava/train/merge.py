@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import logging
+import shlex
 from pathlib import Path
 
 import torch
 
 from llava.model.builder import load_pretrained_model
+from llava.train.model_card import MODEL_CARD, TrainingCard, render_model_card
 
 logger = logging.getLogger(__name__)
 
@@ -24,5 +26,20 @@ def merge_lora(model_path: str, model_base: str, save_path: str, dtype: torch.dt
     tokenizer.save_pretrained(out)
     if image_processor is not None:
         image_processor.save_pretrained(out)
+        command = shlex.join(
+            [
+                "python",
+                "scripts/merge_lora_weights.py",
+                "--model-path",
+                model_path,
+                "--model-base",
+                model_base,
+                "--save-model-path",
+                save_path,
+            ]
+        )
+        card = TrainingCard(command, model_base, model.config.mm_vision_tower)
+        files = [p.name for p in out.iterdir() if p.name != MODEL_CARD]
+        (out / MODEL_CARD).write_text(render_model_card(model.config, "full", card, files), encoding="utf-8")
     logger.info("merged %s + %s into %s", model_base, model_path, out)
     return out

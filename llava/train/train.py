@@ -31,6 +31,7 @@ from llava.train.arguments import (
     resolve_run,
 )
 from llava.train.checkpoint import gathered_parameters, load_projector
+from llava.train.model_card import TrainingCard
 from llava.train.recipe import TrainingPlan, apply_recipe
 from llava.train.resume import (
     clear_output_dir,
@@ -195,9 +196,11 @@ def train(
     training_args: TrainingArguments,
     callbacks: list | None = None,
     default_attn_implementation: str | None = None,
+    argv: list[str] | None = None,
 ) -> dict:
     """Build the model, apply the recipe, train, save; returns the run summary (also written to
-    `output_dir/training_summary.json`)."""
+    `output_dir/training_summary.json`). `argv`: the flags the run was given, for the model card
+    (None: this process's command line)."""
     _setup_logging(training_args)
     spec = resolve_run(model_args, data_args, training_args)
     _prepare_output_dir(training_args)
@@ -240,6 +243,7 @@ def train(
         plan=plan,
         image_processor=image_processor,
         run_flags=recorded_flags(model, spec, plan, training_args, len(dataset)),
+        card=TrainingCard.from_argv(argv, model_args.model_name_or_path, model_args.vision_tower),
     )
     try:
         result = trainer.train(resume_from_checkpoint=training_args.resume_from_checkpoint)
@@ -277,7 +281,11 @@ def main(argv: list[str] | None = None, default_attn_implementation: str | None 
     """Parse `argv` (default: the command line) and train; returns the run summary."""
     model_args, data_args, training_args = parse_arguments(argv)
     return train(
-        model_args, data_args, training_args, default_attn_implementation=default_attn_implementation
+        model_args,
+        data_args,
+        training_args,
+        default_attn_implementation=default_attn_implementation,
+        argv=argv,
     )
 
 

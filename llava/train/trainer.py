@@ -19,6 +19,7 @@ from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR, rotate_checkpoints
 from llava.data.sampler import ModalityLengthGroupedSampler
 from llava.train.checkpoint import load_trained_weights, save_trained_model
 from llava.train.deepspeed_files import check_deepspeed_checkpoint
+from llava.train.model_card import TrainingCard
 from llava.train.recipe import TrainingPlan, parameter_groups
 from llava.train.resume import (
     TRAINER_STATE,
@@ -65,14 +66,24 @@ class EpochLengthGroupedSampler(LengthGroupedSampler):
 
 class LLaVATrainer(Trainer):
     """Args beyond `Trainer`'s: `plan` (from `llava.train.recipe.apply_recipe`), the tower's
-    `image_processor` (saved with every checkpoint) and `run_flags` (the flags recorded in every
-    checkpoint's manifest and compared on resume; see `llava.train.resume.RECORDED_FLAGS`)."""
+    `image_processor` (saved with every checkpoint), `run_flags` (the flags recorded in every
+    checkpoint's manifest and compared on resume; see `llava.train.resume.RECORDED_FLAGS`) and
+    `card` (the model card written with every checkpoint)."""
 
-    def __init__(self, *args, plan: TrainingPlan, image_processor, run_flags: dict, **kwargs):
+    def __init__(
+        self,
+        *args,
+        plan: TrainingPlan,
+        image_processor,
+        run_flags: dict,
+        card: TrainingCard | None = None,
+        **kwargs,
+    ):
         super().__init__(*args, **kwargs)
         self.plan = plan
         self.image_processor = image_processor
         self.run_flags = run_flags
+        self.card = card
         self.skipped_indices: set[int] = set()
         self.optimizer_class: str | None = None  # set when the optimizer is built
 
@@ -243,6 +254,7 @@ class LLaVATrainer(Trainer):
             self.processing_class,
             self.image_processor,
             is_main=self.args.should_save,
+            card=self.card,
         )
 
     def _load_from_checkpoint(self, resume_from_checkpoint: str, model=None) -> None:
