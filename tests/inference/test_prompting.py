@@ -76,7 +76,8 @@ def test_bad_conversations_name_the_field(messages, param):
 
 def test_the_generic_runner_imports_no_benchmark_definition_or_scorer():
     code = (
-        "import sys, llava.eval.runner; print(sorted(m for m in sys.modules if m.startswith('llava.eval')))"
+        "import json, sys, llava.eval.runner; "
+        "print(json.dumps(sorted(m for m in sys.modules if m.startswith('llava.eval'))))"
     )
     loaded = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert json.loads(loaded) == [
