@@ -11,6 +11,7 @@ from peft import LoraConfig, get_peft_model
 from transformers import AutoConfig, LlamaForCausalLM
 
 from llava.constants import IMAGE_TOKEN_INDEX
+from llava.inference.engine import LoadedModel
 from llava.model import FusionLlamaForCausalLM
 from llava.model.builder import build_from_backbones, load_pretrained_model
 
@@ -120,6 +121,8 @@ def test_release_folder_loads_into_its_variant_with_the_writers_logits(
         model.generate(ids, images=images[:1], **greedy), writer.generate(ids, images=images[:1], **greedy)
     )
     assert processor is not None
+    runner_model = LoadedModel.load(str(tmp_path / "run"), llm, device="cpu").model  # the eval runners' path
+    torch.testing.assert_close(_logits(runner_model, images), _logits(writer, images), rtol=0, atol=1e-5)
 
 
 def test_unknown_fusion_tensors_are_named(tiny_checkpoints, tmp_path):
