@@ -14,6 +14,9 @@ IMAGE_FOLDER=${IMAGE_FOLDER:-./playground/data}
 PRETRAIN_MM_MLP_ADAPTER=${PRETRAIN_MM_MLP_ADAPTER:-./checkpoints/llava-v1.5-13b-pretrain/mm_projector.bin}
 OUTPUT_DIR=${OUTPUT_DIR:-./checkpoints/llava-v1.5-7b-fusion-lora-no-activation-no-text-proj}
 DEEPSPEED_CONFIG=${DEEPSPEED_CONFIG:-./scripts/zero2.json}
+# The tower layers and their width: the script's own, or HD's (fusion_finetune_lora_HD.sh).
+MM_VISION_SELECT_LAYER=${MM_VISION_SELECT_LAYER:--2}
+MM_HIDDEN_SIZE=${MM_HIDDEN_SIZE:-1024}
 
 deepspeed llava/train/train_mem.py \
     --lora_enable True --lora_r 128 --lora_alpha 256 --mm_projector_lr 2e-5 \
@@ -26,7 +29,7 @@ deepspeed llava/train/train_mem.py \
     --use_mm_proj False \
     --pretrain_mm_mlp_adapter "$PRETRAIN_MM_MLP_ADAPTER" \
     --mm_projector_type mlp2x_gelu \
-    --mm_vision_select_layer="-2" \
+    --mm_vision_select_layer="$MM_VISION_SELECT_LAYER" \
     --mm_use_im_start_end False \
     --mm_use_im_patch_token False \
     --image_aspect_ratio pad \
@@ -55,7 +58,7 @@ deepspeed llava/train/train_mem.py \
     --model_type fusion_llama \
     --use_vision_fusion True \
     --stable_fusion False \
-    --mm_hidden_size 1024 \
+    --mm_hidden_size "$MM_HIDDEN_SIZE" \
     --fusion_alpha 1.0 \
     --fusion_hidden_dim 128 \
     --fusion_dropout 0.1 \
