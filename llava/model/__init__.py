@@ -1,17 +1,14 @@
 """Model components: configs, vision tower, projector, fusion, the two language models, builder.
 
-Importing this package registers `fusion_llama` and `llava_llama` with the Auto classes.
+Importing this package registers both models on every LLM family (`fusion_llama`, `llava_llama`,
+`fusion_qwen2`, ...; see `llava.model.registry`) with the Auto classes.
 """
-
-from transformers import AutoConfig, AutoModelForCausalLM
 
 from llava.model.configuration import FusionLlamaConfig, LlavaLlamaConfig
 from llava.model.fusion_llama import FusionLlamaForCausalLM
 from llava.model.llava_llama import LlavaLlamaForCausalLM
+from llava.model.registry import register_auto_classes
 
-AutoConfig.register("fusion_llama", FusionLlamaConfig, exist_ok=True)
-AutoConfig.register("llava_llama", LlavaLlamaConfig, exist_ok=True)
-AutoModelForCausalLM.register(FusionLlamaConfig, FusionLlamaForCausalLM, exist_ok=True)
-AutoModelForCausalLM.register(LlavaLlamaConfig, LlavaLlamaForCausalLM, exist_ok=True)
+register_auto_classes()
 
 __all__ = ["FusionLlamaConfig", "FusionLlamaForCausalLM", "LlavaLlamaConfig", "LlavaLlamaForCausalLM"]

@@ -31,9 +31,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
-from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer, CLIPVisionConfig, LlamaForCausalLM
+from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer, LlamaForCausalLM
 
-from llava.model.configuration import FusionLlamaConfig, LlavaLlamaConfig, MultimodalLlamaConfig
+from llava.model.configuration import MultimodalConfigMixin, is_multimodal_config
 from llava.model.fusion_llama import FusionLlamaForCausalLM
 from llava.model.llava_formats import (
     LLAVA_MM_PROJECTOR,
@@ -52,6 +52,7 @@ from llava.model.placement import (
     quantization_config,
     resolve_device,
 )
+from llava.model.registry import MODEL_CLASSES, classes_for, method_of
 from llava.model.release_checkpoint import (
     RELEASE_FUSION_FILE,
     ReleaseFusionTensors,
@@ -60,7 +61,8 @@ from llava.model.release_checkpoint import (
     read_release_fusion,
     translate_release_config,
 )
-from llava.model.vision_tower import load_image_processor
+from llava.model.tokenizers import ensure_pad_token
+from llava.model.vision_tower import load_image_processor, read_vision_config
 from llava.model.weights import (
     check_folder_pickles,
     checkpoint_keys,
@@ -72,10 +74,6 @@ from llava.model.weights import (
 
 logger = logging.getLogger(__name__)
 
-MODEL_CLASSES = {
-    "fusion_llama": (FusionLlamaConfig, FusionLlamaForCausalLM),
-    "llava_llama": (LlavaLlamaConfig, LlavaLlamaForCausalLM),
-}
 NON_LORA_TRAINABLES = "non_lora_trainables.safetensors"
 MM_PROJECTOR = "mm_projector.safetensors"
 _TOWER_PREFIX = "model.vision_tower."
@@ -138,18 +136,27 @@ def _from_pretrained(model_cls, folder: str | Path, **kwargs) -> tuple[torch.nn.
     return model, report
 
 
+def _backbone_classes(model_type: str, llm_path: str) -> tuple[type, type, dict]:
+    """The method from `model_type` (a `--model_type` spelling), the family from the LLM's own
+    config (its `model_type`); returns `(config class, model class, the LLM's config fields)`."""
+    method = method_of(model_type)
+    llm_config = AutoConfig.from_pretrained(resolve_location(llm_path, "LLM"))
+    config_cls, model_cls = classes_for(method, llm_config.model_type, f"{llm_path}/config.json")
+    fields = llm_config.to_dict()
+    for key in _CONFIG_KEYS_DROPPED:
+        fields.pop(key, None)
+    return config_cls, model_cls, fields
+
+
 def multimodal_config_from_backbones(
     model_type: str, llm_path: str, vision_tower: str, **fields
-) -> MultimodalLlamaConfig:
-    """The config of a new multimodal model: the LLM's architecture, the tower's, and `fields`."""
-    if model_type not in MODEL_CLASSES:
-        raise ValueError(f"unknown model_type {model_type!r}; expected one of {sorted(MODEL_CLASSES)}")
-    config_cls, _ = MODEL_CLASSES[model_type]
-    llm_config = AutoConfig.from_pretrained(resolve_location(llm_path, "LLM")).to_dict()
-    for key in _CONFIG_KEYS_DROPPED:
-        llm_config.pop(key, None)
-    vision_config = CLIPVisionConfig.from_pretrained(resolve_location(vision_tower, "vision tower")).to_dict()
-    return config_cls(**llm_config, vision_config=vision_config, mm_vision_tower=vision_tower, **fields)
+) -> MultimodalConfigMixin:
+    """The config of a new multimodal model: the LLM's architecture and family, the tower's
+    (CLIP or SigLIP, from its config), and `fields`. `model_type` chooses the method for any
+    family: `fusion_llama` / `inverse_llava` (Inverse-LLaVA) or `llava_llama` / `llava`."""
+    config_cls, _, llm_fields = _backbone_classes(model_type, llm_path)
+    vision_config = read_vision_config(vision_tower).to_dict()
+    return config_cls(**llm_fields, vision_config=vision_config, mm_vision_tower=vision_tower, **fields)
 
 
 def build_from_backbones(
@@ -160,13 +167,15 @@ def build_from_backbones(
     attn_implementation: str | None = None,
     **config_fields,
 ) -> tuple[FusionLlamaForCausalLM | LlavaLlamaForCausalLM, LoadReport]:
-    """A new `fusion_llama` or `llava_llama` model from a pre-trained LLM and a CLIP tower.
+    """A new Inverse-LLaVA (`model_type` `fusion_llama` / `inverse_llava`) or LLaVA-1.5 baseline
+    (`llava_llama` / `llava`) model from a pre-trained LLM of any supported family (read from its
+    config) and a CLIP or SigLIP tower.
 
     Returns the model and what was newly initialised: exactly the fusion parameters (or the
     projector), since the LLM and the tower come from their checkpoints.
     """
     config = multimodal_config_from_backbones(model_type, llm_path, vision_tower, **config_fields)
-    _, model_cls = MODEL_CLASSES[model_type]
+    model_cls = MODEL_CLASSES[config.model_type][1]
     check_folder_pickles(resolve_location(llm_path, "LLM"))  # a hub id: transformers reads it weights-only
     model, report = _from_pretrained(
         model_cls,
@@ -202,11 +211,7 @@ def _load_tokenizer(model_path: Path, model_base: Path | None):
     source = model_path if (model_path / "tokenizer_config.json").exists() else model_base
     if source is None:
         raise FileNotFoundError(f"no tokenizer in {model_path} and no --model-base to take one from")
-    tokenizer = AutoTokenizer.from_pretrained(source)
-    if tokenizer.pad_token is None:
-        logger.info("the tokenizer has no pad token; padding with its unk token %r", tokenizer.unk_token)
-        tokenizer.pad_token = tokenizer.unk_token
-    return tokenizer
+    return ensure_pad_token(AutoTokenizer.from_pretrained(source), str(source))
 
 
 def _load_partial_state(model: torch.nn.Module, path: Path) -> list[str]:
@@ -291,9 +296,9 @@ def _require_non_lora_trainables(path: Path, config, expected: str) -> Path | No
     """A LoRA run of a multimodal model keeps its trained fusion branch / projector (everything
     trained that is not LoRA) in `expected`; without it they would be merged untrained."""
     found = _one_of(path, (NON_LORA_TRAINABLES, LLAVA_NON_LORA_TRAINABLES))
-    if found is not None or not isinstance(config, MultimodalLlamaConfig):
+    if found is not None or not is_multimodal_config(config):
         return found
-    trained = "fusion branch" if config.model_type == "fusion_llama" else "projector"
+    trained = "fusion branch" if config.method == "fusion" else "projector"
     raise FileNotFoundError(
         f"{path / expected} is missing: this LoRA folder of a {config.model_type} model would "
         f"load with an untrained {trained} (the training run writes the file next to "
@@ -397,7 +402,7 @@ def _plan(path: Path, raw: dict) -> _Plan:
     if model_weight_files(path):
         return _Plan("complete", config, model_cls or AutoModelForCausalLM, llava)
     projector = _one_of(path, (MM_PROJECTOR, LLAVA_MM_PROJECTOR))
-    if projector is not None and isinstance(config, MultimodalLlamaConfig):
+    if projector is not None and is_multimodal_config(config):
         return _Plan("projector", config, model_cls, llava, projector)
     raise FileNotFoundError(
         f"{path}: no weights found (expected model*.safetensors or pytorch_model*.bin, an adapter_config.json "
@@ -411,7 +416,7 @@ def _load_complete(path: Path, plan: _Plan, load_kwargs: dict):
     model, report = _from_pretrained(plan.model_cls, path, **config_kwargs, **load_kwargs)
     if plan.llava is not None:
         _llava_vision_tower(model, path, plan.llava, report)
-    elif isinstance(plan.config, MultimodalLlamaConfig):
+    elif is_multimodal_config(plan.config):
         _ensure_vision_tower(model, path, report)
     return model, report
 
@@ -425,7 +430,7 @@ def _load_on_base(path: Path, base: Path, plan: _Plan, load_kwargs: dict):
     elif plan.release is not None:
         _load_tower_from(model, resolve_location(plan.config.mm_vision_tower, "vision tower"), report)
         _load_release_fusion(model, path, plan.release, report)
-    elif isinstance(plan.config, MultimodalLlamaConfig):
+    elif is_multimodal_config(plan.config):
         _ensure_vision_tower(model, base, report)
     if plan.trainables is not None:
         report.record(plan.trainables, _load_partial_state(model, plan.trainables))
@@ -441,7 +446,7 @@ def _image_processor(path: Path, plan: _Plan):
     """LLaVA takes the tower's processor; this project's folders may carry their own."""
     if plan.llava is not None:
         return load_image_processor(plan.llava.tower_location)
-    if not isinstance(plan.config, MultimodalLlamaConfig):
+    if not is_multimodal_config(plan.config):
         return None
     source = path if (path / "preprocessor_config.json").exists() else plan.config.mm_vision_tower
     return load_image_processor(source)

@@ -1,4 +1,4 @@
-"""The fusion branch of Inverse-LLaVA and the attention layer that carries it.
+"""The fusion branch of Inverse-LLaVA and the attention layer that carries it (every family).
 
 Paper (arXiv 2508.12466), Eqs. 3-5, for every target X in the fusion targets:
 
@@ -18,20 +18,17 @@ freshly added branch leaves the pre-trained LLM's outputs unchanged; alpha start
 from __future__ import annotations
 
 from collections.abc import Callable
+from functools import cache
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 from transformers import initialization as init
 from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS
-from transformers.models.llama.modeling_llama import (
-    LlamaAttention,
-    LlamaRMSNorm,
-    apply_rotary_pos_emb,
-    eager_attention_forward,
-)
+from transformers.models.llama.modeling_llama import LlamaRMSNorm
 
-from llava.model.configuration import RELEASE_VARIANTS, FusionLlamaConfig
+from llava.model.configuration import RELEASE_VARIANTS, FusionConfigMixin
+from llava.model.families import FAMILIES, Family
 from llava.model.release_fusion import ReleaseFusion
 
 
@@ -43,7 +40,7 @@ class FusionBranch(nn.Module):
         out_features: output width of each target projection (q, k, v differ under GQA).
     """
 
-    def __init__(self, config: FusionLlamaConfig, out_features: dict[str, int]):
+    def __init__(self, config: FusionConfigMixin, out_features: dict[str, int]):
         super().__init__()
         d_h, d_v = config.hidden_size, config.mm_hidden_size
         self.variant = config.fusion_variant
@@ -205,7 +202,7 @@ FUSION_MODULES = (FusionBranch, ReleaseFusion)  # what `self_attn.fusion` can be
 
 
 def build_fusion_branch(
-    config: FusionLlamaConfig, out_features: dict[str, int]
+    config: FusionConfigMixin, out_features: dict[str, int]
 ) -> FusionBranch | ReleaseFusion:
     """The paper's branch and its ablations, or the public release's layers (by `fusion_variant`)."""
     if config.fusion_variant in RELEASE_VARIANTS:
@@ -213,16 +210,21 @@ def build_fusion_branch(
     return FusionBranch(config, out_features)
 
 
-class FusionLlamaAttention(LlamaAttention):
-    """Llama attention whose q/k/v projections receive the fusion term.
+class FusionAttentionMixin:
+    """The family's attention whose q/k/v projections receive the fusion term.
 
-    The base projections (`q_proj`, `k_proj`, `v_proj`, `o_proj`) are the library's own modules,
-    untouched (their state-dict keys and any LoRA wrapping stay as they are); the branch lives in
-    `fusion`. Attention itself goes through the library's attention interface (eager, SDPA,
-    flash-attention), selected by `config._attn_implementation`.
+    Mixed into the family's own attention class (`fusion_attention_class`): the base projections
+    (`q_proj`, `k_proj`, `v_proj`, `o_proj`, and Qwen3's `q_norm`/`k_norm`) are the library's
+    modules, untouched (their state-dict keys and any LoRA wrapping stay as they are); the branch
+    lives in `fusion`. The term is added to the projection outputs, as in the paper (Eq. 3):
+    before Qwen3's q/k RMSNorm and before the rotary embedding. Attention itself goes through the
+    library's attention interface (eager, SDPA, flash-attention), selected by
+    `config._attn_implementation`, with the family's sliding window.
     """
 
-    def __init__(self, config: FusionLlamaConfig, layer_idx: int):
+    family: Family  # set on the generated class
+
+    def __init__(self, config, layer_idx: int):
         super().__init__(config, layer_idx)
         out_features = {
             "q": config.num_attention_heads * self.head_dim,
@@ -257,17 +259,23 @@ class FusionLlamaAttention(LlamaAttention):
         for target, delta in zip(self.fusion.targets, deltas, strict=True):
             projections[target] = projections[target] + delta
 
-        query_states = projections["q"].view(hidden_shape).transpose(1, 2)  # [B, H, T, hd]
-        key_states = projections["k"].view(hidden_shape).transpose(1, 2)  # [B, H_kv, T, hd]
+        query_states = projections["q"].view(hidden_shape)  # [B, T, H, hd]
+        key_states = projections["k"].view(hidden_shape)  # [B, T, H_kv, hd]
+        if self.family.qk_norm:
+            query_states, key_states = self.q_norm(query_states), self.k_norm(key_states)
+        query_states = query_states.transpose(1, 2)  # [B, H, T, hd]
+        key_states = key_states.transpose(1, 2)  # [B, H_kv, T, hd]
         value_states = projections["v"].view(hidden_shape).transpose(1, 2)
 
         cos, sin = position_embeddings
-        query_states, key_states = apply_rotary_pos_emb(query_states, key_states, cos, sin)
+        query_states, key_states = self.family.modeling.apply_rotary_pos_emb(
+            query_states, key_states, cos, sin
+        )
         if cache is not None:
-            key_states, value_states = cache.update(key_states, value_states, self.layer_idx)
+            key_states, value_states = cache.update(key_states, value_states, self.layer_idx, kwargs=kwargs)
 
         attention_interface: Callable = ALL_ATTENTION_FUNCTIONS.get_interface(
-            self.config._attn_implementation, eager_attention_forward
+            self.config._attn_implementation, self.family.modeling.eager_attention_forward
         )
         attn_output, attn_weights = attention_interface(
             self,
@@ -277,7 +285,20 @@ class FusionLlamaAttention(LlamaAttention):
             attention_mask,
             dropout=0.0 if not self.training else self.attention_dropout,
             scaling=self.scaling,
+            sliding_window=self.family.sliding_window(self),
             **kwargs,
         )
         attn_output = attn_output.reshape(*input_shape, -1).contiguous()
         return self.o_proj(attn_output), attn_weights
+
+
+@cache
+def fusion_attention_class(family_model_type: str) -> type:
+    """`Fusion<Family>Attention(FusionAttentionMixin, <Family>Attention)`, generated once."""
+    family = FAMILIES[family_model_type]
+    name = f"Fusion{family.attention_cls.__name__}"
+    namespace = {"__module__": __name__, "__qualname__": name, "family": family}
+    return type(name, (FusionAttentionMixin, family.attention_cls), namespace)
+
+
+FusionLlamaAttention = fusion_attention_class("llama")

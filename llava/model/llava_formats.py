@@ -191,7 +191,7 @@ def _tower_location(value: str, source: str) -> str:
 
 
 def multimodal_fields(raw: dict, source: str | Path, extra_rules: dict | None = None) -> tuple[dict, str]:
-    """The fields of a `MultimodalLlamaConfig` from a LLaVA-style flat config.json dict read
+    """The fields of a `LlavaLlamaConfig` from a LLaVA-style flat config.json dict read
     from `source` (LLaVA's own, or a fork's with `extra_rules` for its fields), and the tower's
     resolved location.
 

@@ -30,7 +30,7 @@ from torch import nn
 from transformers import initialization as init
 from transformers.models.llama.modeling_llama import LlamaRMSNorm
 
-from llava.model.configuration import RELEASE_VARIANTS, FusionLlamaConfig
+from llava.model.configuration import RELEASE_VARIANTS, FusionConfigMixin
 
 _RELEASE_NORM_EPS = 1e-6  # LlamaRMSNorm's default, which the release keeps
 
@@ -98,7 +98,7 @@ class ReleaseFusion(nn.Module):
     """The release's layer for every target of one attention layer; the interface of
     `llava.model.fusion.FusionBranch` (`targets`, `split_sizes`, `forward`)."""
 
-    def __init__(self, config: FusionLlamaConfig, out_features: dict[str, int]):
+    def __init__(self, config: FusionConfigMixin, out_features: dict[str, int]):
         super().__init__()
         if config.fusion_variant not in RELEASE_VARIANTS:
             raise ValueError(f"ReleaseFusion builds {RELEASE_VARIANTS}, not {config.fusion_variant!r}")
