@@ -49,24 +49,21 @@ _CHECKPOINT_NAME = re.compile(rf"^{PREFIX_CHECKPOINT_DIR}-(\d+)$")
 # (rate, schedule, batch, data order, model, recipe), so a resumed run with another value would not
 # continue the interrupted one: it is refused. Keys are flag names (`world_size` is the number of
 # processes, `num_samples` the data set's size, `trained_groups` the recipe's parameter groups).
-RECORDED_FLAGS = (
-    "model_type",
-    "fusion_variant",
-    "fusion_targets",
-    "layer_ids_to_inject",
-    "fusion_alpha",
-    "fusion_hidden_dim",
-    "fusion_dropout",
-    "vision_stream_norm",
-    "mm_projector_type",
-    "mm_vision_select_layer",
-    "image_aspect_ratio",
+# Recorded flag -> the model config field holding its value (defaults included).
+CONFIG_FLAGS = {
+    "fusion_variant": "fusion_variant",
+    "fusion_targets": "fusion_targets",
+    "layer_ids_to_inject": "fusion_layer_ids",
+    "fusion_alpha": "fusion_alpha",
+    "fusion_hidden_dim": "fusion_hidden_dim",
+    "fusion_dropout": "fusion_dropout",
+    "vision_stream_norm": "vision_stream_norm",
+    "mm_projector_type": "mm_projector_type",
+    "mm_vision_select_layer": "mm_vision_select_layer",
+    "image_aspect_ratio": "image_aspect_ratio",
+}
+TRAINING_FLAGS = (
     "lora_enable",
-    "lora_r",
-    "lora_alpha",
-    "lora_dropout",
-    "lora_layer_ids_to_skip",
-    "trained_groups",
     "learning_rate",
     "fusion_lr",
     "mm_projector_lr",
@@ -76,7 +73,6 @@ RECORDED_FLAGS = (
     "adam_beta2",
     "adam_epsilon",
     "max_grad_norm",
-    "optim",
     "lr_scheduler_type",
     "lr_scheduler_kwargs",
     "warmup_steps",
@@ -85,15 +81,30 @@ RECORDED_FLAGS = (
     "per_device_train_batch_size",
     "gradient_accumulation_steps",
     "world_size",
-    "num_samples",
-    "train_sampling_strategy",
     "group_by_modality_length",
     "seed",
     "data_seed",
     "model_max_length",
     "bf16",
     "fp16",
-    "deepspeed",
+)
+RECORDED_FLAGS = tuple(
+    dict.fromkeys(
+        (
+            "model_type",
+            *CONFIG_FLAGS,
+            "lora_r",
+            "lora_alpha",
+            "lora_dropout",
+            "lora_layer_ids_to_skip",
+            "trained_groups",
+            "optim",
+            "train_sampling_strategy",
+            "num_samples",
+            "deepspeed",
+            *TRAINING_FLAGS,
+        )
+    )
 )
 
 

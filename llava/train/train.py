@@ -21,6 +21,7 @@ from transformers import AutoTokenizer, set_seed
 
 from llava.data.dataset import DataCollatorForSupervisedDataset, LazySupervisedDataset
 from llava.model.builder import build_from_backbones
+from llava.model.tokenizers import ensure_pad_token
 from llava.model.vision_tower import load_image_processor
 from llava.train.arguments import (
     DataArguments,
@@ -34,6 +35,8 @@ from llava.train.checkpoint import gathered_parameters, load_projector
 from llava.train.model_card import TrainingCard
 from llava.train.recipe import TrainingPlan, apply_recipe
 from llava.train.resume import (
+    CONFIG_FLAGS,
+    TRAINING_FLAGS,
     clear_output_dir,
     guard_output_dir,
     resume_requested,
@@ -44,45 +47,6 @@ from llava.train.trainer import CheckpointWriteError, LLaVATrainer, NonFiniteLos
 logger = logging.getLogger(__name__)
 
 SUMMARY_FILE = "training_summary.json"
-# Recorded flag -> the model config field holding its value (defaults included).
-CONFIG_FLAGS = {
-    "fusion_variant": "fusion_variant",
-    "fusion_targets": "fusion_targets",
-    "layer_ids_to_inject": "fusion_layer_ids",
-    "fusion_alpha": "fusion_alpha",
-    "fusion_hidden_dim": "fusion_hidden_dim",
-    "fusion_dropout": "fusion_dropout",
-    "vision_stream_norm": "vision_stream_norm",
-    "mm_projector_type": "mm_projector_type",
-    "mm_vision_select_layer": "mm_vision_select_layer",
-    "image_aspect_ratio": "image_aspect_ratio",
-}
-TRAINING_FLAGS = (
-    "lora_enable",
-    "learning_rate",
-    "fusion_lr",
-    "mm_projector_lr",
-    "loraplus_lr_ratio",
-    "weight_decay",
-    "adam_beta1",
-    "adam_beta2",
-    "adam_epsilon",
-    "max_grad_norm",
-    "lr_scheduler_type",
-    "lr_scheduler_kwargs",
-    "warmup_steps",
-    "max_steps",
-    "num_train_epochs",
-    "per_device_train_batch_size",
-    "gradient_accumulation_steps",
-    "world_size",
-    "group_by_modality_length",
-    "seed",
-    "data_seed",
-    "model_max_length",
-    "bf16",
-    "fp16",
-)
 
 
 def _setup_logging(training_args: TrainingArguments) -> None:
@@ -141,9 +105,7 @@ def recorded_flags(
 
 def _load_tokenizer(path: str, model_max_length: int):
     tokenizer = AutoTokenizer.from_pretrained(path, model_max_length=model_max_length, padding_side="right")
-    if tokenizer.pad_token is None:
-        tokenizer.pad_token = tokenizer.unk_token
-    return tokenizer
+    return ensure_pad_token(tokenizer, path)
 
 
 def _partitioned_count(model: torch.nn.Module) -> int:
