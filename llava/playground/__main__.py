@@ -14,13 +14,17 @@ from pathlib import Path
 
 import torch
 
+from llava.playground.pipelines import PIPELINES
 from llava.playground.presets import PRESETS, get_preset
-from llava.playground.run import PIPELINES, run
+from llava.playground.run import run
 
 
 def main(argv: list[str] | None = None) -> dict:
-    parser = argparse.ArgumentParser(prog="python -m llava.playground", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)  # fmt: skip
+    parser = argparse.ArgumentParser(
+        prog="python -m llava.playground",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     commands = parser.add_subparsers(dest="command", required=True)
     run_parser = commands.add_parser("run", help="run (or resume) the comparison")
     run_parser.add_argument("--preset", default="quick", choices=sorted(PRESETS))

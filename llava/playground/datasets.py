@@ -1,24 +1,9 @@
-"""The playground's data stage: images, captions, instruction data and eval files on disk, in
-LLaVA-1.5's formats, so the project's real training entry point and eval runners read them.
-
-Layout of `build_data(output_dir, ...)` (every path is in the returned `PlaygroundData`)::
-
-    output_dir/
-      images/pretrain/000000.png ...          caption images
-      images/train/000000.png ...             instruction images   (image folder: output_dir/images)
-      llava_pretrain.json                     captions, as LCS-558K's blip_laion_cc_sbu_558k.json
-      llava_instruct_mix.json                 multi-turn conversations (+ text-only ones), as mix665k
-      eval/MME/llava_mme.jsonl                MME-style yes/no questions, 2 per image
-      eval/MME/MME_Benchmark_release_version/<category>/images/000000.png
-      eval/MME/MME_Benchmark_release_version/<category>/questions_answers_YN/000000.txt
-      eval/vqa/llava_vqa.jsonl                short-answer questions with their `answer`
-      eval/vqa/images/000000.png
-      manifest.json                           seed, sizes and format version (written last)
-
-Train and eval scenes come from different random streams of the seed, and training scenes whose
-content equals an evaluation scene's are redrawn, so no evaluation image (or its exact
-composition) appears in training. A finished directory is reused when its manifest matches;
-a half-written one (no manifest) is rebuilt from scratch.
+"""The playground's data stage: images, captions, instruction data and eval files in LLaVA-1.5's
+formats, so the project's real training entry point and eval runners read them (layout:
+`PlaygroundData`; docs/playground.md). Train and eval scenes come from different random streams,
+and a training scene whose content equals an evaluation scene's is redrawn. A finished directory
+(its `manifest.json` written last) is reused when its manifest matches; a half-written one is
+rebuilt from scratch.
 """
 
 from __future__ import annotations
@@ -50,15 +35,10 @@ FORMAT_VERSION = 2
 MME_SUBDIR = "MME_Benchmark_release_version"
 
 
-# The instruction mix of every preset: three yes/no questions in four (the MME-style benchmark is
-# yes/no; at half, every category's yes/no score was lower), and the digit categories, the last
-# ones the alignment-free models learn, asked more often (see docs/playground.md).
+# The instruction mix of every preset and the comparison's digits (five of the ten the
+# backbones learnt); docs/playground_history.md has the runs behind these values.
 YES_NO_RATIO = 0.75
 CATEGORY_WEIGHTS = {"OCR": 1.5, "numerical_calculation": 2.0}
-# The digits the comparison's scenes hold: five of the ten the backbones learnt. With all ten, 11 of
-# the alignment-free models' 80 MME cells over five seeds of the quick preset were OCR or numerical
-# calculation under 95; with five they read the digit on every run tried (docs/playground.md,
-# "Five digits").
 COMPARISON_DIGITS = (0, 1, 2, 3, 4)
 
 
@@ -103,31 +83,11 @@ class DataSizes:
                 )
 
 
+# DataSizes(pretrain_images, train_images, text_only, ...)
 PRESETS: dict[str, DataSizes] = {
-    "smoke": DataSizes(
-        pretrain_images=32,
-        train_images=32,
-        text_only=8,
-        max_turns=3,
-        mme_images_per_category=4,
-        vqa_per_category=4,
-    ),
-    "quick": DataSizes(
-        pretrain_images=2000,
-        train_images=4000,
-        text_only=400,
-        max_turns=4,
-        mme_images_per_category=200,
-        vqa_per_category=100,
-    ),
-    "full": DataSizes(
-        pretrain_images=10000,
-        train_images=20000,
-        text_only=2000,
-        max_turns=6,
-        mme_images_per_category=300,
-        vqa_per_category=150,
-    ),
+    "smoke": DataSizes(32, 32, 8, max_turns=3, mme_images_per_category=4, vqa_per_category=4),
+    "quick": DataSizes(2000, 4000, 400, max_turns=4, mme_images_per_category=200, vqa_per_category=100),
+    "full": DataSizes(10000, 20000, 2000, max_turns=6, mme_images_per_category=300, vqa_per_category=150),
 }
 
 

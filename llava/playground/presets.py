@@ -75,54 +75,20 @@ class Preset:
 MAIN_PIPELINES = ("inverse_llava", "llava_1_5", "llava_no_align")
 ABLATIONS = ("inverse_llava_hd", "ablation_add", "ablation_gated", "ablation_multi_layer")
 
+# Budget(steps, batch_size, learning_rate, lora_r, lora_alpha, projector_lr, align_steps, ...)
 PRESETS: dict[str, Preset] = {
     "smoke": Preset(
-        name="smoke",
-        data="smoke",
-        budget=Budget(
-            steps=4,
-            batch_size=4,
-            learning_rate=1e-3,
-            lora_r=4,
-            lora_alpha=8,
-            projector_lr=1e-3,
-            align_steps=2,
-            align_learning_rate=1e-3,
-            model_max_length=256,
-            schedule="wsd",
-        ),  # fmt: skip
-        pipelines=MAIN_PIPELINES,
+        "smoke",
+        "smoke",
+        Budget(4, 4, 1e-3, 4, 8, 1e-3, 2, align_learning_rate=1e-3, model_max_length=256, schedule="wsd"),
+        MAIN_PIPELINES,
         eval_batch_size=16,
     ),
     "quick": Preset(
-        name="quick",
-        data="quick",
-        budget=Budget(
-            steps=800,
-            batch_size=16,
-            learning_rate=1e-3,
-            lora_r=16,
-            lora_alpha=32,
-            projector_lr=1e-3,
-            align_steps=30,
-            schedule="wsd",
-        ),  # fmt: skip
-        pipelines=MAIN_PIPELINES,
+        "quick", "quick", Budget(800, 16, 1e-3, 16, 32, 1e-3, 30, schedule="wsd"), MAIN_PIPELINES
     ),
     "full": Preset(
-        name="full",
-        data="full",
-        budget=Budget(
-            steps=1500,
-            batch_size=32,
-            learning_rate=2e-3,
-            lora_r=32,
-            lora_alpha=64,
-            projector_lr=2e-3,
-            align_steps=300,
-        ),  # fmt: skip
-        pipelines=MAIN_PIPELINES + ABLATIONS,
-        seeds=(0, 1, 2),
+        "full", "full", Budget(1500, 32, 2e-3, 32, 64, 2e-3, 300), MAIN_PIPELINES + ABLATIONS, (0, 1, 2)
     ),
 }
 

@@ -15,7 +15,6 @@ from transformers import AutoConfig, AutoTokenizer, CLIPVisionConfig
 
 from llava.conversation import get_conv_template
 from llava.mm_utils import tokenize_conversation
-from llava.playground.backbones import CONV_TEMPLATE
 from llava.playground.datasets import PlaygroundData, read_sizes
 from llava.playground.tasks import (
     COGNITION_CATEGORIES,
@@ -24,6 +23,7 @@ from llava.playground.tasks import (
     short_answer_chance,
     yes_no_p_value,
 )
+from llava.playground.tokenizer import CONV_TEMPLATE
 
 CATEGORIES = PERCEPTION_CATEGORIES + COGNITION_CATEGORIES
 

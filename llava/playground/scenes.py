@@ -5,9 +5,7 @@ digit (0-9); two or three other cells each hold one coloured shape (3 colours x 
 colour/shape pair at most once per scene, so "the red circle" always names one object). The
 playground's ViT uses 24 px patches, so every cell is exactly one patch (4 image positions).
 
-The world is kept this small on purpose: the feasibility run of PLAYGROUND.md showed that the
-tiny chat LM, not the vision tower, limits what the playground can learn, and a 2x2 grid with
-3 x 3 object types puts counting, comparison and spatial relations within its reach.
+Why the world is this small: docs/playground.md.
 
 Everything is deterministic given a `random.Random`: the same seed draws the same scenes and
 renders byte-identical PNGs.

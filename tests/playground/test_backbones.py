@@ -2,6 +2,7 @@
 command still runs."""
 
 import json
+import math
 import random
 
 import numpy as np
@@ -17,7 +18,7 @@ from transformers import (
 
 from llava.conversation import get_conv_template
 from llava.mm_utils import process_images, tokenize_conversation
-from llava.playground import backbones
+from llava.playground import backbones, chat_lm, clip
 from llava.playground.scenes import (
     GRID,
     IMAGE_SIZE,
@@ -28,6 +29,7 @@ from llava.playground.scenes import (
     sample_scenes,
 )
 from llava.playground.tasks import CATEGORIES, Question
+from llava.playground.tokenizer import text_conversation
 from llava.tools.tokenizer import train_tokenizer
 
 SHIPPED = backbones.SHIPPED_BACKBONES
@@ -116,7 +118,10 @@ def test_lm_tokenizer_is_a_vicuna_chat_tokenizer(shipped):
     _, _, llm, tokenizer = shipped
     assert llm.config.vocab_size >= len(tokenizer)
     question = Question("OCR", "What digit is shown in the image?", "7", "short")
-    assert tokenizer.unk_token_id not in tokenizer(backbones.text_prompt(_scene(), question)).input_ids
+    assert (
+        tokenizer.unk_token_id
+        not in tokenizer(chat_lm.text_prompt(_scene(), question).get_prompt()).input_ids
+    )
     conv = get_conv_template("vicuna_v1")
     conv.append_message(conv.roles[0], "<image>\nWhat digit is shown in the image?")
     conv.append_message(conv.roles[1], "7")
@@ -133,8 +138,8 @@ def test_lm_answers_text_described_questions(shipped):
         Question("OCR", "Is the digit in the image 7?", "Yes", "yes_no"),
         Question("OCR", "Is the digit in the image 3?", "No", "yes_no"),
     ]
-    answers = backbones.generate_answers(
-        llm, tokenizer, [backbones.text_prompt(_scene(), q) for q in questions]
+    answers = chat_lm.answer_conversations(
+        llm, tokenizer, [chat_lm.text_prompt(_scene(), q) for q in questions]
     )
     assert answers == [q.answer for q in questions]
 
@@ -144,7 +149,7 @@ def test_lm_looks_objects_up_in_the_scene_text(shipped):
     on every category, and its colour and position answers follow the scene (no constant
     answer)."""
     _, _, llm, tokenizer = shipped
-    ceiling = backbones.evaluate_lm(llm, tokenizer, per_category=40, seed=0)
+    ceiling = chat_lm.evaluate_lm(llm, tokenizer, per_category=40, seed=0)
     for category in CATEGORIES:
         assert ceiling[category]["yes_no_acc"] >= 0.6, (category, ceiling[category])
     for category in ("color", "position"):
@@ -159,7 +164,7 @@ def test_score_ceiling_counts_pairs_and_constant_answers():
         ("OCR", "yes_no", 1, "Yes"), ("OCR", "yes_no", 1, "No"), ("OCR", "short", 1, "4"),
     ]  # fmt: skip
     predictions = ["Yes", "Yes", "red", "yes", "No", "Red", "No", "No", "3", "Yes", "No", "4"]
-    scores = backbones.score_ceiling(meta, predictions)
+    scores = chat_lm.score_ceiling(meta, predictions)
     assert list(scores) == ["color", "OCR"]
     assert scores["color"] == {
         "yes_no_acc": 0.75, "yes_no_acc_plus": 0.5, "short_answer_acc": 0.5, "short_answer_top_share": 1.0,
@@ -168,7 +173,7 @@ def test_score_ceiling_counts_pairs_and_constant_answers():
         "yes_no_acc": 0.75, "yes_no_acc_plus": 0.5, "short_answer_acc": 1.0, "short_answer_top_share": 0.5,
     }  # fmt: skip
     with pytest.raises(ValueError):
-        backbones.score_ceiling(meta, predictions[:-1])
+        chat_lm.score_ceiling(meta, predictions[:-1])
 
 
 def test_recorded_clip_retrieval_meets_the_target():
@@ -190,7 +195,7 @@ def test_recorded_lm_ceiling_meets_the_target():
 def test_rebuild_command_runs(tmp_path, caplog):
     torch.manual_seed(0)
     random.seed(0)
-    caplog.set_level("INFO", logger="llava.playground.backbones")
+    caplog.set_level("INFO", logger="llava.playground")
     metrics = backbones.main(
         ["--output-dir", str(tmp_path), "--preset", "smoke", "--seed", "1", "--eval-every", "2"]
     )
@@ -200,7 +205,7 @@ def test_rebuild_command_runs(tmp_path, caplog):
     vision, processor, llm, tokenizer = backbones.load_backbones(tmp_path)
     assert processor.crop_size == {"height": IMAGE_SIZE, "width": IMAGE_SIZE}
     assert isinstance(vision, CLIPVisionModel) and llm.config.model_type == "llama"
-    assert json.loads((tmp_path / "metrics.json").read_text())["lm"]["seed"] == 1
+    assert json.loads((tmp_path / "metrics.json").read_text())["lm"]["settings"]["seed"] == 1
     before = (tmp_path / "llm" / "model.safetensors").stat().st_mtime_ns
     backbones.main(["--output-dir", str(tmp_path), "--preset", "smoke", "--seed", "1"])  # finished: skipped
     assert (tmp_path / "llm" / "model.safetensors").stat().st_mtime_ns == before
@@ -208,12 +213,12 @@ def test_rebuild_command_runs(tmp_path, caplog):
 
 def test_stages_are_keyed_on_the_tokenizers_vocabulary():
     preset = backbones.PRESETS["smoke"]
-    tokenizer = backbones.build_tokenizer(preset, seed=0)
-    fields = backbones._stage_fields(preset, "lm_", tokenizer)
-    assert fields == backbones._stage_fields(preset, "lm_", backbones.build_tokenizer(preset, seed=0))
+    tokenizer = backbones.preset_tokenizer(preset, seed=0)
+    fields = backbones.stage_settings(preset, "lm_", tokenizer, 0)
+    assert fields == backbones.stage_settings(preset, "lm_", backbones.preset_tokenizer(preset, seed=0), 0)
     assert fields["lm_hidden"] == preset.lm_hidden and "clip_steps" not in fields
     other = train_tokenizer([" ".join(SCENE_WORDS), "Is there a red circle?"], vocab_size=preset.vocab_size)
-    assert backbones._stage_fields(preset, "lm_", other)["tokenizer_sha256"] != fields["tokenizer_sha256"]
+    assert backbones.stage_settings(preset, "lm_", other, 0)["tokenizer_sha256"] != fields["tokenizer_sha256"]
 
 
 def test_missing_backbone_raises_a_clear_error(tmp_path):
@@ -223,12 +228,12 @@ def test_missing_backbone_raises_a_clear_error(tmp_path):
 
 def test_yes_no_token_mask_marks_exactly_the_yes_no_answers(shipped):
     tokenizer = shipped[3]
-    marked = backbones.yes_no_token_mask(tokenizer).nonzero().squeeze(1).tolist()
+    marked = chat_lm.yes_no_token_mask(tokenizer).nonzero().squeeze(1).tolist()
     assert marked and {tokenizer.decode([i]).strip() for i in marked} == {"Yes", "No"}
     question = Question("OCR", "Is the digit in the image 7?", "Yes", "yes_no")
-    _, labels = tokenize_conversation(backbones._conversation(_scene(), [question]), tokenizer, add_bos=True)
+    _, labels = tokenize_conversation(text_conversation(_scene(), [question]), tokenizer, add_bos=True)
     answer_tokens = [t for t in labels if t != -100]  # "Yes", "</s>"
-    assert [backbones.yes_no_token_mask(tokenizer)[t].item() for t in answer_tokens] == [True, False]
+    assert [chat_lm.yes_no_token_mask(tokenizer)[t].item() for t in answer_tokens] == [True, False]
 
 
 def test_lm_loss_up_weights_yes_no_answer_tokens():
@@ -239,7 +244,7 @@ def test_lm_loss_up_weights_yes_no_answer_tokens():
     mask = torch.tensor([[1, 1, 1, 1, 0], [1, 1, 1, 0, 0]])
     labels = torch.tensor([[-100, -100, 2, 5, -100], [-100, 3, 5, -100, -100]])
     logits = torch.randn(2, 5, vocab)
-    loss, answer, all_tokens = backbones.lm_loss(logits, input_ids, labels, mask, yes_no, 4.0, 0.5)
+    loss, answer, all_tokens = chat_lm.lm_loss(logits, input_ids, labels, mask, yes_no, 4.0, 0.5)
     ce = torch.nn.functional.cross_entropy
     # answer targets (position t predicts t+1): (0,1)->2 yes/no, (0,2)->5, (1,0)->3 yes/no, (1,1)->5
     terms = [ce(logits[b, t], torch.tensor(y)) for b, t, y in ((0, 1, 2), (0, 2, 5), (1, 0, 3), (1, 1, 5))]
@@ -249,33 +254,62 @@ def test_lm_loss_up_weights_yes_no_answer_tokens():
     expected_all = torch.stack([ce(logits[b, t], torch.tensor(y)) for b, t, y in real]).mean()
     torch.testing.assert_close(all_tokens, expected_all)
     torch.testing.assert_close(loss, expected + 0.5 * expected_all)
-    unweighted = backbones.lm_loss(logits, input_ids, labels, mask, yes_no, 1.0, 0.5)[1]
+    unweighted = chat_lm.lm_loss(logits, input_ids, labels, mask, yes_no, 1.0, 0.5)[1]
     torch.testing.assert_close(unweighted, torch.stack(terms).mean())
 
 
-def test_lm_phase_and_override_errors_name_the_culprit():
+def test_lm_phase_errors_name_the_culprit():
     with pytest.raises(ValueError, match="unknown or empty \\['colour'\\]"):
-        backbones.LMPhase(steps=1, lr=1e-3, categories=("colour",))
+        chat_lm.LMPhase(steps=1, lr=1e-3, categories=("colour",))
     with pytest.raises(ValueError, match="schedule"):
-        backbones.LMPhase(steps=1, lr=1e-3, schedule="linear")
+        chat_lm.LMPhase(steps=1, lr=1e-3, schedule="linear")
+
+
+def _phase_rates(optimizer, phase: chat_lm.LMPhase, warmup_ratio: float) -> list[float]:
+    scheduler = chat_lm.phase_scheduler(optimizer, phase, warmup_ratio)
+    rates = []
+    for _ in range(phase.steps):
+        rates.append(optimizer.param_groups[0]["lr"])
+        optimizer.step()
+        scheduler.step()
+    return rates
+
+
+def test_lm_phases_follow_transformers_warmup_schedules_each_from_its_own_rate():
+    """Each phase restarts transformers' warm-up on the one optimizer, at its own peak rate: a
+    LambdaLR made on an optimizer that already has `initial_lr` would otherwise keep the first
+    phase's rate for every later phase."""
+    optimizer = torch.optim.AdamW([torch.nn.Parameter(torch.zeros(1))], lr=0.0)
+    cosine = _phase_rates(optimizer, chat_lm.LMPhase(steps=20, lr=1e-3, schedule="cosine"), 0.1)
+    constant = _phase_rates(optimizer, chat_lm.LMPhase(steps=10, lr=5e-4, schedule="constant"), 0.2)
+    # warm-up k / W from 0 (transformers' convention), then cosine to 0 over the remaining 18 steps
+    assert cosine[:3] == pytest.approx([0.0, 5e-4, 1e-3])
+    assert cosine[11] == pytest.approx(1e-3 * 0.5 * (1 + math.cos(math.pi * 9 / 18)))
+    assert constant == pytest.approx([0.0, 2.5e-4] + [5e-4] * 8)
+
+
+def test_the_shipped_backbones_are_the_default_presets_finished_stages():
+    """The stage cache's records in the shipped folders match what `build_backbones` computes
+    for the default preset and seed 0, so the rebuild command finds both stages done."""
     preset = backbones.PRESETS["default"]
-    changed = backbones.apply_override(preset, "lm_phases.1.categories=OCR,count")
-    assert changed.lm_phases[1].categories == ("OCR", "count") and changed.lm_phases[0] == preset.lm_phases[0]
-    assert backbones.apply_override(preset, "clip_steps=7").clip_steps == 7
-    for bad, culprit in (
-        ("lm_phases.99.steps=1", "N < "),
-        ("nope=1", "unknown field 'nope'"),
-        ("lm_phases=1", "N < "),
-    ):
-        with pytest.raises(ValueError, match=culprit):
-            backbones.apply_override(preset, bad)
+    tokenizer = backbones.preset_tokenizer(preset, seed=0)
+    for stage, prefix in (("vision", "clip_"), ("llm", "lm_")):
+        record = json.loads((SHIPPED / stage / "DONE.json").read_text())
+        assert record["settings"] == backbones.stage_settings(preset, prefix, tokenizer, 0), stage
+
+
+def test_the_ceiling_uses_mmes_yes_no_parsing():
+    """Yes/no predictions are read as `llava.eval.eval_mme` reads them ("Yes." counts as yes)."""
+    meta = [("OCR", "yes_no", 0, "Yes"), ("OCR", "yes_no", 0, "No"), ("OCR", "short", 0, "3")]
+    scores = chat_lm.score_ceiling(meta, ["Yes.", "no, it is not", "3"])
+    assert scores["OCR"]["yes_no_acc"] == 1.0 and scores["OCR"]["yes_no_acc_plus"] == 1.0
 
 
 def test_scene_words_are_single_tokens_that_start_as_the_sum_of_their_parts():
     preset = backbones.PRESETS["smoke"]
-    tokenizer = backbones.build_tokenizer(preset, seed=0)
+    tokenizer = backbones.preset_tokenizer(preset, seed=0)
     torch.manual_seed(0)
-    llm = backbones.build_lm(preset, tokenizer)
+    llm = chat_lm.build_lm(preset, tokenizer)
     torch.manual_seed(0)
     plain = LlamaForCausalLM(llm.config).get_input_embeddings().weight  # the same draw, no init
     init = llm.get_input_embeddings().weight
@@ -289,48 +323,48 @@ def test_scene_words_are_single_tokens_that_start_as_the_sum_of_their_parts():
     assert sorted(changed) == sorted(vocab[f"▁{w}"] for w in SCENE_WORDS)
     other = train_tokenizer(["a red circle at the top left"], vocab_size=300)
     with pytest.raises(ValueError, match="scene word 'topleftredcircle' is not one token"):
-        backbones.init_scene_word_embeddings(LlamaForCausalLM(llm.config), other)
+        chat_lm.init_scene_word_embeddings(LlamaForCausalLM(llm.config), other)
 
 
 def test_distinct_phases_draw_only_distinct_scenes():
-    tokenizer = backbones.build_tokenizer(backbones.PRESETS["smoke"], seed=0)
-    phase = backbones.LMPhase(
+    tokenizer = backbones.preset_tokenizer(backbones.PRESETS["smoke"], seed=0)
+    phase = chat_lm.LMPhase(
         steps=1, lr=1e-3, categories=("color",), min_turns=1, max_turns=1, scenes="distinct"
     )
-    input_ids, _, _ = next(backbones._lm_batches(tokenizer, random.Random(0), 16, phase))
+    input_ids, _, _ = next(chat_lm.lm_batches(tokenizer, random.Random(0), 16, phase))
     for row in tokenizer.batch_decode(input_ids, skip_special_tokens=True):
         objects = [SCENE_WORDS[w.rstrip(".")] for w in row.split() if w.rstrip(".") in SCENE_WORDS]
         shapes = [parts[2:] for parts in objects if len(parts) == 4]  # (colour, shape) per shape
         assert len(shapes) >= 2
         assert len({c for c, _ in shapes}) == len({s for _, s in shapes}) == len(shapes)
     with pytest.raises(ValueError, match="scenes must be 'any' or 'distinct'"):
-        backbones.LMPhase(steps=1, lr=1e-3, scenes="unique")
+        chat_lm.LMPhase(steps=1, lr=1e-3, scenes="unique")
 
 
 def test_clip_batches_pair_scenes_with_their_rearrangements():
-    scenes = backbones.clip_batch_scenes(random.Random(0), 16, 0.25)
+    scenes = clip.clip_batch_scenes(random.Random(0), 16, 0.25)
     fresh, moved = scenes[:12], scenes[12:]
     assert len(moved) == 4
     for original, other in zip(fresh[:4], moved, strict=True):
         assert other.key != original.key
         assert sorted(o.name for o in other.objects) == sorted(o.name for o in original.objects)
-    assert len({s.key for s in backbones.clip_batch_scenes(random.Random(0), 16, 0.0)}) == 16
+    assert len({s.key for s in clip.clip_batch_scenes(random.Random(0), 16, 0.0)}) == 16
     with pytest.raises(ValueError, match="clip_rearranged must be in \\[0, 0.5\\], got 0.7"):
         backbones.BackbonePreset(clip_rearranged=0.7)
 
 
 def test_replay_mixes_every_category_into_a_focused_phase():
-    tokenizer = backbones.build_tokenizer(backbones.PRESETS["smoke"], seed=0)
+    tokenizer = backbones.preset_tokenizer(backbones.PRESETS["smoke"], seed=0)
 
     def questions(replay: float) -> set[str]:
-        phase = backbones.LMPhase(
+        phase = chat_lm.LMPhase(
             steps=1, lr=1e-3, categories=("OCR",), min_turns=1, max_turns=1, yes_no_ratio=0.0, replay=replay
         )
-        input_ids, _, _ = next(backbones._lm_batches(tokenizer, random.Random(0), 32, phase))
+        input_ids, _, _ = next(chat_lm.lm_batches(tokenizer, random.Random(0), 32, phase))
         rows = tokenizer.batch_decode(input_ids, skip_special_tokens=True)
         return {row.split("USER:")[1].split("\n")[1] for row in rows}  # scene \n question \n suffix
 
     assert questions(0.0) == {"What digit is shown in the image?"}
     assert len(questions(1.0)) > 4
     with pytest.raises(ValueError, match="replay in \\[0, 1\\]"):
-        backbones.LMPhase(steps=1, lr=1e-3, replay=1.5)
+        chat_lm.LMPhase(steps=1, lr=1e-3, replay=1.5)

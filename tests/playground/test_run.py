@@ -9,9 +9,10 @@ import pytest
 from transformers import CLIPVisionConfig, LlamaConfig
 
 from llava.playground.__main__ import main
+from llava.playground.pipelines import PIPELINES
 from llava.playground.presets import MAIN_PIPELINES, get_preset
-from llava.playground.run import DONE, PIPELINES
 from llava.playground.run import run as run_playground
+from llava.playground.stages import DONE
 from llava.playground.tasks import CATEGORIES
 from llava.tools.tokenizer import train_tokenizer
 

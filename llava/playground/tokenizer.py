@@ -1,0 +1,54 @@
+"""The chat LM's tokenizer and the text-only conversations the backbones are trained on.
+
+The chat LM reads a scene described in words (`Scene.describe()`) where the VLM sees the image,
+in LLaVA's `vicuna_v1` template; its BPE tokenizer holds every scene word as one token.
+"""
+
+from __future__ import annotations
+
+import random
+
+from transformers import PreTrainedTokenizerFast
+
+from llava.conversation import Conversation, get_conv_template
+from llava.playground.scenes import SCENE_WORDS, Scene, sample_scene
+from llava.playground.tasks import CATEGORIES, Question, sample_questions
+from llava.tools.tokenizer import train_tokenizer
+
+CONV_TEMPLATE = "vicuna_v1"
+
+
+def text_conversation(scene: Scene, questions: list[Question], open_last: bool = False) -> Conversation:
+    """A `vicuna_v1` conversation about `scene` given as text (the first turn starts with
+    `scene.describe()`); with `open_last` the last answer is left open for generation."""
+    conv = get_conv_template(CONV_TEMPLATE)
+    for i, question in enumerate(questions):
+        text = f"{scene.describe()}\n{question.text}" if i == 0 else question.text
+        conv.append_message(conv.roles[0], text)
+        last = i == len(questions) - 1
+        conv.append_message(conv.roles[1], None if (open_last and last) else question.answer)
+    return conv
+
+
+def build_tokenizer(vocab_size: int, corpus_size: int, rng: random.Random) -> PreTrainedTokenizerFast:
+    """A BPE tokenizer trained on `corpus_size` rendered conversations (system prompt included,
+    every category asked) and captions of scenes drawn from `rng`, plus every scene word, so
+    that each scene word is one token however small the corpus."""
+    corpus: list[str] = [" ".join(SCENE_WORDS)]
+    for _ in range(corpus_size):
+        scene = sample_scene(rng)
+        corpus.append(text_conversation(scene, sample_questions(scene, rng, len(CATEGORIES))).get_prompt())
+        corpus.append(scene.caption())
+    return train_tokenizer(corpus, vocab_size=vocab_size)
+
+
+def scene_word_ids(tokenizer, source: str = "the tokenizer") -> dict[str, int]:
+    """The token id of every scene word; a `ValueError` naming `source` and the first word that
+    is not one token (a chat LM built for another scene text, say)."""
+    ids = {}
+    for word in SCENE_WORDS:
+        word_ids = tokenizer(word, add_special_tokens=False).input_ids
+        if len(word_ids) != 1:
+            raise ValueError(f"scene word {word!r} is not one token of {source}: {word_ids}")
+        ids[word] = word_ids[0]
+    return ids
