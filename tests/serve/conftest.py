@@ -1,11 +1,16 @@
-"""Serving-test fixtures: the OpenAI-compatible server on the tiny checkpoint."""
+"""Serving-test fixtures: the OpenAI-compatible server on the tiny checkpoint, started as its users
+start it (`python -m llava.serve.api`) on 127.0.0.1."""
 
 from __future__ import annotations
 
 from collections.abc import Iterator
+from pathlib import Path
 
+import httpx
 import pytest
-from serve_helpers import MAX_BODY_BYTES, MAX_IMAGES, Server, start_server, stop_server
+from serve_helpers import MAX_BODY_BYTES, MAX_IMAGES, Server
+
+from llava.bench.serving import server
 
 
 @pytest.fixture(scope="session")
@@ -13,17 +18,7 @@ def api_server(tiny_model_path, image_folder, tmp_path_factory) -> Iterator[Serv
     """The server on the tiny checkpoint: images allowed under `image_folder`, bodies up to
     `MAX_BODY_BYTES`, at most `MAX_IMAGES` images a request, batches of up to 16."""
     log = tmp_path_factory.mktemp("server") / "server.log"
-    server = start_server(
-        tiny_model_path,
-        log,
-        "--image-folder",
-        str(image_folder),
-        "--max-body-bytes",
-        str(MAX_BODY_BYTES),
-        "--max-images",
-        str(MAX_IMAGES),
-        "--batch-wait-ms",
-        "50",
-    )
-    yield server
-    stop_server(server)
+    flags = ["--image-folder", str(image_folder), "--max-body-bytes", str(MAX_BODY_BYTES)]
+    flags += ["--max-images", str(MAX_IMAGES), "--batch-wait-ms", "50"]
+    with server(Path(tiny_model_path), log, 1, *flags) as url:
+        yield Server(url, httpx.get(url + "/health").json()["model"], log)

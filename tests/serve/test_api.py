@@ -14,6 +14,7 @@ from PIL import Image
 from serve_helpers import MAX_BODY_BYTES, MAX_IMAGES
 
 from llava.eval import run_llava
+from llava.serve import api
 
 QUESTION = "What is in the image?"
 
@@ -106,12 +107,18 @@ def test_plain_and_streamed_answers_with_an_image_equal_run_llava(
     assert by_path.choices[0].message.content == answer
 
 
+def stop_inside(text: str) -> str:
+    """Two characters first occurring after the start of `text` (a stop string that cuts it)."""
+    for i in range(1, len(text) - 2):
+        if text.find(text[i : i + 2]) == i and text[i] != " ":
+            return text[i : i + 2]
+    raise AssertionError(f"no stop string cuts {text!r}")
+
+
 def test_stop_strings_cut_the_answer(client, api_server, image_folder):
     messages = image_message(data_url(image_folder / "img1.png"))
     full = ask(client, api_server, messages, max_tokens=12, temperature=0).choices[0].message.content
-    words = full.split()
-    assert len(words) >= 2, full
-    stop = words[1][:2]
+    stop = stop_inside(full)
     cut = ask(client, api_server, messages, max_tokens=12, temperature=0, stop=[stop]).choices[0]
     assert cut.finish_reason == "stop" and cut.message.content == full[: full.index(stop)].strip()
     streamed = ask(client, api_server, messages, max_tokens=12, temperature=0, stop=stop, stream=True)
@@ -291,6 +298,10 @@ def test_unreadable_bodies_get_a_4xx_and_the_server_goes_on(content, status, cli
     assert (
         ask(client, api_server, messages, max_tokens=8, temperature=0).choices[0].message.content == expected
     )
+
+
+def test_the_server_binds_to_this_machine_only_by_default():
+    assert api.build_parser().parse_args(["--model-path", "m"]).host == "127.0.0.1"
 
 
 def test_unknown_route_is_an_openai_error(api_server):
