@@ -4,8 +4,12 @@ A conversation renders as a list of *segments*, each marked as supervised (an as
 with its end token) or not. The prompt is the concatenation of the segments, and training masks
 are built by tokenising the same segments, so the two cannot drift apart.
 
-Formats follow LLaVA-1.5's templates:
+Formats follow LLaVA-1.5's templates, and LLaVA-NeXT's `llava_llama_3` / `qwen_1_5` for Llama-3 and
+Qwen's ChatML (https://github.com/LLaVA-VL/LLaVA-NeXT/blob/main/llava/conversation.py):
 https://github.com/haotian-liu/LLaVA/blob/main/llava/conversation.py
+
+`llama_3` and `qwen_2` are written out here (their special tokens must be in the tokenizer's
+vocabulary); `chat_template` renders with the tokenizer's own chat template instead.
 """
 
 from __future__ import annotations
@@ -20,6 +24,19 @@ class SeparatorStyle(Enum):
     TWO = "two"  # vicuna_v1: "SYSTEM USER: q ASSISTANT: a</s>USER: ..."
     LLAMA_2 = "llama_2"  # "[INST] <<SYS>>\nsys\n<</SYS>>\n\nq [/INST] a </s><s>[INST] ..."
     PLAIN = "plain"  # captions: "<image>caption\n"
+    LLAMA_3 = (
+        "llama_3"  # "<|start_header_id|>user<|end_header_id|>\n\nq<|eot_id|><|start_header_id|>assistant..."
+    )
+    CHATML = "chatml"  # Qwen: "<|im_start|>user\nq<|im_end|>\n<|im_start|>assistant\na<|im_end|>\n"
+    CHAT_TEMPLATE = "chat_template"  # the tokenizer's own chat template (jinja)
+
+
+# Header of a turn by role, for the header-style templates; the turn ends with `sep2` (its end
+# token, supervised after an answer, as Vicuna's `</s>`) and then `sep` (not supervised).
+_HEADERS = {
+    SeparatorStyle.LLAMA_3: "<|start_header_id|>{role}<|end_header_id|>\n\n",
+    SeparatorStyle.CHATML: "<|im_start|>{role}\n",
+}
 
 
 @dataclasses.dataclass
@@ -44,10 +61,10 @@ class Conversation:
             )
         self.messages.append([role, message])
 
-    def segments(self) -> list[tuple[str, bool]]:
+    def segments(self, tokenizer=None) -> list[tuple[str, bool]]:
         """The prompt as `(text, supervised)` pieces; assistant replies (with their end token) are
         the supervised pieces. A trailing assistant message of `None` leaves the prompt open for
-        generation."""
+        generation. `tokenizer`: needed by `chat_template` only, whose text its template renders."""
         for i, (role, _) in enumerate(self.messages):
             if role != self.roles[i % 2]:
                 raise ValueError(
@@ -58,10 +75,14 @@ class Conversation:
             return self._segments_two()
         if self.sep_style is SeparatorStyle.LLAMA_2:
             return self._segments_llama_2()
+        if self.sep_style in _HEADERS:
+            return self._segments_headed(_HEADERS[self.sep_style])
+        if self.sep_style is SeparatorStyle.CHAT_TEMPLATE:
+            return self._segments_chat_template(tokenizer)
         return self._segments_plain()
 
-    def get_prompt(self) -> str:
-        return "".join(text for text, _ in self.segments())
+    def get_prompt(self, tokenizer=None) -> str:
+        return "".join(text for text, _ in self.segments(tokenizer))
 
     def _segments_two(self) -> list[tuple[str, bool]]:
         pieces: list[tuple[str, bool]] = []
@@ -92,6 +113,67 @@ class Conversation:
                 pieces.append((f"{prefix}[INST] {message} [/INST]", False))
             elif message is not None:
                 pieces.append((f" {message} {self.sep2}", True))
+        return pieces
+
+    def _segments_headed(self, header: str) -> list[tuple[str, bool]]:
+        """Llama-3 and ChatML: every turn is `header(role) message sep2 sep`, with `sep2` the
+        end-of-turn token; an answer's `message sep2` is supervised, its header and `sep` are not."""
+        pieces: list[tuple[str, bool]] = []
+        end = self.sep2 + self.sep
+        pending = header.format(role="system") + self.system + end if self.system else ""
+        for i, (role, message) in enumerate(self.messages):
+            if i % 2 == 0:
+                pending += header.format(role=role) + f"{message}{end}"
+            elif message is None:
+                pending += header.format(role=role)
+            else:
+                pieces.append((pending + header.format(role=role), False))
+                pieces.append((f"{message}{self.sep2}", True))
+                pending = self.sep
+        if pending:
+            pieces.append((pending, False))
+        return pieces
+
+    def _segments_chat_template(self, tokenizer) -> list[tuple[str, bool]]:
+        """The tokenizer's chat template, rendered prefix by prefix: an answer's piece is what
+        rendering it adds after the generation prompt (the answer and the template's end-of-turn
+        text, trailing whitespace left unsupervised). Templates that rewrite earlier turns (e.g.
+        Qwen3's, which drops past reasoning) cannot be split this way and are an error."""
+        if tokenizer is None or not getattr(tokenizer, "chat_template", None):
+            raise ValueError(
+                f"template {self.name!r} renders with the tokenizer's own chat template, and "
+                f"{getattr(tokenizer, 'name_or_path', 'no tokenizer')!r} has none: choose a named template"
+            )
+        chat = [{"role": "system", "content": self.system}] if self.system else []
+        chat += [{"role": role, "content": message} for role, message in self.messages]
+
+        def render(upto: int, prompt: bool) -> str:
+            return tokenizer.apply_chat_template(chat[:upto], tokenize=False, add_generation_prompt=prompt)
+
+        pieces: list[tuple[str, bool]] = []
+        done = ""
+        offset = 1 if self.system else 0
+        for i, (_, message) in enumerate(self.messages):
+            if i % 2 == 0 or message is None:
+                continue
+            prompt, full = render(offset + i, True), render(offset + i + 1, False)
+            if not (prompt.startswith(done) and full.startswith(prompt)):
+                raise ValueError(
+                    f"template {self.name!r}: the chat template of {tokenizer.name_or_path!r} rewrites earlier "
+                    f"turns at message {i}, so its answers cannot be marked; choose a named template"
+                )
+            answer = full[len(prompt) :]
+            body = answer.rstrip()
+            pieces += [(prompt[len(done) :], False), (body, True)]
+            done = prompt + body
+        last_open = self.messages and self.messages[-1][1] is None
+        rest = render(offset + len(self.messages) - 1, True) if last_open else render(len(chat), False)
+        if not rest.startswith(done):
+            raise ValueError(
+                f"template {self.name!r}: the chat template of {tokenizer.name_or_path!r} rewrites earlier turns"
+            )
+        if rest[len(done) :]:
+            pieces.append((rest[len(done) :], False))
         return pieces
 
     def _segments_plain(self) -> list[tuple[str, bool]]:
@@ -149,6 +231,29 @@ conv_mistral_instruct = Conversation(
     sep="",
     sep2="</s>",
 )
+conv_llama_3 = Conversation(
+    name="llama_3",
+    system=_LLAVA_LLAMA_2_SYSTEM,
+    roles=("user", "assistant"),
+    sep_style=SeparatorStyle.LLAMA_3,
+    sep="",
+    sep2="<|eot_id|>",
+)
+conv_qwen_2 = Conversation(
+    name="qwen_2",
+    system="You are a helpful assistant.",
+    roles=("user", "assistant"),
+    sep_style=SeparatorStyle.CHATML,
+    sep="\n",
+    sep2="<|im_end|>",
+)
+conv_chat_template = Conversation(
+    name="chat_template",
+    system="",
+    roles=("user", "assistant"),
+    sep_style=SeparatorStyle.CHAT_TEMPLATE,
+    sep="",
+)
 
 conv_templates: dict[str, Conversation] = {
     "vicuna_v1": conv_vicuna_v1,
@@ -157,6 +262,9 @@ conv_templates: dict[str, Conversation] = {
     "plain": conv_llava_plain,
     "llava_llama_2": conv_llava_llama_2,
     "mistral_instruct": conv_mistral_instruct,
+    "llama_3": conv_llama_3,
+    "qwen_2": conv_qwen_2,
+    "chat_template": conv_chat_template,
 }
 default_conversation = conv_vicuna_v1
 

@@ -17,6 +17,7 @@ import torch
 from PIL import Image
 
 from llava.constants import DEFAULT_IMAGE_TOKEN, IGNORE_INDEX, IMAGE_TOKEN_INDEX
+from llava.conversation import SeparatorStyle
 
 IMAGE_ASPECT_RATIOS = ("pad", "resize", "square")
 
@@ -57,11 +58,14 @@ def tokenize_conversation(conv, tokenizer, add_bos: bool | None = None) -> tuple
 
     Training and inference both tokenise prompts through this function, so the supervised
     spans (the assistant replies with their end tokens, `IGNORE_INDEX` elsewhere) are exactly the
-    ones the model sees at inference.
+    ones the model sees at inference. Special tokens written in a template's text (`<|eot_id|>`,
+    `<|im_end|>`) are tokenised as the tokenizer's special tokens.
     """
+    if add_bos is None and conv.sep_style is SeparatorStyle.CHAT_TEMPLATE:
+        add_bos = False  # the chat template writes the BOS token itself where the model has one
     input_ids: list[int] = []
     labels: list[int] = []
-    for i, (text, supervised) in enumerate(conv.segments()):
+    for i, (text, supervised) in enumerate(conv.segments(tokenizer)):
         ids = tokenizer_image_token(text, tokenizer, add_bos=add_bos if i == 0 else False)
         input_ids.extend(ids)
         labels.extend(ids if supervised else [IGNORE_INDEX] * len(ids))

@@ -25,6 +25,23 @@ def tiny_checkpoints(tmp_path_factory) -> tuple[str, str]:
     return str(llm), str(vision)
 
 
+@pytest.fixture(scope="session")
+def tiny_backbones(tmp_path_factory):
+    """`tiny_backbones(llm, tower)` -> `(llm_path, vision_path)`: a tiny LLM of a family
+    (`llava.tools.make_tiny_checkpoints.LLMS`) and a tiny `clip` / `siglip` tower, built once each."""
+    built: dict[tuple[str, str], tuple[str, str]] = {}
+
+    def _backbones(llm: str = "llama", tower: str = "clip") -> tuple[str, str]:
+        if (llm, tower) not in built:
+            paths = make_tiny_checkpoints(
+                tmp_path_factory.mktemp(f"tiny-{llm}-{tower}"), llm=llm, tower=tower
+            )
+            built[llm, tower] = (str(paths[0]), str(paths[1]))
+        return built[llm, tower]
+
+    return _backbones
+
+
 @pytest.fixture(autouse=True)
 def _deterministic():
     torch.manual_seed(0)

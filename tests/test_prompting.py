@@ -9,6 +9,7 @@ from transformers import AutoTokenizer
 
 from llava.constants import IGNORE_INDEX, IMAGE_TOKEN_INDEX
 from llava.conversation import conv_templates, get_conv_template
+from llava.data.preprocess import supervised_spans
 from llava.mm_utils import (
     expand2square,
     get_model_name_from_path,
@@ -16,6 +17,7 @@ from llava.mm_utils import (
     tokenize_conversation,
     tokenizer_image_token,
 )
+from llava.model.tokenizers import ensure_pad_token
 from llava.model.vision_tower import load_image_processor
 
 VICUNA_PROMPT = (
@@ -49,10 +51,11 @@ def test_llama_2_mistral_and_plain_prompts():
 
 
 @pytest.mark.parametrize("name", sorted(conv_templates))
-def test_segments_concatenate_to_the_prompt_and_supervise_only_replies(name):
+def test_segments_concatenate_to_the_prompt_and_supervise_only_replies(name, tiny_backbones):
+    tokenizer = AutoTokenizer.from_pretrained(tiny_backbones("qwen2", "clip")[0])  # has a chat template
     conv = _conversation(name, [("<image>\nQ1", "A1"), ("Q2", "A2")])
-    segments = conv.segments()
-    assert "".join(text for text, _ in segments) == conv.get_prompt()
+    segments = conv.segments(tokenizer)
+    assert "".join(text for text, _ in segments) == conv.get_prompt(tokenizer)
     supervised = [text for text, sup in segments if sup]
     assert len(supervised) == 2 and "A1" in supervised[0] and "A2" in supervised[1]
     assert all("Q" not in text for text in supervised)
@@ -117,3 +120,79 @@ def test_process_images_pad_uses_mean_colour(tiny_checkpoints):
 def test_model_name_from_path():
     assert get_model_name_from_path("/x/llava-v1.5-7b/") == "llava-v1.5-7b"
     assert get_model_name_from_path("/x/run/checkpoint-500") == "run_checkpoint-500"
+
+
+LLAMA_3_PROMPT = (
+    "<|start_header_id|>system<|end_header_id|>\n\nSYS<|eot_id|>"
+    "<|start_header_id|>user<|end_header_id|>\n\nQ1<|eot_id|><|start_header_id|>assistant<|end_header_id|>\n\n"
+    "A1<|eot_id|><|start_header_id|>user<|end_header_id|>\n\nQ2<|eot_id|>"
+    "<|start_header_id|>assistant<|end_header_id|>\n\n"
+)
+CHATML_PROMPT = (
+    "<|im_start|>system\nYou are a helpful assistant.<|im_end|>\n<|im_start|>user\nQ1<|im_end|>\n"
+    "<|im_start|>assistant\nA1<|im_end|>\n<|im_start|>user\nQ2<|im_end|>\n<|im_start|>assistant\n"
+)
+
+
+def test_llama_3_and_qwen_2_prompts_are_the_families_formats():
+    conv = _conversation("llama_3", [("Q1", "A1"), ("Q2", None)])
+    conv.system = "SYS"
+    assert conv.get_prompt() == LLAMA_3_PROMPT
+    assert _conversation("qwen_2", [("Q1", "A1"), ("Q2", None)]).get_prompt() == CHATML_PROMPT
+
+
+# template -> the tiny LLM whose tokenizer knows its special tokens
+TEMPLATE_TOKENIZERS = {
+    "vicuna_v1": "llama",
+    "llava_v1": "llama",
+    "v1": "llama",
+    "llava_llama_2": "llama",
+    "mistral_instruct": "mistral",
+    "llama_3": "llama3",
+    "qwen_2": "qwen2",
+    "chat_template": "qwen2",
+}
+
+
+@pytest.mark.parametrize(
+    "name, llm", [*TEMPLATE_TOKENIZERS.items(), ("chat_template", "llama3")], ids=lambda v: str(v)
+)
+def test_supervised_tokens_are_exactly_the_answers(name, llm, tiny_backbones):
+    """Per template: the supervised tokens are the answers' tokens followed by the template's end
+    token, nothing else; the prompt for the next answer is the training prefix."""
+    tokenizer = AutoTokenizer.from_pretrained(tiny_backbones(llm, "clip")[0])
+    answers = ["red circle", "two squares"]
+    conv = _conversation(name, [("<image>\nWhat is shown?", answers[0]), ("How many?", answers[1])])
+    ids, labels = tokenize_conversation(conv, tokenizer)
+    spans = supervised_spans(labels)
+    assert len(spans) == 2
+    end_id = tokenizer.eos_token_id
+    for (start, stop), answer in zip(spans, answers, strict=True):
+        assert labels[start:stop] == ids[start:stop]
+        assert ids[stop - 1] == end_id  # the end of turn is learned
+        text = tokenizer.decode(ids[start : stop - 1], skip_special_tokens=False)
+        assert text.strip() == answer
+    assert sum(1 for label in labels if label != IGNORE_INDEX) == sum(b - a for a, b in spans)
+    if tokenizer.bos_token_id is not None:
+        assert ids[0] == tokenizer.bos_token_id and ids[1] != tokenizer.bos_token_id
+    prompt_conv = _conversation(name, [("<image>\nWhat is shown?", answers[0]), ("How many?", None)])
+    prompt_ids, _ = tokenize_conversation(prompt_conv, tokenizer)
+    assert ids[: len(prompt_ids)] == prompt_ids  # inference prompt == training prefix
+
+
+def test_chat_template_needs_a_tokenizer_with_one(tiny_checkpoints):
+    tokenizer = AutoTokenizer.from_pretrained(tiny_checkpoints[0])  # the Llama-2 style one has none
+    conv = _conversation("chat_template", [("Q", "A")])
+    with pytest.raises(ValueError, match="has none: choose a named template"):
+        tokenize_conversation(conv, tokenizer)
+
+
+def test_pad_token_is_chosen_without_adding_one(tiny_backbones):
+    """Llama-3 has no pad or unk token: its reserved padding token is used, the vocabulary stays."""
+    tokenizer = AutoTokenizer.from_pretrained(tiny_backbones("llama3", "clip")[0])
+    size = len(tokenizer)
+    assert tokenizer.pad_token is None and tokenizer.unk_token is None
+    ensure_pad_token(tokenizer, "tiny llama3")
+    assert tokenizer.pad_token == "<|finetune_right_pad_id|>" and len(tokenizer) == size
+    qwen = AutoTokenizer.from_pretrained(tiny_backbones("qwen2", "clip")[0])
+    assert ensure_pad_token(qwen, "tiny qwen2").pad_token == "<|endoftext|>"

@@ -2,8 +2,12 @@
 
     python -m llava.tools.make_tiny_checkpoints --output-dir DIR
 
-`DIR/llm`: a tiny Llama (random weights) with a fast tokenizer trained on the spot on the chat
-templates' text; `DIR/vision`: a tiny CLIP vision tower (random weights) with its image processor.
+    python -m llava.tools.make_tiny_checkpoints --output-dir DIR --llm qwen2 --tower siglip
+
+`DIR/llm`: a tiny LLM (random weights; `--llm` llama (default), llama3, mistral, qwen2, qwen3 or
+gemma) with a fast tokenizer in its family's style trained on the spot on the chat templates' text;
+`DIR/vision`: a tiny vision tower (random weights; `--tower` clip (default) or siglip) with its image
+processor.
 """
 
 from __future__ import annotations
@@ -14,17 +18,36 @@ from pathlib import Path
 
 import torch
 from transformers import (
+    AutoModelForCausalLM,
     CLIPImageProcessorPil,
     CLIPVisionConfig,
     CLIPVisionModel,
+    GemmaConfig,
     LlamaConfig,
-    LlamaForCausalLM,
+    MistralConfig,
+    Qwen2Config,
+    Qwen3Config,
+    SiglipImageProcessorPil,
+    SiglipVisionConfig,
+    SiglipVisionModel,
 )
 
-from llava.conversation import conv_templates
+from llava.conversation import SeparatorStyle, conv_templates
 from llava.tools.tokenizer import train_tokenizer
 
 logger = logging.getLogger(__name__)
+
+# Tiny LLM -> its tokenizer's style (`llava.tools.tokenizer.STYLES`). `llama3` is the Llama family
+# (model_type `llama`) with Llama-3's tokenizer, rope scaling and tied embeddings.
+LLMS = {
+    "llama": "llama",
+    "llama3": "llama3",
+    "mistral": "llama",
+    "qwen2": "qwen",
+    "qwen3": "qwen",
+    "gemma": "llama",
+}
+TOWERS = ("clip", "siglip")
 
 _WORDS = (
     "What is in the image? Describe the picture in detail. Is there a red circle? yes no Yes No "
@@ -40,6 +63,8 @@ def tokenizer_corpus() -> list[str]:
     """Text covering every template's system prompt, roles and separators, plus common words."""
     corpus = [_WORDS]
     for conv in conv_templates.values():
+        if conv.sep_style is SeparatorStyle.CHAT_TEMPLATE:
+            continue  # rendered by a tokenizer's template, which is being built
         conv = conv.copy()
         conv.append_message(conv.roles[0], "What is in the image?")
         conv.append_message(conv.roles[1], "A red circle and two blue squares.")
@@ -47,60 +72,110 @@ def tokenizer_corpus() -> list[str]:
     return corpus * 4
 
 
+def _family_config(llm: str, tokenizer, hidden_size: int, num_layers: int):
+    """The tiny config of `llm`, with what makes the family differ from Llama (see
+    `llava.model.families`): Llama-3's rope scaling and tied embeddings (as Llama-3.2 1B/3B),
+    Mistral's sliding window, Qwen2's q/k/v biases and tied embeddings (as Qwen2.5 0.5B-3B),
+    Qwen3's q/k norms and a head_dim other than hidden / heads, Gemma's scaled embeddings."""
+    common = {
+        "vocab_size": len(tokenizer),
+        "hidden_size": hidden_size,
+        "intermediate_size": 2 * hidden_size,
+        "num_hidden_layers": num_layers,
+        "num_attention_heads": 4,
+        "num_key_value_heads": 2,
+        "max_position_embeddings": 1024,
+        "bos_token_id": tokenizer.bos_token_id,
+        "eos_token_id": tokenizer.eos_token_id,
+        "pad_token_id": tokenizer.pad_token_id,
+    }
+    if llm == "llama":
+        return LlamaConfig(**common, tie_word_embeddings=False)
+    if llm == "llama3":
+        rope = {
+            "rope_type": "llama3",
+            "rope_theta": 500000.0,
+            "factor": 32.0,
+            "low_freq_factor": 1.0,
+            "high_freq_factor": 4.0,
+            "original_max_position_embeddings": 256,
+        }
+        return LlamaConfig(**common, rope_parameters=rope, tie_word_embeddings=True)
+    if llm == "mistral":
+        return MistralConfig(**common, sliding_window=24, tie_word_embeddings=False)
+    if llm == "qwen2":
+        return Qwen2Config(**common, tie_word_embeddings=True)
+    if llm == "qwen3":
+        return Qwen3Config(**common, head_dim=2 * hidden_size // 4, tie_word_embeddings=True)
+    return GemmaConfig(**common, head_dim=hidden_size // 4)
+
+
 def make_llm(
-    output_dir: Path, seed: int = 0, hidden_size: int = 64, num_layers: int = 4, legacy_prefix: bool = False
+    output_dir: Path,
+    seed: int = 0,
+    hidden_size: int = 64,
+    num_layers: int = 4,
+    legacy_prefix: bool = False,
+    llm: str = "llama",
 ) -> Path:
-    """A tiny Llama in `output_dir/llm`; `legacy_prefix`: a tokenizer that prefixes every piece of
-    text between special tokens with `▁`, as Llama/Vicuna's does (see `train_tokenizer`)."""
+    """A tiny LLM of family `llm` (random weights) in `output_dir/llm`, with a tokenizer in its
+    family's style (`LLMS`); `legacy_prefix`: a `llama`-style tokenizer that prefixes every piece
+    of text between special tokens with `▁`, as Llama/Vicuna's does (see `train_tokenizer`)."""
+    if llm not in LLMS:
+        raise ValueError(f"unknown tiny LLM {llm!r}; expected one of {sorted(LLMS)}")
     tokenizer = train_tokenizer(
-        tokenizer_corpus(), vocab_size=384, model_max_length=1024, legacy_prefix=legacy_prefix
+        tokenizer_corpus(),
+        vocab_size=384,
+        model_max_length=1024,
+        legacy_prefix=legacy_prefix,
+        style=LLMS[llm],
     )
-    config = LlamaConfig(
-        vocab_size=len(tokenizer),
-        hidden_size=hidden_size,
-        intermediate_size=2 * hidden_size,
-        num_hidden_layers=num_layers,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-        max_position_embeddings=1024,
-        bos_token_id=tokenizer.bos_token_id,
-        eos_token_id=tokenizer.eos_token_id,
-        pad_token_id=tokenizer.pad_token_id,
-        tie_word_embeddings=False,
-    )
+    config = _family_config(llm, tokenizer, hidden_size, num_layers)
     torch.manual_seed(seed)
-    model = LlamaForCausalLM(config)
+    model = AutoModelForCausalLM.from_config(config)
     path = output_dir / "llm"
     model.save_pretrained(path)
     tokenizer.save_pretrained(path)
     return path
 
 
-def make_vision_tower(output_dir: Path, seed: int = 0, image_size: int = 32, patch_size: int = 8) -> Path:
-    config = CLIPVisionConfig(
-        hidden_size=32,
-        intermediate_size=64,
-        num_hidden_layers=3,
-        num_attention_heads=4,
-        image_size=image_size,
-        patch_size=patch_size,
-        projection_dim=32,
-    )
+def make_vision_tower(
+    output_dir: Path, seed: int = 0, image_size: int = 32, patch_size: int = 8, tower: str = "clip"
+) -> Path:
+    """A tiny `clip` or `siglip` vision tower (random weights) with its own image processor
+    (SigLIP's: a plain resize to the square input, mean and std 0.5) in `output_dir/vision`."""
+    if tower not in TOWERS:
+        raise ValueError(f"unknown tiny tower {tower!r}; expected one of {sorted(TOWERS)}")
+    sizes = {
+        "hidden_size": 32,
+        "intermediate_size": 64,
+        "num_hidden_layers": 3,
+        "num_attention_heads": 4,
+        "image_size": image_size,
+        "patch_size": patch_size,
+    }
     torch.manual_seed(seed + 1)
-    model = CLIPVisionModel(config)
-    processor = CLIPImageProcessorPil(
-        size={"shortest_edge": image_size}, crop_size={"height": image_size, "width": image_size}
-    )
+    if tower == "clip":
+        model = CLIPVisionModel(CLIPVisionConfig(**sizes, projection_dim=32))
+        processor = CLIPImageProcessorPil(
+            size={"shortest_edge": image_size}, crop_size={"height": image_size, "width": image_size}
+        )
+    else:
+        model = SiglipVisionModel(SiglipVisionConfig(**sizes))
+        processor = SiglipImageProcessorPil(size={"height": image_size, "width": image_size})
     path = output_dir / "vision"
     model.save_pretrained(path)
     processor.save_pretrained(path)
     return path
 
 
-def make_tiny_checkpoints(output_dir: str | Path, seed: int = 0) -> tuple[Path, Path]:
+def make_tiny_checkpoints(
+    output_dir: str | Path, seed: int = 0, llm: str = "llama", tower: str = "clip"
+) -> tuple[Path, Path]:
+    """`(output_dir/llm, output_dir/vision)`: a tiny LLM of family `llm` and a tiny `tower`."""
     output_dir = Path(output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
-    llm, vision = make_llm(output_dir, seed), make_vision_tower(output_dir, seed)
+    llm, vision = make_llm(output_dir, seed, llm=llm), make_vision_tower(output_dir, seed, tower=tower)
     logger.info("wrote tiny checkpoints: %s, %s", llm, vision)
     return llm, vision
 
@@ -111,9 +186,11 @@ def main(argv: list[str] | None = None) -> None:
     )
     parser.add_argument("--output-dir", required=True)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--llm", choices=sorted(LLMS), default="llama", help="the LLM family")
+    parser.add_argument("--tower", choices=sorted(TOWERS), default="clip", help="the vision tower")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    make_tiny_checkpoints(args.output_dir, args.seed)
+    make_tiny_checkpoints(args.output_dir, args.seed, llm=args.llm, tower=args.tower)
 
 
 if __name__ == "__main__":
