@@ -1,0 +1,209 @@
+"""Both models on every LLM family and tower: construction from plain checkpoints, the fusion
+term where the paper puts it, save/load, cached generation, and what the tower gives."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+from torch import nn
+from transformers import AutoModelForCausalLM, AutoTokenizer
+
+from llava.bench.generation import generate_without_cache
+from llava.constants import IMAGE_TOKEN_INDEX
+from llava.model.builder import build_from_backbones, load_pretrained_model
+from llava.model.families import FAMILIES
+from llava.model.fusion import FusionAttentionMixin
+from llava.model.vision_tower import load_image_processor
+from llava.tools.make_tiny_checkpoints import LLMS
+
+IMG = IMAGE_TOKEN_INDEX
+GREEDY = {"max_new_tokens": 6, "min_new_tokens": 6, "do_sample": False}
+METHODS = ["fusion_llama", "llava_llama"]
+# tiny LLM -> the family (model_type) it must be read as
+FAMILY_OF = {
+    "llama": "llama",
+    "llama3": "llama",
+    "mistral": "mistral",
+    "qwen2": "qwen2",
+    "qwen3": "qwen3",
+    "gemma": "gemma",
+}
+# every family with CLIP, every tower with every family
+MATRIX = [(llm, tower) for llm in LLMS for tower in ("clip", "siglip")]
+
+
+def randomize_trainables(model, std: float = 0.2, seed: int = 1) -> None:
+    """Non-trivial fusion branch / projector weights (their initialisation is zero)."""
+    generator = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for name, param in model.named_parameters():
+            if ".fusion." in name or "mm_projector" in name:
+                param.copy_(torch.randn(param.shape, generator=generator) * std)
+
+
+def _build(tiny_backbones, llm, tower, method, randomize=True, **fields):
+    model, report = build_from_backbones(
+        method, *tiny_backbones(llm, tower), attn_implementation="eager", **fields
+    )
+    if randomize:
+        randomize_trainables(model)
+    return model.eval(), report
+
+
+def _pixels(n: int) -> torch.Tensor:
+    """`n` random normalised images at the tiny towers' 32 px."""
+    return torch.randn(n, 3, 32, 32, generator=torch.Generator().manual_seed(3))
+
+
+def test_every_family_of_the_registry_has_a_tiny_checkpoint():
+    assert set(FAMILY_OF.values()) == set(FAMILIES)
+
+
+@pytest.mark.parametrize("llm", list(LLMS))
+@pytest.mark.parametrize("method", METHODS)
+def test_plain_checkpoint_loads_with_exactly_the_new_parameters_missing(tiny_backbones, llm, method):
+    model, report = _build(tiny_backbones, llm, "clip", method, randomize=False)
+    family = FAMILY_OF[llm]
+    assert model.config.model_type == f"{method.split('_')[0]}_{family}"
+    assert isinstance(model, FAMILIES[family].causal_lm_cls)
+    new = sorted(
+        name
+        for name, _ in model.named_parameters()
+        if ".fusion." in name or name.startswith("model.mm_projector.")
+    )
+    assert new and report.missing == new
+    assert report.unexpected == []
+    plain = AutoModelForCausalLM.from_pretrained(tiny_backbones(llm, "clip")[0])
+    ours = {k for k in model.state_dict() if ".fusion." not in k and "mm_projector" not in k}
+    ours = {k for k in ours if not k.startswith("model.vision_tower.")}
+    assert ours == set(plain.state_dict())  # the family's own keys, none renamed
+
+
+@pytest.mark.parametrize("llm", list(LLMS))
+def test_fresh_fusion_model_gives_the_base_llms_text_logits(tiny_backbones, llm):
+    model, _ = _build(tiny_backbones, llm, "clip", "fusion_llama", randomize=False)
+    plain = AutoModelForCausalLM.from_pretrained(
+        tiny_backbones(llm, "clip")[0], attn_implementation="eager"
+    ).eval()
+    ids = torch.tensor([[5, 40, 41, 42, 43, 44, 45, 46]])
+    with torch.no_grad():
+        ours, theirs = model(input_ids=ids).logits, plain(input_ids=ids).logits
+    torch.testing.assert_close(ours, theirs, rtol=0, atol=1e-6)
+
+
+class _PlusDelta(nn.Module):
+    """A projection that adds a fixed term to the library module's output (the reference)."""
+
+    def __init__(self, base: nn.Linear, delta: torch.Tensor):
+        super().__init__()
+        self.base, self.delta = base, delta
+
+    def forward(self, x):
+        return self.base(x) + self.delta
+
+
+@pytest.mark.parametrize("llm", ["llama", "mistral", "qwen2", "qwen3", "gemma"])
+def test_fusion_term_is_added_to_the_projection_outputs(tiny_backbones, llm):
+    """The fusion attention equals the library's own attention whose q/k/v projections output
+    `W x + term`: for Qwen3 the term enters before the q/k RMSNorm, as the paper adds it to the
+    projection outputs."""
+    model, _ = _build(tiny_backbones, llm, "clip", "fusion_llama")
+    attention = model.model.layers[0].self_attn
+    assert isinstance(attention, FusionAttentionMixin)
+    hidden = torch.randn(2, 7, model.config.hidden_size)
+    vision = torch.randn(2, 7, model.config.mm_hidden_size)
+    image_mask = torch.zeros(2, 7, dtype=torch.bool)
+    image_mask[:, 2:5] = True
+    position_ids = torch.arange(7).expand(2, -1)
+    rotary = model.model.rotary_emb(hidden, position_ids)
+    mask = torch.full((7, 7), float("-inf")).triu(1).expand(2, 1, 7, 7)
+    with torch.no_grad():
+        ours, _ = attention(hidden, rotary, mask, vision_stream=vision, image_mask=image_mask)
+        terms = attention.fusion(hidden, vision, image_mask).split(attention.fusion.split_sizes, dim=-1)
+        reference = FAMILIES[FAMILY_OF[llm]].attention_cls(model.config, 0).eval()
+        reference.load_state_dict(
+            {k: v for k, v in attention.state_dict().items() if not k.startswith("fusion.")}
+        )
+        for target, term in zip(attention.fusion.targets, terms, strict=True):
+            name = f"{target}_proj"
+            setattr(reference, name, _PlusDelta(getattr(reference, name), term))
+        theirs, _ = reference(hidden, rotary, mask)
+    assert terms[0].abs().max() > 0
+    torch.testing.assert_close(ours, theirs, rtol=0, atol=1e-6)
+
+
+@pytest.mark.parametrize("llm, tower", MATRIX)
+@pytest.mark.parametrize("method", METHODS)
+def test_save_and_load_give_identical_logits(tiny_backbones, llm, tower, method, tmp_path):
+    model, _ = _build(tiny_backbones, llm, tower, method)
+    llm_path, vision_path = tiny_backbones(llm, tower)
+    model.save_pretrained(tmp_path)
+    AutoTokenizer.from_pretrained(llm_path).save_pretrained(tmp_path)
+    load_image_processor(vision_path).save_pretrained(tmp_path)
+    tokenizer, loaded, processor, _ = load_pretrained_model(
+        str(tmp_path), device="cpu", attn_implementation="eager"
+    )
+    assert type(loaded) is type(model) and tokenizer.pad_token is not None
+    assert type(processor) is type(load_image_processor(vision_path))
+    ids = torch.tensor([[5, 40, IMG, 41, 42]])
+    pixels = _pixels(1)
+    with torch.no_grad():
+        before = model(input_ids=ids, images=pixels).logits
+        after = loaded.eval()(input_ids=ids, images=pixels).logits
+    assert torch.equal(before, after)
+
+
+@pytest.mark.parametrize("llm, tower", MATRIX)
+@pytest.mark.parametrize("method", METHODS)
+def test_cached_generation_equals_full_recompute(tiny_backbones, llm, tower, method):
+    """Batch of one and a left-padded batch (two prompts of other lengths, one text-only)."""
+    model, _ = _build(tiny_backbones, llm, tower, method)
+    pixels = _pixels(2)
+    one = torch.tensor([[5, 40, IMG, 41, 42, 43]])
+    cached = model.generate(one, images=pixels[:1], **GREEDY)
+    assert torch.equal(cached, generate_without_cache(model, one, pixels[:1], None, max_new_tokens=6))
+    assert torch.equal(cached, model.generate(one, images=pixels[:1], use_cache=False, **GREEDY))
+    pad = 0
+    batch = torch.tensor(
+        [[5, 40, IMG, 41, 42, 43, 44], [pad, pad, 5, 40, 41, 42, 43], [pad, 5, IMG, 43, 44, 45, 46]]
+    )
+    attention_mask = (torch.arange(7) >= torch.tensor([[0], [2], [1]])).long()
+    images = pixels[[0, 1]]
+    batched = model.generate(batch, images=images, attention_mask=attention_mask, **GREEDY)
+    recomputed = generate_without_cache(model, batch, images, attention_mask, max_new_tokens=6)
+    assert torch.equal(batched, recomputed)
+    alone = model.generate(batch[:1], images=images[:1], **GREEDY)
+    assert torch.equal(batched[:1], alone)
+
+
+@pytest.mark.parametrize("tower", ["clip", "siglip"])
+def test_tower_width_positions_and_layer_selection(tiny_backbones, tower):
+    """d_v = width x selected layers ("-1,-2": 2 x 32); SigLIP has no CLS, so every position is a patch."""
+    model, _ = _build(tiny_backbones, "qwen2", tower, "fusion_llama", mm_vision_select_layer=[-1, -2])
+    config = model.config
+    assert config.mm_hidden_size == 64 and config.num_image_tokens == 16
+    pixels = _pixels(2)
+    features = model.get_image_features(pixels)
+    assert features.shape == (2, 16, 64)
+    hidden = model.get_vision_tower().vision_tower(pixels, output_hidden_states=True).hidden_states
+    offset = 1 if tower == "clip" else 0
+    torch.testing.assert_close(features[..., :32], hidden[-1][:, offset:], rtol=0, atol=0)
+    torch.testing.assert_close(features[..., 32:], hidden[-2][:, offset:], rtol=0, atol=0)
+
+
+def test_siglip_refuses_cls_patch(tiny_backbones):
+    with pytest.raises(ValueError, match="needs a CLS token, and a SigLIP tower has none"):
+        build_from_backbones(
+            "llava_llama", *tiny_backbones("llama", "siglip"), mm_vision_select_feature="cls_patch"
+        )
+
+
+def test_unknown_family_is_named(tiny_backbones, tmp_path):
+    llm, vision = tiny_backbones("llama", "clip")
+    config = AutoModelForCausalLM.from_pretrained(llm).config.to_dict()
+    config["model_type"] = "gpt2"
+    (tmp_path / "config.json").write_text(json.dumps(config))
+    with pytest.raises(ValueError, match="'gpt2' is not a supported LLM family"):
+        build_from_backbones("fusion_llama", str(tmp_path), vision)
