@@ -14,8 +14,7 @@ from pathlib import Path
 
 import torch
 
-from llava.playground.pipelines import PIPELINES
-from llava.playground.presets import PRESETS, get_preset
+from llava.playground.presets import PIPELINES, PRESETS, get_preset
 from llava.playground.run import run
 
 

@@ -84,24 +84,20 @@ class BackbonePreset:
 PRESETS: dict[str, BackbonePreset] = {
     "default": BackbonePreset(),
     "smoke": BackbonePreset(
-        tokenizer_corpus=200,
-        clip_hidden=32,
-        clip_vision_layers=1,
-        clip_text_layers=1,
-        clip_heads=2,
-        clip_steps=3,
-        clip_batch=16,
-        retrieval_pool=16,
-        lm_hidden=32,
-        lm_layers=1,
-        lm_heads=2,
-        lm_intermediate=64,
+        **dict(tokenizer_corpus=200, retrieval_pool=16, lm_batch=4, lm_eval_per_category=2),
+        **dict(
+            clip_hidden=32,
+            clip_vision_layers=1,
+            clip_text_layers=1,
+            clip_heads=2,
+            clip_steps=3,
+            clip_batch=16,
+        ),
+        **dict(lm_hidden=32, lm_layers=1, lm_heads=2, lm_intermediate=64),
         lm_phases=(
             LMPhase(steps=2, lr=3e-3, min_turns=1, max_turns=2),
             dataclasses.replace(yes_no_phase(2, "OCR"), max_turns=1, yes_no_ratio=1.0),
         ),
-        lm_batch=4,
-        lm_eval_per_category=2,
     ),
 }
 

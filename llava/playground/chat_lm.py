@@ -1,12 +1,7 @@
-"""The playground's chat LM: a tiny Llama pre-trained on text-only conversations about scenes.
-
-It reads each scene described in words, in the `vicuna_v1` template, tokenised by
-`llava.mm_utils.tokenize_conversation` exactly as VLM training tokenises; it learns the
-language, the template and the look-ups, and never sees an image. Training runs the phases of
-`DEFAULT_LM_PHASES` with one AdamW; its ceiling (what a VLM built on it can hope for) is measured
-on held-out text scenes with the project's batched generation and MME scorer. docs/playground.md
-describes the phases and the numbers they reach.
-"""
+"""The playground's chat LM: a tiny Llama pre-trained, in the phases of `DEFAULT_LM_PHASES`, on
+`vicuna_v1` conversations about scenes described in words, tokenised as VLM training tokenises.
+It never sees an image; its ceiling (what a VLM built on it can hope for) is measured on held-out
+text scenes. docs/playground.md describes the phases and the numbers they reach."""
 
 from __future__ import annotations
 
@@ -23,7 +18,6 @@ from tqdm.auto import tqdm
 from transformers import (
     LlamaConfig,
     LlamaForCausalLM,
-    PreTrainedTokenizerFast,
     get_constant_schedule_with_warmup,
     get_cosine_schedule_with_warmup,
 )
@@ -33,19 +27,10 @@ from llava.conversation import Conversation
 from llava.eval.eval_mme import MMERecord, score_subtask
 from llava.inference.decoding import DecodingSettings, finish_row
 from llava.mm_utils import tokenize_conversation
+from llava.playground import tasks
 from llava.playground.clip import warmup_steps
 from llava.playground.datasets import rng_for
 from llava.playground.scenes import SCENE_WORDS, Scene, sample_scene
-from llava.playground.tasks import (
-    CATEGORIES,
-    NO,
-    YES,
-    Question,
-    can_ask,
-    sample_questions,
-    short_question,
-    yes_no_pair,
-)
 from llava.playground.tokenizer import scene_word_ids, text_conversation
 
 if TYPE_CHECKING:
@@ -68,7 +53,7 @@ class LMPhase:
 
     steps: int
     lr: float
-    categories: tuple[str, ...] = CATEGORIES
+    categories: tuple[str, ...] = tasks.CATEGORIES
     min_turns: int = 6  # questions per conversation: uniform in [min_turns, max_turns]
     max_turns: int = 8
     yes_no_ratio: float = 0.5  # share of yes/no questions (the rest are short-answer ones)
@@ -78,9 +63,11 @@ class LMPhase:
     replay: float = 0.0
 
     def __post_init__(self) -> None:
-        unknown = [c for c in self.categories if c not in CATEGORIES]
+        unknown = [c for c in self.categories if c not in tasks.CATEGORIES]
         if unknown or not self.categories:
-            raise ValueError(f"LMPhase.categories: unknown or empty {unknown}; expected some of {CATEGORIES}")
+            raise ValueError(
+                f"LMPhase.categories: unknown or empty {unknown}; expected some of {tasks.CATEGORIES}"
+            )
         if self.scenes not in ("any", "distinct"):
             raise ValueError(f"LMPhase.scenes must be 'any' or 'distinct', got {self.scenes!r}")
         if self.schedule not in ("cosine", "constant"):
@@ -95,12 +82,12 @@ class LMPhase:
 
 def short_phase(steps: int, *categories: str, scenes: str = "any") -> LMPhase:
     """A look-up phase: short-answer questions only (1-3 per conversation), lr 1e-3 constant."""
-    return LMPhase(steps, 1e-3, categories or CATEGORIES, 1, 3, 0.0, schedule="constant", scenes=scenes)
+    return LMPhase(steps, 1e-3, categories or tasks.CATEGORIES, 1, 3, 0.0, schedule="constant", scenes=scenes)
 
 
 def yes_no_phase(steps: int, *categories: str, schedule: str = "constant") -> LMPhase:
     """A yes/no phase: 1-3 questions, 80% yes/no, the yes/no token weighing 4, lr 1e-3."""
-    return LMPhase(steps, 1e-3, categories or CATEGORIES, 1, 3, 0.8, 4.0, schedule=schedule)
+    return LMPhase(steps, 1e-3, categories or tasks.CATEGORIES, 1, 3, 0.8, 4.0, schedule=schedule)
 
 
 # Look-ups first (on distinct scenes, then on any), then yes/no a few categories at a time with
@@ -119,7 +106,7 @@ DEFAULT_LM_PHASES = (
 )
 
 
-def build_lm(preset: BackbonePreset, tokenizer: PreTrainedTokenizerFast) -> LlamaForCausalLM:
+def build_lm(preset: BackbonePreset, tokenizer) -> LlamaForCausalLM:
     config = LlamaConfig(
         vocab_size=len(tokenizer),
         hidden_size=preset.lm_hidden,
@@ -163,8 +150,10 @@ def lm_batches(
             if phase.scenes == "distinct" and not scene.distinct:
                 continue
             n = rng.randint(phase.min_turns, phase.max_turns)
-            categories = CATEGORIES if phase.replay and rng.random() < phase.replay else phase.categories
-            questions = sample_questions(scene, rng, n, categories, phase.yes_no_ratio)
+            categories = (
+                tasks.CATEGORIES if phase.replay and rng.random() < phase.replay else phase.categories
+            )
+            questions = tasks.sample_questions(scene, rng, n, categories, phase.yes_no_ratio)
             if questions:  # none of the phase's categories may be askable about this scene
                 rows.append(
                     tokenize_conversation(text_conversation(scene, questions), tokenizer, add_bos=True)
@@ -183,7 +172,8 @@ def lm_batches(
 def yes_no_token_mask(tokenizer) -> torch.Tensor:
     """`[V]` bool: the tokens that spell a whole yes/no answer (with or without the word marker)."""
     return torch.tensor(
-        [tokenizer.decode([i]).strip() in (YES, NO) for i in range(len(tokenizer))], dtype=torch.bool
+        [tokenizer.decode([i]).strip() in (tasks.YES, tasks.NO) for i in range(len(tokenizer))],
+        dtype=torch.bool,
     )
 
 
@@ -295,7 +285,7 @@ def answer_conversations(
     return answers
 
 
-def text_prompt(scene: Scene, question: Question) -> Conversation:
+def text_prompt(scene: Scene, question: tasks.Question) -> Conversation:
     """The open `vicuna_v1` conversation asking `question` about `scene` described in words."""
     return text_conversation(scene, [question], open_last=True)
 
@@ -306,12 +296,15 @@ def evaluate_lm(model, tokenizer, per_category: int, seed: int) -> dict[str, dic
     rng = rng_for(seed, "backbones/lm-eval")
     conversations: list[Conversation] = []
     meta: list[EvalMeta] = []
-    for category in CATEGORIES:
+    for category in tasks.CATEGORIES:
         for i in range(per_category):
             scene = sample_scene(rng)
-            while not can_ask(scene, category):
+            while not tasks.can_ask(scene, category):
                 scene = sample_scene(rng)
-            for question in (*yes_no_pair(scene, category, rng), short_question(scene, category, rng)):
+            for question in (
+                *tasks.yes_no_pair(scene, category, rng),
+                tasks.short_question(scene, category, rng),
+            ):
                 conversations.append(text_prompt(scene, question))
                 meta.append((category, question.kind, i, question.answer))
     return score_ceiling(meta, answer_conversations(model, tokenizer, conversations))

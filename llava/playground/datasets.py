@@ -14,20 +14,14 @@ import logging
 import os
 import random
 import shutil
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 from tqdm.auto import tqdm
 
 from llava.constants import DEFAULT_IMAGE_TOKEN
+from llava.playground import tasks
 from llava.playground.scenes import DIGITS, Scene, render_scene, sample_scenes
-from llava.playground.tasks import (
-    CATEGORIES,
-    Question,
-    can_ask,
-    sample_questions,
-    short_question,
-    yes_no_pair,
-)
 
 logger = logging.getLogger(__name__)
 
@@ -76,9 +70,9 @@ class DataSizes:
         if not 0.0 <= self.yes_no_ratio <= 1.0:
             raise ValueError(f"DataSizes.yes_no_ratio must be in [0, 1], got {self.yes_no_ratio}")
         for category, weight in (self.category_weights or {}).items():
-            if category not in CATEGORIES or not weight > 0:
+            if category not in tasks.CATEGORIES or not weight > 0:
                 raise ValueError(
-                    f"DataSizes.category_weights: {category!r}: {weight} (need a category of {CATEGORIES} "
+                    f"DataSizes.category_weights: {category!r}: {weight} (need a category of {tasks.CATEGORIES} "
                     "and a positive weight)"
                 )
 
@@ -93,13 +87,10 @@ PRESETS: dict[str, DataSizes] = {
 
 @dataclasses.dataclass(frozen=True)
 class PlaygroundData:
-    """Where `build_data` put everything (all absolute paths).
-
-    `image_folder` is the `--image_folder` of the training entry point for both json files;
-    `mme_image_folder` is the `--image-folder` of the MME runner and also the ground-truth root
-    (`<category>/questions_answers_YN/*.txt`), as MME_Benchmark_release_version is for MME;
-    `vqa_image_folder` is the `--image-folder` of the VQA runner.
-    """
+    """Where `build_data` put everything (all absolute paths). `image_folder` is the training
+    entry point's `--image_folder` for both json files; `mme_image_folder` the MME runner's
+    `--image-folder` and the ground-truth root (`<category>/questions_answers_YN/*.txt`), as
+    MME_Benchmark_release_version is for MME; `vqa_image_folder` the VQA runner's."""
 
     root: Path
     image_folder: Path
@@ -115,17 +106,17 @@ class PlaygroundData:
     def at(cls, root: str | os.PathLike) -> PlaygroundData:
         """The paths of a data directory laid out by `build_data` (nothing is checked or read)."""
         root = Path(root).resolve()
-        mme = root / "eval" / "MME" / MME_SUBDIR
+        mme, vqa = root / "eval" / "MME", root / "eval" / "vqa"
         return cls(
             root=root,
             image_folder=root / "images",
             pretrain_json=root / "llava_pretrain.json",
             instruct_json=root / "llava_instruct_mix.json",
-            mme_question_file=root / "eval" / "MME" / "llava_mme.jsonl",
-            mme_image_folder=mme,
-            mme_gt_dir=mme,
-            vqa_question_file=root / "eval" / "vqa" / "llava_vqa.jsonl",
-            vqa_image_folder=root / "eval" / "vqa" / "images",
+            mme_question_file=mme / "llava_mme.jsonl",
+            mme_image_folder=mme / MME_SUBDIR,
+            mme_gt_dir=mme / MME_SUBDIR,
+            vqa_question_file=vqa / "llava_vqa.jsonl",
+            vqa_image_folder=vqa / "images",
         )
 
 
@@ -145,36 +136,36 @@ def scenes_for_category(
     scenes: list[Scene] = []
     while len(scenes) < n:
         scene = sample_scenes(rng, 1, exclude, digits)[0]
-        if can_ask(scene, category):
+        if tasks.can_ask(scene, category):
             scenes.append(scene)
     return scenes
 
 
-def scene_conversation(scene: Scene, questions: list[Question], with_image: bool) -> list[dict[str, str]]:
+def scene_conversation(
+    scene: Scene, questions: list[tasks.Question], with_image: bool
+) -> list[dict[str, str]]:
     """LLaVA-format turns for `questions` about `scene`. The first human turn starts with the
     image placeholder (`<image>\\n`) when `with_image`, else with the scene described in words
     (`Scene.describe()` and a newline): what the chat LM is pre-trained on."""
     turns: list[dict[str, str]] = []
     for i, question in enumerate(questions):
-        text = question.text
-        if i == 0:
-            text = f"{DEFAULT_IMAGE_TOKEN if with_image else scene.describe()}\n{text}"
-        turns.append({"from": "human", "value": text})
-        turns.append({"from": "gpt", "value": question.answer})
+        text = (
+            question.text
+            if i
+            else f"{DEFAULT_IMAGE_TOKEN if with_image else scene.describe()}\n{question.text}"
+        )
+        turns += [{"from": "human", "value": text}, {"from": "gpt", "value": question.answer}]
     return turns
 
 
 def _write_json(path: Path, data) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "w") as f:
-        json.dump(data, f, indent=1)
+    path.write_text(json.dumps(data, indent=1))
 
 
 def _write_jsonl(path: Path, rows: list[dict]) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "w") as f:
-        for row in rows:
-            f.write(json.dumps(row) + "\n")
+    path.write_text("".join(json.dumps(row) + "\n" for row in rows))
 
 
 def _save_images(scenes: list[Scene], paths: list[Path], desc: str) -> None:
@@ -246,29 +237,37 @@ def build_data(
     return paths
 
 
+def _category_scenes(
+    seed: int, stream: str, n: int, digits: tuple[int, ...], image_path: Callable[[str, int, int], Path]
+) -> Iterator[tuple[str, random.Random, list[tuple[Scene, Path]]]]:
+    """Per category: its random stream and `n` askable scenes, saved at `image_path(category,
+    index in the category, index overall)`."""
+    for k, category in enumerate(tasks.CATEGORIES):
+        rng = rng_for(seed, f"{stream}/{category}")
+        scenes = scenes_for_category(rng, category, n, digits=digits)
+        image_paths = [image_path(category, i, k * n + i) for i in range(n)]
+        _save_images(scenes, image_paths, f"{stream.upper()} {category}")
+        yield category, rng, list(zip(scenes, image_paths, strict=True))
+
+
 def _write_mme(paths: PlaygroundData, seed: int, sizes: DataSizes) -> set[tuple]:
     rows: list[dict] = []
     keys: set[tuple] = set()
-    for category in CATEGORIES:
-        rng = rng_for(seed, f"mme/{category}")
-        scenes = scenes_for_category(rng, category, sizes.mme_images_per_category, digits=sizes.digits)
-        image_paths = [
-            paths.mme_image_folder / category / "images" / f"{i:06d}.png" for i in range(len(scenes))
-        ]
-        _save_images(scenes, image_paths, f"MME {category}")
-        for i, (scene, image_path) in enumerate(zip(scenes, image_paths, strict=True)):
+    folder = paths.mme_image_folder
+    per_category = sizes.mme_images_per_category
+    for category, rng, scenes in _category_scenes(
+        seed, "mme", per_category, sizes.digits, lambda c, i, _: folder / c / "images" / f"{i:06d}.png"
+    ):
+        for i, (scene, image_path) in enumerate(scenes):
             keys.add(scene.key)
-            pair = yes_no_pair(scene, category, rng, sizes.digits)
+            pair = tasks.yes_no_pair(scene, category, rng, sizes.digits)
             if rng.random() < 0.5:  # yes first or no first, as in MME
                 pair = pair[::-1]
-            qid = image_path.relative_to(paths.mme_image_folder).as_posix()
+            qid = image_path.relative_to(folder).as_posix()
             gt_path = paths.mme_gt_dir / category / "questions_answers_YN" / f"{i:06d}.txt"
             gt_path.parent.mkdir(parents=True, exist_ok=True)
-            with open(gt_path, "w") as f:
-                f.writelines(f"{q.text}\t{q.answer}\n" for q in pair)
-            rows.extend(
-                {"question_id": qid, "image": qid, "text": q.text, "category": category} for q in pair
-            )
+            gt_path.write_text("".join(f"{q.text}\t{q.answer}\n" for q in pair))
+            rows += [{"question_id": qid, "image": qid, "text": q.text, "category": category} for q in pair]
     _write_jsonl(paths.mme_question_file, rows)
     return keys
 
@@ -276,23 +275,15 @@ def _write_mme(paths: PlaygroundData, seed: int, sizes: DataSizes) -> set[tuple]
 def _write_vqa(paths: PlaygroundData, seed: int, sizes: DataSizes) -> set[tuple]:
     rows: list[dict] = []
     keys: set[tuple] = set()
-    for category in CATEGORIES:
-        rng = rng_for(seed, f"vqa/{category}")
-        scenes = scenes_for_category(rng, category, sizes.vqa_per_category, digits=sizes.digits)
-        names = [f"{len(rows) + i:06d}.png" for i in range(len(scenes))]
-        _save_images(scenes, [paths.vqa_image_folder / name for name in names], f"VQA {category}")
-        for scene, name in zip(scenes, names, strict=True):
+    folder = paths.vqa_image_folder
+    for category, rng, scenes in _category_scenes(
+        seed, "vqa", sizes.vqa_per_category, sizes.digits, lambda c, i, n: folder / f"{n:06d}.png"
+    ):
+        for scene, image_path in scenes:
             keys.add(scene.key)
-            question = short_question(scene, category, rng)
-            rows.append(
-                {
-                    "question_id": len(rows),
-                    "image": name,
-                    "text": question.text,
-                    "category": category,
-                    "answer": question.answer,
-                }
-            )
+            question = tasks.short_question(scene, category, rng)
+            row = {"question_id": len(rows), "image": image_path.name, "text": question.text}
+            rows.append(row | {"category": category, "answer": question.answer})
     _write_jsonl(paths.vqa_question_file, rows)
     return keys
 
@@ -319,9 +310,9 @@ def _write_pretrain(paths: PlaygroundData, seed: int, sizes: DataSizes, eval_key
     _write_json(paths.pretrain_json, records)
 
 
-def _instruction_questions(scene: Scene, rng: random.Random, sizes: DataSizes) -> list[Question]:
+def _instruction_questions(scene: Scene, rng: random.Random, sizes: DataSizes) -> list[tasks.Question]:
     n = rng.randint(1, sizes.max_turns)
-    return sample_questions(
+    return tasks.sample_questions(
         scene, rng, n, yes_no_ratio=sizes.yes_no_ratio, weights=sizes.category_weights, digits=sizes.digits
     )
 

@@ -1,16 +1,19 @@
-"""Presets of the playground's comparison: data size, step budgets and which pipelines run.
-
-Every pipeline of a preset gets the same backbones, instruction data, seeds and instruction-tuning
-budget; LLaVA-1.5 additionally spends `align_steps` on its alignment stage (the paper's point).
+"""What the playground runs: the pipelines, declared with typed fields, and the presets (data
+size, step budget, pipelines, seeds). Every pipeline of a preset gets the same backbones,
+instruction data, seeds and instruction-tuning budget; LLaVA-1.5 additionally spends
+`align_steps` on its alignment stage (the paper's point). `llava.playground.run` turns a
+pipeline's stages into the `llava.train.train` flags a 7B user passes.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import math
+from typing import Any, Literal
 
 # LLaVA-1.5's alignment stage: lr 1e-3 at a global batch of 256.
 LLAVA_ALIGN_LR, LLAVA_ALIGN_BATCH = 1e-3, 256
+ModelType = Literal["fusion_llama", "llava_llama"]
 
 
 def sqrt_scaled_lr(lr: float, batch_size: int, reference_batch_size: int) -> float:
@@ -62,6 +65,79 @@ class Budget:
 
 
 @dataclasses.dataclass(frozen=True)
+class TrainStage:
+    """One `llava.train.train` run of a pipeline."""
+
+    name: str
+    align: bool  # LLaVA-1.5's stage 1: captions, template `plain`, projector only, cosine
+    steps: int
+    learning_rate: float
+    projector_lr: float | None  # the projector's own rate in instruction tuning (None: no projector)
+
+
+@dataclasses.dataclass(frozen=True)
+class Pipeline:
+    """A model and how it is trained: `fusion_llama` (Inverse-LLaVA: vision enters inside the
+    attention of `fusion_layers`, which get no LoRA) or `llava_llama` (LLaVA-1.5's projector,
+    after an alignment stage when `align`)."""
+
+    name: str
+    label: str
+    model_type: ModelType
+    align: bool = False
+    fusion_layers: tuple[int, ...] = (0,)
+    fusion_variant: str | None = None  # None keeps the model's default
+    vision_layers: tuple[int, ...] = (-1,)  # tower layers read (`--mm_vision_select_layer`)
+
+    def __post_init__(self) -> None:
+        if self.model_type not in ("fusion_llama", "llava_llama"):
+            raise ValueError(f"Pipeline {self.name}: unknown model_type {self.model_type!r}")
+        if self.align and not self.projector:
+            raise ValueError(
+                f"Pipeline {self.name}: only a projector model (llava_llama) has an alignment stage"
+            )
+        if self.fusion_variant is not None and self.projector:
+            raise ValueError(f"Pipeline {self.name}: fusion_variant is a fusion_llama setting")
+
+    @property
+    def projector(self) -> bool:
+        """Whether vision enters through LLaVA-1.5's projector (else through fusion layers)."""
+        return self.model_type == "llava_llama"
+
+    @property
+    def stages(self) -> tuple[str, ...]:
+        return ("align", "finetune") if self.align else ("finetune",)
+
+    def train_stages(self, budget: Budget) -> tuple[TrainStage, ...]:
+        """The pipeline's stages under `budget`: the same instruction stage for every pipeline."""
+        projector_lr = budget.projector_lr if self.projector else None
+        finetune = TrainStage("finetune", False, budget.steps, budget.learning_rate, projector_lr)
+        if not self.align:
+            return (finetune,)
+        return TrainStage("align", True, budget.align_steps, budget.alignment_rate, None), finetune
+
+
+def _fusion(name: str, label: str, **fields: Any) -> Pipeline:
+    return Pipeline(name, label, "fusion_llama", **fields)
+
+
+PIPELINES: dict[str, Pipeline] = {
+    p.name: p
+    for p in (
+        _fusion("inverse_llava", "Inverse-LLaVA"),
+        Pipeline("llava_1_5", "LLaVA-1.5", "llava_llama", align=True, vision_layers=(-2,)),
+        Pipeline("llava_no_align", "LLaVA-1.5 w/o alignment", "llava_llama", vision_layers=(-2,)),
+        _fusion("inverse_llava_hd", "Inverse-LLaVA-HD", vision_layers=(-1, -2)),
+        _fusion("ablation_add", "Inverse-LLaVA (add)", fusion_variant="add"),
+        _fusion("ablation_gated", "Inverse-LLaVA (gated)", fusion_variant="gated"),
+        _fusion("ablation_multi_layer", "Inverse-LLaVA (layers 0,2)", fusion_layers=(0, 2)),
+    )
+}
+MAIN_PIPELINES = ("inverse_llava", "llava_1_5", "llava_no_align")
+ABLATIONS = ("inverse_llava_hd", "ablation_add", "ablation_gated", "ablation_multi_layer")
+
+
+@dataclasses.dataclass(frozen=True)
 class Preset:
     name: str
     data: str  # a `llava.playground.datasets.PRESETS` key
@@ -71,19 +147,18 @@ class Preset:
     eval_batch_size: int = 32
     eval_max_new_tokens: int = 6
 
+    def __post_init__(self) -> None:
+        unknown = sorted(set(self.pipelines) - set(PIPELINES))
+        if unknown:
+            raise ValueError(
+                f"Preset {self.name}: unknown pipelines {unknown}; expected among {sorted(PIPELINES)}"
+            )
 
-MAIN_PIPELINES = ("inverse_llava", "llava_1_5", "llava_no_align")
-ABLATIONS = ("inverse_llava_hd", "ablation_add", "ablation_gated", "ablation_multi_layer")
 
 # Budget(steps, batch_size, learning_rate, lora_r, lora_alpha, projector_lr, align_steps, ...)
+_SMOKE = Budget(4, 4, 1e-3, 4, 8, 1e-3, 2, align_learning_rate=1e-3, model_max_length=256, schedule="wsd")
 PRESETS: dict[str, Preset] = {
-    "smoke": Preset(
-        "smoke",
-        "smoke",
-        Budget(4, 4, 1e-3, 4, 8, 1e-3, 2, align_learning_rate=1e-3, model_max_length=256, schedule="wsd"),
-        MAIN_PIPELINES,
-        eval_batch_size=16,
-    ),
+    "smoke": Preset("smoke", "smoke", _SMOKE, MAIN_PIPELINES, eval_batch_size=16),
     "quick": Preset(
         "quick", "quick", Budget(800, 16, 1e-3, 16, 32, 1e-3, 30, schedule="wsd"), MAIN_PIPELINES
     ),

@@ -1,8 +1,6 @@
 """The playground's report: `report.md` and `report.png`, from the stages' recorded results.
-
 Numbers are copied from the scorers' outputs as they are; the report only arranges them and
-states the chance levels next to them.
-"""
+states the chance levels next to them."""
 
 from __future__ import annotations
 
@@ -14,6 +12,7 @@ from pathlib import Path
 from transformers import AutoConfig, AutoTokenizer, CLIPVisionConfig
 
 from llava.conversation import get_conv_template
+from llava.eval.scoring_io import read_jsonl
 from llava.mm_utils import tokenize_conversation
 from llava.playground.datasets import PlaygroundData, read_sizes
 from llava.playground.tasks import (
@@ -47,9 +46,7 @@ def _clip_params(config) -> int:
     return layers * (4 * d * d + 2 * d * inter + 4 * d) + 3 * config.patch_size**2 * d + (patches + 1) * d
 
 
-def mean_tokens(
-    json_path: Path, tokenizer, image_tokens: int, template: str, limit: int = 500
-) -> tuple[float, float]:
+def mean_tokens(json_path: Path, tokenizer, template: str, limit: int = 500) -> tuple[float, float]:
     """Average (text tokens, images) per sample of a LLaVA-format file (first `limit` records)."""
     records = json.loads(Path(json_path).read_text())[:limit]
     texts, images = [], []
@@ -58,9 +55,8 @@ def mean_tokens(
         for i, turn in enumerate(record["conversations"]):
             conv.append_message(conv.roles[i % 2], turn["value"])
         ids, _ = tokenize_conversation(conv, tokenizer)
-        n_images = sum(1 for t in ids if t < 0)
-        texts.append(len(ids) - n_images)
-        images.append(n_images)
+        images.append(sum(1 for t in ids if t < 0))
+        texts.append(len(ids) - images[-1])
     return statistics.mean(texts), statistics.mean(images)
 
 
@@ -75,20 +71,17 @@ def flops_estimate(
 
 
 def _fmt(values: list[float], digits: int = 1) -> str:
-    if not values:
-        return "-"
-    if len(values) == 1:
-        return f"{values[0]:.{digits}f}"
+    """One value, or mean ± standard deviation over seeds."""
+    if len(values) < 2:
+        return f"{values[0]:.{digits}f}" if values else "-"
     return f"{statistics.mean(values):.{digits}f} ± {statistics.stdev(values):.{digits}f}"
 
 
 def mme_images_per_category(question_file: Path) -> dict[str, int]:
     """Images per category of an MME-style question file (two questions per image)."""
     images: dict[str, set[str]] = defaultdict(set)
-    with open(question_file) as f:
-        for line in f:
-            row = json.loads(line)
-            images[row["category"]].add(row["image"])
+    for row in read_jsonl(question_file):
+        images[row["category"]].add(row["image"])
     return {category: len(names) for category, names in images.items()}
 
 
@@ -99,9 +92,11 @@ def _range(values) -> str:
 
 def _p(values: list[float]) -> str:
     worst = max(values)
-    if worst < 1e-9:
-        return "p < 1e-9"
-    return f"p {worst:.3f}" if worst >= 1e-3 else f"p {worst:.0e}"
+    return "p < 1e-9" if worst < 1e-9 else f"p {worst:.3f}" if worst >= 1e-3 else f"p {worst:.0e}"
+
+
+def _header(labels: list[str]) -> list[str]:
+    return ["| category | chance | " + " | ".join(labels) + " |", "|---|---|" + "---|" * len(labels)]
 
 
 def _collect(results: dict) -> tuple[list[str], dict]:
@@ -112,23 +107,21 @@ def _collect(results: dict) -> tuple[list[str], dict]:
         label = run["label"]
         if label not in labels:
             labels.append(label)
-        scores = run["eval"]["scores"]
-        for category in CATEGORIES:
-            if category in scores["mme"]:
-                mme = scores["mme"][category]
-                table[label][("mme", category)].append(mme["score"])
-                table[label][("acc", category)].append(100 * mme["acc"])
-                table[label][("acc_plus", category)].append(100 * mme["acc_plus"])
-            if category in scores["vqa"]:
-                table[label][("vqa", category)].append(scores["vqa"][category])
+        scores, row = run["eval"]["scores"], table[label]
+        for category, mme in scores["mme"].items():
+            row["mme", category].append(mme["score"])
+            row["acc", category].append(100 * mme["acc"])
+            row["acc_plus", category].append(100 * mme["acc_plus"])
+        for category, value in scores["vqa"].items():
+            row["vqa", category].append(value)
         for total in ("perception", "cognition"):
-            table[label][("total", total)].append(scores["mme_totals"][total])
+            row["total", total].append(scores["mme_totals"][total])
         stages = run["stages"]
-        table[label][("samples", "")].append(sum(s["samples"] for s in stages))
-        table[label][("align_samples", "")].append(sum(s["samples"] for s in stages if s["align"]))
-        table[label][("steps", "")].append(sum(s["steps"] for s in stages))
-        table[label][("train_time", "")].append(sum(s["wall_time_s"] for s in stages))
-        table[label][("eval_time", "")].append(run["eval"]["wall_time_s"])
+        row["samples"].append(sum(s["samples"] for s in stages))
+        row["align_samples"].append(sum(s["samples"] for s in stages if s["align"]))
+        row["steps"].append(sum(s["steps"] for s in stages))
+        row["train_time"].append(sum(s["wall_time_s"] for s in stages))
+        row["eval_time"].append(run["eval"]["wall_time_s"])
     return labels, table
 
 
@@ -143,8 +136,8 @@ def write_report(results: dict, output_dir: Path, llm: Path, vision: Path) -> Pa
     digits = read_sizes(data.root).digits
     short_chance = short_answer_chance(digits)
     images = mme_images_per_category(data.mme_question_file)
-    instruct = mean_tokens(data.instruct_json, tokenizer, image_tokens, CONV_TEMPLATE)
-    captions = mean_tokens(data.pretrain_json, tokenizer, image_tokens, "plain")
+    instruct = mean_tokens(data.instruct_json, tokenizer, CONV_TEMPLATE)
+    captions = mean_tokens(data.pretrain_json, tokenizer, "plain")
 
     lines = [
         f"# Playground report: preset `{results['preset']}`",
@@ -161,33 +154,26 @@ def write_report(results: dict, output_dir: Path, llm: Path, vision: Path) -> Pa
         "chance of a score at least this high by guessing every answer with a fair coin (exact, one-sided; "
         f"{_range(images.values())} images per category; the largest over seeds).",
         "",
-        "| category | chance | " + " | ".join(labels) + " |",
-        "|---|---|" + "---|" * len(labels),
+        *_header(labels),
     ]
     for category in CATEGORIES:
         cells = []
         for label in labels:
-            score = table[label][("mme", category)]
-            acc, plus = table[label][("acc", category)], table[label][("acc_plus", category)]
+            score = table[label]["mme", category]
+            acc, plus = table[label]["acc", category], table[label]["acc_plus", category]
             margin = [s - YES_NO_CHANCE["score"] for s in score]
             p = _p([yes_no_p_value(s, images[category]) for s in score])
             cells.append(f"{_fmt(score)} ({_fmt(acc, 0)} / {_fmt(plus, 0)}), {_fmt(margin)}, {p}")
         lines.append(f"| {category} | {YES_NO_CHANCE['score']:.0f} | " + " | ".join(cells) + " |")
     for total, names in (("perception", PERCEPTION_CATEGORIES), ("cognition", COGNITION_CATEGORIES)):
         chance = YES_NO_CHANCE["score"] * len(names)
-        cells = [_fmt(table[label][("total", total)]) for label in labels]
+        cells = [_fmt(table[label]["total", total]) for label in labels]
         lines.append(f"| **{total}** (max {200 * len(names)}) | {chance:.0f} | " + " | ".join(cells) + " |")
 
-    lines += [
-        "",
-        "## Short-answer VQA (exact match, %)",
-        "",
-        "| category | chance | " + " | ".join(labels) + " |",
-        "|---|---|" + "---|" * len(labels),
-    ]
+    lines += ["", "## Short-answer VQA (exact match, %)", "", *_header(labels)]
     for category in CATEGORIES:
         chance = 100 * short_chance[category]
-        cells = [_fmt(table[label][("vqa", category)]) for label in labels]
+        cells = [_fmt(table[label]["vqa", category]) for label in labels]
         lines.append(f"| {category} | {chance:.0f} | " + " | ".join(cells) + " |")
 
     lines += [
@@ -203,15 +189,16 @@ def write_report(results: dict, output_dir: Path, llm: Path, vision: Path) -> Pa
         "|---|---|---|---|---|---|",
     ]
     for label in labels:
-        samples, align = table[label][("samples", "")], table[label][("align_samples", "")]
+        row = table[label]
+        samples, align = row["samples"], row["align_samples"]
         flops = [
             flops_estimate(s - a, *instruct, image_tokens, n_llm, n_vis)
             + flops_estimate(a, *captions, image_tokens, n_llm, n_vis)
             for s, a in zip(samples, align, strict=True)
         ]
         lines.append(
-            f"| {label} | {_fmt(samples, 0)} ({_fmt(align, 0)}) | {_fmt(table[label][('steps', '')], 0)} | "
-            f"{_fmt(table[label][('train_time', '')], 0)} | {_fmt(table[label][('eval_time', '')], 0)} | "
+            f"| {label} | {_fmt(samples, 0)} ({_fmt(align, 0)}) | {_fmt(row['steps'], 0)} | "
+            f"{_fmt(row['train_time'], 0)} | {_fmt(row['eval_time'], 0)} | "
             f"{statistics.mean(flops):.2e} |"
         )
     lines += ["", f"Data generation: {results['data_time_s']:.0f} s.", "", "## Commands run", "", "```"]
@@ -230,19 +217,14 @@ def _plot(labels: list[str], table: dict, path: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, axes = plt.subplots(
-        1,
-        2,
-        figsize=(13, 4.2),
-        gridspec_kw={"width_ratios": [len(PERCEPTION_CATEGORIES), len(COGNITION_CATEGORIES)]},
-    )
+    ratios = [len(PERCEPTION_CATEGORIES), len(COGNITION_CATEGORIES)]
+    fig, axes = plt.subplots(1, 2, figsize=(13, 4.2), gridspec_kw={"width_ratios": ratios})
     width = 0.8 / max(1, len(labels))
-    for ax, names, title in (
-        (axes[0], PERCEPTION_CATEGORIES, "Perception"),
-        (axes[1], COGNITION_CATEGORIES, "Cognition"),
+    for ax, names, title in zip(
+        axes, (PERCEPTION_CATEGORIES, COGNITION_CATEGORIES), ("Perception", "Cognition"), strict=True
     ):
         for i, label in enumerate(labels):
-            means = [statistics.mean(table[label][("mme", n)] or [0.0]) for n in names]
+            means = [statistics.mean(table[label]["mme", n] or [0.0]) for n in names]
             xs = [j + (i - (len(labels) - 1) / 2) * width for j in range(len(names))]
             ax.bar(xs, means, width=width, label=label)
         ax.axhline(YES_NO_CHANCE["score"], color="black", linestyle="--", linewidth=1, label="chance")

@@ -1,6 +1,7 @@
 """The playground's comparison, stage by stage, cached and resumable (`llava.playground.stages`).
 
-Every stage runs the project's real entry points, with the flags a 7B user passes:
+Every stage runs the project's real entry points, with the flags a 7B user passes (built from a
+pipeline's typed fields by `train_argv`):
 `llava.train.train` for training, `llava.eval.model_vqa_loader` for answers, `llava.eval.eval_mme`
 and `llava.eval.eval_exact_match` for scores.
 
@@ -20,19 +21,111 @@ import logging
 import shlex
 import time
 from pathlib import Path
+from typing import Any
 
 from tqdm.auto import tqdm
 from transformers import AutoTokenizer
 
 from llava.playground import backbones as playground_backbones
 from llava.playground.datasets import PlaygroundData, build_data
-from llava.playground.pipelines import PIPELINES, Pipeline, to_argv, train_argv
-from llava.playground.presets import Preset
+from llava.playground.presets import PIPELINES, Budget, Pipeline, Preset, TrainStage
 from llava.playground.stages import run_stage
 from llava.playground.tasks import COGNITION_CATEGORIES, PERCEPTION_CATEGORIES
 from llava.playground.tokenizer import CONV_TEMPLATE, scene_word_ids
 
 logger = logging.getLogger(__name__)
+
+
+FUSION_DROPOUT = 0.1
+PROJECTOR_TYPE = "mlp2x_gelu"
+
+
+def to_argv(flags: dict[str, Any], prefix: str = "--") -> list[str]:
+    """`{"lora_r": 16, "lora_enable": True, "layers": (0, 2)}` -> `["--lora_r", "16",
+    "--lora_enable", "True", "--layers", "0,2"]`; None values are left out."""
+    argv: list[str] = []
+    for name, value in flags.items():
+        if value is None:
+            continue
+        text = ",".join(map(str, value)) if isinstance(value, tuple) else str(value)
+        argv += [f"{prefix}{name}", text]
+    return argv
+
+
+def _model_flags(pipeline: Pipeline, align: bool) -> dict[str, Any]:
+    flags: dict[str, Any] = {
+        "model_type": pipeline.model_type,
+        "mm_vision_select_layer": pipeline.vision_layers,
+    }
+    if pipeline.projector:
+        return flags | {"mm_projector_type": PROJECTOR_TYPE, "tune_mm_mlp_adapter": True if align else None}
+    return flags | {
+        "fusion_dropout": FUSION_DROPOUT,
+        "layer_ids_to_inject": pipeline.fusion_layers,
+        "lora_layer_ids_to_skip": pipeline.fusion_layers,
+        "fusion_variant": pipeline.fusion_variant,
+    }
+
+
+def _schedule_flags(budget: Budget, align: bool) -> dict[str, Any]:
+    """LLaVA's cosine, or (instruction stages of a `wsd` budget) warmup-stable-decay."""
+    if align or budget.schedule == "cosine":
+        return {"lr_scheduler_type": "cosine"}
+    return {
+        "lr_scheduler_type": "warmup_stable_decay",
+        "lr_scheduler_kwargs": json.dumps({"num_decay_steps": budget.decay_steps}),
+    }
+
+
+def train_argv(
+    preset: Preset,
+    data: PlaygroundData,
+    pipeline: Pipeline,
+    stage: TrainStage,
+    backbones: tuple[Path, Path],
+    output_dir: Path,
+    seed: int,
+    projector: Path | None,
+) -> list[str]:
+    """The `llava.train.train` flags of one stage; `backbones` is `(llm, vision tower)` and
+    `projector` the aligned projector a stage after alignment starts from."""
+    budget = preset.budget
+    llm, vision = backbones
+    flags: dict[str, Any] = {
+        "model_name_or_path": llm,
+        "vision_tower": vision,
+        "image_folder": data.image_folder,
+        "image_aspect_ratio": "pad",
+        "output_dir": output_dir,
+        "seed": seed,
+        "data_seed": seed,
+        "per_device_train_batch_size": budget.batch_size,
+        "gradient_accumulation_steps": 1,
+        "weight_decay": 0.0,
+        "warmup_ratio": budget.warmup_ratio,
+        "model_max_length": budget.model_max_length,
+        "logging_steps": 10,
+        "save_strategy": "no",
+        "report_to": "none",
+        "dataloader_num_workers": 0,
+        **_model_flags(pipeline, stage.align),
+        "version": "plain" if stage.align else CONV_TEMPLATE,
+        "data_path": data.pretrain_json if stage.align else data.instruct_json,
+        **_schedule_flags(budget, stage.align),
+        "max_steps": stage.steps,
+        "learning_rate": stage.learning_rate,
+        "mm_projector_lr": stage.projector_lr,
+        "pretrain_mm_mlp_adapter": projector,
+    }
+    if not stage.align:
+        flags |= {
+            "lora_enable": True,
+            "lora_r": budget.lora_r,
+            "lora_alpha": budget.lora_alpha,
+            "lora_dropout": budget.lora_dropout,
+            "train_sampling_strategy": "group_by_length",
+        }
+    return to_argv(flags)
 
 
 def _command(module: str, argv: list[str]) -> str:

@@ -8,8 +8,7 @@ import math
 import pytest
 
 from llava.playground.datasets import PRESETS as DATA_PRESETS
-from llava.playground.pipelines import PIPELINES
-from llava.playground.presets import LLAVA_ALIGN_BATCH, LLAVA_ALIGN_LR, PRESETS, Budget, get_preset
+from llava.playground.presets import LLAVA_ALIGN_BATCH, LLAVA_ALIGN_LR, PIPELINES, PRESETS, Budget, get_preset
 
 
 def _budget(**overrides) -> Budget:

@@ -9,8 +9,7 @@ import pytest
 from transformers import CLIPVisionConfig, LlamaConfig
 
 from llava.playground.__main__ import main
-from llava.playground.pipelines import PIPELINES
-from llava.playground.presets import MAIN_PIPELINES, get_preset
+from llava.playground.presets import MAIN_PIPELINES, PIPELINES, get_preset
 from llava.playground.run import run as run_playground
 from llava.playground.stages import DONE
 from llava.playground.tasks import CATEGORIES
