@@ -1,0 +1,91 @@
+"""Training both models on every LLM family with CLIP and with SigLIP through the training entry
+point (full fine-tuning of the LLM and the fusion branch / projector, two epochs of the toy data
+set): the run finishes and the loss falls. LoRA runs on the Llama family are in test_train_runs.py;
+LoRA finds its target modules by type, the same for every family."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+from train_helpers import SUBPROCESS_ENV, run_training
+
+# tiny LLM -> the conversation template of its family
+TEMPLATES = {
+    "llama": "v1",
+    "llama3": "llama_3",
+    "mistral": "mistral_instruct",
+    "qwen2": "qwen_2",
+    "qwen3": "qwen_2",
+    "gemma": "v1",
+}
+METHOD_FLAGS = {
+    "fusion_llama": ["--model_type", "fusion_llama"],
+    "llava_llama": ["--model_type", "llava_llama"],
+}
+EPOCH = 6  # steps: 24 toy records, batches of 4
+STEPS = 2 * EPOCH
+MATRIX = [(llm, "clip") for llm in TEMPLATES] + [(llm, "siglip") for llm in TEMPLATES]
+
+
+def _flags(backbones, data, output_dir, version: str, method: str) -> list[str]:
+    llm, vision = backbones
+    data_path, image_folder = data
+    flags = {
+        "model_name_or_path": llm,
+        "vision_tower": vision,
+        "version": version,
+        "data_path": data_path,
+        "image_folder": image_folder,
+        "output_dir": str(output_dir),
+        "per_device_train_batch_size": "4",
+        "learning_rate": "2e-3",
+        "lr_scheduler_type": "constant",
+        "weight_decay": "0.0",
+        "logging_steps": "1",
+        "report_to": "none",
+        "model_max_length": "256",
+        "disable_tqdm": "True",
+        "seed": "0",
+        "max_steps": str(STEPS),
+        "save_strategy": "no",
+    }
+    return [item for name, value in flags.items() for item in (f"--{name}", value)] + METHOD_FLAGS[method]
+
+
+def _loss_falls(losses: list[float]) -> None:
+    """The second epoch's mean loss is well below the first's (each epoch sees every record)."""
+    assert len(losses) == STEPS
+    assert sum(losses[-EPOCH:]) / EPOCH < sum(losses[:EPOCH]) / EPOCH - 0.5, [round(x, 2) for x in losses]
+
+
+@pytest.mark.parametrize("llm, tower", MATRIX)
+@pytest.mark.parametrize("method", list(METHOD_FLAGS))
+def test_training_runs_and_the_loss_falls(tiny_backbones, toy_dataset, tmp_path, llm, tower, method):
+    summary, weights = run_training(
+        _flags(tiny_backbones(llm, tower), toy_dataset, tmp_path, TEMPLATES[llm], method)
+    )
+    _loss_falls(summary["losses"])
+    new = "fusion" if method == "fusion_llama" else "projector"
+    assert set(summary["trained_groups"]) == {"llm", new} and summary["skipped_samples"] == 0
+    assert summary["newly_initialised"] and all(
+        (".fusion." in n) if new == "fusion" else ("mm_projector" in n) for n in summary["newly_initialised"]
+    )
+
+
+@pytest.mark.slow
+def test_entry_point_trains_qwen2_with_siglip_and_its_chat_template(tiny_backbones, toy_dataset, tmp_path):
+    """`python -m llava.train.train`, as a user runs it, with `--version chat_template`."""
+    argv = _flags(tiny_backbones("qwen2", "siglip"), toy_dataset, tmp_path, "chat_template", "fusion_llama")
+    subprocess.run(
+        [sys.executable, "-m", "llava.train.train", *argv], env=SUBPROCESS_ENV, check=True, timeout=300
+    )
+    summary = json.loads((tmp_path / "training_summary.json").read_text())
+    _loss_falls(summary["losses"])
+    config = json.loads((tmp_path / "config.json").read_text())
+    assert (
+        config["model_type"] == "fusion_qwen2"
+        and config["vision_config"]["model_type"] == "siglip_vision_model"
+    )
