@@ -69,7 +69,10 @@ def test_report_to_wandb_offline_writes_the_losses(run_flags, tmp_path, monkeypa
     out = tmp_path / "run"
     argv = run_flags(out, *FUSION_FLAGS, "--max_steps", "3", "--save_strategy", "no", "--run_name", "tiny")
     summary, _ = run_training([*argv, "--report_to", "wandb"])
-    wandb.finish()  # what the end of a training script does: the run's files are complete
+    # What the end of a training script does: finish the run and stop wandb's service process,
+    # which writes the run's log before it exits (`finish` alone returns before that).
+    wandb.finish()
+    wandb.teardown()
     (run_dir,) = (tmp_path / "wandb").glob("offline-run-*")
     assert logged_losses(run_dir) == pytest.approx(summary["losses"], rel=1e-5)
     assert len(summary["losses"]) == 3
