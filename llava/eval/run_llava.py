@@ -41,7 +41,7 @@ def eval_model(args: argparse.Namespace, loaded: LoadedModel | None = None) -> s
     settings = DecodingSettings.from_args(args)
     loaded = loaded or LoadedModel.load(args.model_path, args.model_base, device=args.device)
     conv = open_conversation(args.conv_mode, with_image_tokens(args.query, len(images)))
-    logger.debug("prompt: %r", conv.get_prompt())
+    logger.debug("prompt: %r", conv.get_prompt(loaded.tokenizer))
     return loaded.generate([loaded.prompt_ids(conv)], [loaded.encode_images(images)], settings)[0]
 
 

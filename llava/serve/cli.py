@@ -50,7 +50,7 @@ class ChatSession:
         if not self.history:
             message = with_image_tokens(message, self.num_images)
         conv = open_conversation(self.conv_mode, message, self.history)
-        logger.debug("prompt: %r", conv.get_prompt())
+        logger.debug("prompt: %r", conv.get_prompt(self.loaded.tokenizer))
         ids = self.loaded.prompt_ids(conv)
         pieces = []
         for delta in self.loaded.stream(ids, self.pixels, self.settings):

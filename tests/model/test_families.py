@@ -4,6 +4,7 @@ term where the paper puts it, save/load, cached generation, and what the tower g
 from __future__ import annotations
 
 import json
+import logging
 
 import pytest
 import torch
@@ -12,6 +13,9 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from llava.bench.generation import generate_without_cache
 from llava.constants import IMAGE_TOKEN_INDEX
+from llava.conversation import get_conv_template
+from llava.eval import run_llava
+from llava.mm_utils import load_image, process_images, tokenize_conversation
 from llava.model.builder import build_from_backbones, load_pretrained_model
 from llava.model.families import FAMILIES
 from llava.model.fusion import FusionAttentionMixin
@@ -207,3 +211,34 @@ def test_unknown_family_is_named(tiny_backbones, tmp_path):
     (tmp_path / "config.json").write_text(json.dumps(config))
     with pytest.raises(ValueError, match="'gpt2' is not a supported LLM family"):
         build_from_backbones("fusion_llama", str(tmp_path), vision)
+
+
+@pytest.mark.parametrize("conv_mode", ["qwen_2", "chat_template"])
+def test_run_llava_answers_from_a_qwen2_siglip_checkpoint(
+    tiny_backbones, tmp_path, image_folder, conv_mode, caplog
+):
+    """LLaVA's `run_llava` CLI on a saved Qwen2 + SigLIP checkpoint: the prompt is the template's
+    (logged at debug level, which needs the tokenizer for `chat_template`), the answer the model's
+    own greedy one on the same ids and pixels."""
+    model, _ = _build(tiny_backbones, "qwen2", "siglip", "fusion_llama")
+    llm_path, vision_path = tiny_backbones("qwen2", "siglip")
+    model.save_pretrained(tmp_path)
+    tokenizer = AutoTokenizer.from_pretrained(llm_path)
+    tokenizer.save_pretrained(tmp_path)
+    processor = load_image_processor(vision_path)
+    processor.save_pretrained(tmp_path)
+    image = image_folder / "img0.png"
+    argv = ["--model-path", str(tmp_path), "--image-file", str(image), "--query", "What is shown?"]
+    argv += ["--conv-mode", conv_mode, "--temperature", "0", "--max_new_tokens", "5", "--device", "cpu"]
+    with caplog.at_level(logging.DEBUG, logger="llava.eval.run_llava"):
+        answer = run_llava.main(argv)
+    conv = get_conv_template(conv_mode)
+    conv.append_message("user", "<image>\nWhat is shown?")
+    conv.append_message("assistant", None)
+    prompts = [record.args[0] for record in caplog.records if record.msg == "prompt: %r"]
+    assert prompts == [conv.get_prompt(tokenizer)]
+    assert prompts[0].endswith("<|im_start|>user\n<image>\nWhat is shown?<|im_end|>\n<|im_start|>assistant\n")
+    ids, _ = tokenize_conversation(conv, tokenizer)
+    pixels = process_images([load_image(image)], processor, model.config.image_aspect_ratio)
+    expected = model.generate(torch.tensor([ids]), images=pixels, max_new_tokens=5, do_sample=False)
+    assert answer == tokenizer.decode(expected[0], skip_special_tokens=True).strip()
