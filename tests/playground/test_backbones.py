@@ -1,6 +1,7 @@
 """The shipped backbones load with the standard Hugging Face loaders and work; the rebuild
 command still runs."""
 
+import dataclasses
 import json
 import math
 import random
@@ -208,6 +209,11 @@ def test_rebuild_command_runs(tmp_path, caplog):
     assert json.loads((tmp_path / "metrics.json").read_text())["lm"]["settings"]["seed"] == 1
     before = (tmp_path / "llm" / "model.safetensors").stat().st_mtime_ns
     backbones.main(["--output-dir", str(tmp_path), "--preset", "smoke", "--seed", "1"])  # finished: skipped
+    assert (tmp_path / "llm" / "model.safetensors").stat().st_mtime_ns == before
+    # A stage finished under other settings is refused (the one stage cache), never retrained over.
+    longer = dataclasses.replace(backbones.PRESETS["smoke"], clip_steps=4)
+    with pytest.raises(FileExistsError, match=r"vision holds a stage run with other settings"):
+        backbones.build_backbones(tmp_path, seed=1, preset=longer)
     assert (tmp_path / "llm" / "model.safetensors").stat().st_mtime_ns == before
 
 

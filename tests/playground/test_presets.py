@@ -46,3 +46,39 @@ def test_wsd_decays_over_its_share_of_the_steps_and_bad_schedules_are_named():
         _budget(schedule="linear")
     with pytest.raises(ValueError, match="decay_ratio must be in"):
         _budget(decay_ratio=0.0)
+
+
+def test_pipelines_are_typed_and_their_argv_is_built_from_the_fields(tmp_path):
+    from llava.playground.datasets import PlaygroundData
+    from llava.playground.presets import Pipeline
+    from llava.playground.run import train_argv
+
+    def flags(name: str, stage: int = -1) -> dict[str, str]:
+        pipeline, preset = PIPELINES[name], get_preset("quick")
+        train = pipeline.train_stages(preset.budget)[stage]
+        argv = train_argv(
+            preset, PlaygroundData.at(tmp_path), pipeline, train, (tmp_path, tmp_path), tmp_path, 0, None
+        )
+        assert len(argv) == 2 * len(set(argv[::2]))  # every flag once
+        return dict(zip(argv[::2], argv[1::2], strict=True))
+
+    multi = flags("ablation_multi_layer")
+    assert multi["--layer_ids_to_inject"] == multi["--lora_layer_ids_to_skip"] == "0,2"
+    assert "--mm_projector_lr" not in multi and multi["--model_type"] == "fusion_llama"
+    assert flags("inverse_llava_hd")["--mm_vision_select_layer"] == "-1,-2"
+    assert flags("ablation_gated")["--fusion_variant"] == "gated" and "--fusion_variant" not in flags(
+        "inverse_llava"
+    )
+    # the projector's rate goes with the projector, not with a flag's spelling
+    assert flags("llava_no_align")["--mm_projector_lr"] == "0.001" and "--fusion_dropout" not in flags(
+        "llava_1_5"
+    )
+    align = flags("llava_1_5", 0)
+    assert align["--tune_mm_mlp_adapter"] == "True" and align["--version"] == "plain"
+    assert "--lora_enable" not in align and align["--learning_rate"] == "0.00025"
+    with pytest.raises(ValueError, match="Pipeline x: only a projector model"):
+        Pipeline("x", "X", "fusion_llama", align=True)
+    with pytest.raises(ValueError, match="Pipeline y: unknown model_type 'llama'"):
+        Pipeline("y", "Y", "llama")
+    with pytest.raises(ValueError, match="Preset z: unknown pipelines \\['nope'\\]"):
+        dataclasses.replace(get_preset("smoke"), name="z", pipelines=("nope",))
