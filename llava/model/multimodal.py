@@ -15,6 +15,7 @@ from torch import nn
 from transformers.modeling_outputs import CausalLMOutputWithPast
 
 from llava.constants import IGNORE_INDEX, IMAGE_TOKEN_INDEX
+from llava.model.vision_tower import tower_image_size
 
 
 @dataclass
@@ -207,8 +208,8 @@ class MultimodalGenerationMixin:
         same sharded modules, or the ranks that drew images wait forever for the others. Returns
         a zero that keeps trainable vision modules (the projector) in the graph, or None.
         """
-        config = self.get_vision_tower().config
-        blank = torch.zeros(1, 3, config.image_size, config.image_size, device=self.device, dtype=self.dtype)
+        side = tower_image_size(self.get_vision_tower().config)
+        blank = torch.zeros(1, 3, side, side, device=self.device, dtype=self.dtype)
         embeds = self._image_position_embeds(self.get_image_features(blank))
         return None if embeds is None else embeds.sum() * 0.0
 

@@ -5,18 +5,30 @@ chosen from the tower's config (`model_type`), never from its name.
 |---|---|---|---|
 | `clip_vision_model` (or a full `clip` config) | `CLIPVisionModel` | 1, first | (image_size / patch_size)^2 |
 | `siglip_vision_model` (or a full `siglip` config) | `SiglipVisionModel` | none | (image_size / patch_size)^2 |
+| `siglip2_vision_model` (or a full `siglip2` config) | `Siglip2VisionModel` | none | `num_patches`, as a square grid |
 
 SigLIP has no CLS token, so `patch` keeps every position and `cls_patch` is refused. SigLIP 2's
 fixed-resolution checkpoints (`google/siglip2-so400m-patch14-384`, ...) ship `siglip` configs and
-load here; its NaFlex checkpoints (`siglip2_vision_model`, variable resolution with patch masks)
-are not supported. The state-dict keys are the library model's under `vision_tower.`
-(`vision_tower.vision_model.*`), as in LLaVA's checkpoints.
+load as SigLIP. Its NaFlex checkpoints (`siglip2_vision_model`, `google/siglip2-base-patch16-naflex`)
+run here at one fixed resolution: a square grid of `num_patches` patches (16 x 16 for 256), side
+`sqrt(num_patches) * patch_size` pixels. The tower cuts the `[N, 3, H, W]` pixels into patches in
+the NaFlex processor's order, with every patch valid and the grid as `spatial_shapes`; the image
+processor is a fixed-size SigLIP one with the NaFlex processor's normalisation
+(`load_image_processor`). On a square image (as `pad` and `resize` make every image) this is
+exactly what the NaFlex processor gives; NaFlex's variable aspect ratios and resolutions are not
+supported. OpenCLIP-format towers (`open_clip_config.json`) are not supported: load a
+transformers-format copy (the `laion/CLIP-ViT-*` repositories ship one) as CLIP.
+
+The state-dict keys are the library model's under `vision_tower.` (`vision_tower.vision_model.*`),
+as in LLaVA's checkpoints.
 """
 
 from __future__ import annotations
 
 import contextlib
+import math
 from dataclasses import dataclass
+from pathlib import Path
 
 import torch
 from torch import nn
@@ -25,6 +37,9 @@ from transformers import (
     CLIPVisionConfig,
     CLIPVisionModel,
     PretrainedConfig,
+    Siglip2VisionConfig,
+    Siglip2VisionModel,
+    SiglipImageProcessorPil,
     SiglipVisionConfig,
     SiglipVisionModel,
 )
@@ -48,9 +63,18 @@ class TowerKind:
 TOWERS: dict[str, TowerKind] = {
     "clip_vision_model": TowerKind("CLIP", CLIPVisionConfig, CLIPVisionModel, cls_positions=1),
     "siglip_vision_model": TowerKind("SigLIP", SiglipVisionConfig, SiglipVisionModel, cls_positions=0),
+    "siglip2_vision_model": TowerKind(
+        "SigLIP 2 NaFlex", Siglip2VisionConfig, Siglip2VisionModel, cls_positions=0
+    ),
 }
 # A full (image + text) checkpoint's model_type -> its vision model's.
-_FULL_MODEL_TYPES = {"clip": "clip_vision_model", "siglip": "siglip_vision_model"}
+_FULL_MODEL_TYPES = {
+    "clip": "clip_vision_model",
+    "siglip": "siglip_vision_model",
+    "siglip2": "siglip2_vision_model",
+}
+_NAFLEX = "siglip2_vision_model"
+_OPEN_CLIP_CONFIG = "open_clip_config.json"
 
 
 def tower_kind(vision_config: PretrainedConfig) -> TowerKind:
@@ -64,9 +88,35 @@ def tower_kind(vision_config: PretrainedConfig) -> TowerKind:
     return TOWERS[model_type]
 
 
+def grid_side(vision_config: PretrainedConfig) -> int:
+    """Patches per side of the square grid an image becomes (24 for CLIP-L/14 at 336 px)."""
+    if vision_config.model_type != _NAFLEX:
+        return vision_config.image_size // vision_config.patch_size
+    side = math.isqrt(vision_config.num_patches)
+    if side * side != vision_config.num_patches:
+        raise ValueError(
+            f"a SigLIP 2 NaFlex tower runs here on a square grid, and num_patches={vision_config.num_patches} "
+            "is not a square"
+        )
+    return side
+
+
+def tower_image_size(vision_config: PretrainedConfig) -> int:
+    """The side in pixels of the square images the tower takes."""
+    return grid_side(vision_config) * vision_config.patch_size
+
+
 def num_tower_patches(vision_config: PretrainedConfig) -> int:
     """Patch positions of one image (576 for CLIP-L/14 at 336 px, 729 for SigLIP-so400m/14 at 384)."""
-    return (vision_config.image_size // vision_config.patch_size) ** 2
+    return grid_side(vision_config) ** 2
+
+
+def to_naflex_patches(pixel_values: torch.Tensor, patch_size: int) -> torch.Tensor:
+    """`[N, C, H, W]` -> `[N, (H/p)(W/p), p*p*C]`, patches row by row, each patch's pixels row by
+    row with the channels last: the order of transformers' `Siglip2ImageProcessor`."""
+    n, c, h, w = pixel_values.shape
+    grid = pixel_values.reshape(n, c, h // patch_size, patch_size, w // patch_size, patch_size)
+    return grid.permute(0, 2, 4, 3, 5, 1).reshape(n, (h // patch_size) * (w // patch_size), -1)
 
 
 def check_select_feature(vision_config: PretrainedConfig, select_feature: str) -> None:
@@ -87,6 +137,11 @@ def read_vision_config(location: str) -> PretrainedConfig:
     """The vision config of a tower checkpoint (a vision-only or a full image-text one), by the
     `model_type` its config.json states."""
     resolved = resolve_location(location, "vision tower")
+    if (Path(resolved) / _OPEN_CLIP_CONFIG).exists() and not (Path(resolved) / "config.json").exists():
+        raise ValueError(
+            f"vision tower {location} is in OpenCLIP's format ({_OPEN_CLIP_CONFIG}), which is not supported; "
+            "use a transformers-format copy of it (CLIPVisionModel / SiglipVisionModel)"
+        )
     raw, _ = PretrainedConfig.get_config_dict(resolved)
     model_type = raw.get("model_type")
     model_type = _FULL_MODEL_TYPES.get(model_type, model_type)
@@ -135,12 +190,31 @@ class VisionTower(nn.Module):
     @torch.no_grad()
     def forward(self, pixel_values: torch.Tensor) -> torch.Tensor:
         # pixel_values: [N, 3, H, W] -> features [N, P, d_v]
-        outputs = self.vision_tower(pixel_values.to(self.dtype), output_hidden_states=True)
+        pixel_values = pixel_values.to(self.dtype)
+        if self.config.model_type == _NAFLEX:
+            outputs = self._naflex_forward(pixel_values)
+        else:
+            outputs = self.vision_tower(pixel_values, output_hidden_states=True)
         hidden = outputs.hidden_states  # embeddings + one per layer, each [N, cls + P, d]
         features = torch.cat([hidden[layer] for layer in self.select_layers], dim=-1)
         if self.select_feature == "patch":
             features = features[:, self.kind.cls_positions :]
         return features
+
+    def _naflex_forward(self, pixel_values: torch.Tensor):
+        """SigLIP 2 NaFlex on the fixed square grid: every patch valid."""
+        n, _, h, w = pixel_values.shape
+        side, patch = grid_side(self.config), self.config.patch_size
+        if (h, w) != (side * patch, side * patch):
+            raise ValueError(
+                f"the SigLIP 2 NaFlex tower takes {side * patch} x {side * patch} images here, got {h} x {w}"
+            )
+        patches = to_naflex_patches(pixel_values, patch)  # [N, P, p*p*3]
+        mask = torch.ones(n, side * side, dtype=torch.long, device=pixel_values.device)
+        shapes = torch.tensor([[side, side]] * n, dtype=torch.long, device=pixel_values.device)
+        return self.vision_tower(
+            pixel_values=patches, pixel_attention_mask=mask, spatial_shapes=shapes, output_hidden_states=True
+        )
 
     def load_pretrained_weights(self, path: str) -> None:
         """Copy the weights of a vision (or full image-text) checkpoint of the tower's family into
@@ -152,7 +226,8 @@ class VisionTower(nn.Module):
                 f"vision tower checkpoint {path} is a {theirs.model_type}, but the model's vision_config "
                 f"is a {mine.model_type}"
             )
-        for field in ("hidden_size", "num_hidden_layers", "patch_size", "image_size"):
+        size_field = "num_patches" if mine.model_type == _NAFLEX else "image_size"
+        for field in ("hidden_size", "num_hidden_layers", "patch_size", size_field):
             if getattr(mine, field) != getattr(theirs, field):
                 raise ValueError(
                     f"vision tower checkpoint {path} has {field}={getattr(theirs, field)}, "
@@ -179,5 +254,24 @@ class VisionTower(nn.Module):
 
 def load_image_processor(path: str):
     """The tower's own image processor (CLIP's or SigLIP's, with its normalisation; the PIL
-    backend when torchvision is absent)."""
-    return AutoImageProcessor.from_pretrained(resolve_location(path, "image processor"))
+    backend when torchvision is absent). For a SigLIP 2 NaFlex tower: a fixed-size SigLIP
+    processor at the tower's square resolution with the NaFlex processor's resampling and
+    normalisation (see the module docstring)."""
+    resolved = resolve_location(path, "image processor")
+    processor = AutoImageProcessor.from_pretrained(resolved)
+    if not type(processor).__name__.startswith("Siglip2ImageProcessor"):
+        return processor
+    side = math.isqrt(processor.max_num_patches) * processor.patch_size
+    if (side // processor.patch_size) ** 2 != processor.max_num_patches:
+        raise ValueError(
+            f"{path}: the NaFlex processor's max_num_patches={processor.max_num_patches} is not a square grid"
+        )
+    return SiglipImageProcessorPil(
+        size={"height": side, "width": side},
+        resample=processor.resample,
+        do_rescale=processor.do_rescale,
+        rescale_factor=processor.rescale_factor,
+        do_normalize=processor.do_normalize,
+        image_mean=processor.image_mean,
+        image_std=processor.image_std,
+    )

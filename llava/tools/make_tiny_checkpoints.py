@@ -6,7 +6,7 @@
 
 `DIR/llm`: a tiny LLM (random weights; `--llm` llama (default), llama3, mistral, qwen2, qwen3 or
 gemma) with a fast tokenizer in its family's style trained on the spot on the chat templates' text;
-`DIR/vision`: a tiny vision tower (random weights; `--tower` clip (default) or siglip) with its image
+`DIR/vision`: a tiny vision tower (random weights; `--tower` clip (default), siglip or siglip2) with its image
 processor.
 """
 
@@ -27,6 +27,9 @@ from transformers import (
     MistralConfig,
     Qwen2Config,
     Qwen3Config,
+    Siglip2ImageProcessorPil,
+    Siglip2VisionConfig,
+    Siglip2VisionModel,
     SiglipImageProcessorPil,
     SiglipVisionConfig,
     SiglipVisionModel,
@@ -47,7 +50,7 @@ LLMS = {
     "qwen3": "qwen",
     "gemma": "llama",
 }
-TOWERS = ("clip", "siglip")
+TOWERS = ("clip", "siglip", "siglip2")
 
 _WORDS = (
     "What is in the image? Describe the picture in detail. Is there a red circle? yes no Yes No "
@@ -142,8 +145,9 @@ def make_llm(
 def make_vision_tower(
     output_dir: Path, seed: int = 0, image_size: int = 32, patch_size: int = 8, tower: str = "clip"
 ) -> Path:
-    """A tiny `clip` or `siglip` vision tower (random weights) with its own image processor
-    (SigLIP's: a plain resize to the square input, mean and std 0.5) in `output_dir/vision`."""
+    """A tiny `clip`, `siglip` or `siglip2` (NaFlex, `num_patches` a square grid of the same
+    size) vision tower (random weights) with its own image processor (SigLIP's: a plain resize
+    to the square input, mean and std 0.5; NaFlex's: patches) in `output_dir/vision`."""
     if tower not in TOWERS:
         raise ValueError(f"unknown tiny tower {tower!r}; expected one of {sorted(TOWERS)}")
     sizes = {
@@ -160,9 +164,14 @@ def make_vision_tower(
         processor = CLIPImageProcessorPil(
             size={"shortest_edge": image_size}, crop_size={"height": image_size, "width": image_size}
         )
-    else:
+    elif tower == "siglip":
         model = SiglipVisionModel(SiglipVisionConfig(**sizes))
         processor = SiglipImageProcessorPil(size={"height": image_size, "width": image_size})
+    else:
+        patches = (image_size // patch_size) ** 2
+        del sizes["image_size"]
+        model = Siglip2VisionModel(Siglip2VisionConfig(**sizes, num_patches=patches))
+        processor = Siglip2ImageProcessorPil(patch_size=patch_size, max_num_patches=patches)
     path = output_dir / "vision"
     model.save_pretrained(path)
     processor.save_pretrained(path)

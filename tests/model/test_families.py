@@ -9,17 +9,17 @@ import logging
 import pytest
 import torch
 from torch import nn
-from transformers import AutoModelForCausalLM, AutoTokenizer
+from transformers import AutoImageProcessor, AutoModelForCausalLM, AutoTokenizer, Siglip2VisionModel
 
 from llava.bench.generation import generate_without_cache
 from llava.constants import IMAGE_TOKEN_INDEX
 from llava.conversation import get_conv_template
 from llava.eval import run_llava
-from llava.mm_utils import load_image, process_images, tokenize_conversation
+from llava.mm_utils import expand2square, load_image, process_images, tokenize_conversation
 from llava.model.builder import build_from_backbones, load_pretrained_model
 from llava.model.families import FAMILIES
 from llava.model.fusion import FusionAttentionMixin
-from llava.model.vision_tower import load_image_processor
+from llava.model.vision_tower import load_image_processor, to_naflex_patches
 from llava.tools.make_tiny_checkpoints import LLMS
 
 IMG = IMAGE_TOKEN_INDEX
@@ -34,8 +34,8 @@ FAMILY_OF = {
     "qwen3": "qwen3",
     "gemma": "gemma",
 }
-# every family with CLIP, every tower with every family
-MATRIX = [(llm, tower) for llm in LLMS for tower in ("clip", "siglip")]
+# every family with every tower
+MATRIX = [(llm, tower) for llm in LLMS for tower in ("clip", "siglip", "siglip2")]
 
 
 def randomize_trainables(model, std: float = 0.2, seed: int = 1) -> None:
@@ -182,7 +182,19 @@ def test_cached_generation_equals_full_recompute(tiny_backbones, llm, tower, met
     assert torch.equal(batched[:1], alone)
 
 
-@pytest.mark.parametrize("tower", ["clip", "siglip"])
+def _tower_hidden_states(tower_module, pixels: torch.Tensor, tower: str):
+    """The library model's own hidden states for `pixels` (NaFlex: its processor's inputs)."""
+    if tower != "siglip2":
+        return tower_module(pixels, output_hidden_states=True).hidden_states
+    n = pixels.shape[0]
+    patches = to_naflex_patches(pixels, 8)
+    mask, shapes = torch.ones(n, 16, dtype=torch.long), torch.tensor([[4, 4]] * n)
+    return tower_module(
+        pixel_values=patches, pixel_attention_mask=mask, spatial_shapes=shapes, output_hidden_states=True
+    ).hidden_states
+
+
+@pytest.mark.parametrize("tower", ["clip", "siglip", "siglip2"])
 def test_tower_width_positions_and_layer_selection(tiny_backbones, tower):
     """d_v = width x selected layers ("-1,-2": 2 x 32); SigLIP has no CLS, so every position is a patch."""
     model, _ = _build(tiny_backbones, "qwen2", tower, "fusion_llama", mm_vision_select_layer=[-1, -2])
@@ -191,10 +203,35 @@ def test_tower_width_positions_and_layer_selection(tiny_backbones, tower):
     pixels = _pixels(2)
     features = model.get_image_features(pixels)
     assert features.shape == (2, 16, 64)
-    hidden = model.get_vision_tower().vision_tower(pixels, output_hidden_states=True).hidden_states
+    hidden = _tower_hidden_states(model.get_vision_tower().vision_tower, pixels, tower)
     offset = 1 if tower == "clip" else 0
     torch.testing.assert_close(features[..., :32], hidden[-1][:, offset:], rtol=0, atol=0)
     torch.testing.assert_close(features[..., 32:], hidden[-2][:, offset:], rtol=0, atol=0)
+
+
+def test_naflex_tower_at_its_square_grid_equals_the_naflex_processor_and_model(tiny_backbones, image_folder):
+    """On a square image the fixed-size processor + patching give the NaFlex processor's inputs
+    exactly, and the tower's features are the library model's on them."""
+    model, _ = _build(tiny_backbones, "llama", "siglip2", "llava_llama")
+    vision_path = tiny_backbones("llama", "siglip2")[1]
+    processor = load_image_processor(vision_path)
+    image = expand2square(load_image(image_folder / "img2.png"), (127, 127, 127))
+    pixels = process_images([image], processor, "square")  # [1, 3, 32, 32]
+    naflex = AutoImageProcessor.from_pretrained(vision_path)(images=[image], return_tensors="pt")
+    assert (
+        torch.equal(naflex["spatial_shapes"], torch.tensor([[4, 4]])) and naflex["pixel_attention_mask"].all()
+    )
+    torch.testing.assert_close(to_naflex_patches(pixels, 8), naflex["pixel_values"], rtol=0, atol=1e-6)
+    tower = Siglip2VisionModel.from_pretrained(vision_path).eval()
+    with torch.no_grad():
+        theirs = tower(**naflex, output_hidden_states=True).hidden_states[-2]
+    torch.testing.assert_close(model.get_image_features(pixels), theirs, rtol=0, atol=1e-5)
+
+
+def test_open_clip_format_tower_is_refused_with_the_reason(tiny_backbones, tmp_path):
+    (tmp_path / "open_clip_config.json").write_text("{}")
+    with pytest.raises(ValueError, match="OpenCLIP's format"):
+        build_from_backbones("fusion_llama", tiny_backbones("llama", "clip")[0], str(tmp_path))
 
 
 def test_siglip_refuses_cls_patch(tiny_backbones):

@@ -1,4 +1,5 @@
-"""Training both models on every LLM family with CLIP and with SigLIP through the training entry
+"""Training both models on every LLM family with CLIP and with SigLIP (and Qwen2 with SigLIP 2
+NaFlex) through the training entry
 point (full fine-tuning of the LLM and the fusion branch / projector, two epochs of the toy data
 set): the run finishes and the loss falls. LoRA runs on the Llama family are in test_train_runs.py;
 LoRA finds its target modules by type, the same for every family."""
@@ -27,7 +28,7 @@ METHOD_FLAGS = {
 }
 EPOCH = 6  # steps: 24 toy records, batches of 4
 STEPS = 2 * EPOCH
-MATRIX = [(llm, "clip") for llm in TEMPLATES] + [(llm, "siglip") for llm in TEMPLATES]
+MATRIX = [(llm, tower) for llm in TEMPLATES for tower in ("clip", "siglip")] + [("qwen2", "siglip2")]
 
 
 def _flags(backbones, data, output_dir, version: str, method: str) -> list[str]:
