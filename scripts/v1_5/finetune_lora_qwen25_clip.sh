@@ -1,0 +1,17 @@
+#!/usr/bin/env bash
+# The LLaVA-1.5 baseline on Qwen2.5-7B-Instruct + CLIP-L/14 at 336 px: the recipe of
+# finetune_lora.sh (stage 2, LoRA r=128, 8 GPUs x 16) with the qwen_2 (ChatML) template, from the
+# stage-1 projector of the same LLM and tower:
+#   LLM=Qwen/Qwen2.5-7B-Instruct OUTPUT_DIR=./checkpoints/llava-qwen2.5-7b-clip-pretrain \
+#   bash scripts/v1_5/pretrain.sh
+# PROJECTOR="" trains the projector from scratch in this single stage instead.
+set -euo pipefail
+
+LLM=${LLM:-Qwen/Qwen2.5-7B-Instruct}
+VISION_TOWER=${VISION_TOWER:-openai/clip-vit-large-patch14-336}
+PROJECTOR=${PROJECTOR-./checkpoints/llava-qwen2.5-7b-clip-pretrain/mm_projector.safetensors}
+OUTPUT_DIR=${OUTPUT_DIR:-./checkpoints/llava-qwen2.5-7b-clip-lora}
+NUM_GPUS=${NUM_GPUS:-8}
+export LLM VISION_TOWER PROJECTOR OUTPUT_DIR NUM_GPUS
+
+"$(dirname "$0")/finetune_lora.sh" --version qwen_2 "$@"
