@@ -1,10 +1,17 @@
-"""Decode speed: the library's KV-cached `generate` versus a cache-free loop.
+"""Decode speed: the library's KV-cached `generate` versus a cache-free loop, and both models'
+decode steps against a plain Llama of the same shape (the floor).
 
     python -m llava.bench.generation [--json] [--hidden-size 512 --layers 8 ...]
 
 The cache-free loop recomputes the whole sequence for every new token, as the paper's public
 release does; it is the performance anchor. Both decode greedily from the same prompt (576 image
 positions by default) with random weights; the figures are measured side by side in one run.
+
+The floor: Inverse-LLaVA, the LLaVA-1.5 baseline and a plain `LlamaForCausalLM` of the same
+shape decode from prompts of the same length (the plain Llama's all text). A decode step's time
+is `(t(n tokens) - t(1 token)) / (n - 1)`, which leaves the prefill (and the vision tower) out;
+the three are timed in turns, `--repeats` times each, and the medians compared. At decode the
+fusion adds one small term per token at its layers (the text half), the baseline nothing.
 """
 
 from __future__ import annotations
@@ -12,13 +19,14 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import statistics
 import time
 
 import torch
-from transformers import CLIPVisionConfig
+from transformers import CLIPVisionConfig, LlamaConfig, LlamaForCausalLM
 
 from llava.constants import IMAGE_TOKEN_INDEX
-from llava.model import FusionLlamaConfig, FusionLlamaForCausalLM
+from llava.model import FusionLlamaConfig, FusionLlamaForCausalLM, LlavaLlamaConfig, LlavaLlamaForCausalLM
 
 logger = logging.getLogger(__name__)
 
@@ -65,7 +73,22 @@ def generate_without_cache(model, input_ids, images=None, attention_mask=None, m
     return torch.stack(tokens, dim=1)
 
 
-def build_bench_model(args) -> FusionLlamaForCausalLM:
+def _llm_fields(args) -> dict:
+    return {
+        "vocab_size": args.vocab_size,
+        "hidden_size": args.hidden_size,
+        "intermediate_size": args.intermediate_size or int(2.6875 * args.hidden_size),
+        "num_hidden_layers": args.layers,
+        "num_attention_heads": max(1, args.hidden_size // 64),
+        "max_position_embeddings": 4096,
+        "pad_token_id": 0,
+        "eos_token_id": None,  # decode exactly the asked number of tokens everywhere
+    }
+
+
+def build_bench_model(args, model_type: str = "fusion_llama"):
+    """A random-weight Inverse-LLaVA (`fusion_llama`), LLaVA-1.5 (`llava_llama`) or plain Llama
+    (`llama`) of the benchmark's shape."""
     side = int(round(args.image_tokens**0.5))
     if side * side != args.image_tokens:
         raise ValueError(f"--image-tokens must be a square number, got {args.image_tokens}")
@@ -77,26 +100,25 @@ def build_bench_model(args) -> FusionLlamaForCausalLM:
         image_size=side * args.patch_size,
         patch_size=args.patch_size,
     )
-    config = FusionLlamaConfig(
-        vocab_size=args.vocab_size,
-        hidden_size=args.hidden_size,
-        intermediate_size=args.intermediate_size or int(2.6875 * args.hidden_size),
-        num_hidden_layers=args.layers,
-        num_attention_heads=max(1, args.hidden_size // 64),
-        max_position_embeddings=4096,
-        vision_config=vision.to_dict(),
-        mm_vision_select_layer=-1,
-        pad_token_id=0,
-        eos_token_id=None,  # decode exactly --new-tokens tokens in both loops
-    )
+    if model_type == "fusion_llama":
+        config = FusionLlamaConfig(
+            **_llm_fields(args), vision_config=vision.to_dict(), mm_vision_select_layer=-1
+        )
+        model_cls = FusionLlamaForCausalLM
+    elif model_type == "llava_llama":
+        config = LlavaLlamaConfig(
+            **_llm_fields(args), vision_config=vision.to_dict(), mm_vision_select_layer=-2
+        )
+        model_cls = LlavaLlamaForCausalLM
+    else:
+        config, model_cls = LlamaConfig(**_llm_fields(args)), LlamaForCausalLM
     torch.manual_seed(0)
-    model = FusionLlamaForCausalLM._from_config(
-        config, dtype=args.dtype, attn_implementation=args.attn_implementation
-    )
-    with torch.no_grad():
-        for branch in model.fusion_branches().values():
-            for param in branch.parameters():
-                param.normal_(0.0, 0.02)
+    model = model_cls._from_config(config, dtype=args.dtype, attn_implementation=args.attn_implementation)
+    if model_type == "fusion_llama":
+        with torch.no_grad():
+            for branch in model.fusion_branches().values():
+                for param in branch.parameters():
+                    param.normal_(0.0, 0.02)
     return model.to(args.device).eval()
 
 
@@ -110,13 +132,50 @@ def _timed(fn, device: str) -> tuple[torch.Tensor, float]:
     return out, time.perf_counter() - start
 
 
-def run(args) -> dict:
-    model = build_bench_model(args)
-    size = model.config.vision_config.image_size
+def _prompt(args, size: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """A prompt of `--prompt-tokens` text tokens around one image placeholder, and the image."""
     images = torch.randn(1, 3, size, size, device=args.device, dtype=args.dtype)
     text = torch.randint(3, args.vocab_size, (1, args.prompt_tokens), device=args.device)
     image = torch.full((1, 1), IMAGE_TOKEN_INDEX, device=args.device)
-    input_ids = torch.cat([text[:, :1], image, text[:, 1:]], dim=1)
+    return torch.cat([text[:, :1], image, text[:, 1:]], dim=1), images
+
+
+def decode_floor(args, fusion, image_ids, images) -> dict:
+    """Decode tokens/s of Inverse-LLaVA, the baseline and a plain Llama, timed in turns."""
+    n = args.new_tokens
+    plain_ids = torch.randint(
+        3, args.vocab_size, (1, image_ids.shape[1] - 1 + fusion.config.num_image_tokens)
+    )
+    calls = {
+        "fusion": (fusion, {"inputs": image_ids, "images": images}),
+        "baseline": (build_bench_model(args, "llava_llama"), {"inputs": image_ids, "images": images}),
+        "plain": (build_bench_model(args, "llama"), {"inputs": plain_ids.to(args.device)}),
+    }
+    times: dict[str, dict[int, list[float]]] = {name: {1: [], n: []} for name in calls}
+    for _ in range(args.repeats):
+        for name, (model, inputs) in calls.items():
+            for length in (1, n):
+                _, seconds = _timed(
+                    lambda m=model, i=inputs, k=length: m.generate(
+                        **i, max_new_tokens=k, min_new_tokens=k, do_sample=False
+                    ),
+                    args.device,
+                )
+                times[name][length].append(seconds)
+    rates = {name: (n - 1) / (statistics.median(t[n]) - statistics.median(t[1])) for name, t in times.items()}
+    return {
+        "plain_decode_tokens_per_s": rates["plain"],
+        "fusion_decode_tokens_per_s": rates["fusion"],
+        "baseline_decode_tokens_per_s": rates["baseline"],
+        "fusion_decode_ratio": rates["fusion"] / rates["plain"],
+        "baseline_decode_ratio": rates["baseline"] / rates["plain"],
+        "repeats": args.repeats,
+    }
+
+
+def run(args) -> dict:
+    model = build_bench_model(args)
+    input_ids, images = _prompt(args, model.config.vision_config.image_size)
     n = args.new_tokens
 
     model.generate(input_ids, images=images, max_new_tokens=4, do_sample=False)  # warm-up
@@ -143,6 +202,7 @@ def run(args) -> dict:
         "identical": bool(cached.shape == uncached.shape and torch.equal(cached, uncached)),
     }
     result["speedup"] = result["cached_tokens_per_s"] / result["uncached_tokens_per_s"]
+    result.update(decode_floor(args, model, input_ids, images))
     return result
 
 
@@ -164,12 +224,15 @@ def parse_args(argv: list[str] | None = None):
     parser.add_argument("--image-tokens", type=int, default=576)
     parser.add_argument("--prompt-tokens", type=int, default=48)
     parser.add_argument("--new-tokens", type=int, default=128)
+    parser.add_argument("--repeats", type=int, default=3, help="timings per model for the decode floor")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--dtype", default=None, choices=["float32", "bfloat16", "float16"])
     parser.add_argument(
         "--attn-implementation", default="sdpa", choices=["eager", "sdpa", "flash_attention_2"]
     )
     args = parser.parse_args(argv)
+    if args.new_tokens < 2 or args.repeats < 1:
+        parser.error("--new-tokens must be >= 2 and --repeats >= 1")
     if args.preset == "7b":
         args.hidden_size, args.intermediate_size, args.layers = 4096, 11008, 32
         args.vision_hidden_size, args.vision_layers, args.patch_size = 1024, 24, 14
