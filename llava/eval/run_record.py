@@ -9,11 +9,19 @@ another benchmark's answers are refused even when their question ids collide.
 A record (JSON, stdlib only, no model needed to read it):
 
     {"format": "llava-eval-run/1", "runner": "llava.eval.model_vqa_loader", "model_id": "ckpt",
-     "model_path": "/abs/ckpt", "model_base": null, "conv_mode": "vicuna_v1",
+     "model_path": "/abs/ckpt", "model_base": null, "image_folder": "/abs/images",
+     "fingerprints": {"model_path": "sha256:...", "model_base": null, "image_folder": "sha256:..."},
+     "conv_mode": "vicuna_v1",
      "decoding": {"temperature": 0.0, "top_p": null, "num_beams": 1, "max_new_tokens": 128},
      "prompt": {"single_pred_prompt": false},
      "question_file": {"path": "/abs/questions.jsonl", "sha256": "..."},
-     "image_folder": "/abs/images", "chunk": {"num_chunks": 1, "chunk_idx": 0}}
+     "chunk": {"num_chunks": 1, "chunk_idx": 0}}
+
+The model, its base and the image folder are compared by content, never by path: `fingerprints`
+holds `llava.model.fingerprint.location_fingerprint` of `--model-path` and `--model-base` (a
+checkpoint retrained in place gets another one) and `image_folder_fingerprint` of the image
+folder, and the question file by its SHA-256. The paths are kept for the messages only, so a
+moved checkpoint or data folder resumes.
 
 `prompt` also holds the runner's own options (MMBench: `all_rounds`, `lang`). Answers files
 without a record (written by LLaVA's own code, say) are still scored; then only the coverage of
@@ -30,6 +38,8 @@ from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from llava.model.fingerprint import location_fingerprint
+
 logger = logging.getLogger(__name__)
 
 FORMAT = "llava-eval-run/1"
@@ -40,8 +50,13 @@ SCIENCE_RUNNER = "llava.eval.model_vqa_science"
 MMBENCH_RUNNER = "llava.eval.model_vqa_mmbench"
 RECORD_SUFFIX = ".meta.json"
 # Settings that may differ between two runs writing one answers file: none of them changes an
-# answer (the format tag, the name derived from the model path, where the question file lies).
-_NOT_COMPARED = frozenset({"format", "model_id", "question_file.path"})
+# answer (the format tag, the name derived from the model path, where the question file, the
+# model and the images lie: their content is compared through the SHA-256 and `fingerprints`).
+_NOT_COMPARED = frozenset(
+    {"format", "model_id", "question_file.path", "model_path", "model_base", "image_folder"}
+)
+# A fingerprint that differs, and the location setting the message names with it.
+_LOCATIONS = {f"fingerprints.{name}": name for name in ("model_path", "model_base", "image_folder")}
 _HASH_BLOCK = 1 << 20
 
 PathLike = str | os.PathLike
@@ -72,6 +87,36 @@ def local_path_or_id(path: str | None) -> str | None:
         return None
     expanded = os.path.expanduser(path)
     return os.path.abspath(expanded) if os.path.exists(expanded) else path
+
+
+def image_folder_fingerprint(folder: PathLike) -> str:
+    """`sha256:...` of the relative path and size of every file under `folder` (one `stat` a
+    file, no image read): moving the folder keeps it; adding, removing or resizing an image
+    changes it."""
+    root = Path(folder).expanduser()
+    digest = hashlib.sha256()
+    for directory, subdirs, files in os.walk(root):
+        subdirs.sort()
+        for name in sorted(files):
+            path = Path(directory, name)
+            digest.update(f"{path.relative_to(root).as_posix()}:{path.stat().st_size}\n".encode())
+    return f"sha256:{digest.hexdigest()}"
+
+
+def locations(model_path: str, model_base: str | None, image_folder: str | None) -> dict[str, Any]:
+    """The record's `model_path`, `model_base`, `image_folder` (absolute when local) and their
+    content `fingerprints`, which resume compares instead of the paths."""
+    folder = local_path_or_id(image_folder) if image_folder else image_folder
+    return {
+        "model_path": local_path_or_id(model_path),
+        "model_base": local_path_or_id(model_base),
+        "image_folder": folder,
+        "fingerprints": {
+            "model_path": location_fingerprint(model_path),
+            "model_base": location_fingerprint(model_base),
+            "image_folder": image_folder_fingerprint(folder) if folder and os.path.isdir(folder) else None,
+        },
+    }
 
 
 def read_record(answers_file: PathLike, fmt: str = FORMAT) -> dict[str, Any] | None:
@@ -130,13 +175,22 @@ def check_resume(
     that differs with its recorded and its current value."""
     changed = differences(old, new, ignore={*_NOT_COMPARED, *ignore})
     if changed:
-        lines = "\n".join(
-            f"  {name}: {before!r} in the file, {after!r} now" for name, before, after in changed
-        )
+        lines = "\n".join(_describe_change(old, new, *change) for change in changed)
         raise ValueError(
             f"{output} was written by another run ({record_path(output).name}):\n{lines}\n"
             f"pass --overwrite to start it afresh, or choose another {flag}"
         )
+
+
+def _describe_change(
+    old: Mapping[str, Any], new: Mapping[str, Any], name: str, before: Any, after: Any
+) -> str:
+    """One line of the refusal; a changed fingerprint also names both locations."""
+    line = f"  {name}: {before!r} in the file, {after!r} now"
+    location = _LOCATIONS.get(name)
+    if location is not None:
+        line += f" (other content: {old.get(location)!r} then, {new.get(location)!r} now)"
+    return line
 
 
 def check_question_file(

@@ -24,6 +24,7 @@ import logging
 import math
 import os
 import uuid
+from collections import Counter
 from collections.abc import Callable, Hashable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -39,7 +40,7 @@ from llava.eval.prompts import MULTIPLE_CHOICE_SUFFIX
 from llava.eval.scoring_io import read_jsonl_for_append
 from llava.inference import DecodingSettings, LoadedModel, open_conversation
 from llava.inference.arguments import add_decoding_arguments, add_model_arguments
-from llava.mm_utils import get_model_name_from_path, load_image, load_image_from_base64
+from llava.mm_utils import ImageTooLargeError, get_model_name_from_path, load_image, load_image_from_base64
 
 logger = logging.getLogger(__name__)
 
@@ -81,7 +82,9 @@ class ImageRef:
             if not data:
                 raise FileNotFoundError(f"{name}: no image (empty cell)")
             try:
-                return load_image_from_base64(data)
+                return load_image_from_base64(data, name)
+            except ImageTooLargeError:
+                raise
             except (ValueError, OSError) as err:
                 raise ValueError(f"{name}: cannot decode the base64 image ({err})") from err
 
@@ -98,7 +101,9 @@ class Sample:
     `prompt` is what the answer file records (LLaVA's `cur_prompt`); `query` is the user message
     given to the template, with its `<image>` placeholders and suffixes. `extra` fields are
     written to the answer line after `text`; `round_id`, when present, is part of the resume key.
-    Question ids need not be unique: MME asks two questions per image under the image's path.
+    Question ids need not be unique: MME asks two questions per image under the image's path,
+    and TextVQA's question file repeats a line (same image id, same prompt) where the benchmark
+    asks one question twice about an image; each line is answered, as LLaVA's runner does.
     """
 
     question_id: QuestionId
@@ -159,7 +164,8 @@ class AnswerTask:
         parser.add_argument(
             "--skip-missing-images",
             action="store_true",
-            help="skip (and count) questions whose image file is missing instead of stopping",
+            help="skip (and count) questions whose image file is missing, or over Pillow's "
+            "decompression-bomb limit (counted as unreadable), instead of stopping",
         )
         parser.add_argument(
             "--overwrite", action="store_true", help="start a fresh answers file instead of resuming"
@@ -189,8 +195,8 @@ def get_chunk(items: Sequence[Any], num_chunks: int, chunk_idx: int) -> Sequence
     return items[chunk_idx * size : (chunk_idx + 1) * size]
 
 
-def prepare_answers_file(path: Path, model_id: str, overwrite: bool = False) -> set[Hashable]:
-    """Make `path` ready for appending and return the keys it already answers.
+def prepare_answers_file(path: Path, model_id: str, overwrite: bool = False) -> Counter[Hashable]:
+    """Make `path` ready for appending and return how many answers it holds per key.
 
     A last line cut short by an interruption is removed (the file stays valid JSONL); any other
     broken line, or answers written by another model, is an error naming the file.
@@ -198,8 +204,8 @@ def prepare_answers_file(path: Path, model_id: str, overwrite: bool = False) -> 
     path.parent.mkdir(parents=True, exist_ok=True)
     if overwrite or not path.exists():
         path.write_text("", encoding="utf-8")
-        return set()
-    keys: set[Hashable] = set()
+        return Counter()
+    keys: Counter[Hashable] = Counter()
     for line_no, record in read_jsonl_for_append(path):
         if not isinstance(record, dict) or "question_id" not in record:
             raise ValueError(f"{path}:{line_no}: not an answer (no question_id); fix it or pass --overwrite")
@@ -208,7 +214,7 @@ def prepare_answers_file(path: Path, model_id: str, overwrite: bool = False) -> 
                 f"{path}:{line_no}: answer of model {record.get('model_id')!r}, but this run is {model_id!r}; "
                 "pass --overwrite or choose another --answers-file"
             )
-        keys.add(answer_key(record))
+        keys[answer_key(record)] += 1
     return keys
 
 
@@ -222,8 +228,7 @@ def build_run_record(task: AnswerTask, args: argparse.Namespace, model_id: str) 
         "format": run_record.FORMAT,
         "runner": task.name,
         "model_id": model_id,
-        "model_path": run_record.local_path_or_id(args.model_path),
-        "model_base": run_record.local_path_or_id(args.model_base),
+        **run_record.locations(args.model_path, args.model_base, image_folder),
         "conv_mode": args.conv_mode,
         "decoding": {
             "temperature": settings.temperature,
@@ -233,14 +238,13 @@ def build_run_record(task: AnswerTask, args: argparse.Namespace, model_id: str) 
         },
         "prompt": prompt,
         "question_file": run_record.question_file_identity(args.question_file),
-        "image_folder": run_record.local_path_or_id(image_folder) if image_folder else image_folder,
         "chunk": {"num_chunks": args.num_chunks, "chunk_idx": args.chunk_idx},
     }
 
 
 def prepare_resume(
     answers_file: Path, record: dict[str, Any], model_id: str, overwrite: bool = False
-) -> set[Hashable]:
+) -> Counter[Hashable]:
     """`prepare_answers_file`, refusing to mix runs: the file's run record must agree with
     `record` on every setting (`run_record.check_resume`), and a file that holds answers but no
     record is refused (nothing tells which run wrote them). Writes `record` beside the file."""
@@ -251,7 +255,7 @@ def prepare_resume(
     done = prepare_answers_file(answers_file, model_id, overwrite=overwrite)
     if done and run_record.read_record(answers_file) is None:
         raise ValueError(
-            f"{answers_file} holds {len(done)} answer(s) but no run record "
+            f"{answers_file} holds {done.total()} answer(s) but no run record "
             f"({run_record.record_path(answers_file).name}), so nothing tells which model and settings "
             "wrote them; pass --overwrite to start it afresh, or choose another --answers-file"
         )
@@ -286,6 +290,7 @@ class RunSummary:
     answered: int = 0
     resumed: int = 0
     skipped_missing_images: list[QuestionId] = field(default_factory=list)
+    skipped_unreadable_images: list[QuestionId] = field(default_factory=list)
 
 
 def _batches(items: Sequence[Sample], size: int) -> Iterator[Sequence[Sample]]:
@@ -300,7 +305,21 @@ def _load_images(sample: Sample) -> list[Image.Image]:
             images.append(ref.load())
         except FileNotFoundError as err:
             raise FileNotFoundError(f"question {sample.question_id!r}: {err}") from err
+        except ImageTooLargeError as err:
+            raise ImageTooLargeError(f"question {sample.question_id!r}: {err}") from err
     return images
+
+
+def pending_samples(samples: Sequence[Sample], done: Counter[Hashable]) -> list[Sample]:
+    """The samples still to answer: of the n samples sharing a key, those after the first
+    `done[key]` (a repeated question line needs one answer per line)."""
+    seen: Counter[Hashable] = Counter()
+    pending = []
+    for sample in samples:
+        seen[sample.key] += 1
+        if seen[sample.key] > done[sample.key]:
+            pending.append(sample)
+    return pending
 
 
 def run(task: AnswerTask, args: argparse.Namespace) -> RunSummary:
@@ -310,19 +329,12 @@ def run(task: AnswerTask, args: argparse.Namespace) -> RunSummary:
     settings = DecodingSettings.from_args(args)
     records = get_chunk(task.read_records(args), args.num_chunks, args.chunk_idx)
     samples = [sample for record in records for sample in task.to_samples(record, args)]
-    seen: set[Hashable] = set()
-    for sample in samples:
-        if sample.key in seen:
-            raise ValueError(
-                f"{args.question_file}: question {sample.question_id!r} with the same prompt appears more than once"
-            )
-        seen.add(sample.key)
 
     answers_file = Path(args.answers_file).expanduser()
     model_id = get_model_name_from_path(args.model_path)
     record = build_run_record(task, args, model_id)
     done = prepare_resume(answers_file, record, model_id, overwrite=args.overwrite)
-    pending = [sample for sample in samples if sample.key not in done]
+    pending = pending_samples(samples, done)
     summary = RunSummary(answers_file, total=len(samples), resumed=len(samples) - len(pending))
     logger.info(
         "chunk %d/%d: %d question(s), %d already answered in %s, %d to go",
@@ -348,11 +360,13 @@ def run(task: AnswerTask, args: argparse.Namespace) -> RunSummary:
             for sample in batch:
                 try:
                     images = _load_images(sample)
-                except FileNotFoundError as err:
+                except (FileNotFoundError, ImageTooLargeError) as err:
                     if not args.skip_missing_images:
                         raise
                     logger.warning("skipping: %s", err)
-                    summary.skipped_missing_images.append(sample.question_id)
+                    missing = isinstance(err, FileNotFoundError)
+                    skipped = summary.skipped_missing_images if missing else summary.skipped_unreadable_images
+                    skipped.append(sample.question_id)
                     continue
                 ready.append(sample)
                 prompts.append(loaded.prompt_ids(open_conversation(args.conv_mode, sample.query)))
@@ -369,6 +383,12 @@ def run(task: AnswerTask, args: argparse.Namespace) -> RunSummary:
             "skipped %d question(s) with missing images: %s",
             len(summary.skipped_missing_images),
             summary.skipped_missing_images,
+        )
+    if summary.skipped_unreadable_images:
+        logger.warning(
+            "skipped %d question(s) with unreadable (oversized) images: %s",
+            len(summary.skipped_unreadable_images),
+            summary.skipped_unreadable_images,
         )
     logger.info("wrote %d answer(s) to %s", summary.answered, answers_file)
     return summary

@@ -15,11 +15,13 @@ from pathlib import Path
 
 import pytest
 from PIL import Image
+from safetensors.torch import load_file, save_file
 
 from llava.eval import (
     converters,
     eval_exact_match,
     eval_mmbench,
+    eval_textvqa,
     model_vqa,
     model_vqa_loader,
     model_vqa_mmbench,
@@ -28,6 +30,8 @@ from llava.eval import (
 )
 from llava.eval.benchmarks import merge_chunks
 from llava.eval.runner import DecodingSettings, get_chunk, prepare_answers_file, short_id
+from llava.mm_utils import ImageTooLargeError
+from llava.model.fingerprint import location_fingerprint
 
 SHORT_SUFFIX = "\nAnswer the question using a single word or phrase."
 MC_SUFFIX = "\nAnswer with the option's letter from the given choices directly."
@@ -363,7 +367,7 @@ def test_batch_size_three_gives_the_greedy_answers_of_batch_size_one(
 
 
 def test_resume_after_an_interruption(
-    reference, reference_file, tiny_model_path, question_file, image_folder, tmp_path, caplog
+    reference, reference_file, tiny_model_path, question_file, image_folder, tmp_path, caplog, capfd
 ):
     answers = tmp_path / "answers.jsonl"
     complete = "".join(json.dumps(r) + "\n" for r in reference[:3])
@@ -379,14 +383,11 @@ def test_resume_after_an_interruption(
     assert [r["answer_id"] for r in records[:3]] == [
         r["answer_id"] for r in reference[:3]
     ]  # kept, not redone
-    # Everything answered: nothing to do, and the model is not even loaded (its folder is away).
-    away = Path(tiny_model_path).with_name("tiny-fusion-away")
-    Path(tiny_model_path).rename(away)
-    try:
-        summary = model_vqa_loader.main(runner_args(tiny_model_path, question_file, answers, image_folder))
-    finally:
-        away.rename(tiny_model_path)
+    # Everything answered: nothing to do, and the model is not even loaded.
+    capfd.readouterr()
+    summary = model_vqa_loader.main(runner_args(tiny_model_path, question_file, answers, image_folder))
     assert (summary.resumed, summary.answered) == (7, 0)
+    assert "Loading weights" not in capfd.readouterr().err
 
 
 def test_answers_file_errors_name_the_file(tmp_path):
@@ -401,10 +402,10 @@ def test_answers_file_errors_name_the_file(tmp_path):
     answers.write_text(good + "\n", encoding="utf-8")
     with pytest.raises(ValueError, match=r"answers.jsonl:1: answer of model 'm', but this run is 'other'"):
         prepare_answers_file(answers, "other")
-    assert prepare_answers_file(answers, "other", overwrite=True) == set()
+    assert prepare_answers_file(answers, "other", overwrite=True) == {}
     assert answers.read_text() == ""
     answers.write_text(good, encoding="utf-8")  # complete last line without its newline
-    assert prepare_answers_file(answers, "m") == {(1, None, None)}  # (question_id, round_id, prompt)
+    assert prepare_answers_file(answers, "m") == {(1, None, None): 1}  # (question_id, round_id, prompt)
     assert answers.read_text() == good + "\n"
 
 
@@ -434,11 +435,103 @@ def test_missing_image_skipped_and_counted_under_the_flag(tiny_model_path, image
     assert "lost.png" in caplog.text
 
 
-def test_duplicate_questions_are_rejected(tmp_path):
-    q_file = write_jsonl(tmp_path / "q.jsonl", vqa_questions(2) + vqa_questions(1))
-    args = ["--model-path", "m", "--question-file", str(q_file), "--answers-file", str(tmp_path / "a.jsonl")]
-    with pytest.raises(ValueError, match="question 'q0' with the same prompt appears more than once"):
-        model_vqa_loader.main(args)
+TEXTVQA_SUFFIX = "\nReference OCR token: Canon, EOS\nAnswer the question using a single word or phrase."
+
+
+def test_textvqa_repeated_question_lines_are_each_answered_resumed_and_scored(
+    tiny_model_path, image_folder, tmp_path
+):
+    """TextVQA asks a few questions twice about one image (two annotations with the same image id
+    and question, other answers); LLaVA's `llava_textvqa_val_v051_ocr.jsonl` then holds the same
+    line twice (`question_id` is the image id, the prompt identical) and its runner answers each
+    line. The runner answers both, resumes per line, and the scorer wants both."""
+    line = {"question_id": "003a8ae2ef43b901", "image": "img0.png", "text": "what brand?" + TEXTVQA_SUFFIX}
+    other = {"question_id": "00c5f5b2a6b2ad64", "image": "img1.png", "text": "what year?" + TEXTVQA_SUFFIX}
+    q_file = write_jsonl(tmp_path / "llava_textvqa_val_v051_ocr.jsonl", [line, other, line])
+    annotations = {
+        "data": [
+            {
+                "image_id": "003a8ae2ef43b901",
+                "question_id": 1,
+                "question": "What brand?",
+                "answers": ["canon"] * 10,
+            },
+            {
+                "image_id": "00c5f5b2a6b2ad64",
+                "question_id": 2,
+                "question": "what year?",
+                "answers": ["1990"] * 10,
+            },
+            {
+                "image_id": "003a8ae2ef43b901",
+                "question_id": 3,
+                "question": "what brand?",
+                "answers": ["eos"] * 10,
+            },
+        ]
+    }
+    ann_file = tmp_path / "TextVQA_0.5.1_val.json"
+    ann_file.write_text(json.dumps(annotations), encoding="utf-8")
+    answers = tmp_path / "answers.jsonl"
+    args = runner_args(tiny_model_path, q_file, answers, image_folder)
+    assert model_vqa_loader.main(args).answered == 3
+    full = read_jsonl(answers)
+    assert [r["question_id"] for r in full] == ["003a8ae2ef43b901", "00c5f5b2a6b2ad64", "003a8ae2ef43b901"]
+    # Killed after the first line: the repeated line is still to do (a key per line, not per pair).
+    answers.write_text(json.dumps(full[0]) + "\n", encoding="utf-8")
+    summary = model_vqa_loader.main(args)
+    assert (summary.resumed, summary.answered) == (1, 2)
+    assert comparable(read_jsonl(answers)) == comparable(full)
+    assert model_vqa_loader.main(args).answered == 0
+    score = [
+        "--annotation-file",
+        str(ann_file),
+        "--result-file",
+        str(answers),
+        "--question-file",
+        str(q_file),
+    ]
+    eval_textvqa.main(score)
+    # One answer of the repeated question lost: the scorer names it as missing.
+    answers.write_text("".join(json.dumps(r) + "\n" for r in full[:2]), encoding="utf-8")
+    with pytest.raises(ValueError, match=r"2 of 3 expected question\(s\) answered; 1 missing"):
+        eval_textvqa.main(score)
+
+
+def oversized_image_questions(tmp_path: Path, monkeypatch) -> tuple[Path, Path]:
+    """Three questions whose second image is over Pillow's decompression-bomb limit (lowered)."""
+    images = tmp_path / "images"
+    images.mkdir()
+    Image.new("RGB", (12, 10), "red").save(images / "small.png")
+    Image.new("RGB", (60, 60), "blue").save(images / "huge.png")  # 3600 px > 2 x 500
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 500)
+    questions = vqa_questions(3)
+    for q in questions:
+        q["image"] = "small.png"
+    questions[1]["image"] = "huge.png"
+    return write_jsonl(tmp_path / "q.jsonl", questions), images
+
+
+def test_oversized_image_is_an_error_naming_the_question(tiny_model_path, tmp_path, monkeypatch):
+    q_file, images = oversized_image_questions(tmp_path, monkeypatch)
+    with pytest.raises(
+        ImageTooLargeError, match=r"question 1: image .*huge\.png refused as a possible decompression bomb"
+    ):
+        model_vqa_loader.main(runner_args(tiny_model_path, q_file, tmp_path / "a.jsonl", images))
+
+
+def test_oversized_image_skipped_and_counted_as_unreadable_under_the_flag(
+    tiny_model_path, tmp_path, monkeypatch, caplog
+):
+    q_file, images = oversized_image_questions(tmp_path, monkeypatch)
+    answers = tmp_path / "a.jsonl"
+    with caplog.at_level(logging.WARNING, logger="llava.eval.runner"):
+        summary = model_vqa_loader.main(
+            runner_args(tiny_model_path, q_file, answers, images, "--skip-missing-images")
+        )
+    assert summary.skipped_unreadable_images == [1] and summary.skipped_missing_images == []
+    assert [r["question_id"] for r in read_jsonl(answers)] == ["q0", 2]
+    assert "skipped 1 question(s) with unreadable (oversized) images: [1]" in caplog.text
 
 
 def test_mme_style_two_questions_per_image_id_are_both_answered_and_resumed(
@@ -505,7 +598,61 @@ def test_run_record_beside_the_answers(tiny_model_path, reference_file, question
         "sha256": hashlib.sha256(question_file.read_bytes()).hexdigest(),
     }
     assert record["image_folder"] == str(image_folder)
+    assert record["fingerprints"] == {
+        "model_path": location_fingerprint(tiny_model_path),
+        "model_base": None,
+        "image_folder": run_record.image_folder_fingerprint(image_folder),
+    }
     assert record["chunk"] == {"num_chunks": 1, "chunk_idx": 0}
+
+
+def retrain_in_place(checkpoint: Path) -> None:
+    """Every weight of the checkpoint changed, under the same folder and file names."""
+    for weights in checkpoint.glob("*.safetensors"):
+        tensors = load_file(weights)
+        save_file({name: t * 1.5 if t.is_floating_point() else t for name, t in tensors.items()}, weights,
+                  metadata={"format": "pt"})  # fmt: skip
+
+
+def test_resume_refuses_a_checkpoint_retrained_in_place(
+    reference, reference_file, tiny_model_path, question_file, image_folder, tmp_path
+):
+    checkpoint = Path(shutil.copytree(tiny_model_path, tmp_path / "tiny-fusion"))
+    answers = tmp_path / "answers.jsonl"
+    args = runner_args(str(checkpoint), question_file, answers, image_folder)
+    model_vqa_loader.main(args)
+    answers.write_text("".join(json.dumps(r) + "\n" for r in read_jsonl(answers)[:3]), encoding="utf-8")
+    before = answers.read_bytes()
+    retrain_in_place(checkpoint)
+    expected = (
+        r"fingerprints.model_path: 'sha256:\w+' in the file, 'sha256:\w+' now "
+        rf"\(other content: '{checkpoint}' then, '{checkpoint}' now\)"
+    )
+    with pytest.raises(ValueError, match=expected):
+        model_vqa_loader.main(args)
+    assert answers.read_bytes() == before  # nothing added: no answers of two models in one file
+
+
+def test_moved_checkpoint_and_image_folder_resume(
+    reference, reference_file, tiny_model_path, question_file, image_folder, tmp_path
+):
+    checkpoint = Path(shutil.copytree(tiny_model_path, tmp_path / "old" / "tiny-fusion"))
+    images = Path(shutil.copytree(image_folder, tmp_path / "old-images"))
+    answers = tmp_path / "answers.jsonl"
+    answers.write_text("".join(json.dumps(r) + "\n" for r in reference[:3]), encoding="utf-8")
+    record = json.loads(run_record.record_path(reference_file).read_text())
+    record.update(run_record.locations(str(checkpoint), None, str(images)))
+    run_record.write_record(answers, record)
+    (tmp_path / "new").mkdir()
+    moved = checkpoint.rename(tmp_path / "new" / "tiny-fusion")
+    moved_images = images.rename(tmp_path / "new-images")
+    summary = model_vqa_loader.main(runner_args(str(moved), question_file, answers, moved_images))
+    assert (summary.resumed, summary.answered) == (3, 4)
+    assert comparable(read_jsonl(answers)) == comparable(reference)
+    # Another image folder under the moved one's name is other content: refused.
+    (moved_images / "img0.png").write_bytes((moved_images / "img1.png").read_bytes() + b"x")
+    with pytest.raises(ValueError, match=r"fingerprints.image_folder: .* \(other content: .*new-images"):
+        model_vqa_loader.main(runner_args(str(moved), question_file, answers, moved_images))
 
 
 @pytest.mark.parametrize(
@@ -535,7 +682,10 @@ def test_resume_refuses_another_model(reference_file, tiny_model_path, question_
     shutil.copy(reference_file, answers)
     shutil.copy(run_record.record_path(reference_file), run_record.record_path(answers))
     other = shutil.copytree(tiny_model_path, tmp_path / "other-fusion")
-    with pytest.raises(ValueError, match=r"model_path: '.*tiny-fusion' in the file, '.*other-fusion' now"):
+    retrain_in_place(other)
+    with pytest.raises(
+        ValueError, match=r"fingerprints.model_path: .*'.*tiny-fusion' then, '.*other-fusion' now"
+    ):
         model_vqa_loader.main(runner_args(str(other), question_file, answers, image_folder))
     # --overwrite starts afresh, with the new run's record
     summary = model_vqa_loader.main(
