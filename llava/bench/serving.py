@@ -195,7 +195,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--hidden-size", type=int, default=256)
     parser.add_argument("--layers", type=int, default=4)
     parser.add_argument("--max-tokens", type=int, default=64, help="answer length asked for")
-    parser.add_argument("--requests-per-client", type=int, default=2)
+    parser.add_argument("--requests-per-client", type=int, default=4)
     parser.add_argument("--threads", type=int, default=1, help="intra-op threads of each server")
     parser.add_argument("--batch-wait-ms", type=float, default=10.0)
     return parser.parse_args(argv)
