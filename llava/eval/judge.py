@@ -12,7 +12,9 @@ There is no default endpoint: `--base-url` (and, for a key, `--api-key-env`) mus
 review file is appended to as reviews arrive; a rerun keeps the finished reviews and asks only
 for the missing ones (a line cut short by a kill is dropped), and `<output>.meta.json` records
 the judge model and settings, so a rerun with another judge is refused (`--overwrite` starts
-afresh).
+afresh). A review file without that record (reviews of unknown origin) is refused too, unless
+`--adopt-reviews` says they are yours, made by this judge; the record is written only once the
+reviews already in the file have been checked.
 
     python -m llava.eval.judge review --question questions.jsonl --context context.jsonl \
         --answer-list answers_gpt4.jsonl answers/model.jsonl --output reviews/model.jsonl \
@@ -248,16 +250,30 @@ def finished_reviews(requests: Sequence[ReviewRequest], output: Path) -> dict[An
 
 
 def review_all(
-    requests: Sequence[ReviewRequest], client: ChatClient, output: str | Path, overwrite: bool = False
+    requests: Sequence[ReviewRequest],
+    client: ChatClient,
+    output: str | Path,
+    overwrite: bool = False,
+    record: Mapping[str, Any] | None = None,
+    adopt: bool = False,
 ) -> list[dict[str, Any]]:
     """Reviews of every request, in request order, appending each new one to `output` as soon
     as it arrives. Reviews already in `output` (an earlier or interrupted run) are kept and not
-    asked again; `overwrite` starts the file afresh."""
+    asked again; `overwrite` starts the file afresh.
+
+    With the judge `record`, the reviews in `output` must have been made under the same record
+    (`check_judge_record`; record-less ones only with `adopt`), and `record` is written beside
+    `output` only after those reviews passed `finished_reviews`.
+    """
     output = Path(output)
     output.parent.mkdir(parents=True, exist_ok=True)
     if overwrite:
         output.write_text("", encoding="utf-8")
+    if record is not None:
+        check_judge_record(output, record, adopt)
     done = finished_reviews(requests, output)
+    if record is not None:
+        run_record.write_record(output, record)
     if done:
         logger.info("%s: %d review(s) kept, %d to ask", output, len(done), len(requests) - len(done))
     reviews = []
@@ -350,8 +366,14 @@ def _review_cmd(args: argparse.Namespace) -> None:
     client = ChatClient(
         args.base_url, api_key, args.model, temperature=args.temperature, max_tokens=args.max_tokens
     )
-    check_judge_record(Path(args.output), judge_record(args), args.overwrite)
-    review_all(requests, client, args.output, overwrite=args.overwrite)
+    review_all(
+        requests,
+        client,
+        args.output,
+        overwrite=args.overwrite,
+        record=judge_record(args),
+        adopt=args.adopt_reviews,
+    )
     logger.info("wrote %d reviews to %s", len(requests), args.output)
 
 
@@ -367,21 +389,26 @@ def judge_record(args: argparse.Namespace) -> dict[str, Any]:
     }
 
 
-def check_judge_record(output: Path, record: Mapping[str, Any], overwrite: bool) -> None:
-    """Refuse to add reviews of another judge setup to `output`; write `record` beside it."""
+def check_judge_record(output: Path, record: Mapping[str, Any], adopt: bool = False) -> None:
+    """Refuse to add reviews of judge setup `record` to an `output` holding reviews of another
+    setup, or of no recorded setup unless `adopt` (the user's word that they are this judge's).
+    Writes nothing."""
+    if not output.exists() or not output.stat().st_size:
+        return
     previous = run_record.read_record(output, fmt=JUDGE_FORMAT)
-    if not overwrite and output.exists() and output.stat().st_size:
-        if previous is not None:
-            # The endpoint may move (the same model served elsewhere) without changing a review.
-            run_record.check_resume(output, previous, record, ignore={"base_url"}, flag="--output")
-        else:
-            logger.warning(
-                "%s holds reviews but no judge record (%s); they are kept, unchecked, as reviews by %r",
-                output,
-                run_record.record_path(output).name,
-                record["model"],
-            )
-    run_record.write_record(output, record)
+    if previous is not None:
+        # The endpoint may move (the same model served elsewhere) without changing a review.
+        run_record.check_resume(output, previous, record, ignore={"base_url"}, flag="--output")
+    elif not adopt:
+        raise ValueError(
+            f"{output} holds reviews but no judge record ({run_record.record_path(output).name}), so "
+            f"nothing tells which judge wrote them; pass --adopt-reviews if they are yours, made by "
+            f"{record['model']!r} with these settings, or {_FRESH_START}"
+        )
+    else:
+        logger.warning(
+            "%s: adopting its record-less reviews as reviews by %r (--adopt-reviews)", output, record["model"]
+        )
 
 
 def _summarize_cmd(args: argparse.Namespace) -> None:
@@ -433,6 +460,12 @@ def build_parser() -> argparse.ArgumentParser:
     review.add_argument("--max-tokens", type=int, default=1024)
     review.add_argument(
         "--overwrite", action="store_true", help="review every question afresh instead of resuming"
+    )
+    review.add_argument(
+        "--adopt-reviews",
+        action="store_true",
+        help="these reviews are yours: keep the reviews of an --output that has no judge record "
+        "(made by this --model with these settings) and record them as this judge's",
     )
     review.set_defaults(func=_review_cmd)
     summ = sub.add_parser("summarize", help="relative scores from review files")

@@ -227,6 +227,31 @@ def test_rerun_with_another_judge_is_refused(bench_files, local_server):
     assert len(handler.seen) == 4
 
 
+def test_record_less_reviews_are_refused_unless_adopted(bench_files, local_server):
+    url, handler = local_server
+    out, meta = bench_files / "out.jsonl", bench_files / "out.jsonl.meta.json"
+    kept = {"id": 1, "question_id": 0, "answer1_id": "g0", "answer2_id": "m0", "category": "llava_bench_conv",
+            "content": "9 3\nearlier", "tuple": [9.0, 3.0]}  # fmt: skip
+    out.write_text(json.dumps(kept) + "\n")  # reviews of unknown origin: no judge record beside them
+    args = _review_args(bench_files, "--base-url", url, "--model", "judge-a")
+    with pytest.raises(ValueError, match=r"out.jsonl holds reviews but no judge record .*--adopt-reviews"):
+        judge.main(args)
+    assert not meta.exists() and not handler.seen and out.read_text() == json.dumps(kept) + "\n"
+    # Adopted, but a review of other answers: refused, and no record is written over it.
+    stale = {**kept, "answer2_id": "OLD"}
+    out.write_text(json.dumps(stale) + "\n")
+    with pytest.raises(ValueError, match=r"out.jsonl:1: review of .*'OLD'"):
+        judge.main([*args, "--adopt-reviews"])
+    assert not meta.exists() and not handler.seen
+    # Adopted and consistent: kept, the missing review asked, and the record written.
+    out.write_text(json.dumps(kept) + "\n")
+    judge.main([*args, "--adopt-reviews"])
+    assert len(handler.seen) == 1 and json.loads(meta.read_text())["model"] == "judge-a"
+    assert json.loads(out.read_text().splitlines()[0]) == kept
+    judge.main(args)  # from now on a plain rerun resumes under the record
+    assert len(handler.seen) == 1
+
+
 def test_summary_and_requests_check_coverage(bench_files, write_jsonl):
     reviews = [{"question_id": 0, "category": "llava_bench_conv", "tuple": [8, 6]}]
     with pytest.raises(CoverageError, match=r"1 missing \(e.g. 1\)"):
