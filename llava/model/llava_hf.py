@@ -79,6 +79,10 @@ def to_hf_config(config: LlavaLlamaConfig, image_token_id: int, vocab_size: int)
         )
     if config.image_aspect_ratio == "resize":
         raise ValueError("image_aspect_ratio 'resize' has no llava-hf image processor equivalent")
+    if config.vision_config.model_type != "clip_vision_model":
+        raise ValueError(
+            f"a {config.vision_config.model_type} tower: the llava-hf export covers LLaVA-1.5's CLIP towers only"
+        )
     text = config.to_dict()
     for name in (*_MULTIMODAL_FIELDS, "model_type", "architectures", "transformers_version"):
         text.pop(name, None)

@@ -20,6 +20,7 @@ from llava.model.builder import build_from_backbones, load_pretrained_model
 from llava.model.families import FAMILIES
 from llava.model.fusion import FusionAttentionMixin
 from llava.model.vision_tower import load_image_processor, to_naflex_patches
+from llava.tools.export_llava_hf import export_llava_hf
 from llava.tools.make_tiny_checkpoints import LLMS
 
 IMG = IMAGE_TOKEN_INDEX
@@ -279,3 +280,19 @@ def test_run_llava_answers_from_a_qwen2_siglip_checkpoint(
     pixels = process_images([load_image(image)], processor, model.config.image_aspect_ratio)
     expected = model.generate(torch.tensor([ids]), images=pixels, max_new_tokens=5, do_sample=False)
     assert answer == tokenizer.decode(expected[0], skip_special_tokens=True).strip()
+
+
+@pytest.mark.parametrize(
+    ("llm", "tower", "message"),
+    [("qwen2", "clip", "llava_qwen2 checkpoint"), ("llama", "siglip", "a siglip_vision_model tower")],
+)
+def test_llava_hf_export_covers_llama_with_clip_only(tiny_backbones, tmp_path, llm, tower, message):
+    """Never a Qwen2 LLM written as a Llama text config, nor a SigLIP tower losing a patch to
+    llava-hf's CLS-dropping `default` feature strategy."""
+    model, _ = _build(tiny_backbones, llm, tower, "llava_llama")
+    llm_path, vision_path = tiny_backbones(llm, tower)
+    model.save_pretrained(tmp_path / "ckpt")
+    AutoTokenizer.from_pretrained(llm_path).save_pretrained(tmp_path / "ckpt")
+    load_image_processor(vision_path).save_pretrained(tmp_path / "ckpt")
+    with pytest.raises(ValueError, match=message):
+        export_llava_hf(str(tmp_path / "ckpt"), tmp_path / "hf")
