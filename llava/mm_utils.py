@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import base64
 import io
+import logging
 import os
 import warnings
 from collections.abc import Sequence
@@ -18,6 +19,8 @@ from PIL import Image
 
 from llava.constants import DEFAULT_IMAGE_TOKEN, IGNORE_INDEX, IMAGE_TOKEN_INDEX
 from llava.conversation import SeparatorStyle
+
+logger = logging.getLogger(__name__)
 
 IMAGE_ASPECT_RATIOS = ("pad", "resize", "square")
 
@@ -73,7 +76,8 @@ def tokenize_conversation(conv, tokenizer, add_bos: bool | None = None) -> tuple
 
 
 class ImageTooLargeError(OSError):
-    """An image above Pillow's decompression-bomb limit (`PIL.Image.MAX_IMAGE_PIXELS` pixels)."""
+    """An image over twice Pillow's decompression-bomb limit (`PIL.Image.MAX_IMAGE_PIXELS`
+    pixels), which Pillow refuses; between 1x and 2x it only warns, and the image is read."""
 
 
 # Pillow's modes for 16-bit single-channel data (PNG and TIFF greyscale), and its 32-bit integer
@@ -85,10 +89,12 @@ _SIXTEEN_BIT_MAX = 65535
 def to_rgb(image: Image.Image) -> Image.Image:
     """`image` as 8-bit RGB.
 
-    16-bit greyscale (`I;16*`, and `I` holding 0..65535) is scaled by 255/65535 = 1/257 and
-    rounded, so mid-grey stays mid-grey (Pillow's own conversion clips it to white). Pillow
-    already opens 16-bit RGB(A) PNGs as 8-bit `RGB`/`RGBA`. Floating-point (`F`) images and
-    `I` images outside 0..65535 have no defined 8-bit range and raise `ValueError`.
+    16-bit greyscale (`I;16*`) is scaled by 255/65535 = 1/257 and rounded, so mid-grey stays
+    mid-grey (Pillow's own conversion clips it to white). Pillow's 32-bit integer mode `I` holds
+    8-bit data in some files and 16-bit data in others: values within 0..255 are kept as they
+    are (as Pillow converts them), values up to 65535 are scaled as 16-bit. Pillow already opens
+    16-bit RGB(A) PNGs as 8-bit `RGB`/`RGBA`. Floating-point (`F`) images and `I` images outside
+    0..65535 have no defined 8-bit range and raise `ValueError`.
     """
     if image.mode in _SIXTEEN_BIT_MODES:
         pixels = np.asarray(image).astype(np.int64)  # [H, W]
@@ -97,7 +103,8 @@ def to_rgb(image: Image.Image) -> Image.Image:
             raise ValueError(
                 f"mode {image.mode} image with values {low}..{high}: outside the 16-bit range 0..65535"
             )
-        grey = np.rint(pixels * (255 / _SIXTEEN_BIT_MAX)).astype(np.uint8)  # [H, W]
+        scale = 1.0 if image.mode == "I" and high <= 255 else 255 / _SIXTEEN_BIT_MAX
+        grey = np.rint(pixels * scale).astype(np.uint8)  # [H, W]
         return Image.fromarray(grey).convert("RGB")
     if image.mode == "F":
         raise ValueError("floating-point (mode F) image: no defined 8-bit range")
@@ -107,13 +114,17 @@ def to_rgb(image: Image.Image) -> Image.Image:
 def _open_rgb(source: str | io.BytesIO, name: str) -> Image.Image:
     """Decode `source` in full as 8-bit RGB; errors name `name` (a path, or what holds the data)."""
     try:
-        with warnings.catch_warnings():
-            # Pillow only warns between 1x and 2x its limit; both are refused here.
-            warnings.simplefilter("error", Image.DecompressionBombWarning)
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always", Image.DecompressionBombWarning)
             with Image.open(source) as image:
                 image.load()  # decodes every byte: a truncated file fails here
-                return to_rgb(image)
-    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as err:
+                rgb = to_rgb(image)
+        for warning in caught:
+            if issubclass(warning.category, Image.DecompressionBombWarning):
+                # Pillow's own rule: between 1x and 2x its limit it warns and decodes
+                logger.warning("image %s: %s", name, warning.message)
+        return rgb
+    except Image.DecompressionBombError as err:
         raise ImageTooLargeError(
             f"image {name} refused as a possible decompression bomb: {err} (the limit is "
             f"PIL.Image.MAX_IMAGE_PIXELS = {Image.MAX_IMAGE_PIXELS}; raise it if the image is genuine)"
@@ -127,7 +138,8 @@ def load_image(path: str | os.PathLike) -> Image.Image:
 
     Raises:
         FileNotFoundError: the file does not exist.
-        ImageTooLargeError: it is over Pillow's decompression-bomb limit (an `OSError`).
+        ImageTooLargeError: it is over twice Pillow's decompression-bomb limit (an `OSError`);
+            between 1x and 2x the limit it is read, with a warning naming it, as Pillow does.
         OSError: it cannot be decoded (truncated, not an image, no 8-bit form); names the file.
     """
     path = os.fspath(path)
