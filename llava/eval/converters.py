@@ -309,23 +309,36 @@ def mmvet_main(argv: Sequence[str] | None = None) -> None:
 # --- SEED-Bench ------------------------------------------------------------------------------
 
 
-def seed_submission(annotation: Mapping[str, Any], predictions: Mapping[str, str]) -> list[dict[str, Any]]:
-    """`{"question_id", "prediction"}` per SEED-Bench question, in the annotation's order."""
-    lines = []
-    for i, question in enumerate(field(annotation, "questions", "SEED-Bench.json")):
-        qid = field(question, "question_id", f"SEED-Bench.json: questions[{i}]")
-        if str(qid) not in predictions:
-            raise ValueError(
-                f"SEED-Bench: no prediction for question_id {qid!r}; the upload needs all of them"
-            )
-        lines.append({"question_id": qid, "prediction": predictions[str(qid)]})
+def seed_submission(
+    annotation: Mapping[str, Any], predictions: Mapping[str, str], source: str = "SEED-Bench.json"
+) -> list[dict[str, Any]]:
+    """`{"question_id", "prediction"}` per question of the annotation, in its order, the
+    prediction being the answer's text: LLaVA's `scripts/convert_seed_for_submission.py`, which
+    fills in nothing (it stops at the first annotated question without an answer). An annotated
+    question without a prediction is an error giving their count and a few ids."""
+    lines, unanswered = [], []
+    for i, question in enumerate(field(annotation, "questions", source)):
+        qid = field(question, "question_id", f"{source}: questions[{i}]")
+        if str(qid) in predictions:
+            lines.append({"question_id": qid, "prediction": predictions[str(qid)]})
+        else:
+            unanswered.append(qid)
+    if unanswered:
+        raise ValueError(
+            f"SEED-Bench upload: {len(unanswered)} of {len(lines) + len(unanswered)} question(s) of {source} "
+            f"have no answer (e.g. {unanswered[:5]!r}); the upload needs one prediction for each, and "
+            "none is made up (LLaVA's converter stops there too). Questions that the question file "
+            "lacks come from another SEED-Bench.json version (LLaVA issue #1207)"
+        )
     return lines
 
 
 def seed_main(argv: Sequence[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description="SEED-Bench answers -> scores and upload jsonl")
-    add_seed_arguments(parser)
+    add_seed_arguments(parser, allow_missing=False)
     parser.add_argument("--result-upload-file", required=True)
     args = parser.parse_args(argv)
     annotation, predictions, _ = score_seed_file(args)
-    write_jsonl(args.result_upload_file, seed_submission(annotation, predictions))
+    lines = seed_submission(annotation, predictions, args.annotation_file)
+    write_jsonl(args.result_upload_file, lines)
+    print(f"SEED-Bench upload: {len(lines)} prediction(s), 0 filled in, written to {args.result_upload_file}")

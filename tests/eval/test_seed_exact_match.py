@@ -54,12 +54,67 @@ def test_seed_upload_needs_every_question(tmp_path, write_json, write_jsonl):
     ):
         seed_main(["--annotation-file", str(tmp_path / "SEED-Bench.json"), "--result-file", str(tmp_path / "merge.jsonl"),
                    "--result-upload-file", str(tmp_path / "u.jsonl")])  # fmt: skip
-    # --allow-missing scores the answered question, but the upload still needs all of them
-    with pytest.raises(ValueError, match="no prediction for question_id '102'"):
+    # The upload needs every question: the converter has no --allow-missing (it was accepted, then
+    # the upload raised); the scorer has it and scores the answered question.
+    with pytest.raises(SystemExit):
         seed_main(["--annotation-file", str(tmp_path / "SEED-Bench.json"), "--result-file", str(tmp_path / "merge.jsonl"),
                    "--result-upload-file", str(tmp_path / "u.jsonl"), "--allow-missing"])  # fmt: skip
+    assert not (tmp_path / "u.jsonl").exists()
     assert seed_score_main(["--annotation-file", str(tmp_path / "SEED-Bench.json"), "--result-file",
                             str(tmp_path / "merge.jsonl"), "--allow-missing"]).total == 100.0  # fmt: skip
+
+
+def test_seed_expected_questions_are_those_of_the_question_file(tmp_path, write_json, write_jsonl, capsys):
+    """LLaVA's llava-seed-bench.jsonl and the SEED-Bench.json now served differ (LLaVA issue
+    #1207): here the question file lacks the annotated "v1" and asks "104", which has no
+    annotation."""
+    annotation = write_json(tmp_path / "SEED-Bench.json", SEED)
+    asked = ["101", "102", "103", "104"]
+    questions = write_jsonl(tmp_path / "llava-seed-bench.jsonl", [{"question_id": int(q) , "image": "x.jpg", "text": "?"} for q in asked])  # fmt: skip
+    answers = write_jsonl(tmp_path / "merge.jsonl", [{"question_id": int(q), "text": "A"} for q in asked])
+    score = [
+        "--annotation-file",
+        str(annotation),
+        "--result-file",
+        str(answers),
+        "--question-file",
+        str(questions),
+    ]
+    res = tmp_path / "seed.json"
+    scores = seed_score_main([*score, "--results-json", str(res)])
+    out = capsys.readouterr().out
+    assert scores.total == pytest.approx(100 / 3)  # 101 right, 102 and 103 wrong; 104 unscorable
+    assert "NOTE: 1 question(s) of " in out and "SEED-Bench.json are not in " in out
+    assert "llava-seed-bench.jsonl have no annotation in " in out and "INCOMPLETE" not in out
+    saved = json.loads(res.read_text())
+    assert (saved["annotated_not_asked"], saved["asked_not_annotated"]) == (1, 1)
+    assert saved["coverage"]["expected"] == 4 and saved["coverage"]["missing"] == 0
+    # An asked question without its answer is missing, though it has no annotation.
+    write_jsonl(answers, [{"question_id": int(q), "text": "A"} for q in asked[:3]])
+    with pytest.raises(
+        CoverageError, match=r"3 of 4 expected question\(s\) answered; 1 missing \(e.g. '104'\)"
+    ):
+        seed_score_main(score)
+    # The upload follows LLaVA's converter: a line per SEED-Bench.json question, none made up.
+    upload = tmp_path / "u.jsonl"
+    write_jsonl(answers, [{"question_id": int(q), "text": "A"} for q in asked])
+    with pytest.raises(
+        ValueError, match=r"1 of 4 question\(s\) of .*SEED-Bench.json have no answer \(e.g. \['v1'\]\)"
+    ):
+        seed_main([*score, "--result-upload-file", str(upload)])
+    assert not upload.exists()
+    every = [*asked[:3], "v1"]
+    write_jsonl(questions, [{"question_id": q, "image": "x.jpg", "text": "?"} for q in every])
+    write_jsonl(answers, [{"question_id": q, "text": "D"} for q in every])
+    capsys.readouterr()
+    seed_main([*score, "--result-upload-file", str(upload)])
+    assert [json.loads(x)["question_id"] for x in upload.read_text().splitlines()] == [
+        "101",
+        "102",
+        "103",
+        "v1",
+    ]
+    assert "SEED-Bench upload: 4 prediction(s), 0 filled in" in capsys.readouterr().out
 
 
 @pytest.mark.parametrize(("raw", "norm"), [(" Red. ", "red"), ("3.", "3"), ("3.5", "3.5"), ("Two", "two")])
