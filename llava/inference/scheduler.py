@@ -12,6 +12,7 @@ import logging
 import queue
 import threading
 import time
+from collections import deque
 from collections.abc import Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass, field
@@ -37,8 +38,11 @@ class _Job:
 class BatchScheduler:
     """Queues requests for `engine` and answers them in batches from one worker thread.
 
-    `batch_sizes` lists the size of every `generate` call made, in order.
+    `batches` counts the `generate` calls made; `batch_sizes` holds the sizes of the latest
+    `HISTORY` of them, in order.
     """
+
+    HISTORY = 1024
 
     def __init__(self, engine: LoadedModel, max_batch_size: int = 16, max_wait_s: float = 0.01) -> None:
         if max_batch_size < 1:
@@ -48,7 +52,8 @@ class BatchScheduler:
         self.engine = engine
         self.max_batch_size = max_batch_size
         self.max_wait_s = max_wait_s
-        self.batch_sizes: list[int] = []
+        self.batches = 0
+        self.batch_sizes: deque[int] = deque(maxlen=self.HISTORY)
         self._queue: queue.Queue[_Job | None] = queue.Queue()
         self._thread = threading.Thread(target=self._loop, name="llava-batcher", daemon=True)
         self._thread.start()
@@ -102,6 +107,7 @@ class BatchScheduler:
                 self._run(settings, group)
 
     def _run(self, settings: DecodingSettings, jobs: list[_Job]) -> None:
+        self.batches += 1
         self.batch_sizes.append(len(jobs))
         start = time.perf_counter()
         try:

@@ -193,7 +193,7 @@ def create_app(service: ChatService) -> FastAPI:
 
     @app.get("/health")
     async def health() -> dict[str, Any]:
-        return {"status": "ok", "model": service.model_id, "batches": len(service.scheduler.batch_sizes)}
+        return {"status": "ok", "model": service.model_id, "batches": service.scheduler.batches}
 
     @app.get("/v1/models")
     async def models() -> dict[str, Any]:

@@ -82,7 +82,9 @@ def test_scheduler_batches_requests_that_arrive_together_with_their_alone_answer
             other.result(timeout=60).text
             == engine.generate([prompts[0][0]], [prompts[0][1]], DecodingSettings(max_new_tokens=4))[0]
         )
-        assert scheduler.batch_sizes == [6, 1]  # one call for the equal settings, one for the other
+        assert (
+            list(scheduler.batch_sizes) == [6, 1] and scheduler.batches == 2
+        )  # one call for the equal settings, one for the other
     finally:
         scheduler.close()
     with pytest.raises(RuntimeError, match="closed"):
