@@ -191,6 +191,13 @@ class TrainingArguments(transformers.TrainingArguments):
                 raise ValueError(f"--warmup_ratio {self.warmup_ratio}: expected a fraction in [0, 1)")
             self.warmup_steps = self.warmup_ratio
         self._check_numeric_flags()
+        if self.save_on_each_node:
+            raise ValueError(
+                "--save_on_each_node True is not supported: every rank writes its part of a checkpoint into "
+                "one folder on a filesystem all ranks share, and one process (the world's main one) "
+                "publishes it; with a publisher per node, several would rename the same folder. Put "
+                "--output_dir on a shared filesystem and drop the flag"
+            )
         super().__post_init__()
         if self.activation_checkpointing and not self.activation_checkpointing_kwargs:
             # Non-reentrant checkpointing gives the fusion (and LoRA) parameters their gradients

@@ -136,14 +136,27 @@ def check_shape(file: str, name: str, saved: torch.Tensor, param: nn.Parameter) 
         )
 
 
-def _check_adapter_shapes(model: nn.Module, state: dict[str, torch.Tensor], path: str) -> None:
-    """Every saved LoRA tensor has the shape of the model's (keys as PEFT saves them)."""
+def _peft_key(name: str, adapter_name: str) -> str:
+    """The key PEFT saves a LoRA parameter under (its name without the adapter name)."""
+    return name.replace(f".{adapter_name}.", ".")
+
+
+def _check_adapter_state(model: nn.Module, state: dict[str, torch.Tensor], path: str) -> None:
+    """`state` (keys as PEFT saves them) holds every LoRA tensor of `model`, no other key, each
+    with the model's shape; errors name the file and the keys."""
     from peft import get_peft_model_state_dict
 
     expected = get_peft_model_state_dict(model)
     unexpected = sorted(set(state) - set(expected))
     if unexpected:
-        raise KeyError(f"{path}: keys without a LoRA parameter, e.g. {unexpected[:3]}")
+        raise KeyError(f"{path}: {len(unexpected)} key(s) without a LoRA parameter, e.g. {unexpected[:3]}")
+    missing = sorted(set(expected) - set(state))
+    if missing:
+        raise KeyError(
+            f"{path}: {len(missing)} of the model's {len(expected)} LoRA tensors are missing, e.g. "
+            f"{missing[:3]}; resuming would leave them at their initial values (was the checkpoint written "
+            "with other --lora_layer_ids_to_skip or LoRA targets, or is the file damaged?)"
+        )
     for name, tensor in state.items():
         if tuple(tensor.shape) != tuple(expected[name].shape):
             raise ValueError(
@@ -176,43 +189,56 @@ def load_projector(model: nn.Module, path: str) -> None:
     logger.info("loaded the pre-trained projector from %s", file)
 
 
+def _weight_files(plan: TrainingPlan) -> list[str]:
+    if plan.uses_lora:
+        return [ADAPTER_WEIGHTS, NON_LORA_TRAINABLES]
+    return [MM_PROJECTOR] if plan.projector_only else ["model.safetensors"]
+
+
 def load_trained_weights(model: nn.Module, plan: TrainingPlan, checkpoint: str) -> None:
     """Put the trained weights of `checkpoint` (written by `save_trained_model`) back into `model`,
-    for resuming; every trained parameter must be found, with its shape, before any is copied."""
-    files = (
-        [ADAPTER_WEIGHTS, NON_LORA_TRAINABLES]
-        if plan.uses_lora
-        else [MM_PROJECTOR]
-        if plan.projector_only
-        else ["model.safetensors"]
-    )
+    for resuming.
+
+    Every file is read and checked before anything is copied: no unknown key, every shape the
+    model's, LoRA's file holding every LoRA tensor, and together a saved value for every trained
+    parameter. A parameter counts as loaded only when a file holds its key. Any failure raises,
+    naming the file and the keys, with `model` unchanged.
+    """
     params = dict(model.named_parameters())
     by_plain_name = {_strip(n): p for n, p in params.items()}
+    adapter_name = getattr(model, "active_adapter", "default")
+    states: dict[str, dict[str, torch.Tensor]] = {}
     loaded: set[int] = set()
-    for file_name in files:
+    for file_name in _weight_files(plan):
         path = os.path.join(checkpoint, file_name)
         if not os.path.isfile(path):
             raise FileNotFoundError(f"cannot resume: {path} is missing")
-        state = read_safetensors(path)
+        state = states[path] = read_safetensors(path)
         if file_name == ADAPTER_WEIGHTS:
-            from peft import set_peft_model_state_dict
-
-            _check_adapter_shapes(model, state, path)
-            set_peft_model_state_dict(model, state)
-            loaded |= {id(p) for n, p in params.items() if "lora_" in n}
+            _check_adapter_state(model, state, path)
+            loaded |= {
+                id(p) for n, p in params.items() if "lora_" in n and _peft_key(n, adapter_name) in state
+            }
             continue
         for name, tensor in state.items():
             if name not in by_plain_name:
                 raise KeyError(f"{path}: {name} matches no parameter of the model")
             check_shape(path, name, tensor, by_plain_name[name])
-        with torch.no_grad():
-            for name, tensor in state.items():
-                target = by_plain_name[name]
-                target.copy_(tensor.to(target.dtype))
-                loaded.add(id(target))
+            loaded.add(id(by_plain_name[name]))
     missing = [n for n, p in params.items() if p.requires_grad and id(p) not in loaded]
     if missing:
         raise KeyError(
-            f"cannot resume from {checkpoint}: no saved value for trained parameters {missing[:3]}"
+            f"cannot resume from {checkpoint}: {', '.join(states)} hold no value for {len(missing)} trained "
+            f"parameter(s), e.g. {missing[:3]}"
         )
+    with torch.no_grad():
+        for path, state in states.items():
+            if path.endswith(ADAPTER_WEIGHTS):
+                from peft import set_peft_model_state_dict
+
+                set_peft_model_state_dict(model, state)
+                continue
+            for name, tensor in state.items():
+                target = by_plain_name[name]
+                target.copy_(tensor.to(target.dtype))
     logger.info("resumed trained weights from %s", checkpoint)

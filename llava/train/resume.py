@@ -33,6 +33,7 @@ REPLACED_PREFIX = ".replaced-"
 TRAINER_STATE = "trainer_state.json"
 OPTIMIZER = "optimizer.pt"
 SCHEDULER = "scheduler.pt"
+SCALER = "scaler.pt"
 DEEPSPEED_TAG_FILE = "latest"
 # A finished run's files in `--output_dir` (the summary is written last).
 FINISHED_RUN_FILES = (
@@ -47,8 +48,9 @@ _CHECKPOINT_NAME = re.compile(rf"^{PREFIX_CHECKPOINT_DIR}-(\d+)$")
 
 # The flags recorded in every checkpoint and compared on resume. Each changes what a step computes
 # (rate, schedule, batch, data order, model, recipe), so a resumed run with another value would not
-# continue the interrupted one: it is refused. Keys are flag names (`world_size` is the number of
-# processes, `num_samples` the data set's size, `trained_groups` the recipe's parameter groups).
+# continue the interrupted one: it is refused. Most keys are flag names; the others are quantities
+# derived from several flags, described as such in a refusal (`DERIVED_FLAGS`), and content
+# fingerprints of the locations some flags name (`CONTENT_FLAGS`).
 # Recorded flag -> the model config field holding its value (defaults included).
 CONFIG_FLAGS = {
     "fusion_variant": "fusion_variant",
@@ -88,10 +90,30 @@ TRAINING_FLAGS = (
     "bf16",
     "fp16",
 )
+# Flags naming a model or a data file: recorded as `<flag>_fingerprint`, the content fingerprint
+# of what the location holds (`llava.model.fingerprint.location_fingerprint`), so moving or renaming
+# the files keeps a resume valid and other content under the same name is refused.
+CONTENT_FLAGS = ("model_name_or_path", "vision_tower", "pretrain_mm_mlp_adapter", "data_path")
+# Recorded quantities that are not flags -> what they are, for the refusal message.
+DERIVED_FLAGS = {
+    "world_size": "the number of processes",
+    "num_samples": "the number of usable samples the data set yields",
+    "trained_groups": "the trained parameter groups (tensors per group; set by the model and recipe flags)",
+    "deepspeed": "whether DeepSpeed is used (--deepspeed given)",
+}
+
+
+def fingerprint_key(flag: str) -> str:
+    """The recorded key of a `CONTENT_FLAGS` flag's fingerprint."""
+    return f"{flag}_fingerprint"
+
+
 RECORDED_FLAGS = tuple(
     dict.fromkeys(
         (
             "model_type",
+            "version",
+            *(fingerprint_key(flag) for flag in CONTENT_FLAGS),
             *CONFIG_FLAGS,
             "lora_r",
             "lora_alpha",
@@ -106,6 +128,9 @@ RECORDED_FLAGS = tuple(
         )
     )
 )
+# Where the run read its `CONTENT_FLAGS` locations: recorded beside the flags for the messages,
+# never compared (a moved file keeps its fingerprint).
+LOCATIONS = "locations"
 
 
 class IncompleteCheckpointError(FileNotFoundError):
@@ -268,8 +293,12 @@ def resolve_resume(value: str | bool | None, output_dir: str) -> str | None:
     return str(value)
 
 
-def check_training_state_files(folder: str | os.PathLike, world_size: int, deepspeed: bool) -> None:
-    """The optimizer, scheduler, RNG and trainer state a resumed run loads are all in `folder`."""
+def check_training_state_files(
+    folder: str | os.PathLike, world_size: int, deepspeed: bool, fp16: bool = False
+) -> None:
+    """The optimizer, scheduler, RNG and trainer state a resumed run loads are all in `folder`, and
+    the gradient scaler's (`scaler.pt`) for an fp16 run without DeepSpeed (DeepSpeed keeps its own
+    loss scale in its optimizer state)."""
     folder = Path(folder)
     needed = {TRAINER_STATE: "the trainer state (step, epoch, logs)", SCHEDULER: "the learning-rate schedule"}
     if world_size > 1:
@@ -280,6 +309,8 @@ def check_training_state_files(folder: str | os.PathLike, world_size: int, deeps
         needed[DEEPSPEED_TAG_FILE] = "DeepSpeed's tag of its optimizer and model states"
     else:
         needed[OPTIMIZER] = "the optimizer state (Adam's moments)"
+        if fp16:
+            needed[SCALER] = "the fp16 gradient scaler's state (its loss scale)"
     for name, what in needed.items():
         if not (folder / name).is_file():
             raise IncompleteCheckpointError(
@@ -294,17 +325,47 @@ def check_training_state_files(folder: str | os.PathLike, world_size: int, deeps
             )
 
 
+_FINGERPRINTED = {fingerprint_key(flag): flag for flag in CONTENT_FLAGS}
+
+
+def _describe_difference(name: str, saved: dict, current: dict) -> str:
+    """One differing recorded quantity, in the user's terms: the flag and both values, or what a
+    derived quantity is and which flags set it."""
+    old, new = saved.get(name), current.get(name)
+    if name not in saved:
+        return f"{name} is not recorded in the checkpoint (written by an earlier version of llava.train)"
+    if name in _FINGERPRINTED:
+        flag = _FINGERPRINTED[name]
+        where = (saved.get(LOCATIONS) or {}).get(flag), (current.get(LOCATIONS) or {}).get(flag)
+        if old is None or new is None:
+            given = "given" if new is not None else "not given"
+            return f"--{flag} is {given} now; the checkpoint's run had {where[0]!r}"
+        return (
+            f"the content of --{flag} changed (the checkpoint's run read {where[0]}, fingerprint {old}; "
+            f"this run reads {where[1]}, fingerprint {new})"
+        )
+    if name == "num_samples":
+        return (
+            f"the data set now yields {new} usable samples, the checkpoint's run had {old}: check "
+            "--data_path / --image_folder and the skipped-sample report"
+        )
+    if name in DERIVED_FLAGS:
+        return f"{DERIVED_FLAGS[name]}: {old!r} in the checkpoint's run, {new!r} now"
+    return f"--{name}: {old!r} in the checkpoint, {new!r} now"
+
+
 def compare_flags(saved: dict, current: dict, folder: str | os.PathLike) -> None:
-    """Refuse to resume when a recorded flag differs, naming every such flag with both values."""
+    """Refuse to resume when a recorded flag or quantity differs, naming each (see
+    `_describe_difference`)."""
     current = json.loads(json.dumps(current))  # tuples -> lists, as recorded
     differences = [
-        f"--{name}: {saved.get(name)!r} in the checkpoint, {current.get(name)!r} now"
+        _describe_difference(name, saved, current)
         for name in RECORDED_FLAGS
-        if saved.get(name) != current.get(name)
+        if name not in saved or saved[name] != current.get(name)
     ]
     if differences:
         raise ResumeMismatchError(
-            f"cannot resume from {folder}: the run's flags differ from the checkpoint's: "
+            f"cannot resume from {folder}: the run differs from the checkpoint's: "
             + "; ".join(differences)
             + ". A resumed run continues the interrupted one exactly: give the checkpoint's values, or "
             "start a new run in another --output_dir"

@@ -21,6 +21,7 @@ from transformers import AutoTokenizer, set_seed
 
 from llava.data.dataset import DataCollatorForSupervisedDataset, LazySupervisedDataset
 from llava.model.builder import build_from_backbones
+from llava.model.fingerprint import location_fingerprint
 from llava.model.tokenizers import ensure_pad_token
 from llava.model.vision_tower import load_image_processor
 from llava.train.arguments import (
@@ -36,13 +37,16 @@ from llava.train.model_card import TrainingCard
 from llava.train.recipe import TrainingPlan, apply_recipe
 from llava.train.resume import (
     CONFIG_FLAGS,
+    CONTENT_FLAGS,
+    LOCATIONS,
     TRAINING_FLAGS,
     clear_output_dir,
+    fingerprint_key,
     guard_output_dir,
     resume_requested,
     write_json_atomically,
 )
-from llava.train.trainer import CheckpointWriteError, LLaVATrainer, NonFiniteLossError
+from llava.train.trainer import CheckpointWriteError, LLaVATrainer, NonFiniteLossError, save_failure_hint
 
 logger = logging.getLogger(__name__)
 
@@ -71,22 +75,45 @@ def _prepare_output_dir(training_args: TrainingArguments) -> None:
             clear_output_dir(training_args.output_dir, used)
 
 
+def content_fingerprints(model_args: ModelArguments, data_args: DataArguments) -> tuple[dict, dict]:
+    """`(fingerprints, locations)` of the `llava.train.resume.CONTENT_FLAGS` locations: the
+    recorded `<flag>_fingerprint` values (None for a flag not given) and the paths as given."""
+    locations = {
+        "model_name_or_path": model_args.model_name_or_path,
+        "vision_tower": model_args.vision_tower,
+        "pretrain_mm_mlp_adapter": model_args.pretrain_mm_mlp_adapter,
+        "data_path": data_args.data_path,
+    }
+    assert tuple(locations) == CONTENT_FLAGS
+    fingerprints = {fingerprint_key(flag): location_fingerprint(path) for flag, path in locations.items()}
+    logger.info("content fingerprints recorded for resume checks: %s", fingerprints)
+    return fingerprints, locations
+
+
 def recorded_flags(
     model: torch.nn.Module,
     spec: RunSpec,
     plan: TrainingPlan,
+    model_args: ModelArguments,
+    data_args: DataArguments,
     training_args: TrainingArguments,
     num_samples: int,
 ) -> dict:
     """The flags a checkpoint records and a resume compares (`llava.train.resume.RECORDED_FLAGS`),
-    as this run uses them: model settings from the built config, LoRA settings with their
-    defaults, the schedule, the batch and the data."""
+    as this run uses them: the template, content fingerprints of the LLM, the tower, the
+    pre-trained projector and the data file, model settings from the built config, LoRA settings
+    with their defaults, the schedule, the batch and the data set's usable size. The locations as
+    given are recorded too (`LOCATIONS`, for messages; not compared)."""
     config = model.config
+    fingerprints, locations = content_fingerprints(model_args, data_args)
     flags = {flag: getattr(config, field, None) for flag, field in CONFIG_FLAGS.items()}
+    flags.update(fingerprints)
+    flags[LOCATIONS] = locations
     flags.update({name: getattr(training_args, name) for name in TRAINING_FLAGS})
     lora = spec.lora or {}
     flags.update(
         model_type=spec.model_type,
+        version=model_args.version,
         lora_r=lora.get("lora_r"),
         lora_alpha=lora.get("lora_alpha"),
         lora_dropout=lora.get("lora_dropout"),
@@ -147,8 +174,8 @@ def _save_final_model(trainer: LLaVATrainer, output_dir: str) -> None:
         trainer.save_model(output_dir)
     except (OSError, RuntimeError, SafetensorError) as err:
         raise CheckpointWriteError(
-            f"could not write the finished model to {output_dir}: {err}. Its checkpoints are intact: free "
-            "space (or fix the error) and rerun with --resume_from_checkpoint latest"
+            f"could not write the finished model to {output_dir}: {err}. Its checkpoints are intact. "
+            f"{save_failure_hint(err)}"
         ) from err
 
 
@@ -204,7 +231,7 @@ def train(
         callbacks=callbacks,
         plan=plan,
         image_processor=image_processor,
-        run_flags=recorded_flags(model, spec, plan, training_args, len(dataset)),
+        run_flags=recorded_flags(model, spec, plan, model_args, data_args, training_args, len(dataset)),
         card=TrainingCard.from_argv(argv, model_args.model_name_or_path, model_args.vision_tower),
     )
     try:

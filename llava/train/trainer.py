@@ -40,7 +40,25 @@ class NonFiniteLossError(RuntimeError):
 
 
 class CheckpointWriteError(OSError):
-    """Writing a checkpoint failed (disk full, quota, I/O error); the folder was not published."""
+    """Writing a checkpoint failed (disk full, quota, I/O error, or another error while saving);
+    the folder was not published."""
+
+
+# How torch and safetensors report a write the filesystem refused (no space, quota, EFBIG).
+_WRITE_FAILURE_MARKERS = ("PytorchStreamWriter failed", "unexpected pos", "file write failed", "IoError")
+
+
+def is_write_failure(err: BaseException) -> bool:
+    """Whether `err` is the filesystem refusing a write: an `OSError`, or torch's or safetensors'
+    report of one (a `RuntimeError` / `SafetensorError` naming the failed write)."""
+    return isinstance(err, OSError) or any(marker in str(err) for marker in _WRITE_FAILURE_MARKERS)
+
+
+def save_failure_hint(err: BaseException) -> str:
+    """What to do after a failed save: free space for a refused write, else fix the error."""
+    if is_write_failure(err):
+        return "Free space (or fix the I/O error) and resume with --resume_from_checkpoint latest"
+    return "Fix the error and resume with --resume_from_checkpoint latest"
 
 
 class EpochLengthGroupedSampler(LengthGroupedSampler):
@@ -179,7 +197,9 @@ class LLaVATrainer(Trainer):
         checkpoint = resolve_resume(resume_from_checkpoint, self.args.output_dir)
         if checkpoint is not None:
             compare_flags(read_manifest(checkpoint)["flags"], self.run_flags, checkpoint)
-            check_training_state_files(checkpoint, self.args.world_size, self.is_deepspeed_enabled)
+            check_training_state_files(
+                checkpoint, self.args.world_size, self.is_deepspeed_enabled, fp16=self.args.fp16
+            )
             if self.is_deepspeed_enabled:
                 check_deepspeed_checkpoint(checkpoint)
             logger.info("resuming from %s", checkpoint)
@@ -210,8 +230,7 @@ class LLaVATrainer(Trainer):
                 shutil.rmtree(temp, ignore_errors=True)  # give the space back; it was never published
             raise CheckpointWriteError(
                 f"could not write checkpoint {final} (step {self.state.global_step}): {err}. It was not "
-                "published; the earlier checkpoints are intact. Free space (or fix the error) and resume "
-                "with --resume_from_checkpoint latest"
+                f"published; the earlier checkpoints are intact. {save_failure_hint(err)}"
             ) from err
         self.accelerator.wait_for_everyone()
         if self.args.push_to_hub:

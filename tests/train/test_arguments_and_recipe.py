@@ -93,6 +93,7 @@ def test_inapplicable_flags_are_rejected(flags, message):
         (["--mm_projector_lr", "nan"], r"--mm_projector_lr nan: expected a finite rate"),
         (["--learning_rate", "inf"], r"--learning_rate inf: expected a finite rate"),
         (["--model_max_length", "0"], r"--model_max_length 0: expected at least 1 position"),
+        (["--save_on_each_node", "True"], r"--save_on_each_node True is not supported: .* one process"),
     ],
 )
 def test_out_of_range_numeric_flags_are_rejected_naming_the_flag(flags, message):

@@ -27,20 +27,27 @@ from train_helpers import (
     trained_state,
     write_tampered_state,
 )
+from transformers import TrainerCallback
+from transformers.trainer_callback import ExportableState
 
 from llava.model.builder import build_from_backbones
+from llava.tools.make_tiny_checkpoints import make_tiny_checkpoints
 from llava.train.arguments import parse_arguments, resolve_run
 from llava.train.checkpoint import load_trained_weights, read_safetensors
 from llava.train.deepspeed_files import UnsafeCheckpointFileError, check_deepspeed_checkpoint
 from llava.train.recipe import apply_recipe
 from llava.train.resume import (
     MANIFEST,
+    RECORDED_FLAGS,
     IncompleteCheckpointError,
     ResumeMismatchError,
     UsedOutputDirError,
+    check_training_state_files,
     checkpoint_problem,
+    compare_flags,
     resolve_resume,
 )
+from llava.train.train import train
 from llava.train.trainer import CheckpointWriteError
 
 STEPS = ["--max_steps", "6", "--save_steps", "1"]
@@ -170,6 +177,99 @@ def test_resume_refuses_changed_flags_naming_flag_and_values(reference, tmp_path
         run_training([*argv, "--resume_from_checkpoint", "latest"])
 
 
+def _replace_flag(argv: list[str], flag: str, value: str) -> list[str]:
+    argv = list(argv)
+    argv[argv.index(flag) + 1] = value
+    return argv
+
+
+def _other_content(tmp_path: Path, flag: str, argv: list[str]) -> str:
+    """A location for `flag` holding other content of the same kind and shape as the run's."""
+    if flag in ("--model_name_or_path", "--vision_tower"):
+        llm, tower = make_tiny_checkpoints(tmp_path / "other", seed=1)  # same architectures
+        return str(llm if flag == "--model_name_or_path" else tower)
+    records = json.loads(Path(argv[argv.index("--data_path") + 1]).read_text())
+    records[0]["conversations"][1]["value"] = "A crimson square."  # same count, one reply changed
+    path = tmp_path / "data.json"
+    path.write_text(json.dumps(records))
+    return str(path)
+
+
+@pytest.mark.parametrize("flag", ["--model_name_or_path", "--vision_tower", "--data_path"])
+def test_resume_refuses_other_content_under_a_flag(reference, tmp_path, flag):
+    """Another base LLM (or tower) of the same architecture, or another data file of the same
+    size: the fingerprints differ, and the refusal names the flag and both locations."""
+    out, argv = reference
+    run = tmp_path / "run"
+    _copy_checkpoints(out, run, [3])
+    other = _other_content(tmp_path, flag, argv)
+    argv = _replace_flag(_with_output_dir(argv, run), flag, other)
+    with pytest.raises(
+        ResumeMismatchError, match=rf"the content of {flag} changed \(.*{re.escape(other)}"
+    ) as info:
+        run_training([*argv, "--resume_from_checkpoint", "latest"])
+    assert str(info.value).count("the content of") == 1  # only that flag
+
+
+def test_resume_refuses_another_template(reference, tmp_path):
+    out, argv = reference
+    run = tmp_path / "run"
+    _copy_checkpoints(out, run, [3])
+    argv = _replace_flag(_with_output_dir(argv, run), "--version", "llava_v1")
+    with pytest.raises(ResumeMismatchError, match=r"--version: 'v1' in the checkpoint, 'llava_v1' now"):
+        run_training([*argv, "--resume_from_checkpoint", "latest"])
+
+
+def test_moved_models_and_data_resume_exactly(reference, tmp_path, tiny_checkpoints, toy_dataset):
+    """Fingerprints are of content: the LLM, the tower and the data copied elsewhere resume."""
+    out, argv = reference
+    run = tmp_path / "run"
+    _copy_checkpoints(out, run, [5])
+    moved = tmp_path / "moved"
+    for flag, source in zip(("--model_name_or_path", "--vision_tower"), tiny_checkpoints, strict=True):
+        shutil.copytree(source, moved / flag.strip("-"))
+        argv = _replace_flag(argv, flag, str(moved / flag.strip("-")))
+    shutil.copytree(Path(toy_dataset[0]).parent, moved / "data")
+    argv = _replace_flag(argv, "--data_path", str(moved / "data" / Path(toy_dataset[0]).name))
+    argv = _replace_flag(argv, "--image_folder", str(moved / "data" / Path(toy_dataset[1]).name))
+    summary, _ = run_training([*_with_output_dir(argv, run), "--resume_from_checkpoint", "latest"])
+    assert summary["global_step"] == 6
+    assert max_abs_diff(trained_state(run), trained_state(out)) == 0.0
+
+
+def test_a_changed_usable_sample_count_is_described_not_named_as_a_flag(reference, tmp_path, toy_dataset):
+    """One image gone from a copy of the image folder: the data file is the same, the data set
+    yields one sample fewer; the refusal says so and points at the data flags."""
+    out, argv = reference
+    run = tmp_path / "run"
+    _copy_checkpoints(out, run, [3])
+    images = tmp_path / "images"
+    shutil.copytree(toy_dataset[1], images)
+    (images / "0.png").unlink()
+    argv = _replace_flag(_with_output_dir(argv, run), "--image_folder", str(images))
+    with pytest.raises(ResumeMismatchError) as info:
+        run_training([*argv, "--resume_from_checkpoint", "latest"])
+    message = str(info.value)
+    assert (
+        "the data set now yields 23 usable samples, the checkpoint's run had 24: check --data_path / "
+        "--image_folder and the skipped-sample report" in message
+    )
+    assert "--num_samples" not in message and "the content of" not in message
+
+
+def test_derived_quantities_are_described_as_such():
+    saved = {name: None for name in RECORDED_FLAGS}
+    current = dict(saved, world_size=1, trained_groups={"lora": 8}, deepspeed=False)
+    saved.update(world_size=2, trained_groups={"lora": 8, "fusion": 3}, deepspeed=True)
+    with pytest.raises(ResumeMismatchError) as info:
+        compare_flags(saved, current, "ckpt")
+    message = str(info.value)
+    assert "the number of processes: 2 in the checkpoint's run, 1 now" in message
+    assert "the trained parameter groups" in message and "whether DeepSpeed is used" in message
+    for flag in ("--world_size", "--trained_groups", "--deepspeed:", "--num_samples"):
+        assert flag not in message
+
+
 def test_used_output_dir_is_refused_unless_resuming_or_overwriting(reference, tmp_path):
     out, argv = reference
     run = tmp_path / "run"
@@ -240,6 +340,99 @@ def test_weight_loads_check_every_shape_naming_the_key(reference, tiny_checkpoin
         load_trained_weights(model, plan, str(out / "checkpoint-3"))
 
 
+def _damaged_copy(out: Path, tmp_path: Path, file_name: str, damage) -> Path:
+    """checkpoint-3 of the reference run, with `file_name`'s tensors passed through `damage`."""
+    folder = tmp_path / "checkpoint-3"
+    shutil.copytree(out / "checkpoint-3", folder)
+    state = read_safetensors(str(folder / file_name))
+    save_file(damage(state), str(folder / file_name))
+    return folder
+
+
+def _lora_values(model) -> dict[str, torch.Tensor]:
+    return {n: p.detach().clone() for n, p in model.named_parameters() if "lora_" in n}
+
+
+def test_a_missing_adapter_tensor_is_an_error_naming_it_and_the_file(reference, tiny_checkpoints, tmp_path):
+    out, argv = reference
+    dropped: list[str] = []
+
+    def drop_one(state):
+        dropped.append(sorted(state)[0])
+        return {k: v for k, v in state.items() if k != dropped[0]}
+
+    folder = _damaged_copy(out, tmp_path, "adapter_model.safetensors", drop_one)
+    model, plan = _resume_model(tiny_checkpoints, argv)
+    before = _lora_values(model)
+    with pytest.raises(KeyError, match=re.escape(dropped[0])) as info:
+        load_trained_weights(model, plan, str(folder))
+    assert str(folder / "adapter_model.safetensors") in str(info.value) and "missing" in str(info.value)
+    assert max_abs_diff(_lora_values(model), before) == 0.0  # nothing copied
+
+
+def test_both_files_are_checked_before_anything_is_copied(reference, tiny_checkpoints, tmp_path):
+    """A bad non-LoRA file leaves the LoRA tensors untouched (the adapter file is read first)."""
+    out, argv = reference
+
+    def widen(state):
+        name = sorted(state)[0]
+        return {**state, name: torch.zeros(*state[name].shape, 2)}
+
+    folder = _damaged_copy(out, tmp_path, "non_lora_trainables.safetensors", widen)
+    model, plan = _resume_model(tiny_checkpoints, argv)
+    before = _lora_values(model)
+    with pytest.raises(ValueError, match=r"non_lora_trainables.safetensors: .* has shape"):
+        load_trained_weights(model, plan, str(folder))
+    assert max_abs_diff(_lora_values(model), before) == 0.0
+
+    load_trained_weights(model, plan, str(out / "checkpoint-3"))  # the intact folder loads every tensor
+    saved = read_safetensors(str(out / "checkpoint-3" / "adapter_model.safetensors"))
+    assert max_abs_diff({_peft_name(n): v for n, v in _lora_values(model).items()}, saved) == 0.0
+
+
+def _peft_name(name: str) -> str:
+    return name.replace(".default.", ".")
+
+
+def test_an_fp16_run_without_deepspeed_needs_the_scaler_state(reference, tmp_path):
+    out, _ = reference
+    folder = tmp_path / "checkpoint-3"
+    shutil.copytree(out / "checkpoint-3", folder)
+    check_training_state_files(folder, world_size=1, deepspeed=False, fp16=False)
+    with pytest.raises(
+        IncompleteCheckpointError, match=rf"{re.escape(str(folder / 'scaler.pt'))} \(the fp16"
+    ):
+        check_training_state_files(folder, world_size=1, deepspeed=False, fp16=True)
+    (folder / "scaler.pt").write_bytes(b"")
+    check_training_state_files(folder, world_size=1, deepspeed=False, fp16=True)
+
+
+class ExportFails(TrainerCallback, ExportableState):
+    """A stateful callback whose state cannot be exported once training runs (a bug, not I/O)."""
+
+    def __init__(self):
+        self.stepped = False
+
+    def on_step_end(self, args, state, control, **kwargs):
+        self.stepped = True
+
+    def state(self) -> dict:
+        if self.stepped:  # the Trainer also exports it when training starts
+            raise RuntimeError("ExportFails cannot export its state")
+        return {"args": {}, "attributes": {}}
+
+
+def test_a_save_failing_for_another_reason_has_no_free_space_hint(run_flags, tmp_path):
+    out = tmp_path / "run"
+    argv = run_flags(out, *FUSION_FLAGS, "--max_steps", "1", "--save_steps", "1")
+    with pytest.raises(CheckpointWriteError, match="ExportFails cannot export") as info:
+        train(*parse_arguments(argv), callbacks=[ExportFails()])
+    message = str(info.value)
+    assert f"could not write checkpoint {out / 'checkpoint-1'}" in message
+    assert "Free space" not in message and "Fix the error and resume" in message
+    assert not (out / "checkpoint-1").exists()
+
+
 def test_a_corrupt_safetensors_file_is_named(tmp_path):
     path = tmp_path / "weights.safetensors"
     save_file({"w": torch.ones(4, 4)}, str(path))
@@ -293,6 +486,7 @@ def test_a_file_size_limit_fails_the_save_naming_the_checkpoint(run_flags, tmp_p
     )  # fmt: skip
     assert proc.returncode == 1, proc.stderr[-3000:]
     assert "CheckpointWriteError: could not write checkpoint" in proc.stderr, proc.stderr[-3000:]
+    assert "Free space (or fix the I/O error)" in proc.stderr
     _check_failed_save(out, proc.stderr, "checkpoint-1")
 
 
