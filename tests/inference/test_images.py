@@ -52,3 +52,26 @@ def test_paths_outside_the_folder_are_refused_links_included(image_folder, tmp_p
             load_image_input(source, policy)
     with pytest.raises(ImageInputError, match="local image paths are refused"):
         load_image_input(str(outside), ImagePolicy())
+
+
+def test_remote_images_are_fetched_only_when_allowed(image_folder):
+    import functools
+    import http.server
+    import threading
+
+    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(image_folder))
+    with http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler) as httpd:
+        threading.Thread(target=httpd.serve_forever, daemon=True).start()
+        url = f"http://127.0.0.1:{httpd.server_address[1]}/img1.png"
+        try:
+            fetched = load_image_input(url, ImagePolicy(allow_remote=True))
+            assert (
+                fetched.tobytes()
+                == load_image_input(str(image_folder / "img1.png"), ImagePolicy(image_folder)).tobytes()
+            )
+            with pytest.raises(ImageInputError, match="over the 100-byte image limit"):
+                load_image_input(url, ImagePolicy(allow_remote=True, max_bytes=100))
+            with pytest.raises(ImageInputError, match="remote image URLs are refused"):
+                load_image_input(url, ImagePolicy())
+        finally:
+            httpd.shutdown()

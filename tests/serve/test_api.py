@@ -300,6 +300,21 @@ def test_unreadable_bodies_get_a_4xx_and_the_server_goes_on(content, status, cli
     )
 
 
+def test_a_client_leaving_a_stream_early_leaves_the_server_serving(client, api_server, good_answer):
+    messages, expected = good_answer
+    with httpx.stream(
+        "POST",
+        api_server.api + "/chat/completions",
+        json={"model": api_server.model_id, "messages": messages, "max_tokens": 8, "stream": True},
+        timeout=60,
+    ) as response:
+        first = next(response.iter_lines())
+    assert first.startswith("data: ") and json.loads(first[6:])["object"] == "chat.completion.chunk"
+    assert (
+        ask(client, api_server, messages, max_tokens=8, temperature=0).choices[0].message.content == expected
+    )
+
+
 def test_the_server_binds_to_this_machine_only_by_default():
     assert api.build_parser().parse_args(["--model-path", "m"]).host == "127.0.0.1"
 
