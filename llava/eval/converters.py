@@ -20,8 +20,6 @@ from llava.eval.eval_mmbench import (
     is_all_rounds,
     match_rounds,
     read_mmbench_tsv,
-    row_options,
-    shown_row,
 )
 from llava.eval.eval_seed import add_seed_arguments, score_seed_file
 from llava.eval.run_record import FREEFORM_RUNNER, LOADER_RUNNER, MMBENCH_RUNNER, check_question_file
@@ -196,12 +194,17 @@ def mmbench_submission(
     allow_missing: bool = False,
 ) -> tuple[list[str], list[list[Any]]]:
     """Header and rows of the upload sheet: the TSV's columns without hint, category, source,
-    image, comment and l2-category, and `prediction` inserted after D. Rows keep TSV order.
+    image, comment and l2-category, and `prediction` inserted after D. One row per TSV row, in
+    TSV order, with its own index and options.
 
-    With `all_rounds`, one sheet row per round, as MMBench's CircularEval lays out its rotated
-    copies: index + round * 1,000,000, that round's options under A-D, the letter of the right
-    option in that round as `answer` (dev), and that round's prediction. Every (row, round)
-    needs one answer; with `allow_missing`, unanswered ones are left empty (and counted).
+    The server scores a row by its index against its own ground truth. MMBench's circular dev
+    and test TSVs hold the rotated copies as rows of their own (index + k * 1,000,000), which a
+    plain run answers and the server scores. Answers made with `all_rounds` on a TSV without
+    such copies would need sheet rows under indices the server does not hold, so only round 0
+    (the TSV's own layout) goes into the sheet, and a warning says so; the rounds are scored
+    locally (`eval_mmbench`, dev). `all_rounds` on a TSV with rotated copies is refused. Every
+    expected (row, round) still needs one answer; with `allow_missing`, unanswered rows are left
+    empty (and counted).
     """
     if all_rounds and any(int(row["index"]) >= CIRCULAR_STRIDE for row in rows):
         raise ValueError(
@@ -209,26 +212,31 @@ def mmbench_submission(
             f"(index >= {CIRCULAR_STRIDE:,}) whose sheet rows the rounds would overwrite; answer it without --all-rounds"
         )
     answers, coverage = match_rounds(rows, results, all_rounds, source, allow_missing)
+    if all_rounds:
+        logger.warning(
+            "%s: --all-rounds answers; the upload sheet holds round 0 only (one row per question, the "
+            "TSV's own index and options): the server scores rows by index against its own ground "
+            "truth and holds no rows for rotations this TSV does not contain. Score the rounds "
+            "locally with llava.eval.eval_mmbench (dev splits)",
+            source,
+        )
     columns = [name for name in rows[0] if name not in MMBENCH_DROPPED_COLUMNS]
     columns.insert(columns.index("D") + 1 if "D" in columns else len(columns), "prediction")
     table = []
     for row in rows:
         index = int(row["index"])
-        for round_id in range(len(row_options(row)) if all_rounds else 1):
-            shown = shown_row(row, round_id)
-            record = answers.get((index, round_id))
-            values = {
-                **shown,
-                "index": index + round_id * CIRCULAR_STRIDE,
-                "prediction": None
-                if record is None
-                else str(field(record, "text", f"{source}: question {index}")),
-            }
-            table.append([values[name] if values[name] != "" else None for name in columns])
-    if coverage.missing:
-        logger.warning(
-            "MMBench: %d of %d sheet rows have no prediction (left empty)", len(coverage.missing), len(table)
-        )
+        record = answers.get((index, 0))
+        values = {
+            **row,
+            "index": index,
+            "prediction": None
+            if record is None
+            else str(field(record, "text", f"{source}: question {index}")),
+        }
+        table.append([values[name] if values[name] != "" else None for name in columns])
+    empty = sum(values[columns.index("prediction")] is None for values in table)
+    if empty:
+        logger.warning("MMBench: %d of %d sheet rows have no prediction (left empty)", empty, len(table))
     return columns, table
 
 

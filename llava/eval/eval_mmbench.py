@@ -40,6 +40,13 @@ CIRCULAR_STRIDE = 1_000_000
 OPTION_LETTERS: tuple[str, ...] = ("A", "B", "C", "D")
 _LEADING_LETTER = re.compile(r"^\(?([A-Z])(?:[.):：]|$)")
 _ANSWER_IS = re.compile(r"answer is \(?([A-Z])\b")
+# The cells pandas reads as NaN by default (`pandas.read_csv(na_values=...)`, default list:
+# `pandas._libs.parsers.STR_NA_VALUES`, pandas 2 and 3; pandas 1 lacked "None", which LLaVA's
+# `is_none` skips anyway). LLaVA reads the TSV with `pd.read_table` and skips such cells.
+PANDAS_NA_STRINGS = frozenset(
+    {"", "#N/A", "#N/A N/A", "#NA", "-1.#IND", "-1.#QNAN", "-NaN", "-nan", "1.#IND", "1.#QNAN",
+     "<NA>", "N/A", "NA", "NULL", "NaN", "None", "n/a", "nan", "null"}
+)  # fmt: skip
 
 
 def read_mmbench_tsv(path: str | Path) -> list[dict[str, str]]:
@@ -56,11 +63,18 @@ def read_mmbench_tsv(path: str | Path) -> list[dict[str, str]]:
     return rows
 
 
+def is_none(value: str | None) -> bool:
+    """LLaVA's `is_none` (`llava/eval/model_vqa_mmbench.py`) on a cell as pandas reads it: an
+    absent cell, one pandas reads as NaN (exactly one of `PANDAS_NA_STRINGS`, no stripping), or
+    the text "nan" / "none" in any case. A cell of spaces is an option, as in LLaVA."""
+    return value is None or value in PANDAS_NA_STRINGS or value.lower() in ("nan", "none")
+
+
 def row_options(row: Mapping[str, str]) -> list[str]:
-    """Option letters of a row: columns A-D up to the first empty one."""
+    """Option letters of a row: columns A-D up to the first `is_none` one (LLaVA's `get_options`)."""
     letters = []
     for letter in OPTION_LETTERS:
-        if not (row.get(letter) or "").strip():
+        if is_none(row.get(letter)):
             break
         letters.append(letter)
     return letters

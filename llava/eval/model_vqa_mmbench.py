@@ -4,12 +4,13 @@
         --question-file mmbench/mmbench_dev_20230712.tsv --answers-file A.jsonl \
         --single-pred-prompt [--lang cn] [--all-rounds]
 
-The question is `[hint\\n]question` followed by one `\\nX. option` line per option (columns A-D
-up to the first empty one); the answer file's `prompt` holds that text, the model sees it after
-`<image>\\n` and, with `--single-pred-prompt`, followed by the multiple-choice suffix (Chinese
-with `--lang cn`). `--all-rounds` asks each question once per option, rotating the option texts
-under the fixed letters (`eval_mmbench.round_options`, which the scorer uses too); answers carry
-`round_id`, `options` and `option_char`.
+The question is `[hint\\n]question` followed by one `\\nX. option` line per option: columns A-D
+up to the first one LLaVA skips (a cell pandas reads as NaN, or "nan" / "none" in any case:
+`eval_mmbench.is_none`; the hint is dropped on the same rule). The answer file's `prompt` holds
+that text; the model sees it after `<image>\\n` and, with `--single-pred-prompt`, followed by the
+multiple-choice suffix (Chinese with `--lang cn`). `--all-rounds` asks each question once per
+option, rotating the option texts under the fixed letters (`eval_mmbench.round_options`, which
+the scorer uses too); answers carry `round_id`, `options` and `option_char`.
 """
 
 from __future__ import annotations
@@ -19,14 +20,9 @@ from collections.abc import Mapping, Sequence
 
 from llava.constants import DEFAULT_IMAGE_TOKEN
 from llava.eval.benchmarks import MAX_NEW_TOKENS, MMBENCH_RUNNER
-from llava.eval.eval_mmbench import read_mmbench_tsv, round_options, row_options
+from llava.eval.eval_mmbench import is_none, read_mmbench_tsv, round_options, row_options
 from llava.eval.prompts import MULTIPLE_CHOICE_SUFFIX, MULTIPLE_CHOICE_SUFFIX_CN
 from llava.eval.runner import AnswerTask, ImageRef, RunSummary, Sample
-
-
-def is_none(value: str | None) -> bool:
-    """An empty cell as pandas would have read it (`nan`) or as written (`none`, empty)."""
-    return value is None or value.strip().lower() in ("", "nan", "none")
 
 
 def add_mmbench_arguments(parser: argparse.ArgumentParser) -> None:

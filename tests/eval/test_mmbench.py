@@ -1,13 +1,16 @@
 """MMBench: TSV reading (large base64 cells), letter parsing, circular grouping, coverage, and
 `--all-rounds` answers scored and converted per round."""
 
+import argparse
 import csv
 import json
+import logging
+import math
 
 import pytest
 
-from llava.eval import converters, run_record
-from llava.eval.eval_mmbench import main, parse_choice, read_mmbench_tsv
+from llava.eval import converters, model_vqa_mmbench, run_record
+from llava.eval.eval_mmbench import PANDAS_NA_STRINGS, main, parse_choice, read_mmbench_tsv, row_options
 from llava.eval.scoring_io import CoverageError
 
 PREDICTIONS = {
@@ -168,20 +171,80 @@ def test_run_record_says_all_rounds_so_a_lost_round_is_missing(tmp_path, write_j
         main(["--annotation-file", str(rounds_tsv), "--result-file", str(path)])
 
 
-def test_all_rounds_submission_has_one_row_per_round(tmp_path, write_jsonl, rounds_tsv, monkeypatch):
+def test_all_rounds_submission_holds_round_0_only(tmp_path, write_jsonl, rounds_tsv, monkeypatch, caplog):
+    """The server scores sheet rows by index against its own ground truth; it holds no rows for
+    rotations a TSV without rotated copies lacks, so invented indices (index + k * 1,000,000)
+    would not be scored as the rounds they are. The sheet holds round 0, and says so."""
     monkeypatch.setattr(converters, "openpyxl_available", lambda: False)
     write_jsonl(tmp_path / "answers" / "ckpt.jsonl", _round_answers(wrong={(1, 1)}))
-    converters.mmbench_main(
-        ["--annotation-file", str(rounds_tsv), "--result-dir", str(tmp_path / "answers"),
-         "--upload-dir", str(tmp_path / "upload"), "--experiment", "ckpt"]
-    )  # fmt: skip
+    with caplog.at_level(logging.WARNING, logger="llava.eval.converters"):
+        converters.mmbench_main(
+            ["--annotation-file", str(rounds_tsv), "--result-dir", str(tmp_path / "answers"),
+             "--upload-dir", str(tmp_path / "upload"), "--experiment", "ckpt"]
+        )  # fmt: skip
     with (tmp_path / "upload" / "ckpt.tsv").open(newline="") as f:
         rows = list(csv.DictReader(f, delimiter="\t"))
-    # MMBench's circular layout: index + round * 1,000,000, that round's options and answer letter
     assert [(r["index"], r["A"], r["B"], r["C"], r["answer"], r["prediction"]) for r in rows] == [
         ("0", "cat", "dog", "cow", "A", "A"),
-        ("1000000", "dog", "cow", "cat", "C", "C"),
-        ("2000000", "cow", "cat", "dog", "B", "B"),
         ("1", "yes", "no", "", "B", "B"),
-        ("1000001", "no", "yes", "", "A", "B"),  # the wrong round keeps its own prediction
     ]
+    assert "the upload sheet holds round 0 only" in caplog.text
+
+
+# Cells LLaVA skips, as pandas reads them (NaN) or as its `is_none` sees them ("nan"/"none" in any case).
+NA_ROWS = [  # (hint, A, B, C, D)
+    ("None", "cat", "NA", "dog", ""),  # "NA" is NaN: one option, "dog" never shown
+    ("N/A", "yes", "no", "N/A", ""),
+    ("n/a", "1", " ", "null", ""),  # a cell of spaces is an option
+    ("NULL", "x", "y", "NONE", "z"),  # "NONE": LLaVA's is_none, any case
+    ("#N/A", "a", "b", "c", "d"),
+    ("Look closely.", "x", "nAn", "b", ""),  # "nAn": is_none, any case
+    ("", "a", "<NA>", "b", ""),
+]
+
+
+def _llava_prompts(tsv):
+    """LLaVA's `model_vqa_mmbench` prompt text (`get_options`, `is_none`) on `pd.read_table`."""
+    pd = pytest.importorskip("pandas")
+
+    def is_none(value):
+        return (
+            value is None
+            or (type(value) is float and math.isnan(value))
+            or (type(value) is str and value.lower() in ("nan", "none"))
+        )
+
+    prompts = []
+    for _, row in pd.read_table(tsv).iterrows():
+        options = []
+        for letter in "ABCD":
+            if is_none(row[letter]):
+                break
+            options.append(row[letter])
+        question = row["question"] if is_none(row["hint"]) else row["hint"] + "\n" + row["question"]
+        prompts.append(
+            question
+            + "".join(f"\n{letter}. {option}" for letter, option in zip("ABCD", options, strict=False))
+        )
+    return prompts
+
+
+def test_options_and_hints_are_skipped_as_llava_reads_them(tmp_path, mmbench_row, write_mmbench_tsv):
+    pd = pytest.importorskip("pandas")
+    assert frozenset(pd._libs.parsers.STR_NA_VALUES) == PANDAS_NA_STRINGS  # pandas' exact default list
+    rows = []
+    for i, (hint, *options) in enumerate(NA_ROWS):
+        rows.append({**mmbench_row(i, "A", options, "ocr", question=f"Q{i}?"), "hint": hint})
+    tsv = write_mmbench_tsv(tmp_path / "mmbench_na.tsv", rows)
+    args = argparse.Namespace(question_file=str(tsv), lang="en", all_rounds=False, single_pred_prompt=False)
+    ours = [model_vqa_mmbench.mmbench_samples(row, args)[0].prompt for row in read_mmbench_tsv(tsv)]
+    llava = _llava_prompts(tsv)
+    assert ours == llava
+    assert (
+        llava[0] == "Q0?\nA. cat" and llava[2] == "Q2?\nA. 1\nB.  " and llava[5] == "Look closely.\nQ5?\nA. x"
+    )
+    # the scorer and --all-rounds see the same options: one round per option shown
+    assert [len(row_options(row)) for row in read_mmbench_tsv(tsv)] == [1, 2, 2, 2, 4, 1, 1]
+    args.all_rounds = True
+    rounds = [len(model_vqa_mmbench.mmbench_samples(row, args)) for row in read_mmbench_tsv(tsv)]
+    assert rounds == [1, 2, 2, 2, 4, 1, 1]
