@@ -175,7 +175,12 @@ def score_categories(
     question_source: str = "questions",
     allow_missing: bool = False,
 ) -> tuple[dict[str, PopeScores], Coverage]:
-    """Per-category scores of answers matched to their labels by question id (any order)."""
+    """Per-category scores of answers matched to their labels by question id (any order).
+
+    With `allow_missing`, a category without a single answer is left out of the scores (it has
+    no confusion matrix to score), logged and printed as skipped; its questions stay counted as
+    missing in the coverage.
+    """
     files = category_files(annotation_dir)
     labels = label_questions(questions, files, question_source)
     unlabelled_ids = {q["question_id"] for q in questions if str(q["category"]) not in files}
@@ -191,6 +196,10 @@ def score_categories(
             if cat == category and qid in by_id
         ]
         texts, category_labels = [t for t, _ in pairs], [label for _, label in pairs]
+        if not texts and allow_missing:
+            logger.warning("%s: no answer in category %r; it is skipped (--allow-missing)", source, category)
+            print(f"Category: {category}, skipped: no answers")
+            continue
         results[category] = score_pope(texts, category_labels, f"{source} ({category})")
         print_scores(category, len(texts), results[category])
     return results, coverage
@@ -217,11 +226,23 @@ def main(argv: Sequence[str] | None = None) -> dict[str, PopeScores]:
         question_source=args.question_file,
         allow_missing=args.allow_missing,
     )
+    if not results:
+        raise ValueError(f"{args.result_file}: no answers in any POPE category")
+    skipped = [name for name in category_files(Path(args.annotation_dir)) if name not in results]
     mean_f1 = 100.0 * sum(s.f1 for s in results.values()) / len(results)
     print(f"Mean F1 over {len(results)} categories: {mean_f1:.2f}")
+    if skipped:
+        print(f"INCOMPLETE: categories without answers, left out of the mean: {', '.join(skipped)}")
     print_coverage(coverage)
     categories = {name: scores.as_dict() for name, scores in results.items()}
-    write_results_json(args.results_json, "pope", mean_f1, categories=categories, coverage=coverage.as_dict())
+    write_results_json(
+        args.results_json,
+        "pope",
+        mean_f1,
+        categories=categories,
+        skipped_categories=skipped,
+        coverage=coverage.as_dict(),
+    )
     return results
 
 

@@ -159,6 +159,25 @@ def test_missing_extra_and_duplicated_answers_are_named(tmp_path, write_jsonl, c
     }
 
 
+def test_allow_missing_skips_and_reports_a_wholly_unanswered_category(tmp_path, write_jsonl, capsys):
+    annotation_dir, question_file, questions = pope_files(tmp_path, write_jsonl)
+    answers = [
+        {"question_id": q["question_id"], "text": q["label"]} for q in questions if q["category"] != "random"
+    ]
+    path, res = write_jsonl(tmp_path / "a.jsonl", answers), tmp_path / "pope.json"
+    results = _pope(
+        tmp_path, path, annotation_dir, question_file, "--allow-missing", "--results-json", str(res)
+    )
+    assert list(results) == ["adversarial"] and results["adversarial"].f1 == 1.0
+    out = capsys.readouterr().out
+    assert "Category: random, skipped: no answers" in out and "Mean F1 over 1 categories: 100.00" in out
+    assert "INCOMPLETE: categories without answers, left out of the mean: random" in out
+    saved = json.loads(res.read_text())
+    assert saved["skipped_categories"] == ["random"] and saved["coverage"]["missing"] == 2
+    with pytest.raises(CoverageError, match=r"4 of 6 expected question\(s\) answered; 2 missing"):
+        _pope(tmp_path, path, annotation_dir, question_file)  # without the flag: an error, as before
+
+
 def test_label_file_of_another_pope_version_is_refused(tmp_path, write_jsonl):
     annotation_dir, question_file, questions = pope_files(tmp_path, write_jsonl)
     labels = annotation_dir / "coco_pope_random.json"
