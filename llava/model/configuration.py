@@ -23,7 +23,7 @@ from transformers import AutoConfig, PreTrainedConfig
 from transformers.configuration_utils import SubConfigSpec
 
 from llava.mm_utils import IMAGE_ASPECT_RATIOS
-from llava.model.families import FAMILIES, Family
+from llava.model.families import FAMILIES, Family, publish
 from llava.model.vision_tower import (
     VISION_SELECT_FEATURES,
     check_select_feature,
@@ -283,13 +283,13 @@ def config_class(method: str, family_model_type: str) -> type[MultimodalConfigMi
     namespace = {
         "__module__": __name__,
         "__qualname__": f"{method.capitalize()}{family.prefix}Config",
-        "__doc__": f"{mixin.__doc__.splitlines()[0]} (on {family.prefix}: `{family.config_cls.__name__}`).",
+        "__doc__": f"{mixin.__doc__.rstrip()}\n\n    On {family.prefix} (`{family.config_cls.__name__}`).\n",
         "__annotations__": _mixin_fields(mixin),
         "model_type": model_type_of(method, family),
         "family_model_type": family.model_type,
         "sub_configs_defaults": MultimodalConfigMixin.sub_configs_defaults,
     }
-    return strict(type(namespace["__qualname__"], (mixin, family.config_cls), namespace))
+    return publish(strict(type(namespace["__qualname__"], (mixin, family.config_cls), namespace)))
 
 
 def is_multimodal_config(config) -> bool:

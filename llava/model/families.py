@@ -19,6 +19,7 @@ used as they are; only the q/k norm and the sliding window enter the fusion atte
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Callable
 from dataclasses import dataclass
 from types import ModuleType
@@ -94,6 +95,13 @@ FAMILIES: dict[str, Family] = {
         _family("gemma", "Gemma", modeling_gemma),
     )
 }
+
+
+def publish(cls: type) -> type:
+    """Make a generated class importable under its name from its module (as pickle and
+    `from llava.model.configuration import FusionQwen2Config` need); returns it."""
+    setattr(sys.modules[cls.__module__], cls.__name__, cls)
+    return cls
 
 
 def family_of(llm_model_type: str, source: str) -> Family:

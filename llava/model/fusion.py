@@ -28,7 +28,7 @@ from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS
 from transformers.models.llama.modeling_llama import LlamaRMSNorm
 
 from llava.model.configuration import RELEASE_VARIANTS, FusionConfigMixin
-from llava.model.families import FAMILIES, Family
+from llava.model.families import FAMILIES, Family, publish
 from llava.model.release_fusion import ReleaseFusion
 
 
@@ -298,7 +298,7 @@ def fusion_attention_class(family_model_type: str) -> type:
     family = FAMILIES[family_model_type]
     name = f"Fusion{family.attention_cls.__name__}"
     namespace = {"__module__": __name__, "__qualname__": name, "family": family}
-    return type(name, (FusionAttentionMixin, family.attention_cls), namespace)
+    return publish(type(name, (FusionAttentionMixin, family.attention_cls), namespace))
 
 
 FusionLlamaAttention = fusion_attention_class("llama")

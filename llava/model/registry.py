@@ -15,7 +15,7 @@ from functools import cache
 from transformers import AutoConfig, AutoModelForCausalLM
 
 from llava.model.configuration import METHODS, config_class, model_type_of
-from llava.model.families import FAMILIES, family_of
+from llava.model.families import FAMILIES, family_of, publish
 from llava.model.fusion_model import FusionCausalLMMixin, FusionModelMixin
 from llava.model.llava_model import LlavaCausalLMMixin, LlavaModelMixin
 
@@ -34,7 +34,7 @@ METHOD_SPELLINGS = {
 
 
 def _make(name: str, bases: tuple[type, ...], **attributes) -> type:
-    return type(name, bases, {"__module__": __name__, "__qualname__": name, **attributes})
+    return publish(type(name, bases, {"__module__": __name__, "__qualname__": name, **attributes}))
 
 
 @cache

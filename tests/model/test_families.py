@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import logging
+import pickle
 
 import pytest
 import torch
@@ -296,3 +297,16 @@ def test_llava_hf_export_covers_llama_with_clip_only(tiny_backbones, tmp_path, l
     load_image_processor(vision_path).save_pretrained(tmp_path / "ckpt")
     with pytest.raises(ValueError, match=message):
         export_llava_hf(str(tmp_path / "ckpt"), tmp_path / "hf")
+
+
+@pytest.mark.parametrize("llm", ["qwen2", "qwen3", "mistral"])
+def test_generated_classes_pickle_by_name(tiny_backbones, llm):
+    """The generated config and model classes are importable by name, so configs and models
+    pickle (data-loader workers, deepcopies of pickled state) as the library's own do."""
+    model, _ = _build(tiny_backbones, llm, "siglip", "fusion_llama")
+    config = pickle.loads(pickle.dumps(model.config))
+    assert type(config) is type(model.config) and config.to_dict() == model.config.to_dict()
+    clone = pickle.loads(pickle.dumps(model))
+    assert type(clone) is type(model) and type(clone.model.layers[0].self_attn) is type(
+        model.model.layers[0].self_attn
+    )
