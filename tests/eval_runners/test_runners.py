@@ -639,10 +639,8 @@ def test_moved_checkpoint_and_image_folder_resume(
     checkpoint = Path(shutil.copytree(tiny_model_path, tmp_path / "old" / "tiny-fusion"))
     images = Path(shutil.copytree(image_folder, tmp_path / "old-images"))
     answers = tmp_path / "answers.jsonl"
-    answers.write_text("".join(json.dumps(r) + "\n" for r in reference[:3]), encoding="utf-8")
-    record = json.loads(run_record.record_path(reference_file).read_text())
-    record.update(run_record.locations(str(checkpoint), None, str(images)))
-    run_record.write_record(answers, record)
+    model_vqa_loader.main(runner_args(str(checkpoint), question_file, answers, images))
+    answers.write_text("".join(json.dumps(r) + "\n" for r in read_jsonl(answers)[:3]), encoding="utf-8")
     (tmp_path / "new").mkdir()
     moved = checkpoint.rename(tmp_path / "new" / "tiny-fusion")
     moved_images = images.rename(tmp_path / "new-images")
