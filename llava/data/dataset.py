@@ -9,16 +9,21 @@ are skipped and counted by default, or stop the run with `strict=True`:
   up and samples longer than `model_max_length` (never trained truncated) are found when the
   sample is drawn; the next good record takes its place (deterministically, so the data order
   survives a resume) and the skip travels with the batch to be counted by the trainer.
+  With `strict=True` these checks also run over every record when the dataset is built (a
+  progress bar; every image decoded once), so a strict run stops before training starts,
+  naming the first bad record.
 A data set with no usable record is an error (`EmptyDatasetError`).
 """
 
 from __future__ import annotations
 
 import logging
+import os
 from dataclasses import dataclass
 
 import torch
 from torch.utils.data import Dataset
+from tqdm import tqdm
 
 from llava.constants import IGNORE_INDEX
 from llava.data.checks import (
@@ -56,11 +61,13 @@ class LazySupervisedDataset(Dataset):
         image_aspect_ratio: `pad`, `resize` or `square` (see `llava.mm_utils.process_images`).
         model_max_length: maximum sequence length, image positions included.
         num_image_tokens: positions one image occupies (`config.num_image_tokens`).
-        strict: raise on the first bad sample instead of skipping it.
+        strict: raise on the first bad sample instead of skipping it; every record is checked
+            in full when the dataset is built (`check_every_record`).
 
     Raises:
         EmptyDatasetError: no record, or none left once the bad ones are skipped.
-        BadSampleError: with `strict`, the first bad sample, naming the file and the record.
+        BadSampleError: with `strict`, the first bad sample, naming the file and the record,
+            when the dataset is built.
     """
 
     def __init__(
@@ -104,6 +111,8 @@ class LazySupervisedDataset(Dataset):
                 len(self.records),
                 self._describe(self.skipped[0]),
             )
+        if strict:  # before training starts, not when a bad record is drawn
+            self.check_every_record()
 
     def _describe(self, skipped: SkippedSample) -> str:
         return f"{self.data_path} {record_name(self.records[skipped.index], skipped.index)}: {skipped.reason}"
@@ -131,6 +140,25 @@ class LazySupervisedDataset(Dataset):
             length = word_length(record) + n_images * self.num_image_tokens
             lengths.append(length if n_images else -max(length, 1))
         return lengths
+
+    def check_record(self, index: int) -> None:
+        """The checks drawing record `index` runs (template fit, masking, length, every image
+        decoded in full); raises `BadSampleError`."""
+        record = self.records[index]
+        tokenize_record(record, self.template, self.tokenizer, self.model_max_length, self.num_image_tokens)
+        for name in record_images(record):
+            load_checked_image(image_path(name, self.image_folder))
+
+    def check_every_record(self) -> None:
+        """`check_record` over every record left after the cheap checks, with a progress bar (on
+        the main process); the first bad one raises `BadSampleError` naming the file and the
+        record (run under `strict`, where `_reject` raises)."""
+        quiet = int(os.environ.get("RANK", "0")) != 0
+        for index in tqdm(self.indices, desc=f"checking {self.data_path}", unit="record", disable=quiet):
+            try:
+                self.check_record(index)
+            except BadSampleError as err:
+                self._reject(index, err)
 
     def build_sample(self, index: int) -> dict:
         """The tokenised sample of record `index`; raises `BadSampleError` when it is unusable."""

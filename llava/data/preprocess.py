@@ -12,6 +12,19 @@ from llava.constants import IGNORE_INDEX, IMAGE_TOKEN_INDEX
 from llava.conversation import Conversation, SeparatorStyle
 from llava.data.records import BadSampleError
 from llava.mm_utils import tokenize_conversation
+from llava.model.tokenizers import ensure_pad_token
+
+# Training's `--model_max_length` default (LLaVA-1.5's), also the validator's.
+DEFAULT_MODEL_MAX_LENGTH = 2048
+
+
+def load_tokenizer(path: str, model_max_length: int):
+    """The LLM's tokenizer as training uses it (and the validator checks with): right padding,
+    `model_max_length` set, the pad token chosen by `llava.model.tokenizers.ensure_pad_token`."""
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(path, model_max_length=model_max_length, padding_side="right")
+    return ensure_pad_token(tokenizer, path)
 
 
 def supervised_spans(labels: list[int]) -> list[tuple[int, int]]:

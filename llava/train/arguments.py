@@ -18,6 +18,7 @@ import transformers
 from transformers import HfArgumentParser
 
 from llava.conversation import conv_templates
+from llava.data.preprocess import DEFAULT_MODEL_MAX_LENGTH
 from llava.model.configuration import RELEASE_VARIANTS
 
 logger = logging.getLogger(__name__)
@@ -129,7 +130,7 @@ class DataArguments:
 @dataclass
 class TrainingArguments(transformers.TrainingArguments):
     model_max_length: int = field(
-        default=2048, metadata={"help": "Maximum positions, image positions included."}
+        default=DEFAULT_MODEL_MAX_LENGTH, metadata={"help": "Maximum positions, image positions included."}
     )
     lora_enable: bool = field(default=False, metadata={"help": "LoRA on the LLM's linear layers."})
     lora_r: int | None = field(default=None, metadata={"help": "LoRA rank (64)."})

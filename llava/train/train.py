@@ -17,12 +17,12 @@ import os
 import torch
 import transformers
 from safetensors import SafetensorError
-from transformers import AutoTokenizer, set_seed
+from transformers import set_seed
 
 from llava.data.dataset import DataCollatorForSupervisedDataset, LazySupervisedDataset
+from llava.data.preprocess import load_tokenizer
 from llava.model.builder import build_from_backbones
 from llava.model.fingerprint import location_fingerprint
-from llava.model.tokenizers import ensure_pad_token
 from llava.model.vision_tower import load_image_processor
 from llava.train.arguments import (
     DataArguments,
@@ -130,11 +130,6 @@ def recorded_flags(
     return json.loads(json.dumps(flags, default=str))
 
 
-def _load_tokenizer(path: str, model_max_length: int):
-    tokenizer = AutoTokenizer.from_pretrained(path, model_max_length=model_max_length, padding_side="right")
-    return ensure_pad_token(tokenizer, path)
-
-
 def _partitioned_count(model: torch.nn.Module) -> int:
     """Parameters ZeRO-3 has partitioned away from this rank (local numel 0)."""
     return sum(1 for p in model.parameters() if hasattr(p, "ds_id") and p.numel() == 0)
@@ -207,7 +202,7 @@ def train(
     if model_args.pretrain_mm_mlp_adapter:
         load_projector(model, model_args.pretrain_mm_mlp_adapter)
     model.config.use_cache = False
-    tokenizer = _load_tokenizer(model_args.model_name_or_path, training_args.model_max_length)
+    tokenizer = load_tokenizer(model_args.model_name_or_path, training_args.model_max_length)
     image_processor = load_image_processor(model_args.vision_tower)
     model, plan = apply_recipe(model, spec)
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import re
+import shutil
 from pathlib import Path
 
 import pytest
@@ -15,7 +16,6 @@ from llava.data.dataset import DataCollatorForSupervisedDataset, LazySupervisedD
 from llava.data.records import BadSampleError
 from llava.data.sampler import ModalityLengthGroupedSampler, modality_grouped_indices
 from llava.data.toy import image_record, text_record, write_bomb_png, write_broken_dataset, write_dataset
-from llava.data.validate import main as validate_main
 
 
 def make_dataset(path, folder, tokenizer, image_processor, strict=False, max_length=256, template="v1"):
@@ -85,14 +85,14 @@ def _long_record(i: int) -> dict:
 
 
 def test_an_over_length_sample_is_treated_alike_by_validator_and_dataset(
-    tmp_path, tokenizer, image_processor, tiny_checkpoints, capsys
+    tmp_path, tokenizer, image_processor, tiny_checkpoints, validator
 ):
     """A sample whose reply `model_max_length` would cut is never trained truncated: an error for
     the validator and under --strict_data, otherwise skipped and counted."""
     records = [image_record(0, "red", "a.png"), _long_record(1), text_record(2)]
     path, folder = write_dataset(tmp_path, records, {"a.png": "red"})
-    assert validate_main(_validate(path, folder, tiny_checkpoints, max_length=100)) == 1
-    out = capsys.readouterr().out
+    status, out = validator(_validate(path, folder, tiny_checkpoints, max_length=100))
+    assert status == 1
     assert "record 1 (id 'img-1'): too_long:" in out and "> model_max_length 100" in out
     assert "3 records, 1 with problems" in out
 
@@ -111,29 +111,31 @@ def test_an_over_length_sample_is_treated_alike_by_validator_and_dataset(
     assert [s.index for s in collated["skipped_samples"]] == [1]  # what the trainer counts
 
 
-def test_an_empty_dataset_is_an_error_for_validator_and_dataset(tmp_path, tokenizer, image_processor, capsys):
+def test_an_empty_dataset_is_an_error_for_validator_and_dataset(
+    tmp_path, tokenizer, image_processor, validator
+):
     empty = tmp_path / "empty.json"
     empty.write_text("[]")
-    assert validate_main(["--data_path", str(empty)]) == 1
-    assert "holds no records" in capsys.readouterr().out
+    status, out = validator(["--data_path", str(empty)])
+    assert status == 1 and "holds no records" in out
     with pytest.raises(EmptyDatasetError, match="empty.json: the data set holds no records"):
         make_dataset(str(empty), None, tokenizer, image_processor)
 
     path, folder = write_dataset(tmp_path / "bad", [image_record(0, "red", "gone.png")])
-    assert validate_main(["--data_path", path, "--image_folder", folder]) == 1
-    assert "none of its 1 record(s) is usable" in capsys.readouterr().out
+    status, out = validator(["--data_path", path, "--image_folder", folder])
+    assert status == 1 and "none of its 1 record(s) is usable" in out
     with pytest.raises(EmptyDatasetError, match=r"none of its 1 record\(s\) is usable"):
         make_dataset(path, folder, tokenizer, image_processor)
 
 
 def test_a_decompression_bomb_names_the_record_in_validator_and_dataset(
-    tmp_path, tokenizer, image_processor, capsys
+    tmp_path, tokenizer, image_processor, validator
 ):
     records = [image_record(0, "red", "a.png"), image_record(1, "red", "bomb.png"), text_record(2)]
     path, folder = write_dataset(tmp_path, records, {"a.png": "red"})
     write_bomb_png(Path(folder, "bomb.png"))
-    assert validate_main(["--data_path", path, "--image_folder", folder]) == 1
-    out = capsys.readouterr().out
+    status, out = validator(["--data_path", path, "--image_folder", folder])
+    assert status == 1
     assert "record 1 (id 'img-1'): unreadable_image: image " in out and "bomb.png refused" in out
 
     with pytest.raises(
@@ -146,7 +148,7 @@ def test_a_decompression_bomb_names_the_record_in_validator_and_dataset(
 
 
 @pytest.mark.parametrize("suffix", [".json", ".jsonl"])
-def test_a_non_utf8_data_file_is_named_with_its_line(tmp_path, tokenizer, image_processor, capsys, suffix):
+def test_a_non_utf8_data_file_is_named_with_its_line(tmp_path, tokenizer, image_processor, validator, suffix):
     lines = [json.dumps(text_record(0)), json.dumps(text_record(1)).replace("three", "tr\u00e8s")]
     text = "\n".join(lines) if suffix == ".jsonl" else "[" + ",\n".join(lines) + "]"
     path = tmp_path / f"data{suffix}"
@@ -154,8 +156,8 @@ def test_a_non_utf8_data_file_is_named_with_its_line(tmp_path, tokenizer, image_
     message = rf"data{suffix}:2: not UTF-8 text \(byte b'\\xe8' at offset \d+"
     with pytest.raises(ValueError, match=message):
         make_dataset(str(path), None, tokenizer, image_processor)
-    assert validate_main(["--data_path", str(path)]) == 1
-    assert re.search(message, capsys.readouterr().out)
+    status, out = validator(["--data_path", str(path)])
+    assert status == 1 and re.search(message, out)
     path.write_text(text)  # the same text in UTF-8 loads
     assert len(make_dataset(str(path), None, tokenizer, image_processor)) == 2
 
@@ -195,13 +197,13 @@ def test_modality_grouped_sampler():
     assert sorted(sampler) == sorted(first)
 
 
-def test_validator_lists_problems_by_index(tmp_path, tokenizer, tiny_checkpoints, capsys):
+def test_validator_lists_problems_by_index(tmp_path, tokenizer, tiny_checkpoints, validator):
     path, folder = write_broken_dataset(tmp_path)
     records = json.loads(Path(path).read_text())
     records.append(image_record(8, "red", "0.png"))
     records[8]["conversations"][0]["value"] = "Describe the picture in detail. " * 30 + "<image>"
     Path(path).write_text(json.dumps(records))
-    status = validate_main(
+    status, out = validator(
         [
             "--data_path",
             path,
@@ -215,7 +217,6 @@ def test_validator_lists_problems_by_index(tmp_path, tokenizer, tiny_checkpoints
             "16",
         ]
     )
-    out = capsys.readouterr().out
     assert status == 1
     assert "record 1 (id 'img-1'): missing_image" in out
     assert "record 2 (id 'img-2'): unreadable_image" in out and "truncated.png" in out
@@ -224,8 +225,9 @@ def test_validator_lists_problems_by_index(tmp_path, tokenizer, tiny_checkpoints
     assert "9 records, 4 with problems" in out
 
 
-def test_validator_passes_a_clean_set(toy_dataset, capsys):
-    assert validate_main(["--data_path", toy_dataset[0], "--image_folder", toy_dataset[1]]) == 0
+def test_validator_passes_a_clean_set(toy_dataset, validator):
+    status, out = validator(["--data_path", toy_dataset[0], "--image_folder", toy_dataset[1]])
+    assert status == 0 and "24 records, 0 with problems" in out
 
 
 def test_the_trainer_counts_an_over_length_sample_and_strict_data_refuses_it(tiny_checkpoints, tmp_path):
@@ -266,3 +268,53 @@ def test_the_trainer_counts_an_over_length_sample_and_strict_data_refuses_it(tin
     assert summary["skipped_samples"] == 1 and summary["global_step"] == 2
     with pytest.raises(BadSampleError, match=r"record 1 \(id 'img-1'\): .* > model_max_length 100.*too_long"):
         train(*parse_arguments(flags("strict", "--strict_data", "True")))
+
+
+def _reply_of(words: int, i: int = 0) -> dict:
+    record = text_record(i)
+    record["conversations"][1]["value"] = " ".join(["square"] * words)
+    return record
+
+
+def test_the_validator_checks_training_default_length_with_a_tokenizer(tmp_path, tiny_checkpoints, validator):
+    """--tokenizer without --model_max_length: training's default (2048) applies, as in training."""
+    path, folder = write_dataset(tmp_path, [text_record(0), _reply_of(2100, 1)])
+    status, out = validator(["--data_path", path, "--tokenizer", tiny_checkpoints[0]])
+    assert status == 1
+    assert "record 1 (id 'txt-1'): too_long:" in out and "> model_max_length 2048" in out
+    assert "record 0" not in out
+
+
+def test_the_validator_counts_image_positions_from_the_vision_tower(tmp_path, tiny_checkpoints, validator):
+    """The tiny CLIP tower puts 16 positions per image (32 px, patch 8, CLS dropped): a sample
+    of about 40 positions fits 100, which the 576 of CLIP-L/336 would not."""
+    llm, tower = tiny_checkpoints
+    path, folder = write_dataset(tmp_path, [image_record(0, "red", "a.png")], {"a.png": "red"})
+    common = ["--data_path", path, "--image_folder", folder, "--tokenizer", llm, "--model_max_length", "100"]
+    status, out = validator([*common, "--vision_tower", tower])
+    assert status == 0, out
+    assert f"16 positions per image (from --vision_tower {tower})" in out
+
+    status, out = validator(common)  # no tower: the named default
+    assert status == 1 and "images expanded to 576 each" in out and "counting 576 positions per image" in out
+    with pytest.raises(SystemExit):
+        validator([*common, "--vision_tower", tower, "--num_image_tokens", "576"])
+
+
+def test_strict_data_checks_every_record_before_training(tmp_path, tokenizer, image_processor):
+    """Under strict, over-length, masking and unreadable-image records fail when the dataset is
+    built (not when drawn), naming the record; without strict they are still found when drawn."""
+    records = [
+        image_record(0, "red", "a.png"),
+        text_record(1),
+        image_record(2, "red", "bad.png"),
+        _long_record(3),
+    ]
+    path, folder = write_dataset(tmp_path, records, {"a.png": "red"})
+    Path(folder, "bad.png").write_bytes(b"not a png")
+    with pytest.raises(BadSampleError, match=r"record 2 \(id 'img-2'\): .*bad.png.*unreadable_image"):
+        make_dataset(path, folder, tokenizer, image_processor, strict=True, max_length=100)
+    shutil.copy(Path(folder, "a.png"), Path(folder, "bad.png"))  # every image good now; record 3 is too long
+    with pytest.raises(BadSampleError, match=r"record 3 \(id 'img-3'\): .* > model_max_length 100"):
+        make_dataset(path, folder, tokenizer, image_processor, strict=True, max_length=100)
+    assert len(make_dataset(path, folder, tokenizer, image_processor, max_length=100)) == 4
