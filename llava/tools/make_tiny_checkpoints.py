@@ -35,7 +35,7 @@ from transformers import (
     SiglipVisionModel,
 )
 
-from llava.conversation import SeparatorStyle, conv_templates
+from llava.conversation import conv_templates
 from llava.tools.tokenizer import train_tokenizer
 
 logger = logging.getLogger(__name__)
@@ -62,13 +62,22 @@ _WORDS = (
 )
 
 
-def tokenizer_corpus() -> list[str]:
-    """Text covering every template's system prompt, roles and separators, plus common words."""
+# The templates of each tokenizer style's corpus: LLaVA-1.5's for the `llama` style (so its tiny
+# Llama stays as it was), plus the family's own template for the others.
+_LLAVA_TEMPLATES = ("vicuna_v1", "v1", "llava_v1", "plain", "llava_llama_2", "mistral_instruct")
+_CORPUS_TEMPLATES = {
+    "llama": _LLAVA_TEMPLATES,
+    "llama3": (*_LLAVA_TEMPLATES, "llama_3"),
+    "qwen": (*_LLAVA_TEMPLATES, "qwen_2"),
+}
+
+
+def tokenizer_corpus(style: str = "llama") -> list[str]:
+    """Text covering the system prompt, roles and separators of `style`'s templates, plus
+    common words."""
     corpus = [_WORDS]
-    for conv in conv_templates.values():
-        if conv.sep_style is SeparatorStyle.CHAT_TEMPLATE:
-            continue  # rendered by a tokenizer's template, which is being built
-        conv = conv.copy()
+    for name in _CORPUS_TEMPLATES[style]:
+        conv = conv_templates[name].copy()
         conv.append_message(conv.roles[0], "What is in the image?")
         conv.append_message(conv.roles[1], "A red circle and two blue squares.")
         corpus.append(conv.get_prompt())
@@ -127,7 +136,7 @@ def make_llm(
     if llm not in LLMS:
         raise ValueError(f"unknown tiny LLM {llm!r}; expected one of {sorted(LLMS)}")
     tokenizer = train_tokenizer(
-        tokenizer_corpus(),
+        tokenizer_corpus(LLMS[llm]),
         vocab_size=384,
         model_max_length=1024,
         legacy_prefix=legacy_prefix,
