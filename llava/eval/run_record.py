@@ -19,9 +19,9 @@ A record (JSON, stdlib only, no model needed to read it):
 
 The model, its base and the image folder are compared by content, never by path: `fingerprints`
 holds `llava.model.fingerprint.location_fingerprint` of `--model-path` and `--model-base` (a
-checkpoint retrained in place gets another one) and `image_folder_fingerprint` of the image
-folder, and the question file by its SHA-256. The paths are kept for the messages only, so a
-moved checkpoint or data folder resumes.
+checkpoint retrained in place gets another one) and `image_files_fingerprint` of the image
+files the chunk reads; the question file is compared by its SHA-256. The paths are kept for the
+messages only, so a moved checkpoint or data folder resumes.
 
 `prompt` also holds the runner's own options (MMBench: `all_rounds`, `lang`). Answers files
 without a record (written by LLaVA's own code, say) are still scored; then only the coverage of
@@ -89,32 +89,39 @@ def local_path_or_id(path: str | None) -> str | None:
     return os.path.abspath(expanded) if os.path.exists(expanded) else path
 
 
-def image_folder_fingerprint(folder: PathLike) -> str:
-    """`sha256:...` of the relative path and size of every file under `folder` (one `stat` a
-    file, no image read): moving the folder keeps it; adding, removing or resizing an image
-    changes it."""
-    root = Path(folder).expanduser()
-    digest = hashlib.sha256()
-    for directory, subdirs, files in os.walk(root):
-        subdirs.sort()
-        for name in sorted(files):
-            path = Path(directory, name)
-            digest.update(f"{path.relative_to(root).as_posix()}:{path.stat().st_size}\n".encode())
-    return f"sha256:{digest.hexdigest()}"
+def image_files_fingerprint(folder: PathLike | None, paths: Iterable[PathLike]) -> str | None:
+    """`sha256:...` of each distinct image file's path relative to `folder` and its size (or
+    "missing"): one `stat` a file, no image read. Moving the folder keeps it; another or a
+    resized image changes it; files the questions do not read (answers written under the data
+    folder, say) do not count. None when no file is read (images held in the question file)."""
+    root = os.path.abspath(os.path.expanduser(folder or "."))
+    entries = set()
+    for path in paths:
+        relative = os.path.relpath(os.path.abspath(os.path.expanduser(path)), root)
+        size = os.stat(path).st_size if os.path.isfile(path) else "missing"
+        entries.add(f"{Path(relative).as_posix()}:{size}")
+    if not entries:
+        return None
+    return "sha256:" + hashlib.sha256("\n".join(sorted(entries)).encode()).hexdigest()
 
 
-def locations(model_path: str, model_base: str | None, image_folder: str | None) -> dict[str, Any]:
-    """The record's `model_path`, `model_base`, `image_folder` (absolute when local) and their
-    content `fingerprints`, which resume compares instead of the paths."""
-    folder = local_path_or_id(image_folder) if image_folder else image_folder
+def locations(
+    model_path: str,
+    model_base: str | None,
+    image_folder: str | None,
+    image_paths: Iterable[PathLike] = (),
+) -> dict[str, Any]:
+    """The record's `model_path`, `model_base`, `image_folder` (absolute when local) and the
+    content `fingerprints` that resume compares instead of the paths: of the model, its base and
+    the image files `image_paths` (those the run reads, under `image_folder`)."""
     return {
         "model_path": local_path_or_id(model_path),
         "model_base": local_path_or_id(model_base),
-        "image_folder": folder,
+        "image_folder": local_path_or_id(image_folder) if image_folder else image_folder,
         "fingerprints": {
             "model_path": location_fingerprint(model_path),
             "model_base": location_fingerprint(model_base),
-            "image_folder": image_folder_fingerprint(folder) if folder and os.path.isdir(folder) else None,
+            "image_folder": image_files_fingerprint(image_folder, image_paths),
         },
     }
 
@@ -245,13 +252,19 @@ def merge_records(chunks: Sequence[Path], merged: Path) -> dict[str, Any] | None
                 f"{record_path(path)}: chunk {chunk.get('chunk_idx')} of {chunk.get('num_chunks')}, "
                 f"expected chunk {i} of {len(chunks)}"
             )
-        changed = differences(first, record, ignore={*_NOT_COMPARED, "chunk.chunk_idx"})
+        # Each chunk reads its own images, so their fingerprints differ.
+        ignore = {*_NOT_COMPARED, "chunk.chunk_idx", "fingerprints.image_folder"}
+        changed = differences(first, record, ignore=ignore)
         if changed:
             name, before, after = changed[0]
             raise ValueError(
                 f"answer chunks of different runs: {name} is {before!r} in {record_path(first_path)} "
                 f"but {after!r} in {record_path(path)}"
             )
-    merged_record = {**first, "chunk": {"num_chunks": len(chunks), "merged_from": [p.name for p in chunks]}}
+    merged_record = {
+        **first,
+        "fingerprints": {**first.get("fingerprints", {}), "image_folder": None},  # per chunk, above
+        "chunk": {"num_chunks": len(chunks), "merged_from": [p.name for p in chunks]},
+    }
     write_record(merged, merged_record)
     return merged_record

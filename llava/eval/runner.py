@@ -66,15 +66,17 @@ def short_id() -> str:
 
 @dataclass(frozen=True)
 class ImageRef:
-    """An image to load when its question is answered; `name` is what errors show."""
+    """An image to load when its question is answered; `name` is what errors show, `path` the
+    file it is read from (None for an image held in the question file)."""
 
     name: str
     loader: Callable[[], Image.Image]
+    path: str | None = None
 
     @classmethod
     def from_file(cls, path: str | os.PathLike) -> ImageRef:
         path = os.fspath(path)
-        return cls(path, lambda: load_image(path))
+        return cls(path, lambda: load_image(path), path)
 
     @classmethod
     def from_base64(cls, data: str, name: str) -> ImageRef:
@@ -218,8 +220,11 @@ def prepare_answers_file(path: Path, model_id: str, overwrite: bool = False) -> 
     return keys
 
 
-def build_run_record(task: AnswerTask, args: argparse.Namespace, model_id: str) -> dict[str, Any]:
-    """What this run's answers depend on (see `llava.eval.run_record`)."""
+def build_run_record(
+    task: AnswerTask, args: argparse.Namespace, model_id: str, samples: Sequence[Sample] = ()
+) -> dict[str, Any]:
+    """What this run's answers depend on (see `llava.eval.run_record`); the image files that
+    `samples` read are fingerprinted."""
     settings = DecodingSettings.from_args(args)
     image_folder = getattr(args, "image_folder", None) if task.uses_image_folder else None
     prompt = {"single_pred_prompt": bool(args.single_pred_prompt)}
@@ -228,7 +233,12 @@ def build_run_record(task: AnswerTask, args: argparse.Namespace, model_id: str) 
         "format": run_record.FORMAT,
         "runner": task.name,
         "model_id": model_id,
-        **run_record.locations(args.model_path, args.model_base, image_folder),
+        **run_record.locations(
+            args.model_path,
+            args.model_base,
+            image_folder,
+            [ref.path for sample in samples for ref in sample.images if ref.path is not None],
+        ),
         "conv_mode": args.conv_mode,
         "decoding": {
             "temperature": settings.temperature,
@@ -332,7 +342,7 @@ def run(task: AnswerTask, args: argparse.Namespace) -> RunSummary:
 
     answers_file = Path(args.answers_file).expanduser()
     model_id = get_model_name_from_path(args.model_path)
-    record = build_run_record(task, args, model_id)
+    record = build_run_record(task, args, model_id, samples)
     done = prepare_resume(answers_file, record, model_id, overwrite=args.overwrite)
     pending = pending_samples(samples, done)
     summary = RunSummary(answers_file, total=len(samples), resumed=len(samples) - len(pending))

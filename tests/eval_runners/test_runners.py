@@ -601,7 +601,9 @@ def test_run_record_beside_the_answers(tiny_model_path, reference_file, question
     assert record["fingerprints"] == {
         "model_path": location_fingerprint(tiny_model_path),
         "model_base": None,
-        "image_folder": run_record.image_folder_fingerprint(image_folder),
+        "image_folder": run_record.image_files_fingerprint(
+            image_folder, [image_folder / q["image"] for q in vqa_questions()]
+        ),
     }
     assert record["chunk"] == {"num_chunks": 1, "chunk_idx": 0}
 
@@ -647,7 +649,11 @@ def test_moved_checkpoint_and_image_folder_resume(
     summary = model_vqa_loader.main(runner_args(str(moved), question_file, answers, moved_images))
     assert (summary.resumed, summary.answered) == (3, 4)
     assert comparable(read_jsonl(answers)) == comparable(reference)
-    # Another image folder under the moved one's name is other content: refused.
+    # Files the questions do not read (say, answers written under the data folder) do not count.
+    (moved_images / "answers").mkdir()
+    (moved_images / "answers" / "other.jsonl").write_text("{}\n", encoding="utf-8")
+    assert model_vqa_loader.main(runner_args(str(moved), question_file, answers, moved_images)).resumed == 7
+    # Another image under a name the questions read is other content: refused.
     (moved_images / "img0.png").write_bytes((moved_images / "img1.png").read_bytes() + b"x")
     with pytest.raises(ValueError, match=r"fingerprints.image_folder: .* \(other content: .*new-images"):
         model_vqa_loader.main(runner_args(str(moved), question_file, answers, moved_images))
