@@ -272,7 +272,7 @@ class FusionAttentionMixin:
             query_states, key_states, cos, sin
         )
         if cache is not None:
-            key_states, value_states = cache.update(key_states, value_states, self.layer_idx, kwargs=kwargs)
+            key_states, value_states = cache.update(key_states, value_states, self.layer_idx)
 
         attention_interface: Callable = ALL_ATTENTION_FUNCTIONS.get_interface(
             self.config._attn_implementation, self.family.modeling.eager_attention_forward
