@@ -310,3 +310,21 @@ def test_generated_classes_pickle_by_name(tiny_backbones, llm):
     assert type(clone) is type(model) and type(clone.model.layers[0].self_attn) is type(
         model.model.layers[0].self_attn
     )
+
+
+@pytest.mark.parametrize("llm", list(LLMS))
+def test_eager_and_sdpa_attention_agree(tiny_backbones, llm):
+    """The family's attention interface (with its sliding window) runs the fusion layers alike
+    under eager and SDPA, on a padded batch with an image."""
+    backbones = tiny_backbones(llm, "siglip")
+    eager, _ = _build(tiny_backbones, llm, "siglip", "fusion_llama")
+    sdpa, _ = build_from_backbones("fusion_llama", *backbones, attn_implementation="sdpa")
+    randomize_trainables(sdpa)
+    ids = torch.tensor([[5, 40, IMG, 41, 42, 43, 44, 45, 46, 47], [0, 0, 5, 43, 44, 45, 46, 47, 48, 49]])
+    mask = torch.tensor([[1] * 10, [0, 0] + [1] * 8])
+    with torch.no_grad():
+        theirs = sdpa.eval()(input_ids=ids, images=_pixels(1), attention_mask=mask).logits
+        ours = eager(input_ids=ids, images=_pixels(1), attention_mask=mask).logits
+        real = eager.prepare_multimodal_inputs(ids, _pixels(1), mask).attention_mask.bool()
+    assert real.sum() == 25 + 8  # Mistral's 24-position window is exceeded
+    torch.testing.assert_close(theirs[real], ours[real], rtol=0, atol=1e-4)
