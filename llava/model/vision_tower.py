@@ -19,8 +19,8 @@ exactly what the NaFlex processor gives; NaFlex's variable aspect ratios and res
 supported. OpenCLIP-format towers (`open_clip_config.json`) are not supported: load a
 transformers-format copy (the `laion/CLIP-ViT-*` repositories ship one) as CLIP.
 
-The state-dict keys are the library model's under `vision_tower.` (`vision_tower.vision_model.*`),
-as in LLaVA's checkpoints.
+The state-dict keys are the library model's own under `vision_tower.`; for CLIP the same as before,
+so LLaVA's checkpoints load unchanged.
 """
 
 from __future__ import annotations

@@ -10,7 +10,17 @@ import pickle
 import pytest
 import torch
 from torch import nn
-from transformers import AutoImageProcessor, AutoModelForCausalLM, AutoTokenizer, Siglip2VisionModel
+from transformers import (
+    AutoImageProcessor,
+    AutoModel,
+    AutoModelForCausalLM,
+    AutoTokenizer,
+    CLIPConfig,
+    CLIPModel,
+    Siglip2VisionModel,
+    SiglipConfig,
+    SiglipModel,
+)
 
 from llava.bench.generation import generate_without_cache
 from llava.constants import IMAGE_TOKEN_INDEX
@@ -328,3 +338,26 @@ def test_eager_and_sdpa_attention_agree(tiny_backbones, llm):
         real = eager.prepare_multimodal_inputs(ids, _pixels(1), mask).attention_mask.bool()
     assert real.sum() == 25 + 8  # Mistral's 24-position window is exceeded
     torch.testing.assert_close(theirs[real], ours[real], rtol=0, atol=1e-4)
+
+
+@pytest.mark.parametrize("tower", ["clip", "siglip"])
+def test_full_image_text_checkpoint_serves_as_the_tower(tiny_backbones, tmp_path, tower):
+    """`google/siglip-so400m-patch14-384` and `openai/clip-vit-large-patch14-336` are full
+    image-text checkpoints: their vision half is the tower, with its weights."""
+    llm, vision = tiny_backbones("qwen2", tower)
+    vision_model = AutoModel.from_pretrained(vision)
+    text = {"vocab_size": 64, "hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 1}
+    text["num_attention_heads"] = 4
+    full_cls = CLIPModel if tower == "clip" else SiglipModel
+    config_cls = CLIPConfig if tower == "clip" else SiglipConfig
+    full = full_cls(config_cls(text_config=text, vision_config=vision_model.config.to_dict()))
+    full.vision_model.load_state_dict(vision_model.state_dict())
+    full.save_pretrained(tmp_path)
+    model, report = build_from_backbones("llava_llama", llm, str(tmp_path))
+    assert report.missing == sorted(n for n, _ in model.named_parameters() if "mm_projector" in n)
+    assert model.config.vision_config.model_type == vision_model.config.model_type
+    pixels = _pixels(2)
+    with torch.no_grad():
+        expected = vision_model(pixels, output_hidden_states=True).hidden_states[-2]
+    offset = 1 if tower == "clip" else 0
+    torch.testing.assert_close(model.get_image_features(pixels), expected[:, offset:], rtol=0, atol=0)
