@@ -10,7 +10,9 @@ Resuming refuses, naming the file or the flag:
 - a checkpoint that is incomplete (`--resume_from_checkpoint latest` skips those, with a warning);
 - a checkpoint without the optimizer, scheduler, RNG or trainer state this run needs;
 - a run whose flags differ from the checkpoint's in anything that changes the trajectory
-  (`RECORDED_FLAGS`): a resumed run either continues the interrupted one exactly or does not start.
+  (`RECORDED_FLAGS`), the template and the content of the LLM, the tower, the pre-trained projector
+  and the data file included (fingerprints, so moved files still resume): a resumed run either
+  continues the interrupted one exactly or does not start.
 """
 
 from __future__ import annotations

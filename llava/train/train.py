@@ -79,12 +79,8 @@ def content_fingerprints(model_args: ModelArguments, data_args: DataArguments) -
     """`(fingerprints, locations)` of the `llava.train.resume.CONTENT_FLAGS` locations: the
     recorded `<flag>_fingerprint` values (None for a flag not given) and the paths as given."""
     locations = {
-        "model_name_or_path": model_args.model_name_or_path,
-        "vision_tower": model_args.vision_tower,
-        "pretrain_mm_mlp_adapter": model_args.pretrain_mm_mlp_adapter,
-        "data_path": data_args.data_path,
+        flag: getattr(data_args if flag == "data_path" else model_args, flag) for flag in CONTENT_FLAGS
     }
-    assert tuple(locations) == CONTENT_FLAGS
     fingerprints = {fingerprint_key(flag): location_fingerprint(path) for flag, path in locations.items()}
     logger.info("content fingerprints recorded for resume checks: %s", fingerprints)
     return fingerprints, locations
