@@ -648,7 +648,8 @@ def test_sigkill_at_seeded_random_moments_inside_saves_then_latest_equals_uninte
     run_flags, tmp_path, record_property
 ):
     """A run saving every step is SIGKILLed 5 times, each inside the save of a seeded random step
-    after the last complete checkpoint, at a seeded random moment 0-60 ms after its temporary
+    2-5 steps after the last complete checkpoint (the last kills in the second epoch, which
+    starts at step 13), at a seeded random moment 0-60 ms after its temporary
     folder is created (while its files are written, or before its manifest), and resumed from
     `latest`. Every kill must cut its save short (its `.tmp-checkpoint-N` left, the newest
     complete checkpoint the one before), and every resume from `latest` must end with the
@@ -671,7 +672,7 @@ def test_sigkill_at_seeded_random_moments_inside_saves_then_latest_equals_uninte
     kills = []
     for i in range(5):
         start = _newest_step(run)
-        kill = TimedKill(min(start + rng.randint(1, 3), max_steps), rng.uniform(0.0, 0.06))
+        kill = TimedKill(min(start + rng.randint(2, 5), max_steps), rng.uniform(0.0, 0.06))
         resume = ["--resume_from_checkpoint", "latest"] if start else []
         assert run_killed([*argv, *resume], kill) == -signal.SIGKILL, kill
         assert _newest_step(run) == kill.step - 1, kill  # the save of kill.step was cut short
