@@ -136,16 +136,16 @@ def _from_pretrained(model_cls, folder: str | Path, **kwargs) -> tuple[torch.nn.
     return model, report
 
 
-def _backbone_classes(model_type: str, llm_path: str) -> tuple[type, type, dict]:
+def _backbone_config(model_type: str, llm_path: str) -> tuple[type, dict]:
     """The method from `model_type` (a `--model_type` spelling), the family from the LLM's own
-    config (its `model_type`); returns `(config class, model class, the LLM's config fields)`."""
+    config (its `model_type`); returns `(config class, the LLM's config fields)`."""
     method = method_of(model_type)
     llm_config = AutoConfig.from_pretrained(resolve_location(llm_path, "LLM"))
-    config_cls, model_cls = classes_for(method, llm_config.model_type, f"{llm_path}/config.json")
+    config_cls, _ = classes_for(method, llm_config.model_type, f"{llm_path}/config.json")
     fields = llm_config.to_dict()
     for key in _CONFIG_KEYS_DROPPED:
         fields.pop(key, None)
-    return config_cls, model_cls, fields
+    return config_cls, fields
 
 
 def multimodal_config_from_backbones(
@@ -154,7 +154,7 @@ def multimodal_config_from_backbones(
     """The config of a new multimodal model: the LLM's architecture and family, the tower's
     (CLIP or SigLIP, from its config), and `fields`. `model_type` chooses the method for any
     family: `fusion_llama` / `inverse_llava` (Inverse-LLaVA) or `llava_llama` / `llava`."""
-    config_cls, _, llm_fields = _backbone_classes(model_type, llm_path)
+    config_cls, llm_fields = _backbone_config(model_type, llm_path)
     vision_config = read_vision_config(vision_tower).to_dict()
     return config_cls(**llm_fields, vision_config=vision_config, mm_vision_tower=vision_tower, **fields)
 

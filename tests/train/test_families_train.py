@@ -11,7 +11,11 @@ import subprocess
 import sys
 
 import pytest
+import torch
 from train_helpers import SUBPROCESS_ENV, run_training
+from transformers import AutoModelForCausalLM
+
+from llava.model.builder import load_pretrained_model
 
 # tiny LLM -> the conversation template of its family
 TEMPLATES = {
@@ -90,3 +94,26 @@ def test_entry_point_trains_qwen2_with_siglip_and_its_chat_template(tiny_backbon
         config["model_type"] == "fusion_qwen2"
         and config["vision_config"]["model_type"] == "siglip_vision_model"
     )
+
+
+def test_lora_run_of_another_family_loads_on_its_base(tiny_backbones, toy_dataset, tmp_path):
+    """A LoRA run on Qwen3 + SigLIP (adapter + non-LoRA trainables) loads on its plain base with
+    the trained fusion branch and the LoRA merged, nothing left newly initialised."""
+    backbones = tiny_backbones("qwen3", "siglip")
+    argv = _flags(backbones, toy_dataset, tmp_path, "qwen_2", "fusion_llama")
+    argv[argv.index("--max_steps") + 1] = "4"
+    argv += ["--lora_enable", "True", "--lora_r", "8", "--lora_alpha", "16", "--fusion_lr", "1e-2"]
+    summary, weights = run_training(argv)
+    assert set(summary["trained_groups"]) == {"lora", "fusion"}
+    _, model, _, _ = load_pretrained_model(str(tmp_path), backbones[0], device="cpu")
+    assert type(model).__name__ == "FusionQwen3ForCausalLM"
+    params = dict(model.named_parameters())
+    fusion = [name for name in weights if ".fusion." in name]
+    assert fusion and all(torch.equal(params[name], weights[name]) for name in fusion)
+    base = AutoModelForCausalLM.from_pretrained(backbones[0])
+    merged = params["model.layers.1.self_attn.q_proj.weight"]
+    assert not torch.equal(merged, base.state_dict()["model.layers.1.self_attn.q_proj.weight"])
+    assert torch.equal(
+        params["model.layers.0.self_attn.q_proj.weight"],
+        base.state_dict()["model.layers.0.self_attn.q_proj.weight"],
+    )  # fusion layer: no LoRA
