@@ -1,8 +1,8 @@
 """Training both models on every LLM family with CLIP and with SigLIP (and Qwen2 with SigLIP 2
-NaFlex) through the training entry
-point (full fine-tuning of the LLM and the fusion branch / projector, two epochs of the toy data
-set): the run finishes and the loss falls. LoRA runs on the Llama family are in test_train_runs.py;
-LoRA finds its target modules by type, the same for every family."""
+NaFlex) through the training entry point (full fine-tuning of the LLM and the fusion branch /
+projector, two epochs of the toy data set): the run finishes and the loss falls. A LoRA run of
+another family loads on its base; the other LoRA runs are on the Llama family, in
+test_train_runs.py (LoRA finds its target modules by type, the same for every family)."""
 
 from __future__ import annotations
 
