@@ -19,7 +19,7 @@ from llava.inference import (
     split_image_files,
     with_image_tokens,
 )
-from llava.inference.arguments import add_decoding_arguments, add_model_arguments
+from llava.inference.arguments import add_decoding_arguments, add_model_arguments, model_dtype
 from llava.mm_utils import load_image
 
 logger = logging.getLogger(__name__)
@@ -39,7 +39,9 @@ def eval_model(args: argparse.Namespace, loaded: LoadedModel | None = None) -> s
     """The answer to `args.query` about `args.image_file` (loading the model unless given)."""
     images = [load_image(path) for path in split_image_files(args.image_file, args.sep)]
     settings = DecodingSettings.from_args(args)
-    loaded = loaded or LoadedModel.load(args.model_path, args.model_base, device=args.device)
+    loaded = loaded or LoadedModel.load(
+        args.model_path, args.model_base, device=args.device, dtype=model_dtype(args)
+    )
     conv = open_conversation(args.conv_mode, with_image_tokens(args.query, len(images)))
     logger.debug("prompt: %r", conv.get_prompt(loaded.tokenizer))
     return loaded.generate([loaded.prompt_ids(conv)], [loaded.encode_images(images)], settings)[0]

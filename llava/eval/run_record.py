@@ -11,7 +11,7 @@ A record (JSON, stdlib only, no model needed to read it):
     {"format": "llava-eval-run/1", "runner": "llava.eval.model_vqa_loader", "model_id": "ckpt",
      "model_path": "/abs/ckpt", "model_base": null, "image_folder": "/abs/images",
      "fingerprints": {"model_path": "sha256:...", "model_base": null, "image_folder": "sha256:..."},
-     "conv_mode": "vicuna_v1",
+     "conv_mode": "vicuna_v1", "dtype": "auto",
      "decoding": {"temperature": 0.0, "top_p": null, "num_beams": 1, "max_new_tokens": 128},
      "prompt": {"single_pred_prompt": false},
      "question_file": {"path": "/abs/questions.jsonl", "sha256": "..."},

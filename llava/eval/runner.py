@@ -39,7 +39,7 @@ from llava.eval import run_record
 from llava.eval.prompts import MULTIPLE_CHOICE_SUFFIX
 from llava.eval.scoring_io import read_jsonl_for_append
 from llava.inference import DecodingSettings, LoadedModel, open_conversation
-from llava.inference.arguments import add_decoding_arguments, add_model_arguments
+from llava.inference.arguments import add_decoding_arguments, add_model_arguments, model_dtype
 from llava.mm_utils import ImageTooLargeError, get_model_name_from_path, load_image, load_image_from_base64
 
 logger = logging.getLogger(__name__)
@@ -240,6 +240,7 @@ def build_run_record(
             [ref.path for sample in samples for ref in sample.images if ref.path is not None],
         ),
         "conv_mode": args.conv_mode,
+        "dtype": args.dtype,
         "decoding": {
             "temperature": settings.temperature,
             "top_p": settings.top_p,
@@ -358,7 +359,7 @@ def run(task: AnswerTask, args: argparse.Namespace) -> RunSummary:
     if not pending:
         return summary
 
-    loaded = LoadedModel.load(args.model_path, args.model_base, device=args.device)
+    loaded = LoadedModel.load(args.model_path, args.model_base, device=args.device, dtype=model_dtype(args))
     with (
         answers_file.open("a", encoding="utf-8") as out,
         tqdm(total=len(pending), desc=model_id, unit="q") as bar,

@@ -4,7 +4,11 @@ from __future__ import annotations
 
 import argparse
 
+import torch
+
 from llava.inference.prompting import DEFAULT_CONV_MODE
+
+DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
 
 def add_model_arguments(parser: argparse.ArgumentParser) -> None:
@@ -14,8 +18,19 @@ def add_model_arguments(parser: argparse.ArgumentParser) -> None:
         "--device", default=None, help="cpu, cuda, cuda:1, ... (default: cuda when available)"
     )
     parser.add_argument(
+        "--dtype",
+        choices=["auto", *DTYPES],
+        default="auto",
+        help="weights and activations (default auto: float32 on CPU, bfloat16 on GPUs that support it, else float16)",
+    )
+    parser.add_argument(
         "--conv-mode", default=DEFAULT_CONV_MODE, help=f"conversation template (default: {DEFAULT_CONV_MODE})"
     )
+
+
+def model_dtype(args: argparse.Namespace) -> torch.dtype | None:
+    """The `--dtype` flag as a torch dtype; None for `auto` (the loader's per-device default)."""
+    return None if args.dtype == "auto" else DTYPES[args.dtype]
 
 
 def add_decoding_arguments(

@@ -50,13 +50,16 @@ class LoadedModel:
         device: str | None = None,
         load_8bit: bool = False,
         load_4bit: bool = False,
+        dtype: torch.dtype | None = None,
     ) -> LoadedModel:
+        """`dtype` None: `load_pretrained_model`'s default (fp32 on CPU, bf16/fp16 on GPU)."""
         tokenizer, model, image_processor, context_len = load_pretrained_model(
             model_path=model_path,
             model_base=model_base,
             load_8bit=load_8bit,
             load_4bit=load_4bit,
             device=device,
+            dtype=dtype,
         )
         name = get_model_name_from_path(model_path)
         logger.info("loaded %s (%s) on %s, %s", name, model.config.model_type, model.device, model.dtype)

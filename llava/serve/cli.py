@@ -22,7 +22,7 @@ from llava.inference import (
     split_image_files,
     with_image_tokens,
 )
-from llava.inference.arguments import add_decoding_arguments, add_model_arguments
+from llava.inference.arguments import add_decoding_arguments, add_model_arguments, model_dtype
 from llava.mm_utils import load_image
 
 logger = logging.getLogger(__name__)
@@ -92,6 +92,7 @@ def main(argv: Sequence[str] | None = None) -> ChatSession:
         device=args.device,
         load_8bit=args.load_8bit,
         load_4bit=args.load_4bit,
+        dtype=model_dtype(args),
     )
     session = ChatSession(loaded, images, args.conv_mode, DecodingSettings.from_args(args))
     user, assistant = session.roles

@@ -366,6 +366,20 @@ def test_batch_size_three_gives_the_greedy_answers_of_batch_size_one(
     assert comparable(read_jsonl(answers)) == comparable(reference)
 
 
+def test_dtype_flag_runs_the_model_in_bfloat16(
+    tiny_model_path, question_file, image_folder, tmp_path, caplog
+):
+    answers = tmp_path / "answers.jsonl"
+    with caplog.at_level(logging.INFO, logger="llava.inference.engine"):
+        summary = model_vqa_loader.main(
+            runner_args(tiny_model_path, question_file, answers, image_folder, "--dtype", "bfloat16")
+        )
+    assert (summary.total, summary.answered) == (7, 7)
+    assert "on cpu, torch.bfloat16" in caplog.text
+    assert json.loads(run_record.record_path(answers).read_text())["dtype"] == "bfloat16"
+    assert all(isinstance(r["text"], str) for r in read_jsonl(answers))
+
+
 def test_resume_after_an_interruption(
     reference, reference_file, tiny_model_path, question_file, image_folder, tmp_path, caplog, capfd
 ):
@@ -592,6 +606,7 @@ def test_run_record_beside_the_answers(tiny_model_path, reference_file, question
     assert record["runner"] == "llava.eval.model_vqa_loader" and record["model_id"] == "tiny-fusion"
     assert record["model_path"] == tiny_model_path and record["model_base"] is None
     assert record["conv_mode"] == "vicuna_v1" and record["prompt"] == {"single_pred_prompt": False}
+    assert record["dtype"] == "auto"
     assert record["decoding"] == {"temperature": 0.0, "top_p": None, "num_beams": 1, "max_new_tokens": 5}
     assert record["question_file"] == {
         "path": str(question_file),
@@ -664,6 +679,7 @@ def test_moved_checkpoint_and_image_folder_resume(
     [
         (["--temperature", "0.5"], "decoding.temperature", "0.0", "0.5"),
         (["--conv-mode", "plain"], "conv_mode", "'vicuna_v1'", "'plain'"),
+        (["--dtype", "bfloat16"], "dtype", "'auto'", "'bfloat16'"),
         (["--max_new_tokens", "9"], "decoding.max_new_tokens", "5", "9"),
         (["--single-pred-prompt"], "prompt.single_pred_prompt", "False", "True"),
         (["--num-chunks", "2"], "chunk.num_chunks", "1", "2"),
