@@ -23,8 +23,8 @@ class MultimodalInputs:
     """Model inputs with every image placeholder expanded. Shapes: B samples, T positions."""
 
     inputs_embeds: torch.Tensor  # [B, T, d_h]
-    attention_mask: torch.Tensor  # [B, T], 1 on real positions
-    position_ids: torch.Tensor  # [B, T]
+    attention_mask: torch.Tensor | None  # [B, T], 1 on real positions; None for a packed row
+    position_ids: torch.Tensor  # [B, T], restarting at 0 at each sample of a packed row
     image_mask: torch.Tensor  # [B, T] bool, True at image positions (P_vis)
     labels: torch.Tensor | None = None  # [B, T], IGNORE_INDEX at image and padding positions
     vision_stream: torch.Tensor | None = None  # [B, T, d_v], zeros at text positions
@@ -39,6 +39,38 @@ def count_image_placeholders(
     return is_image.sum(dim=1).tolist()
 
 
+def packed_sample_ids(position_ids: torch.Tensor) -> torch.Tensor:
+    """`[1, L]` positions of a packed row (0, 1, ... restarting at 0 at each sample) -> `[L]`
+    the index of the sample each position belongs to.
+
+    Raises:
+        ValueError: the row is not one packed row, or its positions do not count up from 0
+            within each sample (naming the first wrong index).
+    """
+    if position_ids.dim() != 2 or position_ids.shape[0] != 1:
+        raise ValueError(
+            f"a padding-free batch is one packed row: position_ids must be [1, L], got {list(position_ids.shape)}"
+        )
+    positions = position_ids[0]  # [L]
+    previous = torch.cat([positions.new_full((1,), -1), positions[:-1]])
+    wrong = ((positions != previous + 1) & (positions != 0)).nonzero()
+    if wrong.numel():
+        index = wrong[0, 0].item()
+        raise ValueError(
+            f"position_ids of the packed row must count 0, 1, ... within each sample; index {index} holds "
+            f"{positions[index].item()} after {previous[index].item()}"
+        )
+    return (positions == 0).long().cumsum(0) - 1
+
+
+def restarting_positions(sample_ids: torch.Tensor) -> torch.Tensor:
+    """`[T]` sample index per position (non-decreasing) -> `[T]` positions 0, 1, ... per sample."""
+    steps = torch.arange(sample_ids.shape[0], device=sample_ids.device)
+    first = torch.ones_like(sample_ids, dtype=torch.bool)
+    first[1:] = sample_ids[1:] != sample_ids[:-1]
+    return steps - torch.where(first, steps, 0).cummax(0).values
+
+
 def merge_image_positions(
     input_ids: torch.Tensor,
     embed_tokens: nn.Module,
@@ -48,12 +80,20 @@ def merge_image_positions(
     labels: torch.Tensor | None = None,
     padding_side: str = "right",
     with_vision_stream: bool = True,
+    position_ids: torch.Tensor | None = None,
 ) -> MultimodalInputs:
-    """Expand every image placeholder of a (padded) batch into the positions of its image.
+    """Expand every image placeholder of a (padded or packed) batch into the positions of its image.
+
+    A padded batch (`position_ids` None) is re-padded; its positions count the real positions of
+    each row. A packed row (`position_ids` given: the padding-free collator's `[1, L]` positions,
+    restarting at 0 at each sample) stays one row `[1, T]`: each sample keeps its image
+    positions, the positions restart at 0 at each sample after the expansion, and the returned
+    `attention_mask` is None, which is what makes transformers keep attention within each sample
+    (its packed-sequence masks for eager/SDPA, flash-attention's varlen path).
 
     Args:
         input_ids: `[B, L]` token ids with `IMAGE_TOKEN_INDEX` placeholders (padding anywhere,
-            marked by `attention_mask`).
+            marked by `attention_mask`), or `[1, L]` one packed row.
         embed_tokens: the LLM's token embedding.
         image_features: `[N, P, d_v]`, the images of the whole batch in order of appearance
             (sample by sample, left to right); None when the batch has no image.
@@ -61,15 +101,27 @@ def merge_image_positions(
             output); zeros when None (Inverse-LLaVA: `H_0 = 0` at `P_vis`).
         padding_side: where the re-padded batch is padded (`left` for generation).
         with_vision_stream: also build `V_pad` `[B, T, d_v]` from `image_features`.
+        position_ids: `[1, L]` positions of a packed row (see `packed_sample_ids`); None for a
+            padded batch.
 
     Raises:
         ValueError: the number of placeholders differs from the number of images, naming the
-            samples' placeholder counts.
+            samples' placeholder counts; a packed row with padding or malformed positions.
     """
     if padding_side not in ("left", "right"):
         raise ValueError(f"padding_side must be 'left' or 'right', got {padding_side!r}")
     batch, _ = input_ids.shape
     device = input_ids.device
+    packed = position_ids is not None
+    if packed and attention_mask is not None and not attention_mask.bool().all():
+        raise ValueError(
+            "a packed row has no padding: pass attention_mask None (or all ones) with position_ids"
+        )
+    if packed and position_ids.shape != input_ids.shape:
+        raise ValueError(
+            f"position_ids {list(position_ids.shape)} and input_ids {list(input_ids.shape)} differ in shape"
+        )
+    sample_ids = packed_sample_ids(position_ids) if packed else None  # [L]
     if attention_mask is None:
         attention_mask = torch.ones_like(input_ids)
     counts = count_image_placeholders(input_ids, attention_mask)
@@ -88,6 +140,7 @@ def merge_image_positions(
     keep_stream = with_vision_stream and image_features is not None
 
     rows_embeds, rows_labels, rows_image, rows_stream = [], [], [], []
+    pieces_id: list[torch.Tensor] = []  # sample index per expanded position (packed row)
     image_index = 0
     for b in range(batch):
         valid = attention_mask[b].bool()
@@ -100,6 +153,8 @@ def merge_image_positions(
             span = stop - start
             pieces_e.append(embeds[start:stop])
             pieces_m.append(torch.zeros(span, dtype=torch.bool, device=device))
+            if packed:
+                pieces_id.append(sample_ids[start:stop])
             if labs is not None:
                 pieces_l.append(labs[start:stop])
             if keep_stream:
@@ -108,6 +163,8 @@ def merge_image_positions(
                 break
             pieces_e.append(image_embeds[image_index].to(embeds.dtype))
             pieces_m.append(torch.ones(n_patches, dtype=torch.bool, device=device))
+            if packed:  # the image belongs to the sample of its placeholder
+                pieces_id.append(sample_ids[stop].expand(n_patches))
             if labs is not None:
                 pieces_l.append(torch.full((n_patches,), IGNORE_INDEX, dtype=labs.dtype, device=device))
             if keep_stream:
@@ -120,6 +177,15 @@ def merge_image_positions(
         if keep_stream:
             rows_stream.append(torch.cat(pieces_s))
 
+    if packed:
+        return MultimodalInputs(
+            inputs_embeds=rows_embeds[0].unsqueeze(0),
+            attention_mask=None,
+            position_ids=restarting_positions(torch.cat(pieces_id)).unsqueeze(0),
+            image_mask=rows_image[0].unsqueeze(0),
+            labels=rows_labels[0].unsqueeze(0) if labels is not None else None,
+            vision_stream=rows_stream[0].unsqueeze(0) if keep_stream else None,
+        )
     lengths = [row.shape[0] for row in rows_embeds]
     total = max(lengths)
 
@@ -177,8 +243,10 @@ class MultimodalGenerationMixin:
         attention_mask: torch.Tensor | None = None,
         labels: torch.Tensor | None = None,
         padding_side: str = "right",
+        position_ids: torch.Tensor | None = None,
     ) -> MultimodalInputs:
-        """Encode the images and expand the placeholders of `input_ids` (see `merge_image_positions`)."""
+        """Encode the images and expand the placeholders of `input_ids`, a padded batch or, with
+        `position_ids`, one packed row (see `merge_image_positions`)."""
         images = stack_images(images)
         features = embeds = anchor = None
         if images is not None:
@@ -196,6 +264,7 @@ class MultimodalGenerationMixin:
             labels=labels,
             padding_side=padding_side,
             with_vision_stream=self._uses_vision_stream,
+            position_ids=position_ids,
         )
         if anchor is not None:
             inputs.inputs_embeds = inputs.inputs_embeds + anchor
@@ -228,16 +297,23 @@ class MultimodalGenerationMixin:
         """`images` (`[N, 3, H, W]`, the batch's images in order of appearance) fill the
         `IMAGE_TOKEN_INDEX` placeholders of `input_ids`. Inverse-LLaVA also accepts already
         expanded `inputs_embeds` with `vision_stream` (`[B, T, d_v]`) and `image_mask` (`[B, T]`). The KV
-        cache passes through `kwargs` under whichever name the installed transformers uses."""
+        cache passes through `kwargs` under whichever name the installed transformers uses.
+
+        A padding-free batch (`llava.data.packing`) is `input_ids` `[1, L]` with `position_ids`
+        restarting at 0 at each sample and no `attention_mask`: the expanded row keeps attention
+        within each sample and its positions restart per sample, so every sample's logits are the
+        ones it has in a padded batch."""
         if images is None and input_ids is not None and (input_ids == IMAGE_TOKEN_INDEX).any():
             counts = count_image_placeholders(input_ids, attention_mask)
             raise ValueError(
                 f"input_ids hold image placeholders (per sample: {counts}) but no images were given"
             )
-        if images is not None and (inputs_embeds is not None or position_ids is not None):
-            raise ValueError("pass either images with input_ids, or inputs_embeds/position_ids, not both")
+        if images is not None and inputs_embeds is not None:
+            raise ValueError("pass either images with input_ids, or inputs_embeds, not both")
         if input_ids is not None and (images is not None or self.training):
-            mm = self.prepare_multimodal_inputs(input_ids, images, attention_mask, labels)
+            mm = self.prepare_multimodal_inputs(
+                input_ids, images, attention_mask, labels, position_ids=position_ids
+            )
             input_ids, inputs_embeds = None, mm.inputs_embeds
             attention_mask, position_ids, labels = mm.attention_mask, mm.position_ids, mm.labels
             if self._uses_vision_stream:

@@ -1,0 +1,165 @@
+"""Padding-free batches equal padded ones: the same logits per sample, the same loss and the same
+gradient of every parameter (fp32, 1e-5), for both models, eager and SDPA, with image samples,
+text-only samples and a sample with two images; on Llama + CLIP, Qwen2 + SigLIP, Mistral (its
+sliding window shorter than the samples) and Gemma."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from llava.constants import IGNORE_INDEX, IMAGE_TOKEN_INDEX
+from llava.data.dataset import DataCollatorForSupervisedDataset
+from llava.data.packing import PaddingFreeCollator
+from llava.model.builder import build_from_backbones
+from llava.model.multimodal import merge_image_positions, packed_sample_ids, restarting_positions
+from llava.model.vision_tower import tower_image_size
+from tests.model.conftest import randomize_trainables
+
+TOL = 1e-5
+# (images in the sample, text length, supervised tail length): one image with a short answer,
+# text only (long), two images, text only (short)
+LAYOUT = [(1, 12, 3), (0, 30, 20), (2, 18, 6), (0, 7, 4)]
+
+
+def make_samples(vocab: int, seed: int = 0) -> list[dict]:
+    """Samples as the dataset gives them: placeholders after the first token, the prompt and the
+    first label unsupervised, a supervised answer at the end."""
+    generator = torch.Generator().manual_seed(seed)
+    samples = []
+    for n_images, length, answer in LAYOUT:
+        ids = torch.randint(3, vocab, (length,), generator=generator)
+        ids = torch.cat([ids[:1], torch.full((n_images,), IMAGE_TOKEN_INDEX), ids[1:]])
+        labels = torch.full_like(ids, IGNORE_INDEX)
+        labels[-answer:] = ids[-answer:]
+        samples.append({"input_ids": ids, "labels": labels, "images": None, "n_images": n_images})
+    return samples
+
+
+def attach_images(samples: list[dict], side: int, seed: int = 3) -> None:
+    generator = torch.Generator().manual_seed(seed)
+    for sample in samples:
+        if sample["n_images"]:
+            sample["images"] = torch.randn(sample["n_images"], 3, side, side, generator=generator)
+
+
+def build_model(backbones, model_type: str, attn: str):
+    """A model in training mode (the fusion branch's dropout off) with random trainables."""
+    llm, vision = backbones
+    fields = {"fusion_dropout": 0.0} if model_type.startswith("fusion") else {}
+    model, _ = build_from_backbones(model_type, llm, vision, attn_implementation=attn, **fields)
+    randomize_trainables(model)
+    model.config.use_cache = False
+    return model.train()
+
+
+def loss_and_grads(model, batch: dict) -> tuple[torch.Tensor, dict[str, torch.Tensor], torch.Tensor]:
+    """Loss normalised as the trainer does (`num_items_in_batch` over `labels[..., 1:]`), every
+    parameter's gradient, and the logits."""
+    model.zero_grad(set_to_none=True)
+    inputs = {k: v for k, v in batch.items() if k != "skipped_samples"}
+    num_items = batch["labels"][..., 1:].ne(IGNORE_INDEX).sum()
+    out = model(**inputs, num_items_in_batch=num_items, use_cache=False)
+    out.loss.backward()
+    grads = {n: p.grad.detach().clone() for n, p in model.named_parameters() if p.grad is not None}
+    return out.loss.detach(), grads, out.logits.detach()
+
+
+def compare(model, samples: list[dict]) -> None:
+    padded = DataCollatorForSupervisedDataset(pad_token_id=0)(samples)
+    packed = PaddingFreeCollator()(samples)
+    assert packed["input_ids"].shape == (1, sum(s["input_ids"].shape[0] for s in samples))
+    loss_p, grads_p, logits_p = loss_and_grads(model, padded)
+    loss_f, grads_f, logits_f = loss_and_grads(model, packed)
+
+    assert torch.isfinite(loss_p) and loss_p > 0
+    assert abs(loss_p - loss_f) <= TOL, (loss_p, loss_f)
+    assert grads_p.keys() == grads_f.keys()
+    assert any(".fusion." in n or "mm_projector" in n for n in grads_p)
+    for name, grad in grads_p.items():
+        assert (grad - grads_f[name]).abs().max() <= TOL, name
+    # every sample's logits, read off its stretch of the packed row
+    n_patches = model.config.num_image_tokens
+    start = 0
+    for b, sample in enumerate(samples):
+        length = sample["input_ids"].shape[0] + sample["n_images"] * (n_patches - 1)
+        assert (logits_p[b, :length] - logits_f[0, start : start + length]).abs().max() <= TOL, b
+        start += length
+    assert start == logits_f.shape[1]
+
+
+@pytest.mark.parametrize("model_type", ["fusion_llama", "llava_llama"])
+@pytest.mark.parametrize("attn", ["eager", "sdpa"])
+@pytest.mark.parametrize(("llm", "tower"), [("llama", "clip"), ("qwen2", "siglip")])
+def test_padding_free_equals_padded(tiny_backbones, model_type, attn, llm, tower):
+    model = build_model(tiny_backbones(llm, tower), model_type, attn)
+    samples = make_samples(model.config.vocab_size)
+    attach_images(samples, tower_image_size(model.config.vision_config))
+    compare(model, samples)
+
+
+@pytest.mark.parametrize("llm", ["mistral", "gemma", "qwen3"])
+def test_padding_free_equals_padded_other_families(tiny_backbones, llm):
+    """Mistral's 24-position sliding window is shorter than the long samples: the window counts
+    within each sample."""
+    model = build_model(tiny_backbones(llm, "clip"), "fusion_llama", "sdpa")
+    samples = make_samples(model.config.vocab_size)
+    attach_images(samples, tower_image_size(model.config.vision_config))
+    compare(model, samples)
+
+
+def test_text_only_micro_batch(tiny_backbones):
+    """A micro-batch without images (the vision modules still run once in training)."""
+    model = build_model(tiny_backbones("llama", "clip"), "fusion_llama", "sdpa")
+    samples = [s for s in make_samples(model.config.vocab_size) if not s["n_images"]]
+    compare(model, samples)
+
+
+def test_first_label_of_each_sample_is_ignored():
+    samples = make_samples(50)
+    for sample in samples:
+        sample["labels"] = (
+            sample["input_ids"].clone().masked_fill(sample["input_ids"] == IMAGE_TOKEN_INDEX, IGNORE_INDEX)
+        )
+    packed = PaddingFreeCollator()(samples)
+    starts = (packed["position_ids"][0] == 0).nonzero().squeeze(1)
+    assert starts.tolist() == [0, 13, 43, 63]
+    assert (packed["labels"][0, starts] == IGNORE_INDEX).all()
+    assert samples[1]["labels"][0] != IGNORE_INDEX  # the collator does not touch the samples
+
+
+def test_expansion_restarts_positions_and_keeps_the_image_mask_aligned():
+    embed = torch.nn.Embedding(50, 4)
+    samples = make_samples(50)
+    packed = PaddingFreeCollator()(samples)
+    features = torch.randn(3, 5, 6)  # 3 images of 5 positions
+    mm = merge_image_positions(
+        packed["input_ids"], embed, features, labels=packed["labels"], position_ids=packed["position_ids"]
+    )
+    assert mm.attention_mask is None
+    lengths = [13 + 4, 30, 20 + 8, 7]
+    expected = torch.cat([torch.arange(n) for n in lengths])
+    assert torch.equal(mm.position_ids[0], expected)
+    # image positions: 1..5 of sample 0, then 1..10 of sample 2 (two images after its first token)
+    image_rows = mm.image_mask[0].nonzero().squeeze(1).tolist()
+    first_2 = lengths[0] + lengths[1]
+    assert image_rows == [*range(1, 6), *range(first_2 + 1, first_2 + 11)]
+    assert torch.equal(mm.vision_stream[0, image_rows], features.reshape(15, 6))
+    assert (mm.vision_stream[0, ~mm.image_mask[0]] == 0).all()
+    assert (mm.labels[0, mm.image_mask[0]] == IGNORE_INDEX).all()
+
+
+def test_malformed_packed_rows_are_refused():
+    with pytest.raises(ValueError, match=r"position_ids must be \[1, L\]"):
+        packed_sample_ids(torch.zeros(2, 4, dtype=torch.long))
+    with pytest.raises(ValueError, match="index 2 holds 3 after 1"):
+        packed_sample_ids(torch.tensor([[0, 1, 3, 0]]))
+    with pytest.raises(ValueError, match="has no padding"):
+        merge_image_positions(
+            torch.ones(1, 4, dtype=torch.long),
+            torch.nn.Embedding(4, 2),
+            None,
+            attention_mask=torch.tensor([[1, 1, 0, 0]]),
+            position_ids=torch.tensor([[0, 1, 2, 3]]),
+        )
+    assert restarting_positions(torch.tensor([0, 0, 1, 1, 1, 2])).tolist() == [0, 1, 0, 1, 2, 0]
