@@ -1,7 +1,7 @@
 """The playground's chat LM: a tiny Llama pre-trained, in the phases of `DEFAULT_LM_PHASES`, on
 `vicuna_v1` conversations about scenes described in words, tokenised as VLM training tokenises.
 It never sees an image; its ceiling (what a VLM built on it can hope for) is measured on held-out
-text scenes. docs/playground.md describes the phases and the numbers they reach."""
+text scenes. docs/playground_history.md says how the phases were found."""
 
 from __future__ import annotations
 

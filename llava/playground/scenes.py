@@ -5,7 +5,7 @@ digit (0-9); two or three other cells each hold one coloured shape (3 colours x 
 colour/shape pair at most once per scene, so "the red circle" always names one object). The
 playground's ViT uses 24 px patches, so every cell is exactly one patch (4 image positions).
 
-Why the world is this small: docs/playground.md.
+Why the world is this small: docs/playground_history.md.
 
 Everything is deterministic given a `random.Random`: the same seed draws the same scenes and
 renders byte-identical PNGs.
