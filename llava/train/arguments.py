@@ -153,6 +153,13 @@ class TrainingArguments(transformers.TrainingArguments):
     remove_unused_columns: bool = field(
         default=False, metadata={"help": "Keep the samples' fields (the collator builds the model inputs)."}
     )
+    padding_free: bool = field(
+        default=False,
+        metadata={
+            "help": "Concatenate each micro-batch's samples into one row (no padding; attention and "
+            "positions per sample). The same samples per step and the same loss and gradients as padding."
+        },
+    )
     warmup_ratio: float | None = field(
         default=None, metadata={"help": "LLaVA's spelling of a fractional --warmup_steps (e.g. 0.03)."}
     )

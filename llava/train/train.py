@@ -20,6 +20,7 @@ from safetensors import SafetensorError
 from transformers import set_seed
 
 from llava.data.dataset import DataCollatorForSupervisedDataset, LazySupervisedDataset
+from llava.data.packing import PaddingFreeCollator
 from llava.data.preprocess import load_tokenizer
 from llava.model.builder import build_from_backbones
 from llava.model.fingerprint import location_fingerprint
@@ -217,7 +218,11 @@ def train(
         model=model,
         args=training_args,
         train_dataset=dataset,
-        data_collator=DataCollatorForSupervisedDataset(pad_token_id=tokenizer.pad_token_id),
+        data_collator=(
+            PaddingFreeCollator()
+            if training_args.padding_free
+            else DataCollatorForSupervisedDataset(pad_token_id=tokenizer.pad_token_id)
+        ),
         processing_class=tokenizer,
         callbacks=callbacks,
         plan=plan,
