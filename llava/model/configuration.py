@@ -40,7 +40,7 @@ PROJECTOR_PATTERN = re.compile(r"^(linear|identity|mlp(\d+)x_gelu)$")
 # The two methods; a model_type is `<method>_<family model_type>` (`fusion_llama`, `llava_qwen2`).
 METHODS = ("fusion", "llava")
 
-# openai/clip-vit-large-patch14-336, the tower of LLaVA-1.5 and Inverse-LLaVA (METHOD.md section 5).
+# openai/clip-vit-large-patch14-336, the tower of LLaVA-1.5 and Inverse-LLaVA (docs/method.md, "Hyper-parameters").
 CLIP_L_336 = {
     "hidden_size": 1024,
     "intermediate_size": 4096,

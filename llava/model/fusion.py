@@ -173,7 +173,7 @@ class FusionBranch(nn.Module):
         vision_stream: torch.Tensor | None = None,
         image_mask: torch.Tensor | None = None,
     ) -> torch.Tensor:
-        """The literal formulas of METHOD.md section 4 over the full sequence (tests only).
+        """The literal formulas of docs/model.md ("The fusion term") over the full sequence (tests only).
 
         concat: W_concat . concat(m_text * W_t2v x, V_pad); add: W (m_text * W_t2v x + V_pad);
         gated: the concat term times sigmoid(G . concat(...)); mlp: MLP(V_pad).

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Inverse-LLaVA (the paper's recipe, METHOD.md section 5): one stage of instruction tuning on
+# Inverse-LLaVA (the paper's recipe, docs/method.md): one stage of instruction tuning on
 # LLaVA-v1.5-mix665k, no alignment pre-training. Frozen Vicuna-7B + CLIP-L/336; fusion in layer 0
 # (q, k, v) fully trained; LoRA r=128 on every other layer. 8 GPUs x 32 = global batch 256.
 # `--fusion_hidden_dim` is not passed: it only applies to the `mlp` variant (the paper's concat
