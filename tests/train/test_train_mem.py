@@ -1,0 +1,37 @@
+"""`llava/train/train_mem.py` (the scripts' entry point) picks FlashAttention-2 only where it is
+usable and SDPA otherwise; before, it forced FlashAttention-2 and failed on any machine without it."""
+
+from __future__ import annotations
+
+import logging
+
+import pytest
+from train_helpers import FUSION_FLAGS
+from transformers.utils import is_flash_attn_2_available
+
+from llava.train import train_mem
+
+
+def test_default_attention_is_flash_attention_where_usable_else_sdpa():
+    expected = "flash_attention_2" if is_flash_attn_2_available() else "sdpa"
+    assert train_mem.default_attn_implementation() == expected
+
+
+@pytest.mark.skipif(is_flash_attn_2_available(), reason="flash-attn is usable here: nothing falls back")
+def test_train_mem_trains_with_sdpa_without_flash_attn(run_flags, tmp_path, caplog):
+    argv = run_flags(tmp_path, *FUSION_FLAGS, "--max_steps", "2", "--save_strategy", "no")
+    with caplog.at_level(logging.INFO, logger="llava.train.train_mem"):
+        summary = train_mem.main(argv)
+    assert "default attention: sdpa" in caplog.text
+    assert len(summary["losses"]) == 2
+
+
+@pytest.mark.skipif(is_flash_attn_2_available(), reason="flash-attn is usable here")
+def test_explicit_flash_attention_is_still_refused_without_flash_attn(run_flags, tmp_path):
+    """`--attn_implementation flash_attention_2` overrides the default, and the library refuses it
+    loudly where flash-attn is missing (nothing is substituted)."""
+    argv = run_flags(
+        tmp_path, *FUSION_FLAGS, "--max_steps", "1", "--attn_implementation", "flash_attention_2"
+    )
+    with pytest.raises(ImportError, match="[Ff]lash"):
+        train_mem.main(argv)
