@@ -1,0 +1,35 @@
+"""The padding-free benchmark: both modes on the same micro-batches, equal losses and gradients,
+its mix and its sample orders."""
+
+from __future__ import annotations
+
+import json
+
+from llava.bench.padding_free import MIX, draw_samples, expanded_length, main, order_samples
+
+
+def test_padding_free_bench_reports_both_modes(capsys):
+    report = main(["--json", "--batch", "4", "--steps", "1", "--warmup", "0"])
+    assert json.loads(capsys.readouterr().out) == json.loads(json.dumps(report))
+    padded, free = report["results"]["padded"], report["results"]["padding_free"]
+    assert report["tokens_per_s_ratio"] == free["tokens_per_s"] / padded["tokens_per_s"]
+    assert report["max_loss_diff"] <= 1e-5 and report["max_grad_diff"] <= 1e-5
+    assert free["padding_fraction"] == 0.0 and free["positions_per_step"] == report["useful_tokens_per_step"]
+    assert padded["positions_per_step"] >= free["positions_per_step"]
+    assert free["flops_per_step"] > 0 and padded["flops_per_step"] > 0
+    assert sum(kind["drawn"] for kind in report["mix"].values()) == 4
+
+
+def test_mix_and_orders():
+    samples = draw_samples(200, image_positions=64)
+    kinds = [s["kind"] for s in samples]
+    assert all(kinds.count(kind.name) > 0 for kind in MIX)
+    assert all((s["images"] is None) == (s["kind"] == "sharegpt_text_only") for s in samples)
+    assert max(expanded_length(s, 64) for s in samples) <= 2048 * 64 // 576 + 1
+    shuffled = order_samples(samples, "shuffled", batch=4)
+    assert sorted(map(id, shuffled)) == sorted(map(id, samples))
+    grouped = order_samples(samples, "grouped", batch=4)
+    assert sorted(map(id, grouped)) == sorted(map(id, samples))
+    for start in range(0, 96, 4):  # the first three global steps of 4 x 8 samples (full ones)
+        micro = grouped[start : start + 4]
+        assert len({s["images"] is None for s in micro}) == 1
