@@ -1,7 +1,7 @@
 """Padding-free batches equal padded ones: the same logits per sample, the same loss and the same
-gradient of every parameter (fp32, 1e-5), for both models, eager and SDPA, with image samples,
-text-only samples and a sample with two images; on Llama + CLIP, Qwen2 + SigLIP, Mistral (its
-sliding window shorter than the samples) and Gemma."""
+gradient of every parameter (fp32, 1e-5), for both models, with image samples, text-only samples
+and a sample with two images: eager and SDPA on Llama + CLIP and Qwen2 + SigLIP, SDPA on every
+LLM family with every tower."""
 
 from __future__ import annotations
 
@@ -14,6 +14,7 @@ from llava.data.packing import PaddingFreeCollator
 from llava.model.builder import build_from_backbones
 from llava.model.multimodal import merge_image_positions, packed_sample_ids, restarting_positions
 from llava.model.vision_tower import tower_image_size
+from llava.tools.make_tiny_checkpoints import LLMS
 from tests.model.conftest import randomize_trainables
 
 TOL = 1e-5
@@ -98,11 +99,23 @@ def test_padding_free_equals_padded(tiny_backbones, model_type, attn, llm, tower
     compare(model, samples)
 
 
-@pytest.mark.parametrize("llm", ["mistral", "gemma", "qwen3"])
-def test_padding_free_equals_padded_other_families(tiny_backbones, llm):
-    """Mistral's 24-position sliding window is shorter than the long samples: the window counts
-    within each sample."""
-    model = build_model(tiny_backbones(llm, "clip"), "fusion_llama", "sdpa")
+@pytest.mark.parametrize("model_type", ["fusion_llama", "llava_llama"])
+@pytest.mark.parametrize(
+    ("llm", "tower"), [(llm, tower) for llm in LLMS for tower in ("clip", "siglip", "siglip2")]
+)
+def test_padding_free_equals_padded_every_family_and_tower(tiny_backbones, model_type, llm, tower):
+    """SDPA; Mistral's 24-position sliding window is shorter than the long samples (the window
+    counts within each sample), Qwen2/Qwen3 take theirs per layer, Gemma scales its embeddings."""
+    model = build_model(tiny_backbones(llm, tower), model_type, "sdpa")
+    samples = make_samples(model.config.vocab_size)
+    attach_images(samples, tower_image_size(model.config.vision_config))
+    compare(model, samples)
+
+
+def test_padding_free_under_activation_checkpointing(tiny_backbones):
+    """The packed row's positions reach every layer through the checkpointed decoder layers."""
+    model = build_model(tiny_backbones("llama", "clip"), "fusion_llama", "sdpa")
+    model.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})
     samples = make_samples(model.config.vocab_size)
     attach_images(samples, tower_image_size(model.config.vision_config))
     compare(model, samples)
