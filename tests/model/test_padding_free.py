@@ -7,6 +7,14 @@ from __future__ import annotations
 
 import pytest
 import torch
+import torch.nn.functional as F
+from transformers import AttentionInterface
+from transformers.integrations.sdpa_attention import sdpa_attention_forward
+from transformers.masking_utils import AttentionMaskInterface, flash_attention_mask
+from transformers.modeling_flash_attention_utils import (
+    _is_packed_sequence,
+    prepare_fa_kwargs_from_position_ids,
+)
 
 from llava.constants import IGNORE_INDEX, IMAGE_TOKEN_INDEX
 from llava.data.dataset import DataCollatorForSupervisedDataset
@@ -119,6 +127,55 @@ def test_padding_free_under_activation_checkpointing(tiny_backbones):
     samples = make_samples(model.config.vocab_size)
     attach_images(samples, tower_image_size(model.config.vision_config))
     compare(model, samples)
+
+
+def varlen_reference_attention(module, query, key, value, attention_mask, scaling=None, **kwargs):
+    """What flash-attention's varlen path computes, on CPU: transformers' own detection of a
+    packed row and its `cu_seqlens` from the `position_ids` the layer receives, then causal
+    attention within each sample. query: [1, H, S, hd]; key, value: [1, H_kv, S, hd]. The vision
+    tower's attention (no positions: one image per row) is SDPA's."""
+    if not module.is_causal:
+        return sdpa_attention_forward(module, query, key, value, attention_mask, scaling=scaling, **kwargs)
+    assert attention_mask is None  # flash-attention's mask for a packed row: none, only positions
+    position_ids = kwargs["position_ids"]
+    assert _is_packed_sequence(position_ids, query.shape[0])
+    (cu_seqlens, _), _ = prepare_fa_kwargs_from_position_ids(position_ids)
+    VARLEN_CALLS.append(cu_seqlens.tolist())
+    bounds = cu_seqlens.tolist()
+    out = [
+        F.scaled_dot_product_attention(
+            query[:, :, a:b], key[:, :, a:b], value[:, :, a:b], is_causal=True, scale=scaling, enable_gqa=True
+        )
+        for a, b in zip(bounds[:-1], bounds[1:], strict=True)
+    ]
+    return torch.cat(out, dim=2).transpose(1, 2).contiguous(), None  # [1, S, H, hd]
+
+
+VARLEN_CALLS: list[list[int]] = []
+AttentionInterface.register("varlen_reference", varlen_reference_attention)
+AttentionMaskInterface.register("varlen_reference", flash_attention_mask)
+
+
+@pytest.mark.parametrize("model_type", ["fusion_llama", "llava_llama"])
+def test_flash_attention_varlen_path_sees_each_sample(tiny_backbones, model_type):
+    """Under flash-attention's conventions (no mask, positions per sample) every layer, the fusion
+    layer included, gets the packed row's positions, from which transformers cuts it at exactly the
+    samples' bounds; the result equals the padded batch under SDPA."""
+    backbones = tiny_backbones("llama", "clip")
+    model = build_model(backbones, model_type, "sdpa")
+    samples = make_samples(model.config.vocab_size)
+    attach_images(samples, tower_image_size(model.config.vision_config))
+    padded = loss_and_grads(model, DataCollatorForSupervisedDataset(pad_token_id=0)(samples))
+    model.set_attn_implementation("varlen_reference")
+    VARLEN_CALLS.clear()
+    packed = loss_and_grads(model, PaddingFreeCollator()(samples))
+    n_patches = model.config.num_image_tokens
+    lengths = [s["input_ids"].shape[0] + s["n_images"] * (n_patches - 1) for s in samples]
+    bounds = torch.tensor([0, *lengths]).cumsum(0).tolist()
+    assert VARLEN_CALLS == [bounds] * model.config.num_hidden_layers
+    assert abs(padded[0] - packed[0]) <= TOL
+    for name, grad in padded[1].items():
+        assert (grad - packed[1][name]).abs().max() <= TOL, name
 
 
 def test_text_only_micro_batch(tiny_backbones):
