@@ -9,7 +9,8 @@ models alternate step by step so that machine noise hits both alike. Reported: m
 tokens/s, the fusion/baseline ratio (target <= 1.05), activation memory saved for backward, and on
 CUDA the peak allocated memory of a step and the MFU (6 x parameters x tokens / time / peak FLOPs).
 
-Presets: `cpu` (small, minutes on a laptop core) and `7b` (Vicuna-7B + CLIP-L/336 shapes: 576
+Presets: `cpu` (small, minutes on a laptop core), `tiny` (seconds: the device check's CPU run, bf16
+with activation checkpointing like `7b`) and `7b` (Vicuna-7B + CLIP-L/336 shapes: 576
 image positions + 128 text tokens, bf16, LoRA r=128, activation checkpointing; needs a GPU).
 """
 
@@ -39,6 +40,13 @@ PRESETS = {
         "vision": dict(hidden_size=128, intermediate_size=512, num_hidden_layers=2, num_attention_heads=4,
                        image_size=112, patch_size=14),
         "text_tokens": 32, "batch": 2, "lora_r": 16, "dtype": "float32", "checkpointing": False,
+    },
+    "tiny": {
+        "llm": dict(hidden_size=64, intermediate_size=172, num_hidden_layers=2, num_attention_heads=4,
+                    num_key_value_heads=4, vocab_size=256),
+        "vision": dict(hidden_size=32, intermediate_size=64, num_hidden_layers=1, num_attention_heads=2,
+                       image_size=32, patch_size=8),
+        "text_tokens": 16, "batch": 2, "lora_r": 4, "dtype": "bfloat16", "checkpointing": True,
     },
     "7b": {
         "llm": dict(hidden_size=4096, intermediate_size=11008, num_hidden_layers=32, num_attention_heads=32,

@@ -1,0 +1,72 @@
+"""`bash scripts/device_check.sh --tiny`: the device check's code at tiny shapes on the CPU prints
+one JSON object whose every section ran (no error entry) and holds the figures it promises;
+a section that fails becomes an error entry and the others still run."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+from pathlib import Path
+
+import pytest
+import torch
+
+from llava.bench import device_check
+
+REPO = Path(__file__).resolve().parents[2]
+SECTIONS = ["conditions", "attention", "generation", "train_step", "padding_free", "decode", "zero3"]
+
+
+@pytest.fixture(scope="module")
+def report() -> dict:
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false"}
+    proc = subprocess.run(
+        ["bash", "scripts/device_check.sh", "--tiny"],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return json.loads(proc.stdout)  # stdout is the JSON object and nothing else
+
+
+@pytest.mark.slow
+def test_tiny_device_check_runs_every_section(report):
+    assert list(report)[: len(SECTIONS)] == SECTIONS
+    assert report["failed_sections"] == [], {
+        name: report[name].get("error") for name in report["failed_sections"]
+    }
+    conditions = report["conditions"]
+    assert conditions["dtype"] == "bfloat16" and conditions["versions"]["torch"] == torch.__version__
+    for model_type in device_check.METHODS:
+        assert report["attention"][model_type]["sdpa"]["within_tolerance"] is True
+        assert "skipped" in report["attention"][model_type]["flash_attention_2"]  # no flash-attn on a CPU
+        assert report["generation"][f"{model_type}/float32"]["identical"] is True
+        assert report["padding_free"][model_type]["max_loss_diff"] <= 1e-5
+    assert report["train_step"]["results"]["fusion"]["tokens_per_s"] > 0
+    assert report["decode"]["fusion_decode_tokens_per_s"] > 0 and "bound" in report["decode"]
+    zero3 = report["zero3"]
+    assert (zero3["backend"], zero3["world_size"], zero3["zero_stage"]) == ("gloo", 1, 3)
+    assert zero3["partitioned_parameters"] > 0 and zero3["steps"] == 2 and zero3["finite"]
+
+
+def test_a_failing_section_becomes_an_error_entry():
+    def broken() -> dict:
+        raise RuntimeError("CUDA out of memory (simulated)")
+
+    entry = device_check.section("broken", broken)
+    assert entry["error"] == "RuntimeError: CUDA out of memory (simulated)" and "seconds" in entry
+
+
+def test_hbm_bandwidth_table_matches_gpu_names_most_specific_first():
+    def match(name: str) -> float:
+        return next(value for key, value in device_check.HBM_BANDWIDTH if key in name)
+
+    assert match("NVIDIA H200") == 4.8e12
+    assert match("NVIDIA H100 80GB HBM3") == 3.35e12  # SXM
+    assert match("NVIDIA H100 PCIe") == 2.0e12
+    assert match("NVIDIA H100 NVL") == 3.9e12
+    assert device_check.hbm_bandwidth("cpu") is None
