@@ -43,8 +43,8 @@ def test_explicit_flash_attention_is_still_refused_without_flash_attn(run_flags,
 @pytest.mark.parametrize("model_flags", [FUSION_FLAGS, BASELINE_FLAGS], ids=["fusion", "baseline"])
 def test_bf16_training_run_on_the_cpu(run_flags, tmp_path, model_flags):
     """`--bf16 True` (the scripts' setting; `--use_cpu True` as the Trainer asks for bf16 on a CPU)
-    through the scripts' entry point: the model is built in
-    bf16, trains with finite, falling losses and saves bf16 trained tensors."""
+    through the scripts' entry point: the model is built in bf16, trains with finite, falling
+    losses and saves bf16 trained tensors."""
     argv = run_flags(
         tmp_path,
         *model_flags,
