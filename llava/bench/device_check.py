@@ -357,7 +357,9 @@ def zero3(shape: dict, device: str, timeout_s: int = 300) -> dict:
             accelerator.write_text(json.dumps({"use_configured_state": True}))
             command = [*launcher, "-m", "llava.train.cpu_deepspeed_launch", *argv]
             command += ["--accelerator_config", str(accelerator)]
-        env = {**os.environ, "OMP_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false"}
+        # The repository on the path: train_mem.py runs as a script, also where it is not installed.
+        path = os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")]))
+        env = {**os.environ, "OMP_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false", "PYTHONPATH": path}
         proc = subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True, timeout=timeout_s)
         if proc.returncode != 0:
             tail = proc.stderr.strip().splitlines()[-5:]

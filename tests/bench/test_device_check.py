@@ -70,3 +70,22 @@ def test_hbm_bandwidth_table_matches_gpu_names_most_specific_first():
     assert match("NVIDIA H100 PCIe") == 2.0e12
     assert match("NVIDIA H100 NVL") == 3.9e12
     assert device_check.hbm_bandwidth("cpu") is None
+
+
+def test_decode_bytes_per_token_at_vicuna_7b_shapes():
+    """The bytes behind the HBM bound, counted on a meta-device model at the GPU check's decode
+    shapes (`--preset 7b`, bf16) and by hand: 32 layers of q/k/v/o (4 x 4096^2), the MLP
+    (3 x 4096 x 11008) and two norms, the final norm and the LM head (32000 x 4096), no input
+    embedding; the fusion branch at layer 0 (W_t2v 1024 x 4096, A and B 3 x 4096 x 1024, 3 alphas)."""
+    args = device_check.generation.parse_args(
+        [*device_check.SHAPES["gpu"]["decode"], "--device", "meta", "--dtype", "bfloat16"]
+    )
+    model = device_check._build(args, "fusion_llama")
+    layer = 4 * 4096 * 4096 + 3 * 4096 * 11008 + 2 * 4096
+    llm = 32 * layer + 4096 + 32000 * 4096
+    fusion = 1024 * 4096 + 2 * (3 * 4096) * 1024 + 3
+    positions = 600
+    sizes = device_check.decode_bytes_per_token(model, positions)
+    assert sizes["weights"] == 2 * (llm + fusion)
+    assert sizes["fusion_branch"] == 2 * fusion
+    assert sizes["kv_cache"] == 2 * 32 * 4096 * positions * 2  # k and v, 32 layers, 4096 wide, bf16
