@@ -1,7 +1,7 @@
 """The lmms-eval model `inverse_llava`, on the inference engine; both of lmms-eval's model types.
 
     pip install -e ".[lmms]"
-    python -m lmms_eval --model inverse_llava --model_args pretrained=CKPT[,model_base=B,conv_mode=vicuna_v1] \
+    python -m lmms_eval --model inverse_llava --model_args pretrained=CKPT[,model_base=B,conv_mode=vicuna_v1,dtype=bfloat16] \
         --tasks TASK --batch_size 8 [--force_simple]
 
 Registered through lmms-eval's entry-point group `lmms_eval.models` (pyproject.toml). The chat type
@@ -33,6 +33,7 @@ from llava.inference import (
     conversation_from_messages,
     with_image_tokens,
 )
+from llava.inference.arguments import DTYPES
 from llava.inference.images import ImagePolicy, load_image_input
 from llava.inference.prompting import open_conversation
 
@@ -82,12 +83,15 @@ class _InverseLlava(lmms):
         conv_mode: str = DEFAULT_CONV_MODE,
         device: str | None = None,
         batch_size: int | str = 1,
+        dtype: str = "auto",
         **unused: Any,
     ) -> None:
         super().__init__()
         if unused:
             raise ValueError(f"{MODEL_ID}: unknown model_args {sorted(unused)}")
-        self.engine = LoadedModel.load(pretrained, model_base or None, device=device)
+        if dtype != "auto" and dtype not in DTYPES:
+            raise ValueError(f"{MODEL_ID}: model_args dtype={dtype!r} is not one of {['auto', *DTYPES]}")
+        self.engine = LoadedModel.load(pretrained, model_base or None, device=device, dtype=DTYPES.get(dtype))
         self.conv_mode = conv_mode
         self.batch_size = int(batch_size)
         if self.batch_size < 1:

@@ -150,3 +150,15 @@ def test_lmms_eval_answers_equal_the_runners(mode, tiny_model_path, local_task, 
     assert answers == runner_answers
     (results,) = (tmp_path / "out").rglob("*_results.json")
     assert "exact_match,none" in json.loads(results.read_text())["results"]["inverse_llava_tiny"]
+
+
+def test_lmms_eval_model_takes_a_dtype(tiny_model_path):
+    """`--model_args pretrained=...,dtype=bfloat16` loads the model in bf16; an unknown dtype is refused."""
+    import torch
+
+    from llava.serve.lmms_eval_model import InverseLlavaSimple
+
+    model = InverseLlavaSimple(pretrained=tiny_model_path, device="cpu", dtype="bfloat16")
+    assert {p.dtype for p in model.engine.model.parameters()} == {torch.bfloat16}
+    with pytest.raises(ValueError, match="dtype='bf16' is not one of"):
+        InverseLlavaSimple(pretrained=tiny_model_path, device="cpu", dtype="bf16")
