@@ -12,6 +12,8 @@ from safetensors.torch import load_file
 from train_helpers import BASELINE_FLAGS, FUSION_FLAGS
 from transformers.utils import is_flash_attn_2_available
 
+from llava.constants import IMAGE_TOKEN_INDEX
+from llava.model.builder import load_pretrained_model
 from llava.train import train_mem
 
 
@@ -41,10 +43,10 @@ def test_explicit_flash_attention_is_still_refused_without_flash_attn(run_flags,
 
 
 @pytest.mark.parametrize("model_flags", [FUSION_FLAGS, BASELINE_FLAGS], ids=["fusion", "baseline"])
-def test_bf16_training_run_on_the_cpu(run_flags, tmp_path, model_flags):
+def test_bf16_training_run_on_the_cpu(run_flags, tiny_checkpoints, tmp_path, model_flags):
     """`--bf16 True` (the scripts' setting; `--use_cpu True` as the Trainer asks for bf16 on a CPU)
     through the scripts' entry point: the model is built in bf16, trains with finite, falling
-    losses and saves bf16 trained tensors."""
+    losses and saves bf16 trained tensors; the run loads on its base in bf16 and answers."""
     argv = run_flags(
         tmp_path,
         *model_flags,
@@ -63,3 +65,15 @@ def test_bf16_training_run_on_the_cpu(run_flags, tmp_path, model_flags):
     assert min(losses[-2:]) < losses[0]
     saved = load_file(tmp_path / "non_lora_trainables.safetensors")
     assert saved and {tensor.dtype for tensor in saved.values()} == {torch.bfloat16}
+    _, model, _, _ = load_pretrained_model(
+        str(tmp_path), model_base=tiny_checkpoints[0], device="cpu", dtype=torch.bfloat16
+    )
+    assert {p.dtype for p in model.parameters()} == {torch.bfloat16}
+    side = model.get_vision_tower().config.image_size
+    answer = model.generate(
+        torch.tensor([[1, 5, IMAGE_TOKEN_INDEX, 7]]),
+        images=torch.randn(1, 3, side, side),
+        max_new_tokens=3,
+        min_new_tokens=3,
+    )
+    assert answer.shape == (1, 3)
