@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import logging
 import math
+from pathlib import Path
 
 import pytest
 import torch
@@ -15,6 +16,8 @@ from transformers.utils import is_flash_attn_2_available
 from llava.constants import IMAGE_TOKEN_INDEX
 from llava.model.builder import load_pretrained_model
 from llava.train import train_mem
+
+REPO = Path(__file__).resolve().parents[2]
 
 
 def test_default_attention_is_flash_attention_where_usable_else_sdpa():
@@ -77,3 +80,16 @@ def test_bf16_training_run_on_the_cpu(run_flags, tiny_checkpoints, tmp_path, mod
         min_new_tokens=3,
     )
     assert answer.shape == (1, 3)
+
+
+TRAINING_SCRIPTS = [("v1_5", path.name) for path in sorted((REPO / "scripts" / "v1_5").glob("*.sh"))] + [
+    ("release", path.name) for path in sorted((REPO / "scripts" / "release").glob("*.sh"))
+]
+
+
+@pytest.mark.parametrize(("folder", "script"), TRAINING_SCRIPTS, ids=[s for _, s in TRAINING_SCRIPTS])
+def test_every_training_script_leaves_the_attention_to_train_mem(script_argv, folder, script, tmp_path):
+    """Each script launches `llava/train/train_mem.py` (read through a stand-in launcher) without
+    `--attn_implementation`, so flash-attention-2 or SDPA is train_mem's choice."""
+    argv = script_argv(folder, script, tmp_path)
+    assert argv and "--attn_implementation" not in argv
