@@ -1,4 +1,4 @@
-"""The padding-free benchmark: both modes on the same micro-batches, equal losses and gradients,
+"""The padding-free benchmark: the three modes on the same micro-batches, equal losses and gradients,
 its mix and its sample orders."""
 
 from __future__ import annotations
@@ -12,7 +12,12 @@ def test_padding_free_bench_reports_both_modes(capsys):
     report = main(["--json", "--batch", "4", "--steps", "1", "--warmup", "0"])
     assert json.loads(capsys.readouterr().out) == json.loads(json.dumps(report))
     padded, free = report["results"]["padded"], report["results"]["padding_free"]
+    varlen = report["results"]["padding_free_varlen"]
     assert report["tokens_per_s_ratio"] == free["tokens_per_s"] / padded["tokens_per_s"]
+    assert report["tokens_per_s_ratio_varlen"] == varlen["tokens_per_s"] / padded["tokens_per_s"]
+    # the packed row's SDPA computes the whole [S, S] scores, each sample's block alone less
+    assert varlen["flops_per_step"] < free["flops_per_step"]
+    assert report["flops_ratio_varlen"] == varlen["flops_per_step"] / padded["flops_per_step"]
     assert report["max_loss_diff"] <= 1e-5 and report["max_grad_diff"] <= 1e-5
     assert free["padding_fraction"] == 0.0 and free["positions_per_step"] == report["useful_tokens_per_step"]
     assert padded["positions_per_step"] >= free["positions_per_step"]

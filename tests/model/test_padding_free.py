@@ -7,15 +7,14 @@ from __future__ import annotations
 
 import pytest
 import torch
-import torch.nn.functional as F
 from transformers import AttentionInterface
-from transformers.integrations.sdpa_attention import sdpa_attention_forward
 from transformers.masking_utils import AttentionMaskInterface, flash_attention_mask
 from transformers.modeling_flash_attention_utils import (
     _is_packed_sequence,
     prepare_fa_kwargs_from_position_ids,
 )
 
+from llava.bench.padding_free import per_sample_attention
 from llava.constants import IGNORE_INDEX, IMAGE_TOKEN_INDEX
 from llava.data.dataset import DataCollatorForSupervisedDataset
 from llava.data.packing import PaddingFreeCollator
@@ -129,26 +128,17 @@ def test_padding_free_under_activation_checkpointing(tiny_backbones):
     compare(model, samples)
 
 
-def varlen_reference_attention(module, query, key, value, attention_mask, scaling=None, **kwargs):
-    """What flash-attention's varlen path computes, on CPU: transformers' own detection of a
-    packed row and its `cu_seqlens` from the `position_ids` the layer receives, then causal
-    attention within each sample. query: [1, H, S, hd]; key, value: [1, H_kv, S, hd]. The vision
-    tower's attention (no positions: one image per row) is SDPA's."""
-    if not module.is_causal:
-        return sdpa_attention_forward(module, query, key, value, attention_mask, scaling=scaling, **kwargs)
-    assert attention_mask is None  # flash-attention's mask for a packed row: none, only positions
-    position_ids = kwargs["position_ids"]
-    assert _is_packed_sequence(position_ids, query.shape[0])
-    (cu_seqlens, _), _ = prepare_fa_kwargs_from_position_ids(position_ids)
-    VARLEN_CALLS.append(cu_seqlens.tolist())
-    bounds = cu_seqlens.tolist()
-    out = [
-        F.scaled_dot_product_attention(
-            query[:, :, a:b], key[:, :, a:b], value[:, :, a:b], is_causal=True, scale=scaling, enable_gqa=True
-        )
-        for a, b in zip(bounds[:-1], bounds[1:], strict=True)
-    ]
-    return torch.cat(out, dim=2).transpose(1, 2).contiguous(), None  # [1, S, H, hd]
+def varlen_reference_attention(module, query, key, value, attention_mask, **kwargs):
+    """The bench's `per_sample_attention` (flash-attention varlen's computation on CPU: causal
+    attention within each sample, cut by transformers' `cu_seqlens` from the positions the layer
+    receives), recording the cuts and checking transformers' own packed-row detection."""
+    if module.is_causal:
+        assert attention_mask is None  # flash-attention's mask for a packed row: none, only positions
+        position_ids = kwargs["position_ids"]
+        assert _is_packed_sequence(position_ids, query.shape[0])
+        (cu_seqlens, _), _ = prepare_fa_kwargs_from_position_ids(position_ids)
+        VARLEN_CALLS.append(cu_seqlens.tolist())
+    return per_sample_attention(module, query, key, value, attention_mask, **kwargs)
 
 
 VARLEN_CALLS: list[list[int]] = []
