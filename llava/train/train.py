@@ -199,6 +199,13 @@ def train(
     if model_args.pretrain_mm_mlp_adapter:
         load_projector(model, model_args.pretrain_mm_mlp_adapter)
     model.config.use_cache = False
+    if training_args.padding_free and not model.config._attn_implementation.startswith("flash_attention"):
+        logger.warning(
+            "--padding_free True under %s attention: exact, but its packed-sequence mask makes attention "
+            "compute the whole packed row (S x S positions); flash_attention_2 computes each sample's own "
+            "block (see docs/performance.md)",
+            model.config._attn_implementation,
+        )
     tokenizer = load_tokenizer(model_args.model_name_or_path, training_args.model_max_length)
     image_processor = load_image_processor(model_args.vision_tower)
     model, plan = apply_recipe(model, spec)

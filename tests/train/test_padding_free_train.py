@@ -13,7 +13,7 @@ NO_DROPOUT = {"fusion_llama": ["--fusion_dropout", "0.0"], "llava_llama": []}
 
 
 @pytest.mark.parametrize("model_type", ["fusion_llama", "llava_llama"])
-def test_padding_free_run_equals_padded_run(run_flags, tmp_path, monkeypatch, model_type):
+def test_padding_free_run_equals_padded_run(run_flags, tmp_path, monkeypatch, caplog, model_type):
     rows = []  # the packed rows' shapes, seen on their way to the model
     collate = PaddingFreeCollator.__call__
 
@@ -37,7 +37,9 @@ def test_padding_free_run_equals_padded_run(run_flags, tmp_path, monkeypatch, mo
         "no",
     ]
     padded, padded_weights = run_training(run_flags(tmp_path / "padded", *extra))
+    assert "--padding_free True under" not in caplog.text
     packed, packed_weights = run_training(run_flags(tmp_path / "packed", *extra, "--padding_free", "True"))
+    assert "--padding_free True under sdpa attention: exact" in caplog.text  # the tiny runs' SDPA
 
     assert len(rows) >= 8 and all(n == 2 and shape[0] == 1 for n, shape in rows)
     assert packed["global_step"] == padded["global_step"] == 4
