@@ -17,7 +17,10 @@ import torch
 from torch.utils._python_dispatch import TorchDispatchMode
 
 from llava.constants import IMAGE_TOKEN_INDEX
+from llava.data.dataset import DataCollatorForSupervisedDataset
+from llava.data.packing import PaddingFreeCollator
 from llava.model.builder import build_from_backbones, load_pretrained_model
+from tests.model.test_padding_free import attach_images, make_samples
 
 IMG = IMAGE_TOKEN_INDEX
 METHODS = ["fusion_llama", "llava_llama"]
@@ -186,3 +189,23 @@ def test_load_pretrained_model_in_half_precision(tiny_model_path, dtype):
     assert got.dtype == dtype
     error = _relative_error(got, expected, _expanded_mask(reference, batch))
     assert error <= LOGIT_TOLERANCE[dtype], f"{dtype}: logits off by {error:.4f}"
+
+
+@pytest.mark.parametrize("method", METHODS)
+def test_padding_free_batch_in_bf16(tiny_backbones, method):
+    """A padding-free micro-batch (images, text-only samples, two images in a sample) in bf16: bf16
+    logits, a backward without dtype errors, and the padded batch's loss within bf16 tolerance."""
+    _, model = _models(tiny_backbones, method, "llama", "clip", torch.bfloat16)
+    samples = make_samples(model.config.vocab_size)
+    attach_images(samples, model.get_vision_tower().config.image_size)
+    padded = DataCollatorForSupervisedDataset(pad_token_id=0)(samples)
+    packed = PaddingFreeCollator()(samples)
+    model.train()
+    losses = {}
+    for name, batch in (("padded", padded), ("packed", packed)):
+        inputs = {k: v for k, v in batch.items() if k != "skipped_samples"}
+        out = model(**inputs, use_cache=False)
+        assert out.logits.dtype == torch.bfloat16
+        out.loss.backward()
+        losses[name] = out.loss.item()
+    assert abs(losses["packed"] - losses["padded"]) <= LOSS_TOLERANCE[torch.bfloat16] * losses["padded"]
