@@ -79,7 +79,7 @@ def _llm_fields(args) -> dict:
         "hidden_size": args.hidden_size,
         "intermediate_size": args.intermediate_size or int(2.6875 * args.hidden_size),
         "num_hidden_layers": args.layers,
-        "num_attention_heads": max(1, args.hidden_size // 64),
+        "num_attention_heads": args.heads or max(1, args.hidden_size // 64),
         "max_position_embeddings": 4096,
         "pad_token_id": 0,
         "eos_token_id": None,  # decode exactly the asked number of tokens everywhere
@@ -217,6 +217,7 @@ def parse_args(argv: list[str] | None = None):
     parser.add_argument("--hidden-size", type=int, default=512)
     parser.add_argument("--intermediate-size", type=int, default=None)
     parser.add_argument("--layers", type=int, default=8)
+    parser.add_argument("--heads", type=int, default=None, help="attention heads (default: hidden / 64)")
     parser.add_argument("--vocab-size", type=int, default=32000)
     parser.add_argument("--vision-hidden-size", type=int, default=64)
     parser.add_argument("--vision-layers", type=int, default=1)
@@ -234,7 +235,7 @@ def parse_args(argv: list[str] | None = None):
     if args.new_tokens < 2 or args.repeats < 1:
         parser.error("--new-tokens must be >= 2 and --repeats >= 1")
     if args.preset == "7b":
-        args.hidden_size, args.intermediate_size, args.layers = 4096, 11008, 32
+        args.hidden_size, args.intermediate_size, args.layers, args.heads = 4096, 11008, 32, 32
         args.vision_hidden_size, args.vision_layers, args.patch_size = 1024, 24, 14
     if args.dtype is None:
         args.dtype = "float32" if args.device == "cpu" else "bfloat16"
