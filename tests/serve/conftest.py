@@ -8,9 +8,9 @@ from pathlib import Path
 
 import httpx
 import pytest
-from serve_helpers import MAX_BODY_BYTES, MAX_IMAGES, Server
 
 from llava.bench.serving import server
+from tests.serve.serve_helpers import MAX_BODY_BYTES, MAX_IMAGES, Server
 
 
 @pytest.fixture(scope="session")

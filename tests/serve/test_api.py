@@ -11,10 +11,10 @@ import httpx
 import openai
 import pytest
 from PIL import Image
-from serve_helpers import MAX_BODY_BYTES, MAX_IMAGES
 
 from llava.eval import run_llava
 from llava.serve import api
+from tests.serve.serve_helpers import MAX_BODY_BYTES, MAX_IMAGES
 
 QUESTION = "What is in the image?"
 

@@ -11,7 +11,10 @@ import sys
 from pathlib import Path
 
 import pytest
-from train_helpers import (
+
+from llava.train.deepspeed_files import check_deepspeed_checkpoint
+from llava.train.resume import MANIFEST
+from tests.train.train_helpers import (
     FUSION_FLAGS,
     SUBPROCESS_ENV,
     max_abs_diff,
@@ -19,9 +22,6 @@ from train_helpers import (
     trained_state,
     write_tampered_state,
 )
-
-from llava.train.deepspeed_files import check_deepspeed_checkpoint
-from llava.train.resume import MANIFEST
 
 pytestmark = pytest.mark.slow
 

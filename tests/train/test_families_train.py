@@ -12,10 +12,10 @@ import sys
 
 import pytest
 import torch
-from train_helpers import SUBPROCESS_ENV, run_training
 from transformers import AutoModelForCausalLM
 
 from llava.model.builder import load_pretrained_model
+from tests.train.train_helpers import SUBPROCESS_ENV, run_training
 
 # tiny LLM -> the conversation template of its family
 TEMPLATES = {

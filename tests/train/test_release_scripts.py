@@ -9,12 +9,12 @@ import logging
 import pytest
 import torch
 from safetensors.torch import load_file
-from train_helpers import run_training
 
 from llava.constants import IMAGE_TOKEN_INDEX
 from llava.model import FusionLlamaForCausalLM
 from llava.model.builder import load_pretrained_model
 from llava.train.arguments import parse_arguments, resolve_run
+from tests.train.train_helpers import run_training
 
 NO_EFFECT = (
     "pretrain_mm_mlp_adapter",

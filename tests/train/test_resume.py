@@ -17,17 +17,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from fault_run import RenameKill, TimedKill, run_killed
 from safetensors.torch import save_file
-from train_helpers import (
-    FUSION_FLAGS,
-    SUBPROCESS_ENV,
-    RunsCode,
-    max_abs_diff,
-    run_training,
-    trained_state,
-    write_tampered_state,
-)
 from transformers import TrainerCallback
 from transformers.trainer_callback import ExportableState
 
@@ -50,6 +40,16 @@ from llava.train.resume import (
 )
 from llava.train.train import train
 from llava.train.trainer import CheckpointWriteError
+from tests.train.fault_run import RenameKill, TimedKill, run_killed
+from tests.train.train_helpers import (
+    FUSION_FLAGS,
+    SUBPROCESS_ENV,
+    RunsCode,
+    max_abs_diff,
+    run_training,
+    trained_state,
+    write_tampered_state,
+)
 
 STEPS = ["--max_steps", "6", "--save_steps", "1"]
 FAULT_HELPER = Path(__file__).with_name("fault_run.py")

@@ -10,12 +10,12 @@ from pathlib import Path
 import pytest
 import torch
 from safetensors.torch import load_file
-from train_helpers import BASELINE_FLAGS, FUSION_FLAGS
 from transformers.utils import is_flash_attn_2_available
 
 from llava.constants import IMAGE_TOKEN_INDEX
 from llava.model.builder import load_pretrained_model
 from llava.train import train_mem
+from tests.train.train_helpers import BASELINE_FLAGS, FUSION_FLAGS
 
 REPO = Path(__file__).resolve().parents[2]
 

@@ -12,15 +12,6 @@ import pytest
 import torch
 from peft import PeftModel
 from safetensors.torch import load_file
-from train_helpers import (
-    BASELINE_FLAGS,
-    FUSION_FLAGS,
-    SUBPROCESS_ENV,
-    initial_weights,
-    max_abs_diff,
-    run_training,
-    trained_state,
-)
 from transformers import AutoConfig, TrainerCallback
 from transformers.trainer_pt_utils import LengthGroupedSampler
 
@@ -33,6 +24,15 @@ from llava.train.arguments import parse_arguments
 from llava.train.merge import merge_lora
 from llava.train.train import main, train
 from llava.train.trainer import NonFiniteLossError
+from tests.train.train_helpers import (
+    BASELINE_FLAGS,
+    FUSION_FLAGS,
+    SUBPROCESS_ENV,
+    initial_weights,
+    max_abs_diff,
+    run_training,
+    trained_state,
+)
 
 STEPS = ["--max_steps", "20", "--save_steps", "10"]
 KILL_HELPER = Path(__file__).with_name("kill_after_save.py")

@@ -8,7 +8,8 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from train_helpers import FUSION_FLAGS, run_training
+
+from tests.train.train_helpers import FUSION_FLAGS, run_training
 
 # The `.wandb` file is a LevelDB-style log of protobuf records (a 7-byte file header, then 32 KiB
 # blocks of chunks with a 7-byte header each), as wandb's former `sdk/internal/datastore.py` read it.

@@ -1,0 +1,34 @@
+"""The test tree's layout: every test folder is a package, and tests import helpers by full path."""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+TESTS = Path(__file__).resolve().parent
+
+
+def _test_folders() -> list[Path]:
+    """Every folder under tests/ that holds Python files (caches excluded)."""
+    return sorted({p.parent for p in TESTS.rglob("*.py") if "__pycache__" not in p.parts})
+
+
+def test_every_test_folder_is_a_package():
+    missing = [str(d.relative_to(TESTS.parent)) for d in _test_folders() if not (d / "__init__.py").is_file()]
+    assert not missing, f"test folders without __init__.py: {missing}"
+
+
+def test_no_test_imports_a_sibling_file_by_bare_name():
+    bare = []
+    for path in sorted(TESTS.rglob("*.py")):
+        siblings = {p.stem for p in path.parent.glob("*.py")} - {path.stem}
+        for node in ast.walk(ast.parse(path.read_text(), filename=str(path))):
+            names = []
+            if isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+                names = [node.module.split(".")[0]]
+            elif isinstance(node, ast.Import):
+                names = [alias.name.split(".")[0] for alias in node.names]
+            bare += [f"{path.relative_to(TESTS.parent)}:{node.lineno}: {n}" for n in names if n in siblings]
+    assert not bare, (
+        "imports of a sibling test file by bare name (use tests.<folder>.<module>):\n" + "\n".join(bare)
+    )
