@@ -1,5 +1,5 @@
 """Shared fixtures: tiny offline checkpoints built once per test session, a complete tiny
-`fusion_llama` checkpoint and a few PNG images (the runner, inference and serving tests)."""
+`fusion_llama` checkpoint, the toy data set, a few PNG images, and one intra-op thread for every test."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ import torch
 from PIL import Image
 from transformers import AutoTokenizer
 
+from llava.data.toy import toy_records, write_dataset
 from llava.model.builder import build_from_backbones
 from llava.model.vision_tower import load_image_processor
 from llava.tools.make_tiny_checkpoints import make_tiny_checkpoints
@@ -42,6 +43,15 @@ def tiny_backbones(tmp_path_factory):
     return _backbones
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _one_thread():
+    """Two cores shared by parallel jobs: one intra-op thread avoids oversubscription."""
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)
+
+
 @pytest.fixture(autouse=True)
 def _deterministic():
     torch.manual_seed(0)
@@ -65,6 +75,12 @@ def tiny_model_path(tiny_checkpoints, tmp_path_factory) -> str:
     AutoTokenizer.from_pretrained(llm).save_pretrained(path)
     load_image_processor(vision).save_pretrained(path)
     return str(path)
+
+
+@pytest.fixture(scope="session")
+def toy_dataset(tmp_path_factory) -> tuple[str, str]:
+    """`(json_path, image_folder)` of 24 well-formed records (18 with an image, 6 text-only)."""
+    return write_dataset(tmp_path_factory.mktemp("toy"), *toy_records())
 
 
 @pytest.fixture(scope="session")

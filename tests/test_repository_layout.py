@@ -1,4 +1,5 @@
-"""The test tree's layout: every test folder is a package, and tests import helpers by full path."""
+"""The test tree's layout: every test folder is a package, tests import helpers by full path, and a
+fixture shared by folders is defined once."""
 
 from __future__ import annotations
 
@@ -32,3 +33,23 @@ def test_no_test_imports_a_sibling_file_by_bare_name():
     assert not bare, (
         "imports of a sibling test file by bare name (use tests.<folder>.<module>):\n" + "\n".join(bare)
     )
+
+
+def _is_fixture(node: ast.FunctionDef) -> bool:
+    """Whether a function is decorated with `pytest.fixture` (bare or called)."""
+    for decorator in node.decorator_list:
+        target = decorator.func if isinstance(decorator, ast.Call) else decorator
+        if isinstance(target, ast.Attribute) and target.attr == "fixture":
+            return True
+    return False
+
+
+def test_no_fixture_is_defined_in_two_conftests():
+    """A fixture needed by two folders lives once, in tests/conftest.py."""
+    where: dict[str, list[str]] = {}
+    for path in sorted(TESTS.rglob("conftest.py")):
+        for node in ast.parse(path.read_text(), filename=str(path)).body:
+            if isinstance(node, ast.FunctionDef) and _is_fixture(node):
+                where.setdefault(node.name, []).append(str(path.relative_to(TESTS.parent)))
+    shared = {name: files for name, files in where.items() if len(files) > 1}
+    assert not shared, f"fixtures defined in more than one conftest: {shared}"

@@ -1,28 +1,10 @@
-"""Data-test fixtures: the tiny tokenizer and image processor, a toy data set, one thread."""
+"""Data-test fixtures: the tiny tokenizer and image processor, the data validator run in-process."""
 
 from __future__ import annotations
 
 import logging
 
 import pytest
-import torch
-
-from llava.data.toy import toy_records, write_dataset
-
-
-@pytest.fixture(scope="session", autouse=True)
-def _one_thread():
-    """Two cores shared by parallel jobs: one intra-op thread avoids oversubscription."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
-
-
-@pytest.fixture(scope="session")
-def toy_dataset(tmp_path_factory) -> tuple[str, str]:
-    """`(json_path, image_folder)` of 24 well-formed records (18 with an image, 6 text-only)."""
-    return write_dataset(tmp_path_factory.mktemp("toy"), *toy_records())
 
 
 @pytest.fixture(scope="session")

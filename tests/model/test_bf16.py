@@ -20,6 +20,7 @@ from llava.constants import IMAGE_TOKEN_INDEX
 from llava.data.dataset import DataCollatorForSupervisedDataset
 from llava.data.packing import PaddingFreeCollator
 from llava.model.builder import build_from_backbones, load_pretrained_model
+from tests.model.model_helpers import randomize_trainables
 from tests.model.test_padding_free import attach_images, make_samples
 
 IMG = IMAGE_TOKEN_INDEX
@@ -29,15 +30,6 @@ BACKBONES = [("llama", "clip"), ("qwen3", "siglip")]
 LOGIT_TOLERANCE = {torch.bfloat16: 0.03, torch.float16: 0.004}  # max |diff| / max |fp32 logit|
 LOSS_TOLERANCE = {torch.bfloat16: 0.002, torch.float16: 0.0005}  # |diff| / fp32 loss
 MATMULS = {"mm", "addmm", "bmm", "baddbmm", "matmul", "linear", "convolution", "_convolution"}
-
-
-def randomize_trainables(model, std: float = 0.2, seed: int = 1) -> None:
-    """Non-trivial fusion branch / projector weights (their initialisation is zero)."""
-    generator = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for name, param in model.named_parameters():
-            if ".fusion." in name or "mm_projector" in name:
-                param.copy_(torch.randn(param.shape, generator=generator) * std)
 
 
 def _batch(model) -> dict:

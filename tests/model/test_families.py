@@ -33,6 +33,7 @@ from llava.model.fusion import FusionAttentionMixin
 from llava.model.vision_tower import load_image_processor, to_naflex_patches
 from llava.tools.export_llava_hf import export_llava_hf
 from llava.tools.make_tiny_checkpoints import LLMS
+from tests.model.model_helpers import randomize_trainables
 
 IMG = IMAGE_TOKEN_INDEX
 GREEDY = {"max_new_tokens": 6, "min_new_tokens": 6, "do_sample": False}
@@ -48,15 +49,6 @@ FAMILY_OF = {
 }
 # every family with every tower
 MATRIX = [(llm, tower) for llm in LLMS for tower in ("clip", "siglip", "siglip2")]
-
-
-def randomize_trainables(model, std: float = 0.2, seed: int = 1) -> None:
-    """Non-trivial fusion branch / projector weights (their initialisation is zero)."""
-    generator = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for name, param in model.named_parameters():
-            if ".fusion." in name or "mm_projector" in name:
-                param.copy_(torch.randn(param.shape, generator=generator) * std)
 
 
 def _build(tiny_backbones, llm, tower, method, randomize=True, **fields):
