@@ -1,7 +1,9 @@
 """Padding-free batches equal padded ones: the same logits per sample, the same loss and the same
 gradient of every parameter (fp32, 1e-5), for both models, with image samples, text-only samples
 and a sample with two images: eager and SDPA on Llama + CLIP and Qwen2 + SigLIP, SDPA on every
-LLM family with every tower."""
+LLM family with every tower, under activation checkpointing, and under flash-attention's varlen
+conventions (computed per sample on CPU). Also: the collator's labels and positions, the
+expansion's positions, image mask and vision stream, and the errors on malformed packed rows."""
 
 from __future__ import annotations
 
@@ -77,6 +79,8 @@ def compare(model, samples: list[dict]) -> None:
     padded = DataCollatorForSupervisedDataset(pad_token_id=0)(samples)
     packed = PaddingFreeCollator()(samples)
     assert packed["input_ids"].shape == (1, sum(s["input_ids"].shape[0] for s in samples))
+    supervised = [b["labels"][..., 1:].ne(IGNORE_INDEX).sum() for b in (padded, packed)]
+    assert supervised[0] == supervised[1] > 0  # the trainer's num_items_in_batch
     loss_p, grads_p, logits_p = loss_and_grads(model, padded)
     loss_f, grads_f, logits_f = loss_and_grads(model, packed)
 
