@@ -77,6 +77,7 @@ VISION = dict(
 FULL_IMAGE_POSITIONS = 576  # CLIP-L/336
 MAX_LENGTH = 2048  # --model_max_length of the scripts, in full-scale positions
 WORLD = 8  # GPUs of the scripts' global step, for `--order grouped`
+LORA_R = 16
 
 
 @dataclass(frozen=True)
@@ -167,7 +168,7 @@ def build(model_type: str) -> torch.nn.Module:
         config = LlavaLlamaConfig(**common, mm_projector_type="mlp2x_gelu")
         model, skip = LlavaLlamaForCausalLM(config), []
     model.config.use_cache = False
-    lora = {"lora_r": 16, "lora_alpha": 32, "lora_dropout": 0.0, "skip_layers": skip}
+    lora = {"lora_r": LORA_R, "lora_alpha": 2 * LORA_R, "lora_dropout": 0.0, "skip_layers": skip}
     spec = RunSpec(
         model_type=model_type, config_fields={}, lora=lora, projector_only=False, freeze_backbone=False
     )
@@ -313,6 +314,9 @@ def run(model_type: str, order: str, batch: int, steps: int, warmup: int, seed: 
         "micro_batch": batch,
         "steps": steps,
         "image_positions": image_positions,
+        "llm": LLM,
+        "vision": VISION,
+        "lora_r": LORA_R,
         "mix": {
             kind.name: {
                 "share": round(kind.share, 3),
