@@ -1,5 +1,5 @@
 """The test tree's layout: every test folder is a package, tests import helpers by full path, and a
-fixture shared by folders is defined once."""
+fixture shared by folders is defined once; only the benchmarks' tests import a benchmark."""
 
 from __future__ import annotations
 
@@ -53,3 +53,30 @@ def test_no_fixture_is_defined_in_two_conftests():
                 where.setdefault(node.name, []).append(str(path.relative_to(TESTS.parent)))
     shared = {name: files for name, files in where.items() if len(files) > 1}
     assert not shared, f"fixtures defined in more than one conftest: {shared}"
+
+
+# The benchmarks' own tests; every other test takes its references and servers from elsewhere.
+BENCHMARK_TESTS = ("tests/bench/", "tests/train/test_bench.py")
+# Imports llava.bench.padding_free's per-sample attention; moves with the padding-free work.
+NOT_YET_MOVED = ("tests/model/test_padding_free.py",)
+
+
+def _imported_modules(path: Path) -> set[str]:
+    """The absolute module names a file imports."""
+    modules = set()
+    for node in ast.walk(ast.parse(path.read_text(), filename=str(path))):
+        if isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+            modules.add(node.module)
+        elif isinstance(node, ast.Import):
+            modules.update(alias.name for alias in node.names)
+    return modules
+
+
+def test_no_benchmark_serves_as_a_test_oracle_or_fixture():
+    oracles = []
+    for path in sorted(TESTS.rglob("*.py")):
+        name = str(path.relative_to(TESTS.parent))
+        if name.startswith(BENCHMARK_TESTS) or name in NOT_YET_MOVED:
+            continue
+        oracles += [f"{name}: {m}" for m in _imported_modules(path) if m.startswith("llava.bench")]
+    assert not oracles, f"tests that take a reference or fixture from a benchmark module: {oracles}"

@@ -22,7 +22,6 @@ from transformers import (
     SiglipModel,
 )
 
-from llava.bench.generation import generate_without_cache
 from llava.constants import IMAGE_TOKEN_INDEX
 from llava.conversation import get_conv_template
 from llava.eval import run_llava
@@ -30,6 +29,7 @@ from llava.mm_utils import expand2square, load_image, process_images, tokenize_c
 from llava.model.builder import build_from_backbones, load_pretrained_model
 from llava.model.families import FAMILIES
 from llava.model.fusion import FusionAttentionMixin
+from llava.model.uncached_generation import generate_without_cache
 from llava.model.vision_tower import load_image_processor, to_naflex_patches
 from llava.tools.export_llava_hf import export_llava_hf
 from llava.tools.make_tiny_checkpoints import LLMS

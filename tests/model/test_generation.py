@@ -6,10 +6,10 @@ import pytest
 import torch
 from transformers import AutoTokenizer
 
-from llava.bench.generation import generate_without_cache
 from llava.constants import IMAGE_TOKEN_INDEX
 from llava.conversation import get_conv_template
 from llava.mm_utils import tokenize_conversation
+from llava.model.uncached_generation import generate_without_cache
 
 IMG = IMAGE_TOKEN_INDEX
 GREEDY = {"max_new_tokens": 8, "min_new_tokens": 8, "do_sample": False}

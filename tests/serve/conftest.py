@@ -9,7 +9,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from llava.bench.serving import server
+from llava.serve.launch import server
 from tests.serve.serve_helpers import MAX_BODY_BYTES, MAX_IMAGES, Server
 
 
