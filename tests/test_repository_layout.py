@@ -57,8 +57,6 @@ def test_no_fixture_is_defined_in_two_conftests():
 
 # The benchmarks' own tests; every other test takes its references and servers from elsewhere.
 BENCHMARK_TESTS = ("tests/bench/", "tests/train/test_bench.py")
-# Imports llava.bench.padding_free's per-sample attention; moves with the padding-free work.
-NOT_YET_MOVED = ("tests/model/test_padding_free.py",)
 
 
 def _imported_modules(path: Path) -> set[str]:
@@ -76,7 +74,7 @@ def test_no_benchmark_serves_as_a_test_oracle_or_fixture():
     oracles = []
     for path in sorted(TESTS.rglob("*.py")):
         name = str(path.relative_to(TESTS.parent))
-        if name.startswith(BENCHMARK_TESTS) or name in NOT_YET_MOVED:
+        if name.startswith(BENCHMARK_TESTS):
             continue
         oracles += [f"{name}: {m}" for m in _imported_modules(path) if m.startswith("llava.bench")]
     assert not oracles, f"tests that take a reference or fixture from a benchmark module: {oracles}"

@@ -41,18 +41,14 @@ import time
 from dataclasses import asdict, dataclass
 
 import torch
-import torch.nn.functional as F
 from torch.utils.flop_counter import FlopCounterMode, sdpa_backward_flop_count, sdpa_flop_count
-from transformers import AttentionInterface
-from transformers.integrations.sdpa_attention import sdpa_attention_forward
-from transformers.masking_utils import AttentionMaskInterface, flash_attention_mask
-from transformers.modeling_flash_attention_utils import prepare_fa_kwargs_from_position_ids
 
 from llava.constants import IGNORE_INDEX, IMAGE_TOKEN_INDEX
 from llava.data.dataset import DataCollatorForSupervisedDataset
 from llava.data.packing import PaddingFreeCollator
 from llava.data.sampler import modality_grouped_indices
 from llava.model import FusionLlamaConfig, FusionLlamaForCausalLM, LlavaLlamaConfig, LlavaLlamaForCausalLM
+from llava.model.per_sample_attention import PER_SAMPLE
 from llava.train.arguments import RunSpec
 from llava.train.recipe import apply_recipe, parameter_groups
 
@@ -128,34 +124,6 @@ def order_samples(samples: list[dict], order: str, batch: int, seed: int = 0) ->
         (s["input_ids"].shape[0] if s["images"] is not None else -s["input_ids"].shape[0]) for s in samples
     ]
     return [samples[i] for i in modality_grouped_indices(lengths, batch, WORLD, generator)]
-
-
-PER_SAMPLE = "per_sample_attention"
-
-
-def per_sample_attention(module, query, key, value, attention_mask, scaling=None, **kwargs):
-    """Causal attention within each sample of one packed row, as flash-attention's varlen path
-    computes it: the samples' bounds (`cu_seqlens`) from transformers'
-    `prepare_fa_kwargs_from_position_ids`, then SDPA on each sample's block. query: `[1, H, S, hd]`;
-    key, value: `[1, H_kv, S, hd]`; returns `[1, S, H, hd]`. Non-causal attention (the vision
-    tower's) is plain SDPA."""
-    if not module.is_causal:
-        return sdpa_attention_forward(module, query, key, value, attention_mask, scaling=scaling, **kwargs)
-    if attention_mask is not None or kwargs.get("position_ids") is None:
-        raise ValueError(f"{PER_SAMPLE} takes one packed row: position_ids and no attention mask")
-    (cu_seqlens, _), _ = prepare_fa_kwargs_from_position_ids(kwargs["position_ids"])
-    bounds = cu_seqlens.tolist()
-    blocks = [
-        F.scaled_dot_product_attention(
-            query[:, :, a:b], key[:, :, a:b], value[:, :, a:b], is_causal=True, scale=scaling, enable_gqa=True
-        )
-        for a, b in zip(bounds[:-1], bounds[1:], strict=True)
-    ]  # each [1, H, L_i, hd]
-    return torch.cat(blocks, dim=2).transpose(1, 2).contiguous(), None
-
-
-AttentionInterface.register(PER_SAMPLE, per_sample_attention)
-AttentionMaskInterface.register(PER_SAMPLE, flash_attention_mask)  # flash-attention's: none for a packed row
 
 
 def build(model_type: str) -> torch.nn.Module:

@@ -16,15 +16,15 @@ from transformers.modeling_flash_attention_utils import (
     prepare_fa_kwargs_from_position_ids,
 )
 
-from llava.bench.padding_free import per_sample_attention
 from llava.constants import IGNORE_INDEX, IMAGE_TOKEN_INDEX
 from llava.data.dataset import DataCollatorForSupervisedDataset
 from llava.data.packing import PaddingFreeCollator
 from llava.model.builder import build_from_backbones
 from llava.model.multimodal import merge_image_positions, packed_sample_ids, restarting_positions
+from llava.model.per_sample_attention import per_sample_attention
 from llava.model.vision_tower import tower_image_size
 from llava.tools.make_tiny_checkpoints import LLMS
-from tests.model.conftest import randomize_trainables
+from tests.model.model_helpers import randomize_trainables
 
 TOL = 1e-5
 # (images in the sample, text length, supervised tail length): one image with a short answer,
@@ -133,7 +133,7 @@ def test_padding_free_under_activation_checkpointing(tiny_backbones):
 
 
 def varlen_reference_attention(module, query, key, value, attention_mask, **kwargs):
-    """The bench's `per_sample_attention` (flash-attention varlen's computation on CPU: causal
+    """`per_sample_attention` (flash-attention varlen's computation on CPU: causal
     attention within each sample, cut by transformers' `cu_seqlens` from the positions the layer
     receives), recording the cuts and checking transformers' own packed-row detection."""
     if module.is_causal:
