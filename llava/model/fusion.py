@@ -27,6 +27,7 @@ from transformers import initialization as init
 from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS
 from transformers.models.llama.modeling_llama import LlamaRMSNorm
 
+from llava.model.compat import pop_kv_cache
 from llava.model.configuration import RELEASE_VARIANTS, FusionConfigMixin
 from llava.model.families import FAMILIES, Family, publish
 from llava.model.release_fusion import ReleaseFusion
@@ -238,15 +239,11 @@ class FusionAttentionMixin:
         hidden_states: torch.Tensor,
         position_embeddings: tuple[torch.Tensor, torch.Tensor] | None = None,
         attention_mask: torch.Tensor | None = None,
-        cache=None,
         vision_stream: torch.Tensor | None = None,
         image_mask: torch.Tensor | None = None,
         **kwargs,
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
-        # The decoder layer hands over the KV cache as `cache` (transformers >= 5.24) or, in
-        # earlier 5.x releases, as `past_key_values`.
-        if cache is None:
-            cache = kwargs.pop("past_key_values", None)
+        cache = pop_kv_cache(kwargs)  # its name depends on the transformers release
         input_shape = hidden_states.shape[:-1]
         hidden_shape = (*input_shape, -1, self.head_dim)
 

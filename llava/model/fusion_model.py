@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import torch
 
+from llava.model.compat import kv_cache
 from llava.model.fusion import FusionBranch, fusion_attention_class
 from llava.model.multimodal import MultimodalGenerationMixin
 from llava.model.release_fusion import ReleaseLinear, ReleaseMLPTarget, ReleaseStableTarget
@@ -76,8 +77,7 @@ class FusionCausalLMMixin(FusionInitMixin, MultimodalGenerationMixin):
         if image_mask is None:
             return inputs
         step = inputs["inputs_embeds"] if inputs.get("inputs_embeds") is not None else inputs["input_ids"]
-        # transformers >= 5.24 names the KV cache `cache`; earlier 5.x `past_key_values`.
-        cache = inputs.get("cache", inputs.get("past_key_values"))
+        cache = kv_cache(inputs)
         start = cache.get_seq_length() if cache is not None else 0
         stop = start + step.shape[1]
         window = image_mask[:, start:stop]

@@ -1,0 +1,29 @@
+"""The differences between the transformers releases this project supports (5.23 and 5.24), in one place.
+
+- The KV cache: transformers >= 5.24 hands it to attention and to `prepare_inputs_for_generation`'s
+  result as `cache`; 5.23 as `past_key_values`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, MutableMapping
+from typing import Any
+
+# The KV cache's argument name, newest release first.
+KV_CACHE_NAMES = ("cache", "past_key_values")
+
+
+def kv_cache(inputs: Mapping[str, Any]) -> Any:
+    """The KV cache among `inputs` under whichever name the installed transformers uses (None if absent)."""
+    for name in KV_CACHE_NAMES:
+        if inputs.get(name) is not None:
+            return inputs[name]
+    return None
+
+
+def pop_kv_cache(kwargs: MutableMapping[str, Any]) -> Any:
+    """Remove the KV cache from `kwargs` under every name it may have; return it (None if absent)."""
+    cache = kv_cache(kwargs)
+    for name in KV_CACHE_NAMES:
+        kwargs.pop(name, None)
+    return cache
