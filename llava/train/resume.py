@@ -90,6 +90,7 @@ TRAINING_FLAGS = (
     "data_seed",
     "model_max_length",
     "bf16",
+    "padding_free",
     "fp16",
 )
 # Flags naming a model or a data file: recorded as `<flag>_fingerprint`, the content fingerprint

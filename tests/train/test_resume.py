@@ -163,6 +163,7 @@ def test_resume_names_a_truncated_weights_file(reference, tmp_path):
         ("--layer_ids_to_inject", "1", r"--layer_ids_to_inject: \[0\] in the checkpoint, \[1\] now"),
         ("--lora_r", "4", r"--lora_r: 8 in the checkpoint, 4 now"),
         ("--lora_alpha", "32", r"--lora_alpha: 16 in the checkpoint, 32 now"),
+        ("--padding_free", "True", r"--padding_free: False in the checkpoint, True now"),
     ],
 )
 def test_resume_refuses_changed_flags_naming_flag_and_values(reference, tmp_path, flag, value, message):
