@@ -6,5 +6,4 @@ set -euo pipefail
 OUTPUT_DIR=${OUTPUT_DIR:-./checkpoints/inverse-llava-hd-vicuna-7b-lora} \
     "$(dirname "$0")/fusion_finetune_lora.sh" \
     --mm_vision_select_layer "-1,-2" \
-    --mm_hidden_size 2048 \
     "$@"

@@ -12,4 +12,4 @@ OUTPUT_DIR=${OUTPUT_DIR:-./checkpoints/inverse-llava-llama3-8b-siglip-lora}
 NUM_GPUS=${NUM_GPUS:-8}
 export LLM VISION_TOWER OUTPUT_DIR NUM_GPUS
 
-"$(dirname "$0")/fusion_finetune_lora.sh" --version llama_3 --mm_hidden_size 1152 "$@"
+"$(dirname "$0")/fusion_finetune_lora.sh" --version llama_3 "$@"

@@ -17,7 +17,7 @@ from llava.train.arguments import parse_arguments, resolve_run
             "meta-llama/Meta-Llama-3-8B-Instruct",
             "google/siglip-so400m-patch14-384",
             "llama_3",
-            {"mm_hidden_size": 1152, "mm_vision_select_layer": [-1], "fusion_layer_ids": [0]},
+            {"mm_vision_select_layer": [-1], "fusion_layer_ids": [0]},
         ),
         (
             "finetune_lora_llama3_siglip.sh",
@@ -33,7 +33,7 @@ from llava.train.arguments import parse_arguments, resolve_run
             "Qwen/Qwen2.5-7B-Instruct",
             "openai/clip-vit-large-patch14-336",
             "qwen_2",
-            {"mm_hidden_size": 1024, "mm_vision_select_layer": [-1]},
+            {"mm_vision_select_layer": [-1]},
         ),
         (
             "finetune_lora_qwen25_clip.sh",

@@ -6,6 +6,7 @@ from __future__ import annotations
 import pytest
 
 from llava.train.arguments import parse_arguments, resolve_run
+from tests.train.train_helpers import REPO, TRAINING_SCRIPTS
 
 
 @pytest.mark.parametrize(
@@ -19,7 +20,7 @@ from llava.train.arguments import parse_arguments, resolve_run
         (
             "fusion_finetune_lora_HD.sh",
             "fusion_llama",
-            {"mm_vision_select_layer": [-1, -2], "mm_hidden_size": 2048},
+            {"mm_vision_select_layer": [-1, -2]},
         ),
         ("ablation_fusion_add.sh", "fusion_llama", {"fusion_variant": "add"}),
         ("ablation_fusion_gated.sh", "fusion_llama", {"fusion_variant": "gated"}),
@@ -47,3 +48,23 @@ def test_script_flags_resolve(script, model_type, expected, script_argv, tmp_pat
         assert model_args.pretrain_mm_mlp_adapter.endswith("mm_projector.safetensors")
     if script == "alignment_free_lora.sh":
         assert model_args.pretrain_mm_mlp_adapter is None
+
+
+# Flags that say the model a second time, or that the tower already determines.
+REDUNDANT = {"--use_vision_fusion", "--use_mm_proj", "--mm_hidden_size"}
+OWN_SCRIPTS = [script for folder, script in TRAINING_SCRIPTS if folder == "v1_5"]
+
+
+@pytest.mark.parametrize("script", OWN_SCRIPTS)
+def test_own_scripts_name_the_model_once_and_pass_no_derived_flag(script, script_argv, tmp_path):
+    argv = script_argv("v1_5", script, tmp_path)
+    assert argv.count("--model_type") == 1, argv
+    assert not REDUNDANT & set(argv), f"scripts/v1_5/{script} passes {sorted(REDUNDANT & set(argv))}"
+
+
+def test_own_scripts_share_their_common_flags_from_one_file():
+    """The flags every recipe passes are written once, in scripts/v1_5/common.sh."""
+    folder = REPO / "scripts" / "v1_5"
+    for flag in ("--num_train_epochs", "--warmup_ratio", "--lr_scheduler_type", "--lora_r"):
+        holders = [p.name for p in sorted(folder.glob("*.sh")) if flag in p.read_text()]
+        assert holders == ["common.sh"], f"{flag} is written in {holders}"

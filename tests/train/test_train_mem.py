@@ -15,7 +15,7 @@ from transformers.utils import is_flash_attn_2_available
 from llava.constants import IMAGE_TOKEN_INDEX
 from llava.model.builder import load_pretrained_model
 from llava.train import train_mem
-from tests.train.train_helpers import BASELINE_FLAGS, FUSION_FLAGS
+from tests.train.train_helpers import BASELINE_FLAGS, FUSION_FLAGS, TRAINING_SCRIPTS
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -80,11 +80,6 @@ def test_bf16_training_run_on_the_cpu(run_flags, tiny_checkpoints, tmp_path, mod
         min_new_tokens=3,
     )
     assert answer.shape == (1, 3)
-
-
-TRAINING_SCRIPTS = [("v1_5", path.name) for path in sorted((REPO / "scripts" / "v1_5").glob("*.sh"))] + [
-    ("release", path.name) for path in sorted((REPO / "scripts" / "release").glob("*.sh"))
-]
 
 
 @pytest.mark.parametrize(("folder", "script"), TRAINING_SCRIPTS, ids=[s for _, s in TRAINING_SCRIPTS])

@@ -21,6 +21,14 @@ FUSION_FLAGS = (
 ).split()
 BASELINE_FLAGS = "--model_type llava_llama --mm_projector_type mlp2x_gelu --mm_vision_select_layer -2 --mm_projector_lr 4e-3".split()
 SUBPROCESS_ENV = {**os.environ, "OMP_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false"}
+REPO = Path(__file__).resolve().parents[2]
+# `(folder, script)` of every training script under scripts/ (scripts/v1_5/common.sh is sourced by them).
+TRAINING_SCRIPTS = [
+    (folder, path.name)
+    for folder in ("v1_5", "release")
+    for path in sorted((REPO / "scripts" / folder).glob("*.sh"))
+    if path.name != "common.sh"
+]
 
 
 class CaptureWeights(TrainerCallback):
