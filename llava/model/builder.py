@@ -12,8 +12,10 @@ What a checkpoint is, is decided from its own files, never from its folder's nam
 | `mm_projector.{safetensors,bin}`, no model weights                   | stage-1 projector: needs `model_base` |
 | flat `fusion_llama` config with the release's fields, `non_lora_trainables.bin` | the paper's release's LoRA run: needs `model_base` |
 
-LLaVA-1.5's configs are translated by `llava.model.llava_formats`, the release's folders read by
-`llava.model.release_checkpoint`; pickled files are read
+New models from backbones are built by `llava.model.from_backbones` (re-exported here); the
+parts loaded on top of a base by `llava.model.checkpoint_parts`; LLaVA-1.5's configs are translated
+by `llava.model.llava_formats`, the release's folders read by `llava.model.release_checkpoint`;
+pickled files are read
 weights-only by `llava.model.weights`; LLaVA's placement keywords are interpreted by
 `llava.model.placement`. See docs/checkpoints.md for every format.
 
@@ -27,24 +29,37 @@ from __future__ import annotations
 
 import json
 import logging
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer, LlamaForCausalLM
 
-from llava.model.configuration import MultimodalConfigMixin, is_multimodal_config
+from llava.model.checkpoint_parts import (
+    MM_PROJECTOR,
+    NON_LORA_TRAINABLES,
+    ensure_vision_tower,
+    llava_vision_tower,
+    load_partial_state,
+    load_tower_from,
+    merge_lora,
+    one_of,
+    require_complete,
+    require_non_lora_trainables,
+)
+from llava.model.configuration import is_multimodal_config
+from llava.model.from_backbones import build_from_backbones, multimodal_config_from_backbones
 from llava.model.fusion_llama import FusionLlamaForCausalLM
 from llava.model.llava_formats import (
     LLAVA_MM_PROJECTOR,
     LLAVA_NON_LORA_TRAINABLES,
     LlavaCheckpointConfig,
     is_llava_config,
-    strip_peft_prefixes,
     translate_llava_config,
 )
 from llava.model.llava_hf import is_llava_hf_config, load_llava_hf
 from llava.model.llava_llama import LlavaLlamaForCausalLM
+from llava.model.load_report import LoadReport, from_pretrained_checked
 from llava.model.paths import resolve_location
 from llava.model.placement import (
     attention_implementation,
@@ -52,7 +67,7 @@ from llava.model.placement import (
     quantization_config,
     resolve_device,
 )
-from llava.model.registry import MODEL_CLASSES, classes_for, method_of
+from llava.model.registry import MODEL_CLASSES
 from llava.model.release_checkpoint import (
     RELEASE_FUSION_FILE,
     ReleaseFusionTensors,
@@ -62,132 +77,19 @@ from llava.model.release_checkpoint import (
     translate_release_config,
 )
 from llava.model.tokenizers import ensure_pad_token
-from llava.model.vision_tower import load_image_processor, read_vision_config
-from llava.model.weights import (
-    check_folder_pickles,
-    checkpoint_keys,
-    copy_checked,
-    load_pickled_weights,
-    load_weights,
-    model_weight_files,
-)
+from llava.model.vision_tower import load_image_processor
+from llava.model.weights import check_folder_pickles, copy_checked, load_pickled_weights, model_weight_files
+
+__all__ = [
+    "MM_PROJECTOR",
+    "NON_LORA_TRAINABLES",
+    "LoadReport",
+    "build_from_backbones",
+    "load_pretrained_model",
+    "multimodal_config_from_backbones",
+]
 
 logger = logging.getLogger(__name__)
-
-NON_LORA_TRAINABLES = "non_lora_trainables.safetensors"
-MM_PROJECTOR = "mm_projector.safetensors"
-_TOWER_PREFIX = "model.vision_tower."
-_CONFIG_KEYS_DROPPED = (
-    "model_type",
-    "architectures",
-    "transformers_version",
-    "dtype",
-    "torch_dtype",
-    "auto_map",
-)
-
-
-@dataclass
-class LoadReport:
-    """What a load did with the parameters its first checkpoint (the base) did not provide.
-
-    `missing`: newly initialised, no file gave them a value; `loaded`: file or folder -> the
-    parameters read from it on top of the base; `unexpected`: base keys without a parameter.
-    """
-
-    missing: list[str] = field(default_factory=list)
-    unexpected: list[str] = field(default_factory=list)
-    loaded: dict[str, list[str]] = field(default_factory=dict)
-
-    def record(self, source: str | Path, names: list[str]) -> None:
-        """`names` were read from `source`: they are no longer newly initialised."""
-        self.loaded[str(source)] = sorted(names)
-        self.missing = sorted(set(self.missing) - set(names))
-
-    def describe(self) -> str:
-        loaded = "; ".join(f"{len(names)} tensor(s) from {src}" for src, names in self.loaded.items())
-        return (
-            f"loaded on top of the base: {loaded or 'nothing'}; newly initialised: {self.missing or 'none'}"
-        )
-
-
-def _from_pretrained(model_cls, folder: str | Path, **kwargs) -> tuple[torch.nn.Module, LoadReport]:
-    """`model_cls.from_pretrained(folder)` and its report; a tensor whose shape disagrees with
-    the config is an error naming the key, the folder and both shapes (never re-initialised).
-
-    Quantized loads (CUDA and bitsandbytes only, not exercised by the CPU tests) keep
-    transformers' own check, which also raises on a mismatch, pointing at its load report.
-    """
-    quantized = kwargs.get("quantization_config") is not None
-    model, info = model_cls.from_pretrained(
-        folder, output_loading_info=True, ignore_mismatched_sizes=not quantized, **kwargs
-    )
-    mismatched = sorted(info.get("mismatched_keys") or [])
-    if mismatched:
-        details = "; ".join(
-            f"{key}: checkpoint {tuple(theirs)} vs model {tuple(mine)}"
-            for key, theirs, mine in mismatched[:5]
-        )
-        raise ValueError(
-            f"{folder}: {len(mismatched)} tensor(s) have another shape than the config gives them "
-            f"({details}); was it saved with other settings (e.g. fusion_targets, fusion_layer_ids)?"
-        )
-    report = LoadReport(missing=sorted(info["missing_keys"]), unexpected=sorted(info["unexpected_keys"]))
-    return model, report
-
-
-def _backbone_config(model_type: str, llm_path: str) -> tuple[type, dict]:
-    """The method from `model_type` (a `--model_type` spelling), the family from the LLM's own
-    config (its `model_type`); returns `(config class, the LLM's config fields)`."""
-    method = method_of(model_type)
-    llm_config = AutoConfig.from_pretrained(resolve_location(llm_path, "LLM"))
-    config_cls, _ = classes_for(method, llm_config.model_type, f"{llm_path}/config.json")
-    fields = llm_config.to_dict()
-    for key in _CONFIG_KEYS_DROPPED:
-        fields.pop(key, None)
-    return config_cls, fields
-
-
-def multimodal_config_from_backbones(
-    model_type: str, llm_path: str, vision_tower: str, **fields
-) -> MultimodalConfigMixin:
-    """The config of a new multimodal model: the LLM's architecture and family, the tower's
-    (CLIP or SigLIP, from its config), and `fields`. `model_type` chooses the method for any
-    family: `fusion_llama` / `inverse_llava` (Inverse-LLaVA) or `llava_llama` / `llava`."""
-    config_cls, llm_fields = _backbone_config(model_type, llm_path)
-    vision_config = read_vision_config(vision_tower).to_dict()
-    return config_cls(**llm_fields, vision_config=vision_config, mm_vision_tower=vision_tower, **fields)
-
-
-def build_from_backbones(
-    model_type: str,
-    llm_path: str,
-    vision_tower: str,
-    dtype: torch.dtype | None = None,
-    attn_implementation: str | None = None,
-    **config_fields,
-) -> tuple[FusionLlamaForCausalLM | LlavaLlamaForCausalLM, LoadReport]:
-    """A new Inverse-LLaVA (`model_type` `fusion_llama` / `inverse_llava`) or LLaVA-1.5 baseline
-    (`llava_llama` / `llava`) model from a pre-trained LLM of any supported family (read from its
-    config) and a CLIP or SigLIP tower.
-
-    Returns the model and what was newly initialised: exactly the fusion parameters (or the
-    projector), since the LLM and the tower come from their checkpoints.
-    """
-    config = multimodal_config_from_backbones(model_type, llm_path, vision_tower, **config_fields)
-    model_cls = MODEL_CLASSES[config.model_type][1]
-    check_folder_pickles(resolve_location(llm_path, "LLM"))  # a hub id: transformers reads it weights-only
-    model, report = _from_pretrained(
-        model_cls,
-        resolve_location(llm_path, "LLM"),
-        config=config,
-        dtype=dtype or torch.float32,
-        attn_implementation=attn_implementation,
-    )
-    model.get_vision_tower().load_pretrained_weights(vision_tower)
-    report.record(vision_tower, _tower_parameter_names(model))
-    logger.info("built %s from %s + %s; %s", model_type, llm_path, vision_tower, report.describe())
-    return model, report
 
 
 def _local_folder(location: str, what: str) -> Path:
@@ -212,137 +114,6 @@ def _load_tokenizer(model_path: Path, model_base: Path | None):
     if source is None:
         raise FileNotFoundError(f"no tokenizer in {model_path} and no --model-base to take one from")
     return ensure_pad_token(AutoTokenizer.from_pretrained(source), str(source))
-
-
-def _load_partial_state(model: torch.nn.Module, path: Path) -> list[str]:
-    """Load a partial state dict (trained non-LoRA weights, a projector; safetensors or a
-    weights-only pickle, PEFT's key prefixes removed as LLaVA does), insisting every key lands
-    with its shape; returns the names loaded."""
-    state = strip_peft_prefixes(load_weights(path))
-    params = dict(model.named_parameters())
-    unknown = sorted(k for k in state if k not in params)
-    if unknown:
-        raise KeyError(f"{path}: {len(unknown)} key(s) match no parameter of the model, e.g. {unknown[:3]}")
-    for key, value in state.items():
-        copy_checked(params[key], value, key, path)
-    logger.info("loaded %d tensors from %s", len(state), path)
-    return list(state)
-
-
-def _tower_parameter_names(model) -> list[str]:
-    return [name for name, _ in model.named_parameters() if name.startswith(_TOWER_PREFIX)]
-
-
-def _load_tower_from(model, location: str, report: LoadReport) -> None:
-    model.get_vision_tower().load_pretrained_weights(location)
-    report.record(location, _tower_parameter_names(model))
-
-
-def _require_tower_in(model, checkpoint: Path, present: set[str]) -> None:
-    """All of the tower's weights are among `present` (a checkpoint holding part of it is an error)."""
-    wanted = set(_tower_parameter_names(model))
-    absent = sorted(wanted - present)
-    if absent:
-        raise KeyError(
-            f"{checkpoint} holds {len(present & wanted)} of the vision tower's {len(wanted)} weights; "
-            f"missing e.g. {absent[:3]}"
-        )
-
-
-def _ensure_vision_tower(model, checkpoint: Path, report: LoadReport) -> None:
-    """This project's checkpoints: the tower from `checkpoint` when it carries its weights (all
-    of them), else from `config.mm_vision_tower`."""
-    present = {k for k in checkpoint_keys(checkpoint) if k.startswith(_TOWER_PREFIX)}
-    if present:
-        _require_tower_in(model, checkpoint, present)
-        return
-    tower = model.config.mm_vision_tower
-    if not tower:
-        raise ValueError(
-            f"{checkpoint} holds no vision tower weights and its config names no mm_vision_tower"
-        )
-    _load_tower_from(model, tower, report)
-
-
-def _llava_vision_tower(model, checkpoint: Path, llava: LlavaCheckpointConfig, report: LoadReport) -> None:
-    """LLaVA's checkpoints, as its loader does: the tower from `mm_vision_tower`, the stored tower
-    tensors ignored, unless the tower was trained (`unfreeze_mm_vision_tower`): then all of its
-    weights must be the checkpoint's."""
-    present = {k for k in checkpoint_keys(checkpoint) if k.startswith(_TOWER_PREFIX)}
-    if llava.tower_in_checkpoint:
-        _require_tower_in(model, checkpoint, present)
-        return
-    if present:
-        logger.info(
-            "%s: %d stored vision tower tensors ignored; the tower comes from mm_vision_tower %s, as in LLaVA",
-            checkpoint,
-            len(present),
-            llava.tower_location,
-        )
-    _load_tower_from(model, llava.tower_location, report)
-
-
-def _one_of(folder: Path, names: tuple[str, ...]) -> Path | None:
-    """The one file of `names` that `folder` holds (None if none; two is an error naming both)."""
-    found = [folder / name for name in names if (folder / name).exists()]
-    if len(found) > 1:
-        raise ValueError(
-            f"{folder} holds both {found[0].name} and {found[1].name}; keep the one that belongs"
-        )
-    return found[0] if found else None
-
-
-def _require_non_lora_trainables(path: Path, config, expected: str) -> Path | None:
-    """A LoRA run of a multimodal model keeps its trained fusion branch / projector (everything
-    trained that is not LoRA) in `expected`; without it they would be merged untrained."""
-    found = _one_of(path, (NON_LORA_TRAINABLES, LLAVA_NON_LORA_TRAINABLES))
-    if found is not None or not is_multimodal_config(config):
-        return found
-    trained = "fusion branch" if config.method == "fusion" else "projector"
-    raise FileNotFoundError(
-        f"{path / expected} is missing: this LoRA folder of a {config.model_type} model would "
-        f"load with an untrained {trained} (the training run writes the file next to "
-        "adapter_config.json; copy it back)"
-    )
-
-
-def _require_complete(report: LoadReport, model_path: str) -> None:
-    """Refuse a model some of whose parameters no file provided."""
-    if report.missing:
-        raise KeyError(
-            f"{model_path}: {len(report.missing)} parameter(s) would stay newly initialised, as no file of "
-            f"the checkpoint (nor the base) holds them, e.g. {report.missing[:3]}"
-        )
-
-
-def _merge_lora(model, folder: Path, exclude_modules: str | None):
-    """`model` with the LoRA adapter of `folder` (`adapter_model.safetensors` or a weights-only
-    `adapter_model.bin`) merged in. Every adapter tensor must land in a LoRA layer, and every
-    LoRA layer must get its tensors. `exclude_modules`: modules the adapter's `target_modules`
-    names cannot have meant (LLaVA adds LoRA before its tower and projector exist)."""
-    from peft import PeftConfig, get_peft_model, set_peft_model_state_dict
-
-    adapter_file = _one_of(folder, ("adapter_model.safetensors", "adapter_model.bin"))
-    if adapter_file is None:
-        raise FileNotFoundError(f"{folder / 'adapter_model.safetensors'} (or adapter_model.bin) is missing")
-    peft_config = PeftConfig.from_pretrained(folder)
-    peft_config.inference_mode = True
-    if exclude_modules is not None and getattr(peft_config, "exclude_modules", None) is None:
-        peft_config.exclude_modules = exclude_modules
-    peft_model = get_peft_model(model, peft_config)
-    result = set_peft_model_state_dict(peft_model, load_weights(adapter_file))
-    unexpected = sorted(result.unexpected_keys)
-    if unexpected:
-        raise KeyError(
-            f"{adapter_file}: {len(unexpected)} tensor(s) match no LoRA layer, e.g. {unexpected[:3]}"
-        )
-    untrained = sorted(k for k in result.missing_keys if "lora_" in k)
-    if untrained:
-        raise KeyError(
-            f"{adapter_file}: holds no tensors for {len(untrained)} LoRA weight(s), e.g. {untrained[:3]}"
-        )
-    logger.info("merging the LoRA adapter %s", adapter_file)
-    return peft_model.merge_and_unload()
 
 
 @dataclass
@@ -397,11 +168,11 @@ def _plan(path: Path, raw: dict) -> _Plan:
         model_cls = MODEL_CLASSES[config.model_type][1] if config.model_type in MODEL_CLASSES else None
     if (path / "adapter_config.json").exists():
         expected = LLAVA_NON_LORA_TRAINABLES if llava else NON_LORA_TRAINABLES
-        trainables = _require_non_lora_trainables(path, config, expected)
+        trainables = require_non_lora_trainables(path, config, expected)
         return _Plan("lora", config, model_cls or LlamaForCausalLM, llava, trainables)
     if model_weight_files(path):
         return _Plan("complete", config, model_cls or AutoModelForCausalLM, llava)
-    projector = _one_of(path, (MM_PROJECTOR, LLAVA_MM_PROJECTOR))
+    projector = one_of(path, (MM_PROJECTOR, LLAVA_MM_PROJECTOR))
     if projector is not None and is_multimodal_config(config):
         return _Plan("projector", config, model_cls, llava, projector)
     raise FileNotFoundError(
@@ -413,32 +184,32 @@ def _plan(path: Path, raw: dict) -> _Plan:
 def _load_complete(path: Path, plan: _Plan, load_kwargs: dict):
     check_folder_pickles(path)
     config_kwargs = {} if plan.model_cls is AutoModelForCausalLM else {"config": plan.config}
-    model, report = _from_pretrained(plan.model_cls, path, **config_kwargs, **load_kwargs)
+    model, report = from_pretrained_checked(plan.model_cls, path, **config_kwargs, **load_kwargs)
     if plan.llava is not None:
-        _llava_vision_tower(model, path, plan.llava, report)
+        llava_vision_tower(model, path, plan.llava, report)
     elif is_multimodal_config(plan.config):
-        _ensure_vision_tower(model, path, report)
+        ensure_vision_tower(model, path, report)
     return model, report
 
 
 def _load_on_base(path: Path, base: Path, plan: _Plan, load_kwargs: dict):
     """A LoRA or projector folder on top of its base LLM (or base multimodal model)."""
     check_folder_pickles(base)
-    model, report = _from_pretrained(plan.model_cls, base, config=plan.config, **load_kwargs)
+    model, report = from_pretrained_checked(plan.model_cls, base, config=plan.config, **load_kwargs)
     if plan.llava is not None:
-        _load_tower_from(model, plan.llava.tower_location, report)
+        load_tower_from(model, plan.llava.tower_location, report)
     elif plan.release is not None:
-        _load_tower_from(model, resolve_location(plan.config.mm_vision_tower, "vision tower"), report)
+        load_tower_from(model, resolve_location(plan.config.mm_vision_tower, "vision tower"), report)
         _load_release_fusion(model, path, plan.release, report)
     elif is_multimodal_config(plan.config):
-        _ensure_vision_tower(model, base, report)
+        ensure_vision_tower(model, base, report)
     if plan.trainables is not None:
-        report.record(plan.trainables, _load_partial_state(model, plan.trainables))
-    _require_complete(report, str(path))
+        report.record(plan.trainables, load_partial_state(model, plan.trainables))
+    require_complete(report, str(path))
     if plan.kind == "lora":
         foreign = plan.llava is not None or plan.release is not None  # LoRA added before the tower existed
         excluded = r".*\.(vision_tower|mm_projector)\..*" if foreign else None
-        model = _merge_lora(model, path, excluded)
+        model = merge_lora(model, path, excluded)
     return model, report
 
 
@@ -526,7 +297,7 @@ def load_pretrained_model(
                 f"{model_path} is a complete checkpoint; --model-base applies only to LoRA/projector runs"
             )
         model, report = _load_complete(path, plan, load_kwargs)
-        _require_complete(report, model_path)
+        require_complete(report, model_path)
     else:
         marker = path / "adapter_config.json" if plan.kind == "lora" else plan.trainables
         if model_base is None:
