@@ -1,5 +1,6 @@
-"""The test tree's layout: every test folder is a package, tests import helpers by full path, and a
-fixture shared by folders is defined once; only the benchmarks' tests import a benchmark."""
+"""The repository's layout: every test folder is a package, tests import helpers by full path, a
+fixture shared by folders is defined once, only the benchmarks' tests import a benchmark, and no
+source file under llava/ is over 450 lines."""
 
 from __future__ import annotations
 
@@ -78,3 +79,17 @@ def test_no_benchmark_serves_as_a_test_oracle_or_fixture():
             continue
         oracles += [f"{name}: {m}" for m in _imported_modules(path) if m.startswith("llava.bench")]
     assert not oracles, f"tests that take a reference or fixture from a benchmark module: {oracles}"
+
+
+MAX_SOURCE_LINES = 450
+
+
+def test_no_source_file_under_llava_is_over_450_lines():
+    """A module that grows past this is split by concern."""
+    package = TESTS.parent / "llava"
+    long = {
+        str(path.relative_to(TESTS.parent)): count
+        for path in sorted(package.rglob("*.py"))
+        if (count := len(path.read_text().splitlines())) > MAX_SOURCE_LINES
+    }
+    assert not long, f"source files over {MAX_SOURCE_LINES} lines: {long}"

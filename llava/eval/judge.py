@@ -20,6 +20,9 @@ reviews already in the file have been checked.
         --answer-list answers_gpt4.jsonl answers/model.jsonl --output reviews/model.jsonl \
         --base-url https://api.openai.com/v1 --api-key-env OPENAI_API_KEY --model gpt-4-0314
     python -m llava.eval.judge summarize -f reviews/model.jsonl
+
+The endpoint's client is `llava.eval.chat_client`; reading and summarising scores,
+`llava.eval.judge_scores`.
 """
 
 from __future__ import annotations
@@ -28,18 +31,16 @@ import argparse
 import json
 import logging
 import os
-import time
-import urllib.error
-import urllib.request
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from llava.eval import run_record
+from llava.eval.chat_client import ChatClient
+from llava.eval.judge_scores import CATEGORY_PREFIX, parse_scores, summarize
 from llava.eval.run_record import FREEFORM_RUNNER, check_question_file, file_sha256
 from llava.eval.scoring_io import (
-    check_coverage,
     field,
     index_answers,
     read_json,
@@ -51,7 +52,6 @@ from llava.eval.scoring_io import (
 logger = logging.getLogger(__name__)
 
 SYSTEM_PROMPT = "You are a helpful and precise assistant that checks the quality of answers."
-CATEGORY_PREFIX = "llava_bench_"
 CATEGORIES: tuple[str, ...] = ("conv", "detail", "complex")
 _DEFAULT_INSTRUCTION = (
     "Please assess the two AI assistants' responses to the user question above. The user asked "
@@ -62,7 +62,6 @@ _DEFAULT_INSTRUCTION = (
     "next line on, explain your assessment without bias, making sure that the order in which the "
     "responses were shown does not influence your judgment."
 )
-_RETRIABLE_HTTP = frozenset({408, 409, 429, 500, 502, 503, 504})
 JUDGE_FORMAT = "llava-eval-judge/1"
 _FRESH_START = "pass --overwrite to review afresh, or choose another --output"
 
@@ -148,74 +147,6 @@ def build_requests(
     return requests
 
 
-def parse_scores(review: str) -> tuple[float, float] | None:
-    """The two scores on the review's first line ("8 7", "8, 7"); None when unreadable."""
-    first_line = review.split("\n", 1)[0].replace(",", " ")
-    parts = first_line.split()
-    if len(parts) != 2:
-        return None
-    try:
-        return float(parts[0]), float(parts[1])
-    except ValueError:
-        return None
-
-
-class ChatClient:
-    """Minimal OpenAI-compatible `/chat/completions` client on urllib (no extra dependency)."""
-
-    def __init__(
-        self,
-        base_url: str,
-        api_key: str | None,
-        model: str,
-        temperature: float = 0.2,
-        max_tokens: int = 1024,
-        timeout: float = 120.0,
-        max_retries: int = 3,
-        retry_wait: float = 5.0,
-    ) -> None:
-        self.url = base_url.rstrip("/") + "/chat/completions"
-        self.api_key = api_key
-        self.model = model
-        self.temperature = temperature
-        self.max_tokens = max_tokens
-        self.timeout = timeout
-        self.max_retries = max_retries
-        self.retry_wait = retry_wait
-
-    def _request(self, system: str, user: str) -> urllib.request.Request:
-        payload = {
-            "model": self.model,
-            "messages": [{"role": "system", "content": system}, {"role": "user", "content": user}],
-            "temperature": self.temperature,
-            "max_tokens": self.max_tokens,
-        }
-        headers = {"Content-Type": "application/json"}
-        if self.api_key:
-            headers["Authorization"] = f"Bearer {self.api_key}"
-        return urllib.request.Request(
-            self.url, data=json.dumps(payload).encode(), headers=headers, method="POST"
-        )
-
-    def complete(self, system: str, user: str) -> str:
-        for attempt in range(self.max_retries + 1):
-            try:
-                with urllib.request.urlopen(self._request(system, user), timeout=self.timeout) as resp:
-                    body = json.loads(resp.read().decode("utf-8"))
-                return body["choices"][0]["message"]["content"]
-            except urllib.error.HTTPError as err:
-                if err.code not in _RETRIABLE_HTTP or attempt == self.max_retries:
-                    detail = err.read().decode("utf-8", "replace")[:500]
-                    raise RuntimeError(f"{self.url}: HTTP {err.code}: {detail}") from err
-                logger.warning("%s: HTTP %d, retry %d/%d", self.url, err.code, attempt + 1, self.max_retries)
-            except urllib.error.URLError as err:
-                if attempt == self.max_retries:
-                    raise RuntimeError(f"{self.url}: {err.reason}") from err
-                logger.warning("%s: %s, retry %d/%d", self.url, err.reason, attempt + 1, self.max_retries)
-            time.sleep(self.retry_wait * (attempt + 1))
-        raise AssertionError("unreachable: the last attempt returns or raises")
-
-
 def _review_key(request: ReviewRequest) -> tuple[Any, Any, Any, str]:
     return request.question_id, request.answer1_id, request.answer2_id, request.category
 
@@ -299,50 +230,6 @@ def review_all(
             f.flush()
             reviews.append(review)
     return reviews
-
-
-@dataclass(frozen=True)
-class CategorySummary:
-    relative: float
-    reference: float
-    model: float
-    count: int
-
-
-def summarize(
-    reviews: Sequence[Mapping[str, Any]], source: str = "reviews", expected: Sequence[Any] | None = None
-) -> dict[str, CategorySummary]:
-    """Per category and "all": relative score and the x10 mean scores of GPT-4 and the model.
-
-    Each question is reviewed at most once, and with `expected` (the question ids) every one of
-    them exactly once (`CoverageError` otherwise).
-
-    As in LLaVA's summariser, the means are rounded to 3 decimals before the ratio. Reviews
-    whose scores could not be parsed ([-1, -1]) are left out and logged, rather than averaged in.
-    """
-    pairs: dict[str, list[tuple[float, float]]] = {}
-    failed = 0
-    keys = [review.get("question_id", i) for i, review in enumerate(reviews, start=1)]
-    check_coverage(expected if expected is not None else list(dict.fromkeys(keys)), keys, source)
-    for i, review in enumerate(reviews, start=1):
-        ref, model = field(review, "tuple", f"reviews: record {i}")
-        if ref < 0 or model < 0:
-            failed += 1
-            continue
-        category = str(review.get("category", "all")).removeprefix(CATEGORY_PREFIX)
-        for key in {category, "all"}:
-            pairs.setdefault(key, []).append((float(ref), float(model)))
-    if failed:
-        logger.warning("%d reviews without a score pair were left out", failed)
-    summary = {}
-    for key, values in sorted(pairs.items()):
-        mean_ref = round(sum(r for r, _ in values) / len(values), 3)
-        mean_model = round(sum(m for _, m in values) / len(values), 3)
-        relative = 100.0 * mean_model / mean_ref if mean_ref else 0.0
-        summary[key] = CategorySummary(
-            round(relative, 1), round(mean_ref * 10, 1), round(mean_model * 10, 1), len(values)
-        )
-    return summary
 
 
 def _review_cmd(args: argparse.Namespace) -> None:
