@@ -30,7 +30,7 @@ from transformers.models.llama.modeling_llama import LlamaRMSNorm
 from llava.model.compat import pop_kv_cache
 from llava.model.configuration import RELEASE_VARIANTS, FusionConfigMixin
 from llava.model.families import FAMILIES, Family, publish
-from llava.model.release_fusion import ReleaseFusion
+from llava.model.release_fusion import ReleaseFusion, image_rows
 
 
 class FusionBranch(nn.Module):
@@ -147,22 +147,16 @@ class FusionBranch(nn.Module):
         on every rank, as ZeRO-3 needs when some ranks draw text-only micro-batches.
         """
         flat_x = x.reshape(-1, x.shape[-1])  # [B*T, d_h]
-        if image_mask is None and not self.training:
+        selected = image_rows(flat_x, vision_stream, image_mask, self._vision_width(), self.training)
+        if selected is None:
             return self.text_term(flat_x).reshape(*x.shape[:-1], -1)
-        if image_mask is None or not image_mask.any():
-            image_rows = torch.zeros(0, dtype=torch.long, device=x.device)
-            text_rows = torch.arange(flat_x.shape[0], device=x.device)
-            image_vision = flat_x.new_zeros(0, self._vision_width())
-        else:
-            if vision_stream is None:
-                raise ValueError("image_mask marks image positions but no vision_stream was given")
-            flat_mask = image_mask.reshape(-1)
-            image_rows = flat_mask.nonzero().squeeze(1)
-            text_rows = (~flat_mask).nonzero().squeeze(1)
-            image_vision = vision_stream.reshape(-1, vision_stream.shape[-1]).index_select(0, image_rows)
+        rows, image_vision = selected
+        is_text = torch.ones(flat_x.shape[0], dtype=torch.bool, device=x.device)
+        is_text[rows] = False
+        text_rows = is_text.nonzero().squeeze(1)
         out = flat_x.new_zeros(flat_x.shape[0], sum(self.split_sizes))  # [B*T, total]
         out = out.index_copy(0, text_rows, self.text_term(flat_x.index_select(0, text_rows)))
-        out = out.index_copy(0, image_rows, self.vision_term(image_vision.to(flat_x.dtype)))
+        out = out.index_copy(0, rows, self.vision_term(image_vision.to(flat_x.dtype)))
         return out.reshape(*x.shape[:-1], -1)
 
     def _vision_width(self) -> int:

@@ -35,6 +35,27 @@ from llava.model.configuration import RELEASE_VARIANTS, FusionConfigMixin
 _RELEASE_NORM_EPS = 1e-6  # LlamaRMSNorm's default, which the release keeps
 
 
+def image_rows(
+    flat_x: torch.Tensor,
+    vision_stream: torch.Tensor | None,
+    image_mask: torch.Tensor | None,
+    vision_width: int,
+    always: bool,
+) -> tuple[torch.Tensor, torch.Tensor] | None:
+    """The flattened image positions and their vision vectors (`[N_img]`, `[N_img, d_v]`), shared
+    by the paper's and the release's layers; empty ones when there is no image and `always` (in
+    training, so that the vision half stays in the graph on every rank, as ZeRO-3 needs); None
+    when there is no image and nothing needs the vision half."""
+    if image_mask is not None and image_mask.any():
+        if vision_stream is None:
+            raise ValueError("image_mask marks image positions but no vision_stream was given")
+        rows = image_mask.reshape(-1).nonzero().squeeze(1)
+        return rows, vision_stream.reshape(-1, vision_stream.shape[-1]).index_select(0, rows)
+    if always:
+        return torch.zeros(0, dtype=torch.long, device=flat_x.device), flat_x.new_zeros(0, vision_width)
+    return None
+
+
 class ReleaseLinear(nn.Linear):
     """An `nn.Linear` that keeps PyTorch's default initialisation under transformers' init pass."""
 
@@ -125,16 +146,8 @@ class ReleaseFusion(nn.Module):
         parameter is in the graph on every rank, as ZeRO-3 needs.
         """
         flat_x = x.reshape(-1, x.shape[-1])  # [B*T, d_h]
-        if image_mask is not None and image_mask.any():
-            if vision_stream is None:
-                raise ValueError("image_mask marks image positions but no vision_stream was given")
-            image_rows = image_mask.reshape(-1).nonzero().squeeze(1)
-            vision = vision_stream.reshape(-1, vision_stream.shape[-1]).index_select(0, image_rows)
-        elif self.training:
-            image_rows = torch.zeros(0, dtype=torch.long, device=x.device)
-            vision = flat_x.new_zeros(0, self._vision_width())
-        else:
-            image_rows = vision = None
+        selected = image_rows(flat_x, vision_stream, image_mask, self._vision_width(), self.training)
+        rows, vision = selected if selected is not None else (None, None)
         terms = []
         for target in self.targets:
             branch = self.branches[target]
@@ -142,9 +155,9 @@ class ReleaseFusion(nn.Module):
             if vision is not None:
                 image_term = branch.vision_term(vision.to(flat_x.dtype))  # [N_img, out]
                 if self.variant == "release_mlp":  # the MLP of v replaces the constant of v = 0
-                    term = term.index_copy(0, image_rows, image_term)
+                    term = term.index_copy(0, rows, image_term)
                 else:  # the vision half adds to the unmasked text half
-                    term = term.index_add(0, image_rows, image_term)
+                    term = term.index_add(0, rows, image_term)
             terms.append(term)
         return torch.cat(terms, dim=-1).reshape(*x.shape[:-1], -1)
 

@@ -14,33 +14,13 @@ from llava.model.builder import multimodal_config_from_backbones
 from llava.model.fusion import FusionBranch, FusionLlamaAttention
 from llava.train.arguments import parse_arguments, resolve_run
 from llava.train.train import train
+from tests.model.model_helpers import tiny_fusion_config
 
 VARIANTS = ["concat", "add", "gated", "mlp"]
 
 
-def _tiny_config(**fields) -> FusionLlamaConfig:
-    vision = dict(
-        hidden_size=16,
-        intermediate_size=32,
-        num_hidden_layers=2,
-        num_attention_heads=2,
-        image_size=16,
-        patch_size=8,
-    )
-    return FusionLlamaConfig(
-        vocab_size=50,
-        hidden_size=32,
-        intermediate_size=64,
-        num_hidden_layers=3,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-        vision_config=vision,
-        **fields,
-    )
-
-
 def _randomized_branch(variant: str, **fields) -> FusionBranch:
-    config = _tiny_config(fusion_variant=variant, fusion_dropout=0.0, **fields)
+    config = tiny_fusion_config(fusion_variant=variant, fusion_dropout=0.0, **fields)
     branch = FusionBranch(config, {"q": 32, "k": 16, "v": 16})
     with torch.no_grad():
         for param in branch.parameters():
@@ -151,7 +131,7 @@ def test_hd_sizes_consistent_in_config_layers_and_checkpoint(build, tmp_path):
 )
 def test_config_rejects_inconsistent_settings(fields, message):
     with pytest.raises(Exception, match=message):
-        _tiny_config(**fields)
+        tiny_fusion_config(**fields)
 
 
 @pytest.mark.parametrize(
@@ -179,7 +159,7 @@ def test_config_rejects_inconsistent_settings(fields, message):
 )
 def test_config_rejects_values_outside_their_allowed_set(fields, message):
     with pytest.raises(ValueError, match=message):
-        _tiny_config(**fields)
+        tiny_fusion_config(**fields)
 
 
 def test_projector_type_outside_its_set_is_rejected():
@@ -203,7 +183,7 @@ def test_training_entry_point_refuses_an_unknown_fusion_variant(tiny_checkpoints
 
 
 def test_mlp_variant_honours_fusion_hidden_dim():
-    config = _tiny_config(fusion_variant="mlp", fusion_hidden_dim=8)
+    config = tiny_fusion_config(fusion_variant="mlp", fusion_hidden_dim=8)
     branch = FusionBranch(config, {"q": 32, "k": 16, "v": 16})
     assert branch.mlp_in_weight.shape == (3 * 8, 16)
 

@@ -10,27 +10,12 @@ import torch
 import torch.nn.functional as F
 
 from llava.constants import IMAGE_TOKEN_INDEX
-from llava.model import FusionLlamaConfig
 from llava.model.release_fusion import ReleaseFusion
 from llava.train.train import seeded_init
+from tests.model.model_helpers import tiny_fusion_config
 
 RELEASE = ["release_mlp", "release_stable"]
 OUT = {"q": 32, "k": 16, "v": 16}
-
-
-def _config(**fields) -> FusionLlamaConfig:
-    vision = dict(
-        hidden_size=16,
-        intermediate_size=32,
-        num_hidden_layers=2,
-        num_attention_heads=2,
-        image_size=16,
-        patch_size=8,
-    )
-    return FusionLlamaConfig(
-        vocab_size=50, hidden_size=32, intermediate_size=64, num_hidden_layers=3, num_attention_heads=4,
-        num_key_value_heads=2, vision_config=vision, **fields,
-    )  # fmt: skip
 
 
 def _inputs(batch=2, length=7, d_h=32, d_v=16):
@@ -46,7 +31,7 @@ def _inputs(batch=2, length=7, d_h=32, d_v=16):
 @pytest.mark.parametrize("variant", RELEASE)
 @pytest.mark.parametrize("training", [False, True])
 def test_split_form_equals_the_release_formula(variant, training):
-    layer = ReleaseFusion(_config(fusion_variant=variant), OUT).train(training)
+    layer = ReleaseFusion(tiny_fusion_config(fusion_variant=variant), OUT).train(training)
     x, vision, mask = _inputs()
     expected = layer.reference_forward(x, vision, mask)  # [B, T, 64]
     torch.testing.assert_close(layer(x, vision, mask), expected, rtol=0, atol=1e-6)
@@ -54,7 +39,7 @@ def test_split_form_equals_the_release_formula(variant, training):
 
 
 def test_release_mlp_gives_text_positions_its_constant():
-    layer = ReleaseFusion(_config(fusion_variant="release_mlp", fusion_alpha=0.7), OUT).eval()
+    layer = ReleaseFusion(tiny_fusion_config(fusion_variant="release_mlp", fusion_alpha=0.7), OUT).eval()
     x, vision, mask = _inputs()
     out = layer(x, vision, mask)
     q = layer.branches["q"]
@@ -65,7 +50,7 @@ def test_release_mlp_gives_text_positions_its_constant():
 
 
 def test_release_stable_text_half_is_unmasked_and_vision_half_is_normed():
-    layer = ReleaseFusion(_config(fusion_variant="release_stable"), OUT).eval()
+    layer = ReleaseFusion(tiny_fusion_config(fusion_variant="release_stable"), OUT).eval()
     x, vision, mask = _inputs()
     v = layer.branches["v"]
     out = layer(x, vision, mask)[..., 48:]  # the v columns
@@ -76,7 +61,7 @@ def test_release_stable_text_half_is_unmasked_and_vision_half_is_normed():
 
 def test_initialisation_is_the_releases():
     torch.manual_seed(0)
-    wide = _config(fusion_variant="release_mlp", fusion_alpha=0.5)
+    wide = tiny_fusion_config(fusion_variant="release_mlp", fusion_alpha=0.5)
     mlp = ReleaseFusion(wide, {"q": 512, "k": 512, "v": 512})
     first = mlp.branches["q"].projection_1  # PyTorch's default: U(-1/sqrt(fan_in), 1/sqrt(fan_in))
     bound = 1 / math.sqrt(first.in_features)
@@ -85,7 +70,9 @@ def test_initialisation_is_the_releases():
     assert all(branch.alpha.item() == 0.5 for branch in mlp.branches.values())
     assert mlp.branches["q"].alpha.shape == ()  # one scalar per target, as the release saves it
 
-    stable = ReleaseFusion(_config(fusion_variant="release_stable"), {"q": 512, "k": 512, "v": 512})
+    stable = ReleaseFusion(
+        tiny_fusion_config(fusion_variant="release_stable"), {"q": 512, "k": 512, "v": 512}
+    )
     branch = stable.branches["k"]
     assert branch.up_A.std().item() == pytest.approx(1 / math.sqrt(16), rel=0.1)
     assert branch.text_down.std().item() == pytest.approx(0.01, rel=0.1)
@@ -126,12 +113,12 @@ def test_seeded_init_restores_the_releases_initialisation(build, variant):
 @pytest.mark.parametrize("variant", RELEASE)
 def test_release_layers_refuse_settings_they_ignore(variant, fields, message):
     with pytest.raises(ValueError, match=message):
-        _config(fusion_variant=variant, **fields)
+        tiny_fusion_config(fusion_variant=variant, **fields)
 
 
 def test_dropout_defaults_to_the_variants_own():
-    assert _config(fusion_variant="release_mlp").fusion_dropout == 0.0
-    assert _config(fusion_variant="concat").fusion_dropout == 0.1
+    assert tiny_fusion_config(fusion_variant="release_mlp").fusion_dropout == 0.0
+    assert tiny_fusion_config(fusion_variant="concat").fusion_dropout == 0.1
 
 
 @pytest.mark.parametrize("variant", RELEASE)
