@@ -11,13 +11,21 @@ import pytest
 
 @pytest.fixture(scope="session")
 def run_flags(tiny_checkpoints, toy_dataset):
-    """`run_flags(output_dir, *extra, data=None, lora=True, version="v1")`: the flags of a tiny
-    run (LoRA unless `lora=False`) on the toy data set (or `data`)."""
-    llm, vision = tiny_checkpoints
+    """`run_flags(output_dir, *extra, data=None, lora=True, version="v1", backbones=None, **settings)`:
+    the flags of a tiny run (LoRA unless `lora=False`) on the toy data set (or `data`), from the
+    tiny Llama + CLIP (or `backbones`, an `(llm, vision)` pair); `settings` replace flags' values
+    (None drops the flag)."""
 
     def _flags(
-        output_dir, *extra: str, data: tuple[str, str] | None = None, lora: bool = True, version: str = "v1"
+        output_dir,
+        *extra: str,
+        data: tuple[str, str] | None = None,
+        lora: bool = True,
+        version: str = "v1",
+        backbones: tuple[str, str] | None = None,
+        **settings: str | None,
     ) -> list[str]:
+        llm, vision = backbones or tiny_checkpoints
         data_path, image_folder = data or toy_dataset
         flags = {
             "model_name_or_path": llm,
@@ -39,7 +47,10 @@ def run_flags(tiny_checkpoints, toy_dataset):
         }
         if lora:
             flags.update(lora_enable="True", lora_r="8", lora_alpha="16")
-        return [item for name, value in flags.items() for item in (f"--{name}", value)] + list(extra)
+        flags.update(settings)
+        return [
+            item for name, value in flags.items() if value is not None for item in (f"--{name}", value)
+        ] + list(extra)
 
     return _flags
 

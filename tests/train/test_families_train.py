@@ -35,29 +35,28 @@ STEPS = 2 * EPOCH
 MATRIX = [(llm, tower) for llm in TEMPLATES for tower in ("clip", "siglip")] + [("qwen2", "siglip2")]
 
 
-def _flags(backbones, data, output_dir, version: str, method: str) -> list[str]:
-    llm, vision = backbones
-    data_path, image_folder = data
-    flags = {
-        "model_name_or_path": llm,
-        "vision_tower": vision,
-        "version": version,
-        "data_path": data_path,
-        "image_folder": image_folder,
-        "output_dir": str(output_dir),
+def _flags(
+    run_flags, backbones, data, output_dir, version: str, method: str, steps: int = STEPS
+) -> list[str]:
+    """A short full fine-tuning run of `method` on `backbones`."""
+    settings = {
         "per_device_train_batch_size": "4",
         "learning_rate": "2e-3",
         "lr_scheduler_type": "constant",
-        "weight_decay": "0.0",
-        "logging_steps": "1",
-        "report_to": "none",
+        "warmup_ratio": None,
         "model_max_length": "256",
-        "disable_tqdm": "True",
-        "seed": "0",
-        "max_steps": str(STEPS),
+        "max_steps": str(steps),
         "save_strategy": "no",
     }
-    return [item for name, value in flags.items() for item in (f"--{name}", value)] + METHOD_FLAGS[method]
+    return run_flags(
+        output_dir,
+        *METHOD_FLAGS[method],
+        data=data,
+        lora=False,
+        version=version,
+        backbones=backbones,
+        **settings,
+    )
 
 
 def _loss_falls(losses: list[float]) -> None:
@@ -68,9 +67,11 @@ def _loss_falls(losses: list[float]) -> None:
 
 @pytest.mark.parametrize("llm, tower", MATRIX)
 @pytest.mark.parametrize("method", list(METHOD_FLAGS))
-def test_training_runs_and_the_loss_falls(tiny_backbones, toy_dataset, tmp_path, llm, tower, method):
+def test_training_runs_and_the_loss_falls(
+    run_flags, tiny_backbones, toy_dataset, tmp_path, llm, tower, method
+):
     summary, weights = run_training(
-        _flags(tiny_backbones(llm, tower), toy_dataset, tmp_path, TEMPLATES[llm], method)
+        _flags(run_flags, tiny_backbones(llm, tower), toy_dataset, tmp_path, TEMPLATES[llm], method)
     )
     _loss_falls(summary["losses"])
     new = "fusion" if method == "fusion_llama" else "projector"
@@ -81,9 +82,13 @@ def test_training_runs_and_the_loss_falls(tiny_backbones, toy_dataset, tmp_path,
 
 
 @pytest.mark.slow
-def test_entry_point_trains_qwen2_with_siglip_and_its_chat_template(tiny_backbones, toy_dataset, tmp_path):
+def test_entry_point_trains_qwen2_with_siglip_and_its_chat_template(
+    run_flags, tiny_backbones, toy_dataset, tmp_path
+):
     """`python -m llava.train.train`, as a user runs it, with `--version chat_template`."""
-    argv = _flags(tiny_backbones("qwen2", "siglip"), toy_dataset, tmp_path, "chat_template", "fusion_llama")
+    argv = _flags(
+        run_flags, tiny_backbones("qwen2", "siglip"), toy_dataset, tmp_path, "chat_template", "fusion_llama"
+    )
     subprocess.run(
         [sys.executable, "-m", "llava.train.train", *argv], env=SUBPROCESS_ENV, check=True, timeout=300
     )
@@ -96,12 +101,11 @@ def test_entry_point_trains_qwen2_with_siglip_and_its_chat_template(tiny_backbon
     )
 
 
-def test_lora_run_of_another_family_loads_on_its_base(tiny_backbones, toy_dataset, tmp_path):
+def test_lora_run_of_another_family_loads_on_its_base(run_flags, tiny_backbones, toy_dataset, tmp_path):
     """A LoRA run on Qwen3 + SigLIP (adapter + non-LoRA trainables) loads on its plain base with
     the trained fusion branch and the LoRA merged, nothing left newly initialised."""
     backbones = tiny_backbones("qwen3", "siglip")
-    argv = _flags(backbones, toy_dataset, tmp_path, "qwen_2", "fusion_llama")
-    argv[argv.index("--max_steps") + 1] = "4"
+    argv = _flags(run_flags, backbones, toy_dataset, tmp_path, "qwen_2", "fusion_llama", steps=4)
     argv += ["--lora_enable", "True", "--lora_r", "8", "--lora_alpha", "16", "--fusion_lr", "1e-2"]
     summary, weights = run_training(argv)
     assert set(summary["trained_groups"]) == {"lora", "fusion"}
