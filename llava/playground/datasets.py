@@ -1,33 +1,31 @@
 """The playground's data stage: images, captions, instruction data and eval files in LLaVA-1.5's
 formats, so the project's real training entry point and eval runners read them (layout:
 `PlaygroundData`; docs/playground.md). Train and eval scenes come from different random streams,
-and a training scene whose content equals an evaluation scene's is redrawn. A finished directory
-(its `manifest.json` written last) is reused when its manifest matches; a half-written one is
-rebuilt from scratch.
+and a training scene whose content equals an evaluation scene's is redrawn. The directory is a
+stage of `llava.playground.stages`, keyed on the seed and the sizes.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import json
 import logging
 import os
 import random
-import shutil
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 from tqdm.auto import tqdm
 
 from llava.constants import DEFAULT_IMAGE_TOKEN
+from llava.eval.scoring_io import write_json, write_jsonl
 from llava.playground import tasks
-from llava.playground.scenes import DIGITS, Scene, render_scene, sample_scenes
+from llava.playground.scenes import DIGITS, Scene, render_scene, sample_scene, sample_scenes
+from llava.playground.stages import read_record, run_stage
 
 logger = logging.getLogger(__name__)
 
 FORMAT_VERSION = 2
 MME_SUBDIR = "MME_Benchmark_release_version"
-
 
 # The instruction mix of every preset and the comparison's digits (five of the ten the
 # backbones learnt); docs/playground_history.md has the runs behind these values.
@@ -54,14 +52,11 @@ class DataSizes:
     digits: tuple[int, ...] = COMPARISON_DIGITS  # the digits scenes hold (a subset of the world's 0-9)
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "digits", tuple(self.digits))  # a list read back from a manifest
-        if (
-            len(set(self.digits)) != len(self.digits)
-            or len(self.digits) < 2
-            or not set(self.digits) <= set(DIGITS)
-        ):
+        object.__setattr__(self, "digits", tuple(self.digits))  # a list read back from JSON
+        digits, weights = self.digits, self.category_weights or {}
+        if len(set(digits)) != len(digits) or len(digits) < 2 or not set(digits) <= set(DIGITS):
             raise ValueError(
-                f"DataSizes.digits must be two or more distinct digits of {DIGITS}, got {self.digits}"
+                f"DataSizes.digits must be two or more distinct digits of {DIGITS}, got {digits}"
             )
         for field in dataclasses.fields(self):
             value = getattr(self, field.name)
@@ -69,12 +64,11 @@ class DataSizes:
                 raise ValueError(f"DataSizes.{field.name} must be non-negative (max_turns >= 1), got {value}")
         if not 0.0 <= self.yes_no_ratio <= 1.0:
             raise ValueError(f"DataSizes.yes_no_ratio must be in [0, 1], got {self.yes_no_ratio}")
-        for category, weight in (self.category_weights or {}).items():
-            if category not in tasks.CATEGORIES or not weight > 0:
-                raise ValueError(
-                    f"DataSizes.category_weights: {category!r}: {weight} (need a category of {tasks.CATEGORIES} "
-                    "and a positive weight)"
-                )
+        if any(c not in tasks.CATEGORIES or not w > 0 for c, w in weights.items()):
+            raise ValueError(
+                f"DataSizes.category_weights {weights}: each key must be one of {tasks.CATEGORIES} "
+                "and each weight positive"
+            )
 
 
 # DataSizes(pretrain_images, train_images, text_only, ...)
@@ -125,22 +119,6 @@ def rng_for(seed: int, stream: str) -> random.Random:
     return random.Random(f"inverse-llava-playground/{seed}/{stream}")
 
 
-def scenes_for_category(
-    rng: random.Random,
-    category: str,
-    n: int,
-    exclude: set[tuple] | None = None,
-    digits: tuple[int, ...] = DIGITS,
-) -> list[Scene]:
-    """`n` scenes (with a digit of `digits`) about which `category` can be asked."""
-    scenes: list[Scene] = []
-    while len(scenes) < n:
-        scene = sample_scenes(rng, 1, exclude, digits)[0]
-        if tasks.can_ask(scene, category):
-            scenes.append(scene)
-    return scenes
-
-
 def scene_conversation(
     scene: Scene, questions: list[tasks.Question], with_image: bool
 ) -> list[dict[str, str]]:
@@ -158,38 +136,18 @@ def scene_conversation(
     return turns
 
 
-def _write_json(path: Path, data) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(data, indent=1))
-
-
-def _write_jsonl(path: Path, rows: list[dict]) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text("".join(json.dumps(row) + "\n" for row in rows))
-
-
 def _save_images(scenes: list[Scene], paths: list[Path], desc: str) -> None:
     for scene, path in tqdm(list(zip(scenes, paths, strict=True)), desc=desc, leave=False):
         path.parent.mkdir(parents=True, exist_ok=True)
         render_scene(scene).save(path)
 
 
-def _manifest(seed: int, sizes: DataSizes) -> dict:
-    """What a data directory was built with, as JSON values (tuples as lists), so that it compares
-    equal to the manifest read back."""
-    manifest = {"format_version": FORMAT_VERSION, "seed": seed, "sizes": dataclasses.asdict(sizes)}
-    return json.loads(json.dumps(manifest))
-
-
 def read_sizes(root: str | os.PathLike) -> DataSizes:
-    """The `DataSizes` a finished data directory was built with (from its manifest)."""
-    manifest_path = Path(root) / "manifest.json"
-    if not manifest_path.is_file():
-        raise FileNotFoundError(
-            f"{manifest_path} missing: {root} is not a finished playground data directory"
-        )
-    with open(manifest_path) as f:
-        return DataSizes(**json.load(f)["sizes"])
+    """The `DataSizes` a finished data directory was built with."""
+    record = read_record(Path(root))
+    if record is None:
+        raise FileNotFoundError(f"{root} is not a finished playground data directory (no DONE.json)")
+    return DataSizes(**record["settings"]["sizes"])
 
 
 def build_data(
@@ -198,42 +156,24 @@ def build_data(
     """Generate the playground's data stage into `output_dir` and return its paths.
 
     `sizes` overrides the preset's. Deterministic: the same seed and sizes write byte-identical
-    files. If `output_dir` already holds a finished build with the same seed and sizes it is
-    reused; a finished build with other settings is an error (choose another directory).
+    files. A finished build with the same seed and sizes is reused, one with other settings is
+    refused, an interrupted one is rebuilt (`llava.playground.stages.run_stage`).
     """
     if sizes is None:
         if preset not in PRESETS:
             raise ValueError(f"unknown data preset {preset!r}; expected one of {sorted(PRESETS)}")
         sizes = PRESETS[preset]
-    root = Path(output_dir).resolve()
-    manifest = _manifest(seed, sizes)
-    manifest_path = root / "manifest.json"
-    if manifest_path.is_file():
-        with open(manifest_path) as f:
-            found = json.load(f)
-        if found == manifest:
-            logger.info("playground data: reusing %s", root)
-            return PlaygroundData.at(root)
-        raise FileExistsError(
-            f"{root} holds playground data built with other settings ({found}); wanted {manifest}. "
-            "Use another --output-dir or delete it."
-        )
-    if root.exists() and any(root.iterdir()):
-        if not (root / "images").is_dir() and not (root / "eval").is_dir():
-            raise FileExistsError(
-                f"{root} is not empty and is not a playground data directory; refusing to write there"
-            )
-        logger.info("playground data: removing an unfinished build in %s", root)
-        shutil.rmtree(root)
-    root.mkdir(parents=True, exist_ok=True)
-    paths = PlaygroundData.at(root)
-    logger.info("playground data: writing seed %d, %s into %s", seed, sizes, root)
+    paths = PlaygroundData.at(output_dir)
 
-    eval_keys = _write_mme(paths, seed, sizes)
-    eval_keys |= _write_vqa(paths, seed, sizes)
-    _write_pretrain(paths, seed, sizes, eval_keys)
-    _write_instruct(paths, seed, sizes, eval_keys)
-    _write_json(manifest_path, manifest)
+    def work(root: Path) -> dict:
+        logger.info("playground data: writing seed %d, %s into %s", seed, sizes, root)
+        eval_keys = _write_mme(paths, seed, sizes) | _write_vqa(paths, seed, sizes)
+        _write_pretrain(paths, seed, sizes, eval_keys)
+        _write_instruct(paths, seed, sizes, eval_keys)
+        return {}
+
+    settings = {"format_version": FORMAT_VERSION, "seed": seed, "sizes": dataclasses.asdict(sizes)}
+    run_stage(paths.root, "playground data", work, settings)
     return paths
 
 
@@ -244,7 +184,11 @@ def _category_scenes(
     index in the category, index overall)`."""
     for k, category in enumerate(tasks.CATEGORIES):
         rng = rng_for(seed, f"{stream}/{category}")
-        scenes = scenes_for_category(rng, category, n, digits=digits)
+        scenes: list[Scene] = []
+        while len(scenes) < n:
+            scene = sample_scene(rng, digits)
+            if tasks.can_ask(scene, category):
+                scenes.append(scene)
         image_paths = [image_path(category, i, k * n + i) for i in range(n)]
         _save_images(scenes, image_paths, f"{stream.upper()} {category}")
         yield category, rng, list(zip(scenes, image_paths, strict=True))
@@ -268,7 +212,7 @@ def _write_mme(paths: PlaygroundData, seed: int, sizes: DataSizes) -> set[tuple]
             gt_path.parent.mkdir(parents=True, exist_ok=True)
             gt_path.write_text("".join(f"{q.text}\t{q.answer}\n" for q in pair))
             rows += [{"question_id": qid, "image": qid, "text": q.text, "category": category} for q in pair]
-    _write_jsonl(paths.mme_question_file, rows)
+    write_jsonl(paths.mme_question_file, rows)
     return keys
 
 
@@ -284,7 +228,7 @@ def _write_vqa(paths: PlaygroundData, seed: int, sizes: DataSizes) -> set[tuple]
             question = tasks.short_question(scene, category, rng)
             row = {"question_id": len(rows), "image": image_path.name, "text": question.text}
             rows.append(row | {"category": category, "answer": question.answer})
-    _write_jsonl(paths.vqa_question_file, rows)
+    write_jsonl(paths.vqa_question_file, rows)
     return keys
 
 
@@ -307,7 +251,7 @@ def _write_pretrain(paths: PlaygroundData, seed: int, sizes: DataSizes, eval_key
         }
         for i, (scene, name) in enumerate(zip(scenes, names, strict=True))
     ]
-    _write_json(paths.pretrain_json, records)
+    write_json(paths.pretrain_json, records, indent=1)
 
 
 def _instruction_questions(scene: Scene, rng: random.Random, sizes: DataSizes) -> list[tasks.Question]:
@@ -320,21 +264,19 @@ def _instruction_questions(scene: Scene, rng: random.Random, sizes: DataSizes) -
 def _write_instruct(paths: PlaygroundData, seed: int, sizes: DataSizes, eval_keys: set[tuple]) -> None:
     rng = rng_for(seed, "instruct")
     scenes = sample_scenes(rng, sizes.train_images + sizes.text_only, eval_keys, sizes.digits)
-    image_scenes, text_scenes = scenes[: sizes.train_images], scenes[sizes.train_images :]
-    names = [f"train/{i:06d}.png" for i in range(len(image_scenes))]
-    _save_images(image_scenes, [paths.image_folder / name for name in names], "instruction images")
+    names = [f"train/{i:06d}.png" for i in range(sizes.train_images)]
+    _save_images(
+        scenes[: sizes.train_images], [paths.image_folder / name for name in names], "instruction images"
+    )
     records: list[dict] = []
-    for i, (scene, name) in enumerate(zip(image_scenes, names, strict=True)):
+    for i, scene in enumerate(scenes):
         questions = _instruction_questions(scene, rng, sizes)
-        records.append(
-            {
-                "id": f"train-{i:06d}",
-                "image": name,
-                "conversations": scene_conversation(scene, questions, True),
-            }
+        with_image = i < sizes.train_images
+        record = (
+            {"id": f"train-{i:06d}", "image": names[i]}
+            if with_image
+            else {"id": f"text-{i - sizes.train_images:06d}"}
         )
-    for i, scene in enumerate(text_scenes):
-        questions = _instruction_questions(scene, rng, sizes)
-        records.append({"id": f"text-{i:06d}", "conversations": scene_conversation(scene, questions, False)})
+        records.append(record | {"conversations": scene_conversation(scene, questions, with_image)})
     rng.shuffle(records)
-    _write_json(paths.instruct_json, records)
+    write_json(paths.instruct_json, records, indent=1)

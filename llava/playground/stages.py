@@ -1,10 +1,10 @@
 """The playground's one stage cache, for the backbones and the pipelines alike.
 
-A stage owns a folder and is finished when the folder holds `DONE.json`, written last and
-atomically with the stage's record and its `settings` (what it ran with, as JSON). A re-run
-returns the record of a finished stage with the same settings, refuses one finished with other
-settings (an older preset's, say), and removes a folder without `DONE.json` (an interrupted
-stage) before running the stage again from scratch.
+A stage owns a folder: `STAGE` is written into it first, `DONE.json` last and atomically, with
+the stage's record and its `settings` (what it ran with, as JSON). A re-run returns the record
+of a finished stage with the same settings, refuses one finished with other settings (an older
+preset's, say), removes a folder with `STAGE` but no `DONE.json` (an interrupted stage) before
+running the stage again from scratch, and refuses to touch a non-empty folder with neither.
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ from typing import Any
 
 logger = logging.getLogger(__name__)
 
-DONE = "DONE.json"
+STARTED, DONE = "STAGE", "DONE.json"
 
 
 def as_json(value: Any) -> Any:
@@ -38,7 +38,8 @@ def run_stage(directory: Path, describe: str, work: Callable[[Path], dict], sett
     """Run `work(directory)` unless `directory` holds a stage finished with the same `settings`;
     return the stage's record (`work`'s dict plus `wall_time_s` and `settings`).
 
-    Raises `FileExistsError` naming `directory` when it holds a stage finished with other settings.
+    Raises `FileExistsError` naming `directory` when it holds a stage finished with other settings
+    or files that are not a stage's.
     """
     settings = as_json(settings)
     record = read_record(directory)
@@ -50,10 +51,15 @@ def run_stage(directory: Path, describe: str, work: Callable[[Path], dict], sett
             )
         logger.info("%s: done earlier (%.0f s), skipped", describe, record["wall_time_s"])
         return record
-    if directory.exists():
+    if directory.is_dir() and any(directory.iterdir()):
+        if not (directory / STARTED).is_file():
+            raise FileExistsError(
+                f"{directory} is not empty and holds no playground stage; refusing to write there"
+            )
         logger.info("%s: removing the output of an interrupted run", describe)
         shutil.rmtree(directory)
-    directory.mkdir(parents=True)
+    directory.mkdir(parents=True, exist_ok=True)
+    (directory / STARTED).touch()
     start = time.perf_counter()
     record = work(directory)
     record["wall_time_s"] = time.perf_counter() - start

@@ -10,6 +10,7 @@ import pytest
 
 from llava.playground.datasets import PRESETS, DataSizes, PlaygroundData, build_data, read_sizes
 from llava.playground.scenes import SCENE_WORDS
+from llava.playground.stages import DONE
 from llava.playground.tasks import CATEGORIES, NO, SHORT_ANSWER_SUFFIX, YES, YES_NO_SUFFIX
 
 SIZES = DataSizes(
@@ -23,10 +24,11 @@ SIZES = DataSizes(
 
 
 def _digests(root: Path) -> dict[str, str]:
+    """Every data file's SHA-256 (not the stage record, which holds its wall time)."""
     return {
         p.relative_to(root).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest()
         for p in sorted(root.rglob("*"))
-        if p.is_file()
+        if p.is_file() and p.name != DONE
     }
 
 
@@ -54,7 +56,7 @@ def test_finished_build_is_reused_and_other_settings_refused(data):
 
 def test_unfinished_build_is_rebuilt(tmp_path):
     first = build_data(tmp_path / "d", seed=0, sizes=SIZES)
-    (first.root / "manifest.json").unlink()
+    (first.root / DONE).unlink()
     (first.instruct_json).write_text("truncated")
     rebuilt = build_data(tmp_path / "d", seed=0, sizes=SIZES)
     assert json.loads(rebuilt.instruct_json.read_text())
@@ -62,7 +64,7 @@ def test_unfinished_build_is_rebuilt(tmp_path):
 
 def test_refuses_a_foreign_non_empty_directory(tmp_path):
     (tmp_path / "notes.txt").write_text("mine")
-    with pytest.raises(FileExistsError, match="not a playground data directory"):
+    with pytest.raises(FileExistsError, match="holds no playground stage"):
         build_data(tmp_path, seed=0, sizes=SIZES)
 
 
@@ -192,7 +194,7 @@ def test_every_scene_and_digit_question_keeps_to_the_presets_digits(tmp_path):
     sizes = dataclasses.replace(SIZES, mme_images_per_category=20, vqa_per_category=10, digits=digits)
     built = build_data(tmp_path / "d", seed=0, sizes=sizes)
     assert read_sizes(built.root) == sizes
-    assert build_data(tmp_path / "d", seed=0, sizes=sizes) == built  # the manifest read back matches
+    assert build_data(tmp_path / "d", seed=0, sizes=sizes) == built  # the settings read back match
     named = set()
     for row in map(json.loads, built.mme_question_file.read_text().splitlines()):
         if row["category"] == "OCR":
