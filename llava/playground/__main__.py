@@ -40,18 +40,15 @@ def main(argv: list[str] | None = None) -> dict:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     if args.threads:
         torch.set_num_threads(args.threads)
-    preset = get_preset(args.preset)
     overrides = {}
     if args.pipelines:
-        names = tuple(p for p in args.pipelines.split(",") if p)
-        unknown = sorted(set(names) - set(PIPELINES))
-        if unknown:
-            parser.error(f"unknown pipelines {unknown}; expected among {sorted(PIPELINES)}")
-        overrides["pipelines"] = names
+        overrides["pipelines"] = tuple(p for p in args.pipelines.split(",") if p)
     if args.seeds:
         overrides["seeds"] = tuple(int(s) for s in args.seeds.split(","))
-    if overrides:
-        preset = dataclasses.replace(preset, **overrides)
+    try:
+        preset = dataclasses.replace(get_preset(args.preset), **overrides)
+    except ValueError as err:  # an unknown pipeline, named
+        parser.error(str(err))
     output_dir = Path(args.output_dir or Path("playground") / "runs" / preset.name)
     return run(preset, output_dir, backbones_dir=args.backbones_dir, rebuild_backbones=args.rebuild_backbones)
 

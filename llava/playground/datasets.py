@@ -233,10 +233,8 @@ def _write_vqa(paths: PlaygroundData, seed: int, sizes: DataSizes) -> set[tuple]
 
 
 def _write_pretrain(paths: PlaygroundData, seed: int, sizes: DataSizes, eval_keys: set[tuple]) -> None:
-    """Caption pairs for LLaVA-1.5's alignment stage. The caption is the scene in the chat LM's own
-    words (`Scene.describe`), as LCS-558K's captions are text Vicuna models well: on the English
-    sentences of `Scene.caption`, which the LM never saw, the alignment loss stays near 4 nats per
-    token and the projector learns next to nothing."""
+    """Caption pairs for LLaVA-1.5's alignment stage, each caption the scene in the chat LM's own
+    words (`Scene.describe`), as LCS-558K's captions are text that Vicuna models well."""
     scenes = sample_scenes(rng_for(seed, "pretrain"), sizes.pretrain_images, eval_keys, sizes.digits)
     names = [f"pretrain/{i:06d}.png" for i in range(len(scenes))]
     _save_images(scenes, [paths.image_folder / name for name in names], "caption images")

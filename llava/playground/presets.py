@@ -16,12 +16,6 @@ LLAVA_ALIGN_LR, LLAVA_ALIGN_BATCH = 1e-3, 256
 ModelType = Literal["fusion_llama", "llava_llama"]
 
 
-def sqrt_scaled_lr(lr: float, batch_size: int, reference_batch_size: int) -> float:
-    """Adam's learning rate `lr` at `reference_batch_size`, moved to `batch_size` by the
-    square-root rule (gradient noise grows as the batch shrinks)."""
-    return lr * math.sqrt(batch_size / reference_batch_size)
-
-
 @dataclasses.dataclass(frozen=True)
 class Budget:
     """Optimisation settings shared by every pipeline of a preset."""
@@ -44,10 +38,11 @@ class Budget:
     model_max_length: int = 512
 
     def __post_init__(self) -> None:
-        if self.schedule not in ("cosine", "wsd"):
-            raise ValueError(f"Budget.schedule must be 'cosine' or 'wsd', got {self.schedule!r}")
-        if not 0.0 < self.decay_ratio <= 1.0:
-            raise ValueError(f"Budget.decay_ratio must be in (0, 1], got {self.decay_ratio}")
+        if self.schedule not in ("cosine", "wsd") or not 0.0 < self.decay_ratio <= 1.0:
+            raise ValueError(
+                f"Budget: schedule must be 'cosine' or 'wsd' (got {self.schedule!r}) and "
+                f"decay_ratio must be in (0, 1] (got {self.decay_ratio})"
+            )
 
     @property
     def decay_steps(self) -> int:
@@ -57,11 +52,11 @@ class Budget:
     @property
     def alignment_rate(self) -> float:
         """The alignment stage's learning rate: `align_learning_rate` if set, else LLaVA-1.5's
-        1e-3 at batch 256 moved to `batch_size` (`sqrt_scaled_lr`), so that a budget copied with
-        another batch size (`dataclasses.replace`) moves its rate too."""
+        1e-3 at batch 256 moved to `batch_size` by Adam's square-root rule, so that a budget
+        copied with another batch size (`dataclasses.replace`) moves its rate too."""
         if self.align_learning_rate is not None:
             return self.align_learning_rate
-        return sqrt_scaled_lr(LLAVA_ALIGN_LR, self.batch_size, LLAVA_ALIGN_BATCH)
+        return LLAVA_ALIGN_LR * math.sqrt(self.batch_size / LLAVA_ALIGN_BATCH)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -103,10 +98,6 @@ class Pipeline:
     def projector(self) -> bool:
         """Whether vision enters through LLaVA-1.5's projector (else through fusion layers)."""
         return self.model_type == "llava_llama"
-
-    @property
-    def stages(self) -> tuple[str, ...]:
-        return ("align", "finetune") if self.align else ("finetune",)
 
     def train_stages(self, budget: Budget) -> tuple[TrainStage, ...]:
         """The pipeline's stages under `budget`: the same instruction stage for every pipeline."""
@@ -169,7 +160,6 @@ PRESETS: dict[str, Preset] = {
 
 
 def get_preset(name: str) -> Preset:
-    try:
-        return PRESETS[name]
-    except KeyError:
-        raise ValueError(f"unknown playground preset {name!r}; expected one of {sorted(PRESETS)}") from None
+    if name not in PRESETS:
+        raise ValueError(f"unknown playground preset {name!r}; expected one of {sorted(PRESETS)}")
+    return PRESETS[name]

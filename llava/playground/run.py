@@ -180,41 +180,31 @@ def evaluate(
     }
 
     def work(directory: Path) -> dict:
-        commands = []
-        for name, questions, images in (
-            ("mme", data.mme_question_file, data.mme_image_folder),
-            ("vqa", data.vqa_question_file, data.vqa_image_folder),
-        ):
-            files = {
-                "question-file": questions,
-                "image-folder": images,
-                "answers-file": directory / f"{name}_answers.jsonl",
-            }
-            argv = to_argv(common | files)
-            model_vqa_loader.main(argv)
-            commands.append(_command("llava.eval.model_vqa_loader", argv))
-        mme_argv = to_argv(
-            {
-                "answers-file": directory / "mme_answers.jsonl",
-                "mme-dir": data.mme_gt_dir,
-                "perception": ",".join(PERCEPTION_CATEGORIES),
-                "cognition": ",".join(COGNITION_CATEGORIES),
-                "output-dir": directory / "mme_results",
-            }
-        )
-        mme = eval_mme.main(mme_argv)
-        commands.append(_command("llava.eval.eval_mme", mme_argv))
-        vqa_argv = to_argv(
-            {"question-file": data.vqa_question_file, "result-file": directory / "vqa_answers.jsonl"}
-        )
-        vqa = eval_exact_match.main(vqa_argv)
-        commands.append(_command("llava.eval.eval_exact_match", vqa_argv))
+        answers = {name: directory / f"{name}_answers.jsonl" for name in ("mme", "vqa")}
+        mme_files = {"question-file": data.mme_question_file, "image-folder": data.mme_image_folder}
+        vqa_files = {"question-file": data.vqa_question_file, "image-folder": data.vqa_image_folder}
+        steps = [
+            (model_vqa_loader, common | mme_files | {"answers-file": answers["mme"]}),
+            (model_vqa_loader, common | vqa_files | {"answers-file": answers["vqa"]}),
+            (
+                eval_mme,
+                {
+                    "answers-file": answers["mme"],
+                    "mme-dir": data.mme_gt_dir,
+                    "perception": PERCEPTION_CATEGORIES,
+                    "cognition": COGNITION_CATEGORIES,
+                    "output-dir": directory / "mme_results",
+                },
+            ),
+            (eval_exact_match, {"question-file": data.vqa_question_file, "result-file": answers["vqa"]}),
+        ]
+        *_, mme, vqa = [module.main(to_argv(flags)) for module, flags in steps]
         scores = {
             "mme": {name: dataclasses.asdict(s) | {"score": s.score} for name, s in mme.subtasks.items()},
             "mme_totals": {"perception": mme.perception, "cognition": mme.cognition},
             "vqa": dict(vqa.categories),
         }
-        return {"commands": commands, "scores": scores}
+        return {"commands": [_command(m.__name__, to_argv(flags)) for m, flags in steps], "scores": scores}
 
     return run_stage(eval_dir, describe, work, to_argv(common))
 
@@ -263,7 +253,7 @@ def run(
         seed_dir = output_dir / name / f"seed{seed}"
         stages = train_pipeline(preset, data, pipeline, (llm, vision), seed_dir, seed)
         progress.update()
-        checkpoint = seed_dir / pipeline.stages[-1]
+        checkpoint = seed_dir / pipeline.train_stages(preset.budget)[-1].name
         evaluation = evaluate(preset, data, checkpoint, llm, seed_dir / "eval", f"{name}/seed{seed}/eval")
         progress.update()
         results["runs"].append(

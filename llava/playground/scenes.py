@@ -96,19 +96,9 @@ class Scene:
         colors, shapes = {o.color for o in self.objects}, {o.shape for o in self.objects}
         return len(colors) == len(shapes) == len(self.objects)
 
-    def object_named(self, name: str) -> SceneObject:
-        for obj in self.objects:
-            if obj.name == name:
-                return obj
-        raise KeyError(f"no {name!r} in scene {self.describe()!r}")
-
     def count(self, color: str | None = None, shape: str | None = None) -> int:
         """Number of shapes matching `color` and/or `shape` (`None` matches any)."""
-        return sum(
-            1
-            for o in self.objects
-            if (color is None or o.color == color) and (shape is None or o.shape == shape)
-        )
+        return sum(color in (None, o.color) and shape in (None, o.shape) for o in self.objects)
 
     def cell_content(self, cell: int) -> str:
         if cell == self.digit_cell:
@@ -123,23 +113,19 @@ class Scene:
         in reading order, binding the cell and what it holds as one patch binds them, e.g.
         `topleftredcircle. toprightdigit 7. bottomleftempty. bottomrightbluesquare.` (the digit
         stays a word of its own: digits are single tokens). `SCENE_WORDS` lists the words."""
-        words = []
-        for cell in range(GRID * GRID):
-            if cell == self.digit_cell:
-                words.append(f"{CELL_WORDS[cell]}digit {self.digit}.")
-            else:
-                words.append(f"{CELL_WORDS[cell]}{self.cell_content(cell).replace(' ', '')}.")
-        return " ".join(words)
+        contents = [self.cell_content(cell) for cell in range(GRID * GRID)]
+        words = [
+            text if cell == self.digit_cell else text.replace(" ", "") for cell, text in enumerate(contents)
+        ]
+        return " ".join(f"{CELL_WORDS[cell]}{word}." for cell, word in enumerate(words))
 
     def caption(self) -> str:
         """A one-sentence caption (CLIP's text side)."""
-        parts = []
-        for cell in range(GRID * GRID):
-            content = self.cell_content(cell)
-            if content == "empty":
-                continue
-            thing = f"the digit {self.digit}" if cell == self.digit_cell else f"a {content}"
-            parts.append(f"{thing} at the {CELLS[cell]}")
+        parts = [
+            f"{'the' if cell == self.digit_cell else 'a'} {self.cell_content(cell)} at the {CELLS[cell]}"
+            for cell in range(GRID * GRID)
+            if self.cell_content(cell) != "empty"
+        ]
         return "An image with " + ", ".join(parts[:-1]) + " and " + parts[-1] + "."
 
 

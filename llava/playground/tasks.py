@@ -30,7 +30,6 @@ YES, NO = "Yes", "No"
 YES_NO_CHANCE = {"acc": 0.5, "acc_plus": 0.25, "score": 75.0}
 
 _MAX_ADDEND = 5
-_PLURALS = {"circle": "circles", "square": "squares", "triangle": "triangles"}
 _OPPOSITE = {"left": "right", "right": "left", "above": "below", "below": "above"}
 _PHRASES = {"left": "to the left of", "right": "to the right of", "above": "above", "below": "below"}
 Group = tuple[str | None, str | None]  # (colour, shape); None matches any
@@ -89,7 +88,7 @@ class Question:
 def _group_phrase(color: str | None, shape: str | None) -> str:
     """`"red shapes"`, `"circles"`, or `"shapes"`."""
     if shape is not None:
-        return _PLURALS[shape]
+        return f"{shape}s"
     return f"{color} shapes" if color is not None else "shapes"
 
 

@@ -129,7 +129,8 @@ def test_rearranged_scenes_move_the_same_things_to_other_cells():
         assert [o.cell for o in moved.objects] == sorted(o.cell for o in moved.objects)
     scene = _hand_scene()
     moved = rearranged(scene, random.Random(3))
-    pairs = [(o.cell, moved.object_named(o.name).cell) for o in scene.objects]
+    moved_cells = {o.name: o.cell for o in moved.objects}
+    pairs = [(o.cell, moved_cells[o.name]) for o in scene.objects]
     pixels, moved_pixels = _cell_pixels(scene), _cell_pixels(moved)
     for before, after in [*pairs, (scene.digit_cell, moved.digit_cell)]:  # pixels travel with the thing
         np.testing.assert_array_equal(pixels[before], moved_pixels[after])
