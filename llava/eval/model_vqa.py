@@ -8,23 +8,13 @@ Each question's `text` is the user message after the image; at most 1024 new tok
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-
 from llava.eval.benchmarks import FREEFORM_RUNNER, MAX_NEW_TOKENS
-from llava.eval.runner import AnswerTask, RunSummary, question_sample, read_question_jsonl
+from llava.eval.runner import question_file_task
 
-TASK = AnswerTask(
-    name=FREEFORM_RUNNER,
-    description="Answer a LLaVA question file with free-form answers.",
-    max_new_tokens=MAX_NEW_TOKENS[FREEFORM_RUNNER],
-    read_records=read_question_jsonl,
-    to_samples=question_sample,
+TASK = question_file_task(
+    FREEFORM_RUNNER, "Answer a LLaVA question file with free-form answers.", MAX_NEW_TOKENS[FREEFORM_RUNNER]
 )
-
-
-def main(argv: Sequence[str] | None = None) -> RunSummary:
-    return TASK.main(argv)
-
+main = TASK.main
 
 if __name__ == "__main__":
     main()

@@ -8,23 +8,13 @@ The question file's `text` already ends with the benchmark's suffix; at most 128
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-
 from llava.eval.benchmarks import LOADER_RUNNER, MAX_NEW_TOKENS
-from llava.eval.runner import AnswerTask, RunSummary, question_sample, read_question_jsonl
+from llava.eval.runner import question_file_task
 
-TASK = AnswerTask(
-    name=LOADER_RUNNER,
-    description="Answer a LLaVA question file with short answers.",
-    max_new_tokens=MAX_NEW_TOKENS[LOADER_RUNNER],
-    read_records=read_question_jsonl,
-    to_samples=question_sample,
+TASK = question_file_task(
+    LOADER_RUNNER, "Answer a LLaVA question file with short answers.", MAX_NEW_TOKENS[LOADER_RUNNER]
 )
-
-
-def main(argv: Sequence[str] | None = None) -> RunSummary:
-    return TASK.main(argv)
-
+main = TASK.main
 
 if __name__ == "__main__":
     main()

@@ -16,13 +16,13 @@ the scorer uses too); answers carry `round_id`, `options` and `option_char`.
 from __future__ import annotations
 
 import argparse
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 
 from llava.constants import DEFAULT_IMAGE_TOKEN
 from llava.eval.benchmarks import MAX_NEW_TOKENS, MMBENCH_RUNNER
 from llava.eval.eval_mmbench import is_none, read_mmbench_tsv, round_options, row_options
 from llava.eval.prompts import MULTIPLE_CHOICE_SUFFIX, MULTIPLE_CHOICE_SUFFIX_CN
-from llava.eval.runner import AnswerTask, ImageRef, RunSummary, Sample
+from llava.eval.runner import AnswerTask, ImageRef, Sample
 
 
 def add_mmbench_arguments(parser: argparse.ArgumentParser) -> None:
@@ -75,10 +75,7 @@ TASK = AnswerTask(
     uses_image_folder=False,
     record_options=("all_rounds", "lang"),
 )
-
-
-def main(argv: Sequence[str] | None = None) -> RunSummary:
-    return TASK.main(argv)
+main = TASK.main
 
 
 if __name__ == "__main__":

@@ -15,14 +15,13 @@ from __future__ import annotations
 import argparse
 import json
 import os
-from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 from llava.constants import DEFAULT_IMAGE_TOKEN
 from llava.eval.benchmarks import MAX_NEW_TOKENS, SCIENCE_RUNNER
 from llava.eval.prompts import MULTIPLE_CHOICE_SUFFIX
-from llava.eval.runner import AnswerTask, ImageRef, RunSummary, Sample
+from llava.eval.runner import AnswerTask, ImageRef, Sample
 
 
 def read_science_questions(args: argparse.Namespace) -> list[dict[str, Any]]:
@@ -56,10 +55,7 @@ TASK = AnswerTask(
     read_records=read_science_questions,
     to_samples=science_sample,
 )
-
-
-def main(argv: Sequence[str] | None = None) -> RunSummary:
-    return TASK.main(argv)
+main = TASK.main
 
 
 if __name__ == "__main__":

@@ -37,9 +37,9 @@ from tqdm import tqdm
 from llava.constants import DEFAULT_IMAGE_TOKEN
 from llava.eval import run_record
 from llava.eval.prompts import MULTIPLE_CHOICE_SUFFIX
-from llava.eval.scoring_io import read_jsonl_for_append
-from llava.inference import DecodingSettings, LoadedModel, open_conversation
-from llava.inference.arguments import add_decoding_arguments, add_model_arguments, model_dtype
+from llava.eval.scoring_io import iter_numbered_jsonl, read_jsonl_for_append
+from llava.inference import DecodingSettings, open_conversation
+from llava.inference.arguments import add_decoding_arguments, add_model_arguments, load_model
 from llava.mm_utils import ImageTooLargeError, get_model_name_from_path, load_image, load_image_from_base64
 
 logger = logging.getLogger(__name__)
@@ -359,7 +359,7 @@ def run(task: AnswerTask, args: argparse.Namespace) -> RunSummary:
     if not pending:
         return summary
 
-    loaded = LoadedModel.load(args.model_path, args.model_base, device=args.device, dtype=model_dtype(args))
+    loaded = load_model(args)
     with (
         answers_file.open("a", encoding="utf-8") as out,
         tqdm(total=len(pending), desc=model_id, unit="q") as bar,
@@ -414,18 +414,11 @@ def read_question_jsonl(args: argparse.Namespace) -> list[dict[str, Any]]:
     """The question file: one JSON object a line with `question_id`, `image` and `text`."""
     path = Path(args.question_file).expanduser()
     records = []
-    with path.open(encoding="utf-8") as f:
-        for line_no, line in enumerate(f, start=1):
-            if not line.strip():
-                continue
-            try:
-                record = json.loads(line)
-            except json.JSONDecodeError as err:
-                raise ValueError(f"{path}:{line_no}: not valid JSON ({err})") from err
-            missing = [name for name in ("question_id", "image", "text") if name not in record]
-            if missing:
-                raise ValueError(f"{path}:{line_no}: question lacks {missing}")
-            records.append(record)
+    for line_no, record in iter_numbered_jsonl(path):
+        missing = [name for name in ("question_id", "image", "text") if name not in record]
+        if missing:
+            raise ValueError(f"{path}:{line_no}: question lacks {missing}")
+        records.append(record)
     return records
 
 
@@ -438,3 +431,8 @@ def question_sample(record: dict[str, Any], args: argparse.Namespace) -> list[Sa
     return [
         Sample(record["question_id"], prompt=text, query=f"{DEFAULT_IMAGE_TOKEN}\n{text}", images=(image,))
     ]
+
+
+def question_file_task(name: str, description: str, max_new_tokens: int) -> AnswerTask:
+    """A runner on LLaVA's question file (`read_question_jsonl`, one `question_sample` a line)."""
+    return AnswerTask(name, description, max_new_tokens, read_question_jsonl, question_sample)

@@ -18,8 +18,8 @@ logger = logging.getLogger(__name__)
 PathLike = str | Path
 
 
-def iter_jsonl(path: PathLike, skip_bad_lines: bool = False) -> Iterator[dict[str, Any]]:
-    """Yield one object per non-empty line; a broken line raises (or is skipped and logged)."""
+def iter_numbered_jsonl(path: PathLike, skip_bad_lines: bool = False) -> Iterator[tuple[int, dict[str, Any]]]:
+    """Yield (line number, object) per non-empty line; a broken line raises (or is skipped and logged)."""
     path = Path(path)
     with path.open(encoding="utf-8") as f:
         for line_no, line in enumerate(f, start=1):
@@ -34,7 +34,12 @@ def iter_jsonl(path: PathLike, skip_bad_lines: bool = False) -> Iterator[dict[st
                 continue
             if not isinstance(record, dict):
                 raise ValueError(f"{path}:{line_no}: expected a JSON object, got {type(record).__name__}")
-            yield record
+            yield line_no, record
+
+
+def iter_jsonl(path: PathLike, skip_bad_lines: bool = False) -> Iterator[dict[str, Any]]:
+    """Yield one object per non-empty line; a broken line raises (or is skipped and logged)."""
+    return (record for _, record in iter_numbered_jsonl(path, skip_bad_lines))
 
 
 def read_jsonl(path: PathLike, skip_bad_lines: bool = False) -> list[dict[str, Any]]:
