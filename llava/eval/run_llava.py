@@ -12,15 +12,14 @@ import argparse
 import logging
 from collections.abc import Sequence
 
-from llava.inference import (
-    DecodingSettings,
-    LoadedModel,
-    open_conversation,
-    split_image_files,
-    with_image_tokens,
+from llava.inference import DecodingSettings, LoadedModel, open_conversation, with_image_tokens
+from llava.inference.arguments import (
+    add_decoding_arguments,
+    add_image_file_arguments,
+    add_model_arguments,
+    load_image_files,
+    load_model,
 )
-from llava.inference.arguments import add_decoding_arguments, add_model_arguments, model_dtype
-from llava.mm_utils import load_image
 
 logger = logging.getLogger(__name__)
 
@@ -28,20 +27,17 @@ logger = logging.getLogger(__name__)
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description="Answer one question about one or more images.")
     add_model_arguments(parser)
-    parser.add_argument("--image-file", required=True, help="image path(s), separated by --sep")
+    add_image_file_arguments(parser)
     parser.add_argument("--query", required=True)
-    parser.add_argument("--sep", default=",", help="separator between image files (default: ',')")
     add_decoding_arguments(parser, max_new_tokens=512, temperature=0.2)
     return parser
 
 
 def eval_model(args: argparse.Namespace, loaded: LoadedModel | None = None) -> str:
     """The answer to `args.query` about `args.image_file` (loading the model unless given)."""
-    images = [load_image(path) for path in split_image_files(args.image_file, args.sep)]
+    images = load_image_files(args)
     settings = DecodingSettings.from_args(args)
-    loaded = loaded or LoadedModel.load(
-        args.model_path, args.model_base, device=args.device, dtype=model_dtype(args)
-    )
+    loaded = loaded or load_model(args)
     conv = open_conversation(args.conv_mode, with_image_tokens(args.query, len(images)))
     logger.debug("prompt: %r", conv.get_prompt(loaded.tokenizer))
     return loaded.generate([loaded.prompt_ids(conv)], [loaded.encode_images(images)], settings)[0]

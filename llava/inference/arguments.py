@@ -3,10 +3,14 @@
 from __future__ import annotations
 
 import argparse
+from typing import Any
 
 import torch
+from PIL import Image
 
-from llava.inference.prompting import DEFAULT_CONV_MODE
+from llava.inference.engine import LoadedModel
+from llava.inference.prompting import DEFAULT_CONV_MODE, split_image_files
+from llava.mm_utils import load_image
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
@@ -28,9 +32,21 @@ def add_model_arguments(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def model_dtype(args: argparse.Namespace) -> torch.dtype | None:
-    """The `--dtype` flag as a torch dtype; None for `auto` (the loader's per-device default)."""
-    return None if args.dtype == "auto" else DTYPES[args.dtype]
+def load_model(args: argparse.Namespace, **options: Any) -> LoadedModel:
+    """The checkpoint the model flags name; `--dtype auto` leaves the dtype to the loader's
+    per-device default. `options` go to `LoadedModel.load` (e.g. `load_8bit`)."""
+    dtype = None if args.dtype == "auto" else DTYPES[args.dtype]
+    return LoadedModel.load(args.model_path, args.model_base, device=args.device, dtype=dtype, **options)
+
+
+def add_image_file_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--image-file", required=True, help="image path(s), separated by --sep")
+    parser.add_argument("--sep", default=",", help="separator between image files (default: ',')")
+
+
+def load_image_files(args: argparse.Namespace) -> list[Image.Image]:
+    """The images `--image-file` names (split on `--sep`)."""
+    return [load_image(path) for path in split_image_files(args.image_file, args.sep)]
 
 
 def add_decoding_arguments(

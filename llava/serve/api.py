@@ -35,7 +35,7 @@ from fastapi.responses import HTMLResponse, JSONResponse, StreamingResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from llava.inference import ContextOverflowError, DecodingSettings, LoadedModel
-from llava.inference.arguments import add_model_arguments, model_dtype
+from llava.inference.arguments import add_model_arguments, load_model
 from llava.inference.images import ImageInputError, ImagePolicy, load_image_input
 from llava.inference.scheduler import BatchScheduler
 from llava.serve.openai_protocol import (
@@ -263,7 +263,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def build_service(args: argparse.Namespace) -> ChatService:
-    engine = LoadedModel.load(args.model_path, args.model_base, device=args.device, dtype=model_dtype(args))
+    engine = load_model(args)
     limits = ServerLimits(args.max_body_bytes, args.max_images, args.default_max_tokens)
     policy = ImagePolicy(
         image_folder=Path(args.image_folder).expanduser() if args.image_folder else None,

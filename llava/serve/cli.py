@@ -15,15 +15,14 @@ from collections.abc import Callable, Sequence
 
 from PIL import Image
 
-from llava.inference import (
-    DecodingSettings,
-    LoadedModel,
-    open_conversation,
-    split_image_files,
-    with_image_tokens,
+from llava.inference import DecodingSettings, LoadedModel, open_conversation, with_image_tokens
+from llava.inference.arguments import (
+    add_decoding_arguments,
+    add_image_file_arguments,
+    add_model_arguments,
+    load_image_files,
+    load_model,
 )
-from llava.inference.arguments import add_decoding_arguments, add_model_arguments, model_dtype
-from llava.mm_utils import load_image
 
 logger = logging.getLogger(__name__)
 
@@ -66,8 +65,7 @@ class ChatSession:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description="Chat with a model about images.")
     add_model_arguments(parser)
-    parser.add_argument("--image-file", required=True, help="image path(s), separated by --sep")
-    parser.add_argument("--sep", default=",", help="separator between image files (default: ',')")
+    add_image_file_arguments(parser)
     parser.add_argument("--load-8bit", action="store_true", help="8-bit weights (CUDA, bitsandbytes)")
     parser.add_argument("--load-4bit", action="store_true", help="4-bit weights (CUDA, bitsandbytes)")
     parser.add_argument("--debug", action="store_true", help="log each prompt and reply")
@@ -85,15 +83,8 @@ def main(argv: Sequence[str] | None = None) -> ChatSession:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     if args.debug:
         logger.setLevel(logging.DEBUG)
-    images = [load_image(path) for path in split_image_files(args.image_file, args.sep)]
-    loaded = LoadedModel.load(
-        args.model_path,
-        args.model_base,
-        device=args.device,
-        load_8bit=args.load_8bit,
-        load_4bit=args.load_4bit,
-        dtype=model_dtype(args),
-    )
+    images = load_image_files(args)
+    loaded = load_model(args, load_8bit=args.load_8bit, load_4bit=args.load_4bit)
     session = ChatSession(loaded, images, args.conv_mode, DecodingSettings.from_args(args))
     user, assistant = session.roles
     while True:
