@@ -154,17 +154,26 @@ def mme_subtask_scores(results: Results) -> dict[str, dict[str, float]]:
     }
 
 
-def draw_figure3(subtask_scores: Mapping[str, Mapping[str, float]], path: Path) -> Path:
-    """Grouped bars: MME perception and cognition subtasks, one bar per model."""
+MME_PANELS = (("MME perception", MME_PERCEPTION), ("MME cognition", MME_COGNITION))
+
+
+def draw_figure3(
+    subtask_scores: Mapping[str, Mapping[str, float]],
+    path: Path,
+    panels: Sequence[tuple[str, Sequence[str]]] = MME_PANELS,
+    reference: tuple[str, float] | None = None,
+) -> Path:
+    """Grouped bars, one bar per model and subtask, one panel per (title, subtasks) of `panels`
+    (0-200, MME's score); `reference` = (label, score) adds a dashed line, e.g. chance."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     models = list(subtask_scores)
-    panels = (("Perception", MME_PERCEPTION), ("Cognition", MME_COGNITION))
-    fig, axes = plt.subplots(
-        1, 2, figsize=(14, 4.5), gridspec_kw={"width_ratios": [len(MME_PERCEPTION), len(MME_COGNITION)]}
+    ratios = [len(names) for _, names in panels]
+    fig, (axes,) = plt.subplots(
+        1, len(panels), figsize=(14, 4.5), squeeze=False, gridspec_kw={"width_ratios": ratios}
     )
     width = 0.8 / max(len(models), 1)
     for ax, (title, names) in zip(axes, panels, strict=True):
@@ -172,13 +181,15 @@ def draw_figure3(subtask_scores: Mapping[str, Mapping[str, float]], path: Path) 
             heights = [subtask_scores[model].get(name, math.nan) for name in names]
             positions = [i + (m - (len(models) - 1) / 2) * width for i in range(len(names))]
             ax.bar(positions, heights, width=width, label=model)
+        if reference is not None:
+            ax.axhline(reference[1], color="black", linestyle="--", linewidth=1, label=reference[0])
         ax.set_xticks(range(len(names)))
         ax.set_xticklabels([name.replace("_", "\n") for name in names], fontsize=8)
         ax.set_ylim(0, 200)
         ax.set_ylabel("score (acc + acc+, max 200)")
-        ax.set_title(f"MME {title.lower()}")
+        ax.set_title(title)
     handles, labels = axes[0].get_legend_handles_labels()
-    fig.legend(handles, labels, loc="lower center", ncol=min(len(models), 4), bbox_to_anchor=(0.5, 1.0))
+    fig.legend(handles, labels, loc="lower center", ncol=min(len(labels), 4), bbox_to_anchor=(0.5, 1.0))
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=150, bbox_inches="tight")

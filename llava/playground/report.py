@@ -1,238 +1,150 @@
-"""The playground's report: `report.md` and `report.png`, from the stages' recorded results.
-Numbers are copied from the scorers' outputs as they are; the report only arranges them and
-states the chance levels next to them."""
+"""The playground's report (`report.md`, `report.png`) from the stages' recorded results: the scorers'
+numbers as they are, arranged, with the chance levels next to them."""
 
 from __future__ import annotations
 
-import json
-import statistics
-from collections import defaultdict
+from collections import Counter, defaultdict
 from pathlib import Path
+from statistics import mean, stdev
 
-from transformers import AutoConfig, AutoTokenizer, CLIPVisionConfig
+import torch
+from transformers import AutoConfig, AutoModel, AutoModelForCausalLM, AutoTokenizer
 
-from llava.conversation import get_conv_template
+from llava.constants import IMAGE_TOKEN_INDEX
+from llava.data.records import build_conversation, load_records
+from llava.eval.report import Row, draw_figure3, render_markdown_table
 from llava.eval.scoring_io import read_jsonl
 from llava.mm_utils import tokenize_conversation
+from llava.playground import tasks
 from llava.playground.datasets import PlaygroundData, read_sizes
-from llava.playground.tasks import (
-    COGNITION_CATEGORIES,
-    PERCEPTION_CATEGORIES,
-    YES_NO_CHANCE,
-    short_answer_chance,
-    yes_no_p_value,
-)
 from llava.playground.tokenizer import CONV_TEMPLATE
 
-CATEGORIES = PERCEPTION_CATEGORIES + COGNITION_CATEGORIES
+PANELS = (("perception", tasks.PERCEPTION_CATEGORIES), ("cognition", tasks.COGNITION_CATEGORIES))
+CHANCE = tasks.YES_NO_CHANCE
 
 
-def _llama_params(config) -> int:
-    """Parameters of a Llama decoder from its config (embeddings and LM head included)."""
-    d, inter, layers, vocab = (
-        config.hidden_size,
-        config.intermediate_size,
-        config.num_hidden_layers,
-        config.vocab_size,
-    )
-    kv = config.num_key_value_heads * (d // config.num_attention_heads)
-    per_layer = d * (2 * d + 2 * kv) + 3 * d * inter + 2 * d
-    return layers * per_layer + 2 * vocab * d + d
-
-
-def _clip_params(config) -> int:
-    d, inter, layers = config.hidden_size, config.intermediate_size, config.num_hidden_layers
-    patches = (config.image_size // config.patch_size) ** 2
-    return layers * (4 * d * d + 2 * d * inter + 4 * d) + 3 * config.patch_size**2 * d + (patches + 1) * d
+def n_parameters(auto_class, config) -> int:
+    """Exact parameter count of the model `config` describes, built on the meta device (no memory)."""
+    with torch.device("meta"):
+        return sum(p.numel() for p in auto_class.from_config(config).parameters())
 
 
 def mean_tokens(json_path: Path, tokenizer, template: str, limit: int = 500) -> tuple[float, float]:
-    """Average (text tokens, images) per sample of a LLaVA-format file (first `limit` records)."""
-    records = json.loads(Path(json_path).read_text())[:limit]
-    texts, images = [], []
-    for record in records:
-        conv = get_conv_template(template)
-        for i, turn in enumerate(record["conversations"]):
-            conv.append_message(conv.roles[i % 2], turn["value"])
-        ids, _ = tokenize_conversation(conv, tokenizer)
-        images.append(sum(1 for t in ids if t < 0))
-        texts.append(len(ids) - images[-1])
-    return statistics.mean(texts), statistics.mean(images)
+    """Average (text tokens, images) per sample of the first `limit` records of a LLaVA-format
+    file, tokenised as training tokenises them."""
+    records = load_records(json_path)[:limit]
+    ids = [tokenize_conversation(build_conversation(r, template), tokenizer)[0] for r in records]
+    images = [sample.count(IMAGE_TOKEN_INDEX) for sample in ids]
+    return mean(len(s) - n for s, n in zip(ids, images, strict=True)), mean(images)
 
 
-def flops_estimate(
-    samples: int, text_tokens: float, images: float, image_tokens: int, n_llm: int, n_vis: int
-) -> float:
-    """Training FLOPs: forward + backward through the whole LLM (LoRA and the fusion branch at
-    layer 0, or the projector, need gradients below every layer): 4 N_llm per sequence position,
-    and a forward-only frozen tower: 2 N_vis per patch. Trainable parameters are small and left out."""
-    positions = text_tokens + images * image_tokens
-    return samples * (4 * n_llm * positions + 2 * n_vis * images * image_tokens)
+def sample_flops(text_tokens: float, images: float, image_tokens: int, n_llm: int, n_vis: int) -> float:
+    """Training FLOPs of one sample: forward + backward through the whole LLM, 4 N_llm per position
+    (LoRA and the fusion branch at layer 0, or the projector, need gradients below every layer), and
+    forward through the frozen tower, 2 N_vis per patch. Trainable parameters are small and left out."""
+    return 4 * n_llm * (text_tokens + images * image_tokens) + 2 * n_vis * images * image_tokens
+
+
+def mme_images_per_category(question_file: Path) -> dict[str, int]:
+    """Images per category of an MME-style question file (two questions per image)."""
+    pairs = {(row["category"], row["image"]) for row in read_jsonl(question_file)}
+    return dict(Counter(category for category, _ in pairs))
 
 
 def _fmt(values: list[float], digits: int = 1) -> str:
     """One value, or mean ± standard deviation over seeds."""
     if len(values) < 2:
         return f"{values[0]:.{digits}f}" if values else "-"
-    return f"{statistics.mean(values):.{digits}f} ± {statistics.stdev(values):.{digits}f}"
+    return f"{mean(values):.{digits}f} ± {stdev(values):.{digits}f}"
 
 
-def mme_images_per_category(question_file: Path) -> dict[str, int]:
-    """Images per category of an MME-style question file (two questions per image)."""
-    images: dict[str, set[str]] = defaultdict(set)
-    for row in read_jsonl(question_file):
-        images[row["category"]].add(row["image"])
-    return {category: len(names) for category, names in images.items()}
+def _mme_cell(row: dict, category: str, images: int) -> str:
+    """score (acc / acc+), margin over chance, and the largest p-value over seeds."""
+    score = row["score", category]
+    worst = max(tasks.yes_no_p_value(s, images) for s in score)
+    p = "p < 1e-9" if worst < 1e-9 else f"p {worst:.3f}" if worst >= 1e-3 else f"p {worst:.0e}"
+    acc, plus = (_fmt(row[kind, category], 0) for kind in ("acc", "acc_plus"))
+    return f"{_fmt(score)} ({acc} / {plus}), {_fmt([s - CHANCE['score'] for s in score])}, {p}"
 
 
-def _range(values) -> str:
-    low, high = min(values), max(values)
-    return f"{low}" if low == high else f"{low}-{high}"
-
-
-def _p(values: list[float]) -> str:
-    worst = max(values)
-    return "p < 1e-9" if worst < 1e-9 else f"p {worst:.3f}" if worst >= 1e-3 else f"p {worst:.0e}"
-
-
-def _header(labels: list[str]) -> list[str]:
-    return ["| category | chance | " + " | ".join(labels) + " |", "|---|---|" + "---|" * len(labels)]
-
-
-def _collect(results: dict) -> tuple[list[str], dict]:
-    """Per pipeline label: lists over seeds of every number the tables show."""
-    labels: list[str] = []
+def _collect(runs: list[dict]) -> dict:
+    """Per pipeline label, in run order: lists over seeds of every number the tables show."""
     table: dict = defaultdict(lambda: defaultdict(list))
-    for run in results["runs"]:
-        label = run["label"]
-        if label not in labels:
-            labels.append(label)
-        scores, row = run["eval"]["scores"], table[label]
+    for run in runs:
+        scores, row, stages = run["eval"]["scores"], table[run["label"]], run["stages"]
         for category, mme in scores["mme"].items():
-            row["mme", category].append(mme["score"])
-            row["acc", category].append(100 * mme["acc"])
-            row["acc_plus", category].append(100 * mme["acc_plus"])
-        for category, value in scores["vqa"].items():
-            row["vqa", category].append(value)
-        for total in ("perception", "cognition"):
-            row["total", total].append(scores["mme_totals"][total])
-        stages = run["stages"]
-        row["samples"].append(sum(s["samples"] for s in stages))
+            for kind, scale in (("score", 1), ("acc", 100), ("acc_plus", 100)):
+                row[kind, category].append(scale * mme[kind])
+        for group in ("vqa", "mme_totals"):
+            for key, value in scores[group].items():
+                row[group, key].append(value)
+        for key in ("samples", "steps", "wall_time_s"):
+            row[key].append(sum(s[key] for s in stages))
         row["align_samples"].append(sum(s["samples"] for s in stages if s["align"]))
-        row["steps"].append(sum(s["steps"] for s in stages))
-        row["train_time"].append(sum(s["wall_time_s"] for s in stages))
         row["eval_time"].append(run["eval"]["wall_time_s"])
-    return labels, table
+    return table
 
 
 def write_report(results: dict, output_dir: Path, llm: Path, vision: Path) -> Path:
-    labels, table = _collect(results)
-    llm_config = AutoConfig.from_pretrained(llm)
-    vision_config = CLIPVisionConfig.from_pretrained(vision)
+    """Write `report.md` and `report.png` of `results` into `output_dir`; returns the markdown's path."""
+    runs = results["runs"]
+    table = _collect(runs)
+    labels, rows = list(table), list(table.values())
+    llm_config, vision_config = AutoConfig.from_pretrained(llm), AutoConfig.from_pretrained(vision)
+    n_llm, n_vis = n_parameters(AutoModelForCausalLM, llm_config), n_parameters(AutoModel, vision_config)
     image_tokens = (vision_config.image_size // vision_config.patch_size) ** 2
     tokenizer = AutoTokenizer.from_pretrained(llm)
-    n_llm, n_vis = _llama_params(llm_config), _clip_params(vision_config)
     data = PlaygroundData.at(results["data"])
     digits = read_sizes(data.root).digits
-    short_chance = short_answer_chance(digits)
     images = mme_images_per_category(data.mme_question_file)
     instruct = mean_tokens(data.instruct_json, tokenizer, CONV_TEMPLATE)
     captions = mean_tokens(data.pretrain_json, tokenizer, "plain")
-
-    lines = [
+    chance, short_chance = CHANCE["score"], tasks.short_answer_chance(digits)
+    mme_rows, vqa_rows = [], []
+    for c in tasks.CATEGORIES:
+        mme_rows.append(Row(c, (f"{chance:.0f}", *(_mme_cell(r, c, images[c]) for r in rows))))
+        vqa_rows.append(Row(c, (f"{100 * short_chance[c]:.0f}", *(_fmt(r["vqa", c]) for r in rows))))
+    for total, names in PANELS:
+        cells = [_fmt(r["mme_totals", total]) for r in rows]
+        mme_rows.append(Row(f"**{total}** (max {200 * len(names)})", (f"{chance * len(names):.0f}", *cells)))
+    chat, align = (sample_flops(*mean, image_tokens, n_llm, n_vis) for mean in (instruct, captions))
+    cost_rows = []
+    for label, row in table.items():
+        samples, aligned = row["samples"], row["align_samples"]
+        flops = [(s - a) * chat + a * align for s, a in zip(samples, aligned, strict=True)]
+        cells = [f"{_fmt(samples, 0)} ({_fmt(aligned, 0)})"]
+        cells += [_fmt(row[key], 0) for key in ("steps", "wall_time_s", "eval_time")]
+        cost_rows.append(Row(label, (*cells, f"{mean(flops):.2e}")))
+    cost_header = ["pipeline", "samples seen (alignment)", "optimizer steps", "train wall time (s)"]
+    cost_header += ["eval wall time (s)", "est. train FLOPs"]
+    commands = [c for run in runs for c in [s["command"] for s in run["stages"]] + run["eval"]["commands"]]
+    low, high = min(images.values()), max(images.values())
+    sections = [
         f"# Playground report: preset `{results['preset']}`",
-        "",
         f"Backbones: `{results['backbones']}` (LLM {n_llm / 1e6:.2f}M parameters, vision tower "
         f"{n_vis / 1e6:.2f}M, {image_tokens} image positions). Data: `{results['data']}` (digits "
-        f"{', '.join(map(str, digits))}). "
-        f"Seeds: {sorted({r['seed'] for r in results['runs']})}.",
-        "",
+        f"{', '.join(map(str, digits))}). Seeds: {sorted({r['seed'] for r in runs})}.",
         "## MME-style yes/no benchmark (score = acc x 100 + acc+ x 100, max 200 per category)",
-        "",
-        f"Chance: acc {100 * YES_NO_CHANCE['acc']:.0f}, acc+ {100 * YES_NO_CHANCE['acc_plus']:.0f}, "
-        f"score {YES_NO_CHANCE['score']:.0f}. Cells: score (acc / acc+), margin = score - chance, p = the "
-        "chance of a score at least this high by guessing every answer with a fair coin (exact, one-sided; "
-        f"{_range(images.values())} images per category; the largest over seeds).",
-        "",
-        *_header(labels),
-    ]
-    for category in CATEGORIES:
-        cells = []
-        for label in labels:
-            score = table[label]["mme", category]
-            acc, plus = table[label]["acc", category], table[label]["acc_plus", category]
-            margin = [s - YES_NO_CHANCE["score"] for s in score]
-            p = _p([yes_no_p_value(s, images[category]) for s in score])
-            cells.append(f"{_fmt(score)} ({_fmt(acc, 0)} / {_fmt(plus, 0)}), {_fmt(margin)}, {p}")
-        lines.append(f"| {category} | {YES_NO_CHANCE['score']:.0f} | " + " | ".join(cells) + " |")
-    for total, names in (("perception", PERCEPTION_CATEGORIES), ("cognition", COGNITION_CATEGORIES)):
-        chance = YES_NO_CHANCE["score"] * len(names)
-        cells = [_fmt(table[label]["total", total]) for label in labels]
-        lines.append(f"| **{total}** (max {200 * len(names)}) | {chance:.0f} | " + " | ".join(cells) + " |")
-
-    lines += ["", "## Short-answer VQA (exact match, %)", "", *_header(labels)]
-    for category in CATEGORIES:
-        chance = 100 * short_chance[category]
-        cells = [_fmt(table[label]["vqa", category]) for label in labels]
-        lines.append(f"| {category} | {chance:.0f} | " + " | ".join(cells) + " |")
-
-    lines += [
-        "",
+        f"Chance: acc {100 * CHANCE['acc']:.0f}, acc+ {100 * CHANCE['acc_plus']:.0f}, score {chance:.0f}. "
+        "Cells: score (acc / acc+), margin = score - chance, p = the chance of a score at least this high "
+        "by guessing every answer with a fair coin (exact, one-sided; "
+        f"{low if low == high else f'{low}-{high}'} images per category; the largest over seeds).",
+        render_markdown_table(["category", "chance", *labels], mme_rows),
+        "## Short-answer VQA (exact match, %)",
+        render_markdown_table(["category", "chance", *labels], vqa_rows),
         "## Cost",
-        "",
         "Estimated training FLOPs = samples x (4 N_llm x positions + 2 N_vis x image patches) "
-        f"(forward and backward through the LLM, forward through the frozen tower); average positions per "
+        "(forward and backward through the LLM, forward through the frozen tower); average positions per "
         f"sample: instruction {instruct[0]:.0f} text + {instruct[1]:.2f} images, captions "
         f"{captions[0]:.0f} text + {captions[1]:.2f} images.",
-        "",
-        "| pipeline | samples seen (alignment) | optimizer steps | train wall time (s) | eval wall time (s) | est. train FLOPs |",
-        "|---|---|---|---|---|---|",
+        render_markdown_table(cost_header, cost_rows),
+        f"Data generation: {results['data_time_s']:.0f} s.",
+        "## Commands run",
+        "\n".join(["```", *commands, "```"]),
     ]
-    for label in labels:
-        row = table[label]
-        samples, align = row["samples"], row["align_samples"]
-        flops = [
-            flops_estimate(s - a, *instruct, image_tokens, n_llm, n_vis)
-            + flops_estimate(a, *captions, image_tokens, n_llm, n_vis)
-            for s, a in zip(samples, align, strict=True)
-        ]
-        lines.append(
-            f"| {label} | {_fmt(samples, 0)} ({_fmt(align, 0)}) | {_fmt(row['steps'], 0)} | "
-            f"{_fmt(row['train_time'], 0)} | {_fmt(row['eval_time'], 0)} | "
-            f"{statistics.mean(flops):.2e} |"
-        )
-    lines += ["", f"Data generation: {results['data_time_s']:.0f} s.", "", "## Commands run", "", "```"]
-    for run in results["runs"]:
-        lines += [stage["command"] for stage in run["stages"]] + run["eval"]["commands"]
-    lines += ["```", ""]
     path = output_dir / "report.md"
-    path.write_text("\n".join(lines))
-    _plot(labels, table, output_dir / "report.png")
+    path.write_text("\n\n".join(sections) + "\n")
+    means = {label: {c: mean(r["score", c]) for c in tasks.CATEGORIES} for label, r in table.items()}
+    titled = [(f"{total.capitalize()} (MME-style score)", names) for total, names in PANELS]
+    draw_figure3(means, output_dir / "report.png", panels=titled, reference=("chance", chance))
     return path
-
-
-def _plot(labels: list[str], table: dict, path: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    ratios = [len(PERCEPTION_CATEGORIES), len(COGNITION_CATEGORIES)]
-    fig, axes = plt.subplots(1, 2, figsize=(13, 4.2), gridspec_kw={"width_ratios": ratios})
-    width = 0.8 / max(1, len(labels))
-    for ax, names, title in zip(
-        axes, (PERCEPTION_CATEGORIES, COGNITION_CATEGORIES), ("Perception", "Cognition"), strict=True
-    ):
-        for i, label in enumerate(labels):
-            means = [statistics.mean(table[label]["mme", n] or [0.0]) for n in names]
-            xs = [j + (i - (len(labels) - 1) / 2) * width for j in range(len(names))]
-            ax.bar(xs, means, width=width, label=label)
-        ax.axhline(YES_NO_CHANCE["score"], color="black", linestyle="--", linewidth=1, label="chance")
-        ax.set_xticks(range(len(names)), names, rotation=20)
-        ax.set_ylim(0, 200)
-        ax.set_title(f"{title} (MME-style score)")
-    axes[0].set_ylabel("acc x 100 + acc+ x 100")
-    axes[1].legend(fontsize=8, loc="upper right")
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
