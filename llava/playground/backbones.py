@@ -1,13 +1,10 @@
 """Stage 0 of the playground: the tiny backbones, what CLIP and Vicuna are at 7B.
 
-`build_backbones` trains the tokenizer (`llava.playground.tokenizer`), the vision tower
-(`llava.playground.clip`, saved in `<dir>/vision`) and the chat LM (`llava.playground.chat_lm`,
-saved with its tokenizer in `<dir>/llm`), each backbone a stage of `llava.playground.stages`
-keyed on the preset's fields, the seed and the tokenizer's vocabulary. Both are measured on
-held-out data (CLIP: retrieval top-1; LM: its per-category ceiling on scenes given as text) and
-the records are collected in `<dir>/metrics.json`.
-
-Rebuild the shipped backbones (playground/backbones/README.md)::
+`build_backbones` trains the tokenizer (`tokenizer.py`), the vision tower (`clip.py`, saved in
+`<dir>/vision`) and the chat LM (`chat_lm.py`, saved with its tokenizer in `<dir>/llm`), each a
+stage of `stages.run_stage` keyed on the preset's fields, the seed and the tokenizer's vocabulary,
+and collects their held-out measures in `<dir>/metrics.json`. Rebuild the shipped backbones
+(playground/backbones/README.md)::
 
     python -m llava.playground.backbones --output-dir playground/backbones --seed 0 --threads 2
 """
@@ -29,23 +26,11 @@ from llava.playground import chat_lm, clip
 from llava.playground.chat_lm import DEFAULT_LM_PHASES, LMPhase, yes_no_phase
 from llava.playground.datasets import rng_for
 from llava.playground.stages import as_json, run_stage
-from llava.playground.tokenizer import build_tokenizer
+from llava.playground.tokenizer import build_tokenizer, scene_word_ids
 
 logger = logging.getLogger(__name__)
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
-SHIPPED_BACKBONES = REPO_ROOT / "playground" / "backbones"
-VISION_SUBDIR, LLM_SUBDIR = "vision", "llm"
-
-
-def vision_tower_path(backbones_dir: str | os.PathLike = SHIPPED_BACKBONES) -> Path:
-    """The vision tower folder (`CLIPVisionModel` + `CLIPImageProcessor`)."""
-    return Path(backbones_dir) / VISION_SUBDIR
-
-
-def llm_path(backbones_dir: str | os.PathLike = SHIPPED_BACKBONES) -> Path:
-    """The chat LM folder (`LlamaForCausalLM` + fast tokenizer)."""
-    return Path(backbones_dir) / LLM_SUBDIR
+SHIPPED_BACKBONES = Path(__file__).resolve().parents[2] / "playground" / "backbones"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -84,28 +69,31 @@ class BackbonePreset:
 PRESETS: dict[str, BackbonePreset] = {
     "default": BackbonePreset(),
     "smoke": BackbonePreset(
-        **dict(tokenizer_corpus=200, retrieval_pool=16, lm_batch=4, lm_eval_per_category=2),
-        **dict(
-            clip_hidden=32,
-            clip_vision_layers=1,
-            clip_text_layers=1,
-            clip_heads=2,
-            clip_steps=3,
-            clip_batch=16,
-        ),
-        **dict(lm_hidden=32, lm_layers=1, lm_heads=2, lm_intermediate=64),
+        tokenizer_corpus=200,
+        clip_hidden=32,
+        clip_vision_layers=1,
+        clip_text_layers=1,
+        clip_heads=2,
+        clip_steps=3,
+        clip_batch=16,
+        retrieval_pool=16,
+        lm_hidden=32,
+        lm_layers=1,
+        lm_heads=2,
+        lm_intermediate=64,
         lm_phases=(
             LMPhase(steps=2, lr=3e-3, min_turns=1, max_turns=2),
             dataclasses.replace(yes_no_phase(2, "OCR"), max_turns=1, yes_no_ratio=1.0),
         ),
+        lm_batch=4,
+        lm_eval_per_category=2,
     ),
 }
 
 
 def stage_settings(preset: BackbonePreset, prefix: str, tokenizer, seed: int) -> dict:
-    """What a backbone stage depends on, as JSON: the seed, the preset's tokenizer fields and its
-    own (`prefix`), and the tokenizer's vocabulary (its SHA-256, which changes with the scene
-    text and the question templates)."""
+    """What a backbone stage depends on, as JSON: the seed, the tokenizer's fields and the stage's
+    own (`prefix`) of `preset`, and the SHA-256 of the tokenizer's vocabulary."""
     fields = {
         k: v
         for k, v in dataclasses.asdict(preset).items()
@@ -122,36 +110,6 @@ def preset_tokenizer(preset: BackbonePreset, seed: int):
 
 def _millions(module: torch.nn.Module) -> float:
     return sum(p.numel() for p in module.parameters()) / 1e6
-
-
-def _clip_stage(preset: BackbonePreset, tokenizer, seed: int):
-    def work(directory: Path) -> dict:
-        torch.manual_seed(seed)
-        mean, std = clip.pixel_statistics(seed)
-        model = clip.build_clip(preset, tokenizer)
-        logger.info("CLIP: %.2fM parameters (vision %.2fM)", _millions(model), _millions(model.vision_model))
-        clip.train_clip(model, tokenizer, preset, seed, mean, std)
-        result = clip.evaluate_clip(model, tokenizer, preset.retrieval_pool, seed, mean, std)
-        logger.info("CLIP retrieval: %s", result)
-        clip.save_vision_tower(model, clip.make_image_processor(mean, std), directory)
-        return {**result, "threads": torch.get_num_threads()}
-
-    return work
-
-
-def _lm_stage(preset: BackbonePreset, tokenizer, seed: int, eval_every: int):
-    def work(directory: Path) -> dict:
-        torch.manual_seed(seed)
-        model = chat_lm.build_lm(preset, tokenizer)
-        logger.info("chat LM: %.2fM parameters", _millions(model))
-        chat_lm.train_lm(model, tokenizer, preset, seed, eval_every=eval_every)
-        ceiling = chat_lm.evaluate_lm(model, tokenizer, preset.lm_eval_per_category, seed)
-        chat_lm.log_ceiling("final", ceiling)
-        model.save_pretrained(directory)
-        tokenizer.save_pretrained(directory)
-        return {"ceiling": ceiling, "threads": torch.get_num_threads()}
-
-    return work
 
 
 def build_backbones(
@@ -171,39 +129,65 @@ def build_backbones(
     output_dir = Path(output_dir)
     tokenizer = preset_tokenizer(preset, seed)
     logger.info("tokenizer: %d tokens", len(tokenizer))
+
+    def vision_tower(directory: Path) -> dict:
+        torch.manual_seed(seed)
+        mean, std = clip.pixel_statistics(seed)
+        model = clip.build_clip(preset, tokenizer)
+        logger.info("CLIP: %.2fM parameters (vision %.2fM)", _millions(model), _millions(model.vision_model))
+        clip.train_clip(model, tokenizer, preset, seed, mean, std)
+        result = clip.evaluate_clip(model, tokenizer, preset.retrieval_pool, seed, mean, std)
+        logger.info("CLIP retrieval: %s", result)
+        clip.save_vision_tower(model, mean, std, directory)
+        return {**result, "threads": torch.get_num_threads()}
+
+    def chat_model(directory: Path) -> dict:
+        torch.manual_seed(seed)
+        model = chat_lm.build_lm(preset, tokenizer)
+        logger.info("chat LM: %.2fM parameters", _millions(model))
+        chat_lm.train_lm(model, tokenizer, preset, seed, eval_every=eval_every)
+        ceiling = chat_lm.evaluate_lm(model, tokenizer, preset.lm_eval_per_category, seed)
+        chat_lm.log_ceiling("final", ceiling)
+        model.save_pretrained(directory)
+        tokenizer.save_pretrained(directory)
+        return {"ceiling": ceiling, "threads": torch.get_num_threads()}
+
+    clip_settings, lm_settings = (
+        stage_settings(preset, prefix, tokenizer, seed) for prefix in ("clip_", "lm_")
+    )
     metrics = {
-        "clip": run_stage(
-            vision_tower_path(output_dir),
-            "vision tower",
-            _clip_stage(preset, tokenizer, seed),
-            stage_settings(preset, "clip_", tokenizer, seed),
-        ),
-        "lm": run_stage(
-            llm_path(output_dir),
-            "chat LM",
-            _lm_stage(preset, tokenizer, seed, eval_every),
-            stage_settings(preset, "lm_", tokenizer, seed),
-        ),
+        "clip": run_stage(output_dir / "vision", "vision tower", vision_tower, clip_settings),
+        "lm": run_stage(output_dir / "llm", "chat LM", chat_model, lm_settings),
     }
     (output_dir / "metrics.json").write_text(json.dumps(metrics, indent=1) + "\n")
     logger.info("backbones in %s", output_dir)
     return metrics
 
 
-def load_backbones(backbones_dir: str | os.PathLike = SHIPPED_BACKBONES):
-    """`(vision_tower, image_processor, llm, tokenizer)` loaded with the standard HF loaders."""
-    vision_dir, llm_dir = vision_tower_path(backbones_dir), llm_path(backbones_dir)
-    for path in (vision_dir, llm_dir):
+def check_backbones(backbones_dir: str | os.PathLike = SHIPPED_BACKBONES) -> tuple[Path, Path]:
+    """The `(llm, vision)` folders of `backbones_dir`, checked: a `FileNotFoundError` when one holds
+    no `config.json`, a `ValueError` when a scene word is not one token of the LM's tokenizer."""
+    llm, vision = Path(backbones_dir) / "llm", Path(backbones_dir) / "vision"
+    rebuild = (
+        f"rebuild with `python -m llava.playground.backbones --output-dir {backbones_dir}`"
+        " or `python -m llava.playground run --rebuild-backbones`"
+    )
+    for path in (llm, vision):
         if not (path / "config.json").is_file():
-            raise FileNotFoundError(
-                f"no backbone at {path}; build one with "
-                f"`python -m llava.playground.backbones --output-dir {backbones_dir}`"
-            )
+            raise FileNotFoundError(f"no backbone at {path} ({rebuild})")
+    scene_word_ids(AutoTokenizer.from_pretrained(llm), f"the chat LM's tokenizer in {llm} ({rebuild})")
+    return llm, vision
+
+
+def load_backbones(backbones_dir: str | os.PathLike = SHIPPED_BACKBONES):
+    """`(vision_tower, image_processor, llm, tokenizer)` of `check_backbones(backbones_dir)`,
+    loaded with the standard HF loaders."""
+    llm, vision = check_backbones(backbones_dir)
     return (
-        CLIPVisionModel.from_pretrained(vision_dir),
-        CLIPImageProcessor.from_pretrained(vision_dir),
-        AutoModelForCausalLM.from_pretrained(llm_dir),
-        AutoTokenizer.from_pretrained(llm_dir),
+        CLIPVisionModel.from_pretrained(vision),
+        CLIPImageProcessor.from_pretrained(vision),
+        AutoModelForCausalLM.from_pretrained(llm),
+        AutoTokenizer.from_pretrained(llm),
     )
 
 
@@ -214,10 +198,7 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--preset", default="default", choices=sorted(PRESETS))
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's own)")
     parser.add_argument(
-        "--eval-every",
-        type=int,
-        default=0,
-        help="log the chat LM's ceiling every N steps (0: only at the end)",
+        "--eval-every", type=int, default=0, help="log the LM's ceiling every N steps (0: at the end)"
     )
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")

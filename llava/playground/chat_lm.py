@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING
 
 import torch
 import torch.nn.functional as F
+from torch.nn.utils.rnn import pad_sequence
 from tqdm.auto import tqdm
 from transformers import (
     LlamaConfig,
@@ -30,7 +31,7 @@ from llava.mm_utils import tokenize_conversation
 from llava.playground import tasks
 from llava.playground.clip import warmup_steps
 from llava.playground.datasets import rng_for
-from llava.playground.scenes import SCENE_WORDS, Scene, sample_scene
+from llava.playground.scenes import SCENE_WORDS, sample_scene
 from llava.playground.tokenizer import scene_word_ids, text_conversation
 
 if TYPE_CHECKING:
@@ -68,16 +69,16 @@ class LMPhase:
             raise ValueError(
                 f"LMPhase.categories: unknown or empty {unknown}; expected some of {tasks.CATEGORIES}"
             )
-        if self.scenes not in ("any", "distinct"):
-            raise ValueError(f"LMPhase.scenes must be 'any' or 'distinct', got {self.scenes!r}")
-        if self.schedule not in ("cosine", "constant"):
-            raise ValueError(f"LMPhase.schedule must be 'cosine' or 'constant', got {self.schedule!r}")
-        if not 1 <= self.min_turns <= self.max_turns:
+        if self.scenes not in ("any", "distinct") or self.schedule not in ("cosine", "constant"):
             raise ValueError(
-                f"LMPhase needs 1 <= min_turns <= max_turns, got {self.min_turns}, {self.max_turns}"
+                f"LMPhase: scenes must be 'any' or 'distinct', schedule 'cosine' or 'constant', got {self}"
             )
-        if self.steps < 0 or not 0.0 <= self.yes_no_ratio <= 1.0 or not 0.0 <= self.replay <= 1.0:
-            raise ValueError(f"LMPhase: steps must be >= 0, yes_no_ratio and replay in [0, 1], got {self}")
+        counts_ok = self.steps >= 0 and 1 <= self.min_turns <= self.max_turns
+        if not (counts_ok and 0 <= self.yes_no_ratio <= 1 and 0 <= self.replay <= 1):
+            raise ValueError(
+                "LMPhase needs steps >= 0, 1 <= min_turns <= max_turns, yes_no_ratio and replay in [0, 1], "
+                f"got {self}"
+            )
 
 
 def short_phase(steps: int, *categories: str, scenes: str = "any") -> LMPhase:
@@ -113,13 +114,11 @@ def build_lm(preset: BackbonePreset, tokenizer) -> LlamaForCausalLM:
         intermediate_size=preset.lm_intermediate,
         num_hidden_layers=preset.lm_layers,
         num_attention_heads=preset.lm_heads,
-        num_key_value_heads=preset.lm_heads,
         max_position_embeddings=1024,
         rms_norm_eps=1e-5,
         bos_token_id=tokenizer.bos_token_id,
         eos_token_id=tokenizer.eos_token_id,
         pad_token_id=tokenizer.pad_token_id,
-        tie_word_embeddings=False,
     )
     model = LlamaForCausalLM(config)
     init_scene_word_embeddings(model, tokenizer)
@@ -158,15 +157,13 @@ def lm_batches(
                 rows.append(
                     tokenize_conversation(text_conversation(scene, questions), tokenizer, add_bos=True)
                 )
-        length = max(len(ids) for ids, _ in rows)
-        input_ids = torch.full((batch_size, length), tokenizer.pad_token_id, dtype=torch.long)
-        labels = torch.full((batch_size, length), IGNORE_INDEX, dtype=torch.long)
-        mask = torch.zeros((batch_size, length), dtype=torch.long)
-        for i, (ids, lab) in enumerate(rows):
-            input_ids[i, : len(ids)] = torch.tensor(ids)
-            labels[i, : len(lab)] = torch.tensor(lab)
-            mask[i, : len(ids)] = 1
-        yield input_ids, labels, mask
+        batch = tokenizer.pad(
+            {"input_ids": [ids for ids, _ in rows]}, padding_side="right", return_tensors="pt"
+        )
+        labels = pad_sequence(
+            [torch.tensor(lab) for _, lab in rows], batch_first=True, padding_value=IGNORE_INDEX
+        )
+        yield batch["input_ids"], labels, batch["attention_mask"]
 
 
 def yes_no_token_mask(tokenizer) -> torch.Tensor:
@@ -266,28 +263,15 @@ def answer_conversations(
     tokenised as in training, left-padded batches of `batch_size` in one `generate` call each,
     `DecodingSettings` and `finish_row` for the keywords and the answer text."""
     settings = DecodingSettings(max_new_tokens=max_new_tokens)
-    pad = tokenizer.pad_token_id
     model.eval()
     answers: list[str] = []
     for start in range(0, len(conversations), batch_size):
-        prompts = [
-            tokenize_conversation(conv, tokenizer)[0] for conv in conversations[start : start + batch_size]
-        ]
-        longest = max(len(ids) for ids in prompts)
-        input_ids = torch.tensor([[pad] * (longest - len(ids)) + ids for ids in prompts])  # [B, L]
-        mask = (
-            torch.arange(longest)[None, :] >= longest - torch.tensor([len(ids) for ids in prompts])[:, None]
-        ).long()
-        output = model.generate(
-            input_ids, attention_mask=mask, pad_token_id=pad, **settings.generate_kwargs()
-        )
-        answers += [finish_row(row[longest:], tokenizer, settings, longest).text for row in output.tolist()]
+        prompts = [tokenize_conversation(c, tokenizer)[0] for c in conversations[start : start + batch_size]]
+        batch = tokenizer.pad({"input_ids": prompts}, padding_side="left", return_tensors="pt")  # [B, L]
+        output = model.generate(**batch, pad_token_id=tokenizer.pad_token_id, **settings.generate_kwargs())
+        length = batch["input_ids"].shape[1]
+        answers += [finish_row(row[length:], tokenizer, settings, length).text for row in output.tolist()]
     return answers
-
-
-def text_prompt(scene: Scene, question: tasks.Question) -> Conversation:
-    """The open `vicuna_v1` conversation asking `question` about `scene` described in words."""
-    return text_conversation(scene, [question], open_last=True)
 
 
 def evaluate_lm(model, tokenizer, per_category: int, seed: int) -> dict[str, dict[str, float]]:
@@ -305,7 +289,7 @@ def evaluate_lm(model, tokenizer, per_category: int, seed: int) -> dict[str, dic
                 *tasks.yes_no_pair(scene, category, rng),
                 tasks.short_question(scene, category, rng),
             ):
-                conversations.append(text_prompt(scene, question))
+                conversations.append(text_conversation(scene, [question], open_last=True))
                 meta.append((category, question.kind, i, question.answer))
     return score_ceiling(meta, answer_conversations(model, tokenizer, conversations))
 

@@ -22,7 +22,6 @@ from transformers import (
     CLIPImageProcessor,
     CLIPModel,
     CLIPVisionModel,
-    PreTrainedTokenizerFast,
     get_cosine_schedule_with_warmup,
 )
 
@@ -40,29 +39,25 @@ def warmup_steps(steps: int, warmup_ratio: float) -> int:
     return max(1, math.ceil(steps * warmup_ratio))
 
 
-def build_clip(preset: BackbonePreset, tokenizer: PreTrainedTokenizerFast) -> CLIPModel:
+def build_clip(preset: BackbonePreset, tokenizer) -> CLIPModel:
     """A CLIP whose text side reads `tokenizer` (only its vision half is kept)."""
     hidden = preset.clip_hidden
-    shared = {
-        "hidden_size": hidden,
-        "intermediate_size": 4 * hidden,
-        "num_attention_heads": preset.clip_heads,
-    }
-    text = {
-        **shared,
-        "vocab_size": len(tokenizer),
-        "num_hidden_layers": preset.clip_text_layers,
-        "max_position_embeddings": 64,
-        "bos_token_id": tokenizer.bos_token_id,
-        "eos_token_id": tokenizer.eos_token_id,
-        "pad_token_id": tokenizer.pad_token_id,
-    }
-    vision = {
-        **shared,
-        "num_hidden_layers": preset.clip_vision_layers,
-        "image_size": IMAGE_SIZE,
-        "patch_size": preset.clip_patch,
-    }
+    shared = dict(hidden_size=hidden, intermediate_size=4 * hidden, num_attention_heads=preset.clip_heads)
+    text = dict(
+        shared,
+        vocab_size=len(tokenizer),
+        num_hidden_layers=preset.clip_text_layers,
+        max_position_embeddings=64,
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id,
+    )
+    vision = dict(
+        shared,
+        num_hidden_layers=preset.clip_vision_layers,
+        image_size=IMAGE_SIZE,
+        patch_size=preset.clip_patch,
+    )
     return CLIPModel(CLIPConfig(text_config=text, vision_config=vision, projection_dim=hidden))
 
 
@@ -75,45 +70,25 @@ def pixel_statistics(seed: int, n: int = 256) -> tuple[list[float], list[float]]
     return pixels.mean(axis=(0, 1, 2)).round(4).tolist(), pixels.std(axis=(0, 1, 2)).round(4).tolist()
 
 
-def make_image_processor(mean: list[float], std: list[float]) -> CLIPImageProcessor:
-    return CLIPImageProcessor(
-        size={"shortest_edge": IMAGE_SIZE},
-        crop_size={"height": IMAGE_SIZE, "width": IMAGE_SIZE},
-        image_mean=mean,
-        image_std=std,
-    )
-
-
-def _pixels(scenes: list[Scene], mean: torch.Tensor, std: torch.Tensor) -> torch.Tensor:
-    """Scenes -> normalised pixels `[N, 3, H, W]` (what the image processor produces)."""
+def _image_embeddings(
+    clip: CLIPModel, scenes: list[Scene], mean: list[float], std: list[float]
+) -> torch.Tensor:
+    """L2-normalised embeddings `[N, D]` of the scenes' images, normalised as the image processor does."""
     images = np.stack([np.asarray(render_scene(s)) for s in scenes])  # [N, H, W, 3] uint8
     x = torch.from_numpy(images).permute(0, 3, 1, 2).float() / 255.0  # [N, 3, H, W]
-    return (x - mean[None, :, None, None]) / std[None, :, None, None]
-
-
-def _caption_ids(
-    tokenizer: PreTrainedTokenizerFast, scenes: list[Scene]
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """Caption token ids `[N, T]` (BOS ... EOS, right-padded) and the index of each EOS `[N]`."""
-    rows = [tokenizer(s.caption()).input_ids + [tokenizer.eos_token_id] for s in scenes]
-    length = max(len(r) for r in rows)
-    ids = torch.full((len(rows), length), tokenizer.pad_token_id, dtype=torch.long)
-    for i, row in enumerate(rows):
-        ids[i, : len(row)] = torch.tensor(row)
-    return ids, torch.tensor([len(r) - 1 for r in rows])
-
-
-def _image_embeddings(clip: CLIPModel, pixels: torch.Tensor) -> torch.Tensor:
-    """L2-normalised image embeddings `[N, D]`."""
+    pixels = (x - torch.tensor(mean)[:, None, None]) / torch.tensor(std)[:, None, None]
     return F.normalize(clip.visual_projection(clip.vision_model(pixel_values=pixels).pooler_output), dim=-1)
 
 
-def _text_embeddings(clip: CLIPModel, ids: torch.Tensor, eos_index: torch.Tensor) -> torch.Tensor:
-    """L2-normalised caption embeddings `[N, D]`, pooled at each caption's EOS (explicitly, since
-    CLIP's own pooling treats `eos_token_id == 2` as a legacy argmax)."""
-    mask = (torch.arange(ids.shape[1])[None, :] <= eos_index[:, None]).long()  # [N, T]
-    hidden = clip.text_model(input_ids=ids, attention_mask=mask).last_hidden_state  # [N, T, H]
-    return F.normalize(clip.text_projection(hidden[torch.arange(ids.shape[0]), eos_index]), dim=-1)
+def _text_embeddings(clip: CLIPModel, tokenizer, scenes: list[Scene]) -> torch.Tensor:
+    """L2-normalised embeddings `[N, D]` of the scenes' captions (BOS ... EOS, right-padded), pooled
+    at each caption's EOS (explicitly, since CLIP's own pooling treats `eos_token_id == 2` as a
+    legacy argmax)."""
+    rows = [tokenizer(s.caption()).input_ids + [tokenizer.eos_token_id] for s in scenes]
+    batch = tokenizer.pad({"input_ids": rows}, padding_side="right", return_tensors="pt")  # [N, T] each
+    hidden = clip.text_model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"])
+    eos = batch["attention_mask"].sum(dim=1) - 1  # [N]
+    return F.normalize(clip.text_projection(hidden.last_hidden_state[torch.arange(len(rows)), eos]), dim=-1)
 
 
 def clip_batch_scenes(rng: random.Random, batch: int, rearranged_share: float) -> list[Scene]:
@@ -124,17 +99,9 @@ def clip_batch_scenes(rng: random.Random, batch: int, rearranged_share: float) -
     return scenes + [rearranged(scene, rng) for scene in scenes[:n_moved]]
 
 
-def train_clip(
-    clip: CLIPModel,
-    tokenizer: PreTrainedTokenizerFast,
-    preset: BackbonePreset,
-    seed: int,
-    mean: list[float],
-    std: list[float],
-) -> None:
+def train_clip(clip: CLIPModel, tokenizer, preset: BackbonePreset, seed: int, mean, std) -> None:
     """Contrastive pre-training on pairs freshly drawn for `seed`: AdamW, linear warm-up then
     cosine decay to 0 (transformers' `get_cosine_schedule_with_warmup`), logit scale kept <= 100."""
-    mean_t, std_t = torch.tensor(mean), torch.tensor(std)
     rng = rng_for(seed, "backbones/clip-train")
     optimizer = torch.optim.AdamW(clip.parameters(), lr=preset.clip_lr, weight_decay=0.1)
     warmup = warmup_steps(preset.clip_steps, preset.warmup_ratio)
@@ -143,8 +110,8 @@ def train_clip(
     progress = tqdm(range(preset.clip_steps), desc="CLIP pre-training")
     for _ in progress:
         scenes = clip_batch_scenes(rng, preset.clip_batch, preset.clip_rearranged)
-        image = _image_embeddings(clip, _pixels(scenes, mean_t, std_t))  # [B, D]
-        text = _text_embeddings(clip, *_caption_ids(tokenizer, scenes))  # [B, D]
+        image = _image_embeddings(clip, scenes, mean, std)  # [B, D]
+        text = _text_embeddings(clip, tokenizer, scenes)  # [B, D]
         logits = clip.logit_scale.exp() * image @ text.T  # [B, B]
         target = torch.arange(len(scenes))
         loss = (F.cross_entropy(logits, target) + F.cross_entropy(logits.T, target)) / 2
@@ -165,12 +132,12 @@ def evaluate_clip(clip: CLIPModel, tokenizer, pool: int, seed: int, mean, std) -
     clip.eval()
     rng, moved_rng = rng_for(seed, "backbones/clip-eval"), rng_for(seed, "backbones/clip-eval-rearranged")
     scenes = [sample_scene(rng) for _ in range(pool)]
-    image = _image_embeddings(clip, _pixels(scenes, torch.tensor(mean), torch.tensor(std)))  # [P, D]
-    text = _text_embeddings(clip, *_caption_ids(tokenizer, scenes))  # [P, D]
+    image = _image_embeddings(clip, scenes, mean, std)  # [P, D]
+    text = _text_embeddings(clip, tokenizer, scenes)  # [P, D]
     sim = image @ text.T  # [P, P]
     target = torch.arange(pool)
     others = [rearranged(s, moved_rng) for s in scenes for _ in range(REARRANGED_CHOICES - 1)]
-    moved_text = _text_embeddings(clip, *_caption_ids(tokenizer, others))  # [P * (C-1), D]
+    moved_text = _text_embeddings(clip, tokenizer, others)  # [P * (C-1), D]
     rivals = (image[:, None] * moved_text.view(pool, REARRANGED_CHOICES - 1, -1)).sum(-1)  # [P, C-1]
     return {
         "image_to_text_top1": (sim.argmax(dim=1) == target).float().mean().item(),
@@ -180,9 +147,12 @@ def evaluate_clip(clip: CLIPModel, tokenizer, pool: int, seed: int, mean, std) -
     }
 
 
-def save_vision_tower(clip: CLIPModel, processor: CLIPImageProcessor, output_dir: Path) -> None:
-    """The vision half as a standalone `CLIPVisionModel` plus its image processor."""
+def save_vision_tower(clip: CLIPModel, mean: list[float], std: list[float], output_dir: Path) -> None:
+    """The vision half as a standalone `CLIPVisionModel`, with a `CLIPImageProcessor` normalising
+    by `mean` and `std`."""
     vision = CLIPVisionModel(clip.config.vision_config)
     vision.load_state_dict(clip.vision_model.state_dict())
     vision.save_pretrained(output_dir)
-    processor.save_pretrained(output_dir)
+    crop = {"height": IMAGE_SIZE, "width": IMAGE_SIZE}
+    size = {"shortest_edge": IMAGE_SIZE}
+    CLIPImageProcessor(size=size, crop_size=crop, image_mean=mean, image_std=std).save_pretrained(output_dir)

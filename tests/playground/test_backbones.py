@@ -9,13 +9,7 @@ import random
 import numpy as np
 import pytest
 import torch
-from transformers import (
-    AutoModelForCausalLM,
-    AutoTokenizer,
-    CLIPImageProcessor,
-    CLIPVisionModel,
-    LlamaForCausalLM,
-)
+from transformers import CLIPImageProcessor, CLIPVisionConfig, CLIPVisionModel, LlamaConfig, LlamaForCausalLM
 
 from llava.conversation import get_conv_template
 from llava.mm_utils import process_images, tokenize_conversation
@@ -38,18 +32,12 @@ SHIPPED = backbones.SHIPPED_BACKBONES
 
 @pytest.fixture(scope="module")
 def shipped():
-    vision_dir, llm_dir = backbones.vision_tower_path(), backbones.llm_path()
-    return (
-        CLIPVisionModel.from_pretrained(vision_dir),
-        CLIPImageProcessor.from_pretrained(vision_dir),
-        AutoModelForCausalLM.from_pretrained(llm_dir),
-        AutoTokenizer.from_pretrained(llm_dir),
-    )
+    return backbones.load_backbones()
 
 
 @pytest.fixture(scope="module")
 def shipped_vision():
-    vision_dir = backbones.vision_tower_path()
+    _, vision_dir = backbones.check_backbones()
     return CLIPVisionModel.from_pretrained(vision_dir), CLIPImageProcessor.from_pretrained(vision_dir)
 
 
@@ -121,7 +109,7 @@ def test_lm_tokenizer_is_a_vicuna_chat_tokenizer(shipped):
     question = Question("OCR", "What digit is shown in the image?", "7", "short")
     assert (
         tokenizer.unk_token_id
-        not in tokenizer(chat_lm.text_prompt(_scene(), question).get_prompt()).input_ids
+        not in tokenizer(text_conversation(_scene(), [question], open_last=True).get_prompt()).input_ids
     )
     conv = get_conv_template("vicuna_v1")
     conv.append_message(conv.roles[0], "<image>\nWhat digit is shown in the image?")
@@ -140,7 +128,7 @@ def test_lm_answers_text_described_questions(shipped):
         Question("OCR", "Is the digit in the image 3?", "No", "yes_no"),
     ]
     answers = chat_lm.answer_conversations(
-        llm, tokenizer, [chat_lm.text_prompt(_scene(), q) for q in questions]
+        llm, tokenizer, [text_conversation(_scene(), [q], open_last=True) for q in questions]
     )
     assert answers == [q.answer for q in questions]
 
@@ -227,9 +215,21 @@ def test_stages_are_keyed_on_the_tokenizers_vocabulary():
     assert backbones.stage_settings(preset, "lm_", other, 0)["tokenizer_sha256"] != fields["tokenizer_sha256"]
 
 
-def test_missing_backbone_raises_a_clear_error(tmp_path):
-    with pytest.raises(FileNotFoundError, match="no backbone at"):
+def test_check_backbones_names_a_missing_folder_and_a_foreign_tokenizer(tmp_path):
+    with pytest.raises(
+        FileNotFoundError,
+        match=r"no backbone at .*llm \(rebuild with `python -m llava\.playground\.backbones",
+    ):
         backbones.load_backbones(tmp_path)
+    LlamaConfig().save_pretrained(tmp_path / "llm")
+    with pytest.raises(FileNotFoundError, match=r"no backbone at .*vision"):
+        backbones.check_backbones(tmp_path)
+    CLIPVisionConfig().save_pretrained(tmp_path / "vision")
+    train_tokenizer(["toprightdigit 7. a red circle"], vocab_size=300).save_pretrained(tmp_path / "llm")
+    with pytest.raises(
+        ValueError, match=r"'topleftredcircle' is not one token of the chat LM's tokenizer in .*llm"
+    ):
+        backbones.check_backbones(tmp_path)
 
 
 def test_yes_no_token_mask_marks_exactly_the_yes_no_answers(shipped):
