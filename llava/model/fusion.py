@@ -30,10 +30,10 @@ from transformers.models.llama.modeling_llama import LlamaRMSNorm
 from llava.model.compat import pop_kv_cache
 from llava.model.configuration import RELEASE_VARIANTS, FusionConfigMixin
 from llava.model.families import FAMILIES, Family, publish
-from llava.model.release_fusion import ReleaseFusion, image_rows
+from llava.model.release_fusion import FusionLayer, ReleaseFusion
 
 
-class FusionBranch(nn.Module):
+class FusionBranch(FusionLayer):
     """The term added to the q/k/v projections of one attention layer (all variants).
 
     Args:
@@ -134,49 +134,30 @@ class FusionBranch(nn.Module):
         gate = F.linear(vision, self.gate_vision, self.gate_bias) if self.variant == "gated" else None
         return self._scale(F.linear(vision, self._vision_half()), gate)
 
-    def forward(
-        self,
-        x: torch.Tensor,
-        vision_stream: torch.Tensor | None = None,
-        image_mask: torch.Tensor | None = None,
-    ) -> torch.Tensor:
-        """The split form. x: [B, T, d_h]; vision_stream: [B, T, d_v]; image_mask: [B, T] bool.
-
-        Without `image_mask` every position is text (e.g. decode steps). In training both halves
-        always run (on zero rows when a half is empty), so every fusion parameter is in the graph
-        on every rank, as ZeRO-3 needs when some ranks draw text-only micro-batches.
-        """
-        flat_x = x.reshape(-1, x.shape[-1])  # [B*T, d_h]
-        selected = image_rows(flat_x, vision_stream, image_mask, self._vision_width(), self.training)
+    def _fuse(self, flat_x: torch.Tensor, selected: tuple[torch.Tensor, torch.Tensor] | None) -> torch.Tensor:
+        """The split form. flat_x: [B*T, d_h] -> [B*T, total]; in training both halves always run
+        (on zero rows when a half is empty)."""
         if selected is None:
-            return self.text_term(flat_x).reshape(*x.shape[:-1], -1)
+            return self.text_term(flat_x)
         rows, image_vision = selected
-        is_text = torch.ones(flat_x.shape[0], dtype=torch.bool, device=x.device)
+        is_text = torch.ones(flat_x.shape[0], dtype=torch.bool, device=flat_x.device)
         is_text[rows] = False
         text_rows = is_text.nonzero().squeeze(1)
         out = flat_x.new_zeros(flat_x.shape[0], sum(self.split_sizes))  # [B*T, total]
         out = out.index_copy(0, text_rows, self.text_term(flat_x.index_select(0, text_rows)))
-        out = out.index_copy(0, rows, self.vision_term(image_vision.to(flat_x.dtype)))
-        return out.reshape(*x.shape[:-1], -1)
+        return out.index_copy(0, rows, self.vision_term(image_vision.to(flat_x.dtype)))
 
     def _vision_width(self) -> int:
         return self.mlp_in_weight.shape[1] if self.variant == "mlp" else self.text_to_vision.shape[0]
 
-    def reference_forward(
-        self,
-        x: torch.Tensor,
-        vision_stream: torch.Tensor | None = None,
-        image_mask: torch.Tensor | None = None,
+    def _reference(
+        self, x: torch.Tensor, vision_stream: torch.Tensor, image_mask: torch.Tensor
     ) -> torch.Tensor:
-        """The literal formulas of docs/model.md ("The fusion term") over the full sequence (tests only).
+        """The literal formulas of docs/model.md ("The fusion term") over the full sequence.
 
         concat: W_concat . concat(m_text * W_t2v x, V_pad); add: W (m_text * W_t2v x + V_pad);
         gated: the concat term times sigmoid(G . concat(...)); mlp: MLP(V_pad).
         """
-        batch, length, _ = x.shape
-        if image_mask is None:
-            image_mask = torch.zeros(batch, length, dtype=torch.bool, device=x.device)
-            vision_stream = x.new_zeros(batch, length, self._vision_width())
         text_mask = (~image_mask).unsqueeze(-1).to(x.dtype)  # m_text: [B, T, 1]
         v_pad = self._prepare_vision(vision_stream) * image_mask.unsqueeze(-1).to(x.dtype)  # [B, T, d_v]
         if self.variant == "mlp":

@@ -56,6 +56,44 @@ def image_rows(
     return None
 
 
+class FusionLayer(nn.Module):
+    """What `self_attn.fusion` is: the term added to the q/k/v targets of one attention layer,
+    `split_sizes` columns per target. A layer gives `_vision_width`, `_fuse` (the term from the
+    flattened positions) and `_reference` (its literal formulas)."""
+
+    targets: list[str]
+    split_sizes: list[int]
+
+    def forward(
+        self,
+        x: torch.Tensor,
+        vision_stream: torch.Tensor | None = None,
+        image_mask: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """x: [B, T, d_h]; vision_stream: [B, T, d_v]; image_mask: [B, T] bool -> [B, T, total].
+
+        Without `image_mask` every position is text (e.g. decode steps). In training the vision
+        half always runs (on zero rows when there is no image), so every fusion parameter is in
+        the graph on every rank, as ZeRO-3 needs when some ranks draw text-only micro-batches.
+        """
+        flat_x = x.reshape(-1, x.shape[-1])  # [B*T, d_h]
+        selected = image_rows(flat_x, vision_stream, image_mask, self._vision_width(), self.training)
+        return self._fuse(flat_x, selected).reshape(*x.shape[:-1], -1)
+
+    def reference_forward(
+        self,
+        x: torch.Tensor,
+        vision_stream: torch.Tensor | None = None,
+        image_mask: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """The layer's literal formulas over the full padded stream (tests only)."""
+        if image_mask is None:
+            batch, length, _ = x.shape
+            image_mask = torch.zeros(batch, length, dtype=torch.bool, device=x.device)
+            vision_stream = x.new_zeros(batch, length, self._vision_width())
+        return self._reference(x, vision_stream, image_mask)
+
+
 class ReleaseLinear(nn.Linear):
     """An `nn.Linear` that keeps PyTorch's default initialisation under transformers' init pass."""
 
@@ -115,7 +153,7 @@ class ReleaseStableTarget(nn.Module):
         return self.alpha * (self.vision_norm(vision) @ self.vision_down)
 
 
-class ReleaseFusion(nn.Module):
+class ReleaseFusion(FusionLayer):
     """The release's layer for every target of one attention layer; the interface of
     `llava.model.fusion.FusionBranch` (`targets`, `split_sizes`, `forward`)."""
 
@@ -133,20 +171,8 @@ class ReleaseFusion(nn.Module):
             branches = {t: ReleaseStableTarget(d_h, d_v, out_features[t], alpha) for t in self.targets}
         self.branches = nn.ModuleDict(branches)
 
-    def forward(
-        self,
-        x: torch.Tensor,
-        vision_stream: torch.Tensor | None = None,
-        image_mask: torch.Tensor | None = None,
-    ) -> torch.Tensor:
-        """x: [B, T, d_h]; vision_stream: [B, T, d_v]; image_mask: [B, T] bool -> [B, T, total].
-
-        Without `image_mask` every position is text (the vision stream is zero there). In
-        training the vision half always runs (on zero rows when there is no image), so every
-        parameter is in the graph on every rank, as ZeRO-3 needs.
-        """
-        flat_x = x.reshape(-1, x.shape[-1])  # [B*T, d_h]
-        selected = image_rows(flat_x, vision_stream, image_mask, self._vision_width(), self.training)
+    def _fuse(self, flat_x: torch.Tensor, selected: tuple[torch.Tensor, torch.Tensor] | None) -> torch.Tensor:
+        # flat_x: [B*T, d_h] -> [B*T, total]
         rows, vision = selected if selected is not None else (None, None)
         terms = []
         for target in self.targets:
@@ -159,23 +185,16 @@ class ReleaseFusion(nn.Module):
                 else:  # the vision half adds to the unmasked text half
                     term = term.index_add(0, rows, image_term)
             terms.append(term)
-        return torch.cat(terms, dim=-1).reshape(*x.shape[:-1], -1)
+        return torch.cat(terms, dim=-1)
 
     def _vision_width(self) -> int:
         branch = next(iter(self.branches.values()))
         return branch.projection_1.in_features if self.variant == "release_mlp" else branch.up_A.shape[1]
 
-    def reference_forward(
-        self,
-        x: torch.Tensor,
-        vision_stream: torch.Tensor | None = None,
-        image_mask: torch.Tensor | None = None,
+    def _reference(
+        self, x: torch.Tensor, vision_stream: torch.Tensor, image_mask: torch.Tensor
     ) -> torch.Tensor:
-        """The release's formulas over the full padded stream (tests only)."""
-        batch, length, _ = x.shape
-        if image_mask is None:
-            image_mask = torch.zeros(batch, length, dtype=torch.bool, device=x.device)
-            vision_stream = x.new_zeros(batch, length, self._vision_width())
+        """The release's formulas over the full padded stream."""
         v_pad = vision_stream * image_mask.unsqueeze(-1).to(x.dtype)  # [B, T, d_v]
         terms = []
         for target in self.targets:
