@@ -12,7 +12,10 @@ the runner's answers and for existing txt files alike).
 from __future__ import annotations
 
 import argparse
+import functools
+import itertools
 import logging
+import math
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -42,6 +45,10 @@ MME_COGNITION: tuple[str, ...] = (
 SHORT_ANSWER_SUFFIX = "Answer the question using a single word or phrase."
 YES_NO_SUFFIX = "Please answer yes or no."
 QUESTIONS_PER_IMAGE = 2
+
+
+# A model answering every question by a fair coin: acc 0.5, acc+ (both right) 0.25, score 75 of 200.
+GUESSING = {"acc": 0.5, "acc_plus": 0.25, "score": 75.0}
 
 
 @dataclass(frozen=True)
@@ -116,6 +123,33 @@ def score_subtask(records: Sequence[MMERecord], require_pairs: bool = True) -> S
     acc = sum(sum(hits) for hits in by_image.values()) / len(records)
     acc_plus = sum(all(hits) for hits in paired) / len(paired)
     return SubtaskScore(acc, acc_plus)
+
+
+def guessing_p_value(score: float, images: int) -> float:
+    """One-sided p-value of a subtask score against guessing: the probability that a
+    model answering each of the `images` x 2 questions by a fair coin scores `score` or more.
+
+    Exact: per image, 0 / 1 / 2 right answers (odds 1/4, 1/2, 1/4) add 0 / 1 / 4 units of
+    100 / (2 x images) to the score (each right answer 1 unit of acc, both right 2 more of acc+).
+    """
+    if images < 1:
+        raise ValueError(f"images must be >= 1, got {images}")
+    observed = max(0, math.ceil(score * 2 * images / 100 - 1e-9))
+    tails = _guessed_tails(images)
+    return min(1.0, tails[observed]) if observed < len(tails) else 0.0
+
+
+@functools.lru_cache(maxsize=16)
+def _guessed_tails(images: int) -> tuple[float, ...]:
+    """P(a guessed subtask's score >= u units) for every u (see `guessing_p_value`)."""
+    dist = [1.0]
+    for _ in range(images):
+        grown = [0.0] * (len(dist) + 4)
+        for units, p in enumerate(dist):
+            for step, q in ((0, 0.25), (1, 0.5), (4, 0.25)):
+                grown[units + step] += p * q
+        dist = grown
+    return tuple(itertools.accumulate(reversed(dist)))[::-1]
 
 
 def check_categories(

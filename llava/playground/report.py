@@ -12,6 +12,7 @@ from transformers import AutoConfig, AutoModel, AutoModelForCausalLM, AutoTokeni
 
 from llava.constants import IMAGE_TOKEN_INDEX
 from llava.data.records import build_conversation, load_records
+from llava.eval import eval_mme
 from llava.eval.report import Row, draw_figure3, render_markdown_table
 from llava.eval.scoring_io import read_jsonl
 from llava.mm_utils import tokenize_conversation
@@ -20,7 +21,7 @@ from llava.playground.datasets import PlaygroundData, read_sizes
 from llava.playground.tokenizer import CONV_TEMPLATE
 
 PANELS = (("perception", tasks.PERCEPTION_CATEGORIES), ("cognition", tasks.COGNITION_CATEGORIES))
-CHANCE = tasks.YES_NO_CHANCE
+CHANCE = eval_mme.GUESSING
 
 
 def n_parameters(auto_class, config) -> int:
@@ -61,7 +62,7 @@ def _fmt(values: list[float], digits: int = 1) -> str:
 def _mme_cell(row: dict, category: str, images: int) -> str:
     """score (acc / acc+), margin over chance, and the largest p-value over seeds."""
     score = row["score", category]
-    worst = max(tasks.yes_no_p_value(s, images) for s in score)
+    worst = max(eval_mme.guessing_p_value(s, images) for s in score)
     p = "p < 1e-9" if worst < 1e-9 else f"p {worst:.3f}" if worst >= 1e-3 else f"p {worst:.0e}"
     acc, plus = (_fmt(row[kind, category], 0) for kind in ("acc", "acc_plus"))
     return f"{_fmt(score)} ({acc} / {plus}), {_fmt([s - CHANCE['score'] for s in score])}, {p}"

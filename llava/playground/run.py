@@ -24,14 +24,13 @@ from pathlib import Path
 from typing import Any
 
 from tqdm.auto import tqdm
-from transformers import AutoTokenizer
 
 from llava.playground import backbones as playground_backbones
 from llava.playground.datasets import PlaygroundData, build_data
 from llava.playground.presets import PIPELINES, Budget, Pipeline, Preset, TrainStage
 from llava.playground.stages import run_stage
 from llava.playground.tasks import COGNITION_CATEGORIES, PERCEPTION_CATEGORIES
-from llava.playground.tokenizer import CONV_TEMPLATE, scene_word_ids
+from llava.playground.tokenizer import CONV_TEMPLATE
 
 logger = logging.getLogger(__name__)
 
@@ -209,20 +208,6 @@ def evaluate(
     return run_stage(eval_dir, describe, work, to_argv(common))
 
 
-def _check_backbones(backbones_dir: Path) -> tuple[Path, Path]:
-    """`(llm, vision tower)` folders of `backbones_dir`, checked before any stage runs."""
-    llm, vision = (
-        playground_backbones.llm_path(backbones_dir),
-        playground_backbones.vision_tower_path(backbones_dir),
-    )
-    for path in (llm, vision):
-        if not (path / "config.json").is_file():
-            raise FileNotFoundError(f"backbone checkpoint missing: {path} (rebuild with --rebuild-backbones)")
-    tokenizer = AutoTokenizer.from_pretrained(llm)
-    scene_word_ids(tokenizer, f"the chat LM's tokenizer in {llm} (rebuild with --rebuild-backbones)")
-    return llm, vision
-
-
 def run(
     preset: Preset, output_dir: Path, backbones_dir: Path | None = None, rebuild_backbones: bool = False
 ) -> dict:
@@ -234,7 +219,9 @@ def run(
     if rebuild_backbones:
         backbones_dir = output_dir / "backbones"
         playground_backbones.build_backbones(backbones_dir, seed=0)
-    llm, vision = _check_backbones(Path(backbones_dir or playground_backbones.SHIPPED_BACKBONES))
+    llm, vision = playground_backbones.check_backbones(
+        backbones_dir or playground_backbones.SHIPPED_BACKBONES
+    )
 
     jobs = [(name, seed) for name in preset.pipelines for seed in preset.seeds]
     progress = tqdm(total=1 + 2 * len(jobs), desc=f"playground {preset.name}", unit="stage")

@@ -10,9 +10,7 @@ needs two groups of different sizes).
 from __future__ import annotations
 
 import dataclasses
-import functools
 import itertools
-import math
 import random
 from collections.abc import Mapping
 
@@ -26,9 +24,6 @@ YES_NO_SUFFIX = " Please answer yes or no."
 SHORT_ANSWER_SUFFIX = "\nAnswer the question using a single word or phrase."
 YES, NO = "Yes", "No"
 
-# MME's scoring of guessed yes/no pairs: acc 0.5, acc+ (both right) 0.25, score 75 of 200.
-YES_NO_CHANCE = {"acc": 0.5, "acc_plus": 0.25, "score": 75.0}
-
 _MAX_ADDEND = 5
 _OPPOSITE = {"left": "right", "right": "left", "above": "below", "below": "above"}
 _PHRASES = {"left": "to the left of", "right": "to the right of", "above": "above", "below": "below"}
@@ -41,33 +36,6 @@ def short_answer_chance(digits: tuple[int, ...] = DIGITS) -> dict[str, float]:
     binary = {c: 1 / 2 for c in ("existence", "comparison", "spatial_relation")}
     digit = {c: 1 / len(digits) for c in ("OCR", "numerical_calculation")}  # one sum per digit and k
     return {**binary, "count": 1 / 4, "color": 1 / len(COLORS), "position": 1 / len(CELLS), **digit}
-
-
-def yes_no_p_value(score: float, images: int) -> float:
-    """One-sided p-value of an MME-style category score against guessing: the probability that a
-    model answering each of the `images` x 2 questions by a fair coin scores `score` or more.
-
-    Exact: per image, 0 / 1 / 2 right answers (odds 1/4, 1/2, 1/4) add 0 / 1 / 4 units of
-    100 / (2 x images) to the score (each right answer 1 unit of acc, both right 2 more of acc+).
-    """
-    if images < 1:
-        raise ValueError(f"images must be >= 1, got {images}")
-    observed = max(0, math.ceil(score * 2 * images / 100 - 1e-9))
-    tails = _guessed_tails(images)
-    return min(1.0, tails[observed]) if observed < len(tails) else 0.0
-
-
-@functools.lru_cache(maxsize=16)
-def _guessed_tails(images: int) -> tuple[float, ...]:
-    """P(a guessed category's score >= u units) for every u (see `yes_no_p_value`)."""
-    dist = [1.0]
-    for _ in range(images):
-        grown = [0.0] * (len(dist) + 4)
-        for units, p in enumerate(dist):
-            for step, q in ((0, 0.25), (1, 0.5), (4, 0.25)):
-                grown[units + step] += p * q
-        dist = grown
-    return tuple(itertools.accumulate(reversed(dist)))[::-1]
 
 
 @dataclasses.dataclass(frozen=True)

@@ -1,5 +1,6 @@
-"""MME: yes/no parsing, acc + acc+ per subtask, ground-truth lookup, txt round trip."""
+"""MME: yes/no parsing, acc + acc+ per subtask, ground-truth lookup, txt round trip, guessing."""
 
+import itertools
 import json
 
 import pytest
@@ -7,6 +8,7 @@ import pytest
 from llava.eval.eval_mme import (
     MMERecord,
     convert_answers,
+    guessing_p_value,
     load_ground_truth,
     main,
     parse_yes_no,
@@ -218,3 +220,22 @@ def test_a_duplicated_answer_does_not_hide_a_missing_one(tmp_path, mme_dir, writ
         CoverageError, match=r"1 missing .*Is there a dog.*; 1 answered more than once .*Is there a cat.* x2"
     ):
         _existence_only(tmp_path, mme_dir, write_jsonl, answers, "--allow-missing")
+
+
+def test_guessing_p_value_is_exact_against_enumerated_coin_flips():
+    images = 3
+    scores = []
+    for outcome in itertools.product((0, 1), repeat=2 * images):  # 1 = a right answer
+        pairs = [outcome[2 * i : 2 * i + 2] for i in range(images)]
+        acc = sum(outcome) / (2 * images)
+        acc_plus = sum(all(p) for p in pairs) / images
+        scores.append(100 * (acc + acc_plus))
+    for threshold in sorted(set(scores)):
+        expected = sum(s >= threshold - 1e-9 for s in scores) / len(scores)
+        assert guessing_p_value(threshold, images) == pytest.approx(expected)
+    assert guessing_p_value(0.0, 50) == pytest.approx(1.0)
+    assert guessing_p_value(200.0, 200) == pytest.approx(0.25**200)
+    # more images make the same margin over chance (75) much less likely by guessing
+    assert guessing_p_value(95.0, 200) < 1e-3 < 0.01 < guessing_p_value(95.0, 50)
+    with pytest.raises(ValueError, match="images"):
+        guessing_p_value(90.0, 0)

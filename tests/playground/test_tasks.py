@@ -1,6 +1,5 @@
 """Question generators: ground truth on hand-checked scenes, yes/no balance, askability."""
 
-import itertools
 import random
 from collections import Counter
 
@@ -19,7 +18,6 @@ from llava.playground.tasks import (
     sample_questions,
     short_answer_chance,
     short_question,
-    yes_no_p_value,
     yes_no_pair,
 )
 
@@ -149,25 +147,6 @@ def test_unaskable_category_raises():
         yes_no_pair(scene, "comparison", random.Random(0))
     with pytest.raises(ValueError, match="unknown category"):
         can_ask(scene, "celebrity")
-
-
-def test_yes_no_p_value_is_exact_against_enumerated_coin_flips():
-    images = 3
-    scores = []
-    for outcome in itertools.product((0, 1), repeat=2 * images):  # 1 = a right answer
-        pairs = [outcome[2 * i : 2 * i + 2] for i in range(images)]
-        acc = sum(outcome) / (2 * images)
-        acc_plus = sum(all(p) for p in pairs) / images
-        scores.append(100 * (acc + acc_plus))
-    for threshold in sorted(set(scores)):
-        expected = sum(s >= threshold - 1e-9 for s in scores) / len(scores)
-        assert yes_no_p_value(threshold, images) == pytest.approx(expected)
-    assert yes_no_p_value(0.0, 50) == pytest.approx(1.0)
-    assert yes_no_p_value(200.0, 200) == pytest.approx(0.25**200)
-    # more images make the same margin over chance (75) much less likely by guessing
-    assert yes_no_p_value(95.0, 200) < 1e-3 < 0.01 < yes_no_p_value(95.0, 50)
-    with pytest.raises(ValueError, match="images"):
-        yes_no_p_value(90.0, 0)
 
 
 def test_ocr_negatives_and_chance_follow_the_digits_scenes_hold():
