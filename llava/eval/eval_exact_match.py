@@ -13,12 +13,11 @@ from typing import Any
 from llava.eval.run_record import check_question_file
 from llava.eval.scoring_io import (
     Coverage,
-    add_coverage_argument,
+    add_results_arguments,
     field,
     index_answers,
-    print_coverage,
     read_jsonl,
-    write_results_json,
+    report_scores,
 )
 
 logger = logging.getLogger(__name__)
@@ -90,8 +89,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--question-file", required=True, help="jsonl with question_id and answer")
     parser.add_argument("--result-file", required=True, help="answers jsonl of the runner")
     parser.add_argument("--benchmark", default="exact_match", help="name stored in --results-json")
-    parser.add_argument("--results-json", default=None, help="headline numbers for llava.eval.report")
-    add_coverage_argument(parser)
+    add_results_arguments(parser)
     return parser
 
 
@@ -106,14 +104,7 @@ def main(argv: Sequence[str] | None = None) -> ExactMatchScores:
     for name, value in scores.categories.items():
         print(f"{name}: {value:.2f}%")
     print(f"Samples: {scores.count}, Accuracy: {scores.accuracy:.2f}%")
-    print_coverage(coverage)
-    write_results_json(
-        args.results_json,
-        args.benchmark,
-        scores.accuracy,
-        categories=scores.categories,
-        coverage=coverage.as_dict(),
-    )
+    report_scores(args.results_json, args.benchmark, scores.accuracy, coverage, categories=scores.categories)
     return scores
 
 

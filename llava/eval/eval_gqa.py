@@ -18,12 +18,11 @@ from typing import Any
 
 from llava.eval.scoring_io import (
     Coverage,
-    add_coverage_argument,
+    add_results_arguments,
     check_coverage,
     field,
-    print_coverage,
     read_json,
-    write_results_json,
+    report_scores,
 )
 
 logger = logging.getLogger(__name__)
@@ -86,8 +85,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--tier", default="testdev_balanced")
     parser.add_argument("--questions", default="{tier}_questions.json", help="'{tier}' is filled in")
     parser.add_argument("--predictions", default="{tier}_predictions.json", help="'{tier}' is filled in")
-    parser.add_argument("--results-json", default=None, help="headline numbers for llava.eval.report")
-    add_coverage_argument(parser)
+    add_results_arguments(parser)
     return parser
 
 
@@ -102,16 +100,8 @@ def main(argv: Sequence[str] | None = None) -> GQAScores:
     for title, value in (("Binary", scores.binary), ("Open", scores.open), ("Accuracy", scores.accuracy)):
         if value is not None:
             print(f"{title}: {value:.2f}%")
-    print_coverage(coverage)
-    write_results_json(
-        args.results_json,
-        "gqa",
-        scores.accuracy,
-        binary=scores.binary,
-        open=scores.open,
-        count=scores.count,
-        coverage=coverage.as_dict(),
-    )
+    details = {"binary": scores.binary, "open": scores.open, "count": scores.count}
+    report_scores(args.results_json, "gqa", scores.accuracy, coverage, **details)
     return scores
 
 

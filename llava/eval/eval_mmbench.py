@@ -26,12 +26,11 @@ from typing import Any
 from llava.eval.run_record import MMBENCH_RUNNER, check_question_file
 from llava.eval.scoring_io import (
     Coverage,
-    add_coverage_argument,
+    add_results_arguments,
     field,
     index_answers,
-    print_coverage,
     read_jsonl,
-    write_results_json,
+    report_scores,
 )
 
 logger = logging.getLogger(__name__)
@@ -250,8 +249,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--annotation-file", required=True, help="dev TSV with the 'answer' column")
     parser.add_argument("--result-file", required=True, help="answers jsonl of the runner")
     parser.add_argument("--benchmark", default="mmbench", choices=("mmbench", "mmbench_cn"))
-    parser.add_argument("--results-json", default=None, help="headline numbers for llava.eval.report")
-    add_coverage_argument(parser)
+    add_results_arguments(parser)
     return parser
 
 
@@ -269,13 +267,8 @@ def main(argv: Sequence[str] | None = None) -> MMBenchScores:
         f"Questions: {scores.num_questions}, Circular accuracy: {scores.circular:.2f}%, "
         f"Vanilla accuracy: {scores.vanilla:.2f}%"
     )
-    print_coverage(scores.coverage)
-    details: dict[str, Any] = {
-        "vanilla": scores.vanilla,
-        "categories": scores.categories,
-        "coverage": scores.coverage.as_dict(),
-    }
-    write_results_json(args.results_json, args.benchmark, scores.circular, **details)
+    details = {"vanilla": scores.vanilla, "categories": scores.categories}
+    report_scores(args.results_json, args.benchmark, scores.circular, scores.coverage, **details)
     return scores
 
 

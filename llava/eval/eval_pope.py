@@ -20,12 +20,11 @@ from typing import Any
 from llava.eval.run_record import LOADER_RUNNER, check_question_file
 from llava.eval.scoring_io import (
     Coverage,
-    add_coverage_argument,
+    add_results_arguments,
     field,
     index_answers,
-    print_coverage,
     read_jsonl,
-    write_results_json,
+    report_scores,
 )
 
 logger = logging.getLogger(__name__)
@@ -210,8 +209,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--annotation-dir", required=True, help="folder with coco_pope_<category>.json")
     parser.add_argument("--question-file", required=True, help="llava_pope_test.jsonl")
     parser.add_argument("--result-file", required=True, help="answers jsonl of the runner")
-    parser.add_argument("--results-json", default=None, help="headline numbers for llava.eval.report")
-    add_coverage_argument(parser)
+    add_results_arguments(parser)
     return parser
 
 
@@ -233,15 +231,9 @@ def main(argv: Sequence[str] | None = None) -> dict[str, PopeScores]:
     print(f"Mean F1 over {len(results)} categories: {mean_f1:.2f}")
     if skipped:
         print(f"INCOMPLETE: categories without answers, left out of the mean: {', '.join(skipped)}")
-    print_coverage(coverage)
     categories = {name: scores.as_dict() for name, scores in results.items()}
-    write_results_json(
-        args.results_json,
-        "pope",
-        mean_f1,
-        categories=categories,
-        skipped_categories=skipped,
-        coverage=coverage.as_dict(),
+    report_scores(
+        args.results_json, "pope", mean_f1, coverage, categories=categories, skipped_categories=skipped
     )
     return results
 

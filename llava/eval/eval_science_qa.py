@@ -21,13 +21,12 @@ from typing import Any
 from llava.eval.run_record import SCIENCE_RUNNER, check_question_file
 from llava.eval.scoring_io import (
     Coverage,
-    add_coverage_argument,
+    add_results_arguments,
     index_answers,
-    print_coverage,
     read_json,
     read_jsonl,
+    report_scores,
     write_json,
-    write_results_json,
 )
 from llava.eval.scoring_io import field as require_field
 
@@ -137,8 +136,7 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         help="llava_test_CQM-A.json: refuse answers made from another question file (their run record)",
     )
-    parser.add_argument("--results-json", default=None, help="headline numbers for llava.eval.report")
-    add_coverage_argument(parser)
+    add_results_arguments(parser)
     return parser
 
 
@@ -155,7 +153,6 @@ def main(argv: Sequence[str] | None = None) -> ScienceQAResult:
         f"Total: {result.total}, Correct: {len(result.correct)}, Accuracy: {result.accuracy:.2f}%, "
         f"IMG-Accuracy: {result.img_accuracy:.2f}%"
     )
-    print_coverage(coverage)
     if args.output_file:
         write_json(args.output_file, {"correct": result.correct, "incorrect": result.incorrect}, indent=2)
     if args.output_result:
@@ -167,14 +164,8 @@ def main(argv: Sequence[str] | None = None) -> ScienceQAResult:
             "outputs": result.outputs,
         }
         write_json(args.output_result, summary, indent=2)
-    write_results_json(
-        args.results_json,
-        "sqa",
-        result.img_accuracy,
-        accuracy=result.accuracy,
-        total=result.total,
-        coverage=coverage.as_dict(),
-    )
+    details = {"accuracy": result.accuracy, "total": result.total}
+    report_scores(args.results_json, "sqa", result.img_accuracy, coverage, **details)
     return result
 
 

@@ -18,13 +18,12 @@ from llava.eval.answer_processor import vqa_accuracy
 from llava.eval.run_record import LOADER_RUNNER, check_question_file
 from llava.eval.scoring_io import (
     Coverage,
-    add_coverage_argument,
+    add_results_arguments,
     check_coverage,
     field,
-    print_coverage,
     read_json,
     read_jsonl,
-    write_results_json,
+    report_scores,
 )
 
 logger = logging.getLogger(__name__)
@@ -93,8 +92,7 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         help="llava_textvqa_val_v051_ocr.jsonl: refuse answers made from another question file",
     )
-    parser.add_argument("--results-json", default=None, help="headline numbers for llava.eval.report")
-    add_coverage_argument(parser)
+    add_results_arguments(parser)
     return parser
 
 
@@ -107,10 +105,7 @@ def main(argv: Sequence[str] | None = None) -> float:
     accuracy, coverage = score_textvqa(results, gt, expected, args.result_file, args.allow_missing)
     print(Path(args.result_file).stem)
     print(f"Samples: {len(results)}\nAccuracy: {accuracy:.2f}%")
-    print_coverage(coverage)
-    write_results_json(
-        args.results_json, "textvqa", accuracy, samples=len(results), coverage=coverage.as_dict()
-    )
+    report_scores(args.results_json, "textvqa", accuracy, coverage, samples=len(results))
     return accuracy
 
 

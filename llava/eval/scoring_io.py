@@ -218,6 +218,20 @@ def print_coverage(coverage: Coverage) -> None:
         print(f"INCOMPLETE: {coverage.describe()}")
 
 
+def add_results_arguments(parser: argparse.ArgumentParser) -> None:
+    """A scorer's `--results-json` and `--allow-missing`."""
+    parser.add_argument("--results-json", default=None, help="headline numbers for llava.eval.report")
+    add_coverage_argument(parser)
+
+
+def report_scores(
+    path: PathLike | None, benchmark: str, score: float | None, coverage: Coverage, **details: Any
+) -> None:
+    """Print the coverage line and write the results JSON: `details`, then the coverage counts."""
+    print_coverage(coverage)
+    write_results_json(path, benchmark, score, **details, coverage=coverage.as_dict())
+
+
 # ----------------------------------------------------------------------------------------------
 # Appending to a JSONL file that a killed process may have left half-written
 # ----------------------------------------------------------------------------------------------
