@@ -62,8 +62,8 @@ def test_samples_text_only_multi_image_and_collation(tmp_path, tokenizer, image_
     assert batch["skipped_samples"] == []
 
 
-def _validate(path, folder, tiny_checkpoints, max_length=256) -> list[str]:
-    """The validator's command line, run as a user runs it; its findings as printed lines."""
+def _validator_argv(path, folder, tiny_checkpoints, max_length=256) -> list[str]:
+    """The validator's command line (`python -m llava.data.validate` flags) for a dataset."""
     return [
         "--data_path",
         path,
@@ -91,7 +91,7 @@ def test_an_over_length_sample_is_treated_alike_by_validator_and_dataset(
     the validator and under --strict_data, otherwise skipped and counted."""
     records = [image_record(0, "red", "a.png"), _long_record(1), text_record(2)]
     path, folder = write_dataset(tmp_path, records, {"a.png": "red"})
-    status, out = validator(_validate(path, folder, tiny_checkpoints, max_length=100))
+    status, out = validator(_validator_argv(path, folder, tiny_checkpoints, max_length=100))
     assert status == 1
     assert "record 1 (id 'img-1'): too_long:" in out and "> model_max_length 100" in out
     assert "3 records, 1 with problems" in out
@@ -203,20 +203,7 @@ def test_validator_lists_problems_by_index(tmp_path, tokenizer, tiny_checkpoints
     records.append(image_record(8, "red", "0.png"))
     records[8]["conversations"][0]["value"] = "Describe the picture in detail. " * 30 + "<image>"
     Path(path).write_text(json.dumps(records))
-    status, out = validator(
-        [
-            "--data_path",
-            path,
-            "--image_folder",
-            folder,
-            "--tokenizer",
-            tiny_checkpoints[0],
-            "--model_max_length",
-            "128",
-            "--num_image_tokens",
-            "16",
-        ]
-    )
+    status, out = validator(_validator_argv(path, folder, tiny_checkpoints, max_length=128))
     assert status == 1
     assert "record 1 (id 'img-1'): missing_image" in out
     assert "record 2 (id 'img-2'): unreadable_image" in out and "truncated.png" in out
