@@ -47,14 +47,6 @@ class FusionCausalLMMixin(FusionInitMixin, MultimodalGenerationMixin):
     and the vision features are injected into the q/k/v projections of the fusion layers."""
 
     _uses_vision_stream = True
-    # The tower's weights come from their own checkpoint (see llava.model.builder).
-    _keys_to_ignore_on_load_missing = [r"^model\.vision_tower\."]
-    decoder_cls: type  # the family's generated Fusion<Family>Model, set by the registry
-
-    def __init__(self, config):
-        super().__init__(config)
-        self.model = self.decoder_cls(config)
-        self.post_init()
 
     def _image_position_embeds(self, features: torch.Tensor) -> None:
         return None  # H_0 = 0 at image positions

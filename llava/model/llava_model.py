@@ -26,15 +26,6 @@ class LlavaModelMixin:
 class LlavaCausalLMMixin(MultimodalGenerationMixin):
     """LLaVA-1.5 (Liu et al., 2023): projector outputs at the image positions."""
 
-    # The tower's weights come from their own checkpoint (see llava.model.builder).
-    _keys_to_ignore_on_load_missing = [r"^model\.vision_tower\."]
-    decoder_cls: type  # the family's generated Llava<Family>Model, set by the registry
-
-    def __init__(self, config):
-        super().__init__(config)
-        self.model = self.decoder_cls(config)
-        self.post_init()
-
     def _image_position_embeds(self, features: torch.Tensor) -> torch.Tensor:
         projector = self.model.mm_projector
         return projector(features.to(self.dtype))  # [N, P, d_v] -> [N, P, d_h]

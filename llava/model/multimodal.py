@@ -218,13 +218,22 @@ def stack_images(images) -> torch.Tensor | None:
 
 
 class MultimodalGenerationMixin:
-    """Image-aware `forward` preparation and `generate`, shared by the two causal LMs.
+    """What the two causal LMs share: their decoder (`decoder_cls`), image-aware `forward`
+    preparation and `generate`.
 
     Subclasses define `_image_position_embeds(features)` (what fills image positions) and
     `_uses_vision_stream` (whether the features also travel as `vision_stream`).
     """
 
     _uses_vision_stream = False
+    # The tower's weights come from their own checkpoint (see llava.model.builder).
+    _keys_to_ignore_on_load_missing = [r"^model\.vision_tower\."]
+    decoder_cls: type  # the family's generated Llava<Family>Model / Fusion<Family>Model, set by the registry
+
+    def __init__(self, config):
+        super().__init__(config)
+        self.model = self.decoder_cls(config)
+        self.post_init()
 
     def get_vision_tower(self):
         return self.model.vision_tower
