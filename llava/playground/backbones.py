@@ -20,7 +20,7 @@ import os
 from pathlib import Path
 
 import torch
-from transformers import AutoModelForCausalLM, AutoTokenizer, CLIPImageProcessor, CLIPVisionModel
+from transformers import AutoTokenizer
 
 from llava.playground import chat_lm, clip
 from llava.playground.chat_lm import DEFAULT_LM_PHASES, LMPhase, yes_no_phase
@@ -116,12 +116,11 @@ def build_backbones(
     output_dir: str | os.PathLike,
     seed: int = 0,
     preset: str | BackbonePreset = "default",
-    eval_every: int = 0,
 ) -> dict:
     """Pre-train both backbones into `output_dir/{vision,llm}` and return their stage records
     (also written to `output_dir/metrics.json`). A stage finished with the same settings is
     skipped, one finished with other settings refused, an interrupted one run again from
-    scratch. `eval_every` > 0 logs the chat LM's ceiling every that many steps."""
+    scratch."""
     if isinstance(preset, str):
         if preset not in PRESETS:
             raise ValueError(f"unknown backbone preset {preset!r}; expected one of {sorted(PRESETS)}")
@@ -145,9 +144,10 @@ def build_backbones(
         torch.manual_seed(seed)
         model = chat_lm.build_lm(preset, tokenizer)
         logger.info("chat LM: %.2fM parameters", _millions(model))
-        chat_lm.train_lm(model, tokenizer, preset, seed, eval_every=eval_every)
+        chat_lm.train_lm(model, tokenizer, preset, seed)
         ceiling = chat_lm.evaluate_lm(model, tokenizer, preset.lm_eval_per_category, seed)
-        chat_lm.log_ceiling("final", ceiling)
+        for category, row in ceiling.items():
+            logger.info("LM ceiling %-22s %s", category, {k: round(v, 3) for k, v in row.items()})
         model.save_pretrained(directory)
         tokenizer.save_pretrained(directory)
         return {"ceiling": ceiling, "threads": torch.get_num_threads()}
@@ -179,32 +179,17 @@ def check_backbones(backbones_dir: str | os.PathLike = SHIPPED_BACKBONES) -> tup
     return llm, vision
 
 
-def load_backbones(backbones_dir: str | os.PathLike = SHIPPED_BACKBONES):
-    """`(vision_tower, image_processor, llm, tokenizer)` of `check_backbones(backbones_dir)`,
-    loaded with the standard HF loaders."""
-    llm, vision = check_backbones(backbones_dir)
-    return (
-        CLIPVisionModel.from_pretrained(vision),
-        CLIPImageProcessor.from_pretrained(vision),
-        AutoModelForCausalLM.from_pretrained(llm),
-        AutoTokenizer.from_pretrained(llm),
-    )
-
-
 def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--output-dir", required=True, help="where to write vision/, llm/ and metrics.json")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--preset", default="default", choices=sorted(PRESETS))
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's own)")
-    parser.add_argument(
-        "--eval-every", type=int, default=0, help="log the LM's ceiling every N steps (0: at the end)"
-    )
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     if args.threads is not None:
         torch.set_num_threads(args.threads)
-    return build_backbones(args.output_dir, seed=args.seed, preset=args.preset, eval_every=args.eval_every)
+    return build_backbones(args.output_dir, seed=args.seed, preset=args.preset)
 
 
 if __name__ == "__main__":

@@ -209,23 +209,18 @@ def phase_scheduler(optimizer: torch.optim.Optimizer, phase: LMPhase, warmup_rat
     return get_constant_schedule_with_warmup(optimizer, warmup)
 
 
-def train_lm(
-    model: LlamaForCausalLM, tokenizer, preset: BackbonePreset, seed: int, eval_every: int = 0
-) -> None:
+def train_lm(model: LlamaForCausalLM, tokenizer, preset: BackbonePreset, seed: int) -> None:
     """Chat pre-training, phase after phase of `preset.lm_phases` (one AdamW throughout, each
-    phase with its own schedule from `phase_scheduler`); loss from `lm_loss`. With `eval_every`
-    > 0 the ceiling on 20 held-out scenes per category is logged every `eval_every` steps and at
-    each phase's end."""
+    phase with its own schedule from `phase_scheduler`); loss from `lm_loss`."""
     rng = rng_for(seed, "backbones/lm-train")
     optimizer = torch.optim.AdamW(model.parameters(), lr=0.0, weight_decay=0.0, betas=(0.9, 0.98))
     yes_no_tokens = yes_no_token_mask(tokenizer)
     model.train()
     progress = tqdm(total=sum(phase.steps for phase in preset.lm_phases), desc="chat LM pre-training")
-    step = 0
     for index, phase in enumerate(preset.lm_phases):
         scheduler = phase_scheduler(optimizer, phase, preset.warmup_ratio)
         batches = lm_batches(tokenizer, rng, preset.lm_batch, phase)
-        for phase_step in range(phase.steps):
+        for _ in range(phase.steps):
             input_ids, labels, mask = next(batches)
             logits = model(input_ids=input_ids, attention_mask=mask).logits  # [B, T, V]
             weights = (phase.yes_no_weight, preset.lm_all_token_weight)
@@ -235,20 +230,11 @@ def train_lm(
             torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
             optimizer.step()
             scheduler.step()
-            step += 1
             progress.update()
             progress.set_postfix(
                 phase=index + 1, answer=f"{answer_loss.item():.3f}", all=f"{all_loss.item():.3f}"
             )
-            if eval_every and (step % eval_every == 0 or phase_step == phase.steps - 1):
-                log_ceiling(f"step {step}", evaluate_lm(model, tokenizer, 20, seed))
-                model.train()
     progress.close()
-
-
-def log_ceiling(when: str, ceiling: dict[str, dict[str, float]]) -> None:
-    for category, row in ceiling.items():
-        logger.info("LM ceiling (%s) %-22s %s", when, category, {k: round(v, 3) for k, v in row.items()})
 
 
 @torch.no_grad()

@@ -1,16 +1,8 @@
-"""The playground's comparison, stage by stage, cached and resumable (`llava.playground.stages`).
-
-Every stage runs the project's real entry points, with the flags a 7B user passes (built from a
-pipeline's typed fields by `train_argv`):
-`llava.train.train` for training, `llava.eval.model_vqa_loader` for answers, `llava.eval.eval_mme`
-and `llava.eval.eval_exact_match` for scores.
-
-Layout of `--output-dir`:
-
-    data/                               the synthetic world (llava.playground.datasets)
-    <pipeline>/seed<k>/<stage>/         checkpoints of each training stage
-    <pipeline>/seed<k>/eval/            answers and scores
-    report.md, report.png, results.json
+"""The playground's comparison: the data, each pipeline's training stages and its evaluation,
+each a stage of `llava.playground.stages` (cached, resumable), run through the project's real
+entry points with the flags a 7B user passes (`train_argv`): `llava.train.train`,
+`llava.eval.model_vqa_loader`, `llava.eval.eval_mme` and `llava.eval.eval_exact_match`. The
+output folder's layout is in docs/playground.md.
 """
 
 from __future__ import annotations
@@ -19,7 +11,6 @@ import dataclasses
 import json
 import logging
 import shlex
-import time
 from pathlib import Path
 from typing import Any
 
@@ -28,7 +19,7 @@ from tqdm.auto import tqdm
 from llava.playground import backbones as playground_backbones
 from llava.playground.datasets import PlaygroundData, build_data
 from llava.playground.presets import PIPELINES, Budget, Pipeline, Preset, TrainStage
-from llava.playground.stages import run_stage
+from llava.playground.stages import read_record, run_stage
 from llava.playground.tasks import COGNITION_CATEGORIES, PERCEPTION_CATEGORIES
 from llava.playground.tokenizer import CONV_TEMPLATE
 
@@ -225,13 +216,12 @@ def run(
 
     jobs = [(name, seed) for name in preset.pipelines for seed in preset.seeds]
     progress = tqdm(total=1 + 2 * len(jobs), desc=f"playground {preset.name}", unit="stage")
-    data_start = time.perf_counter()
     data = build_data(output_dir / "data", preset=preset.data, seed=0)
     progress.update()
     results = {
         "preset": preset.name,
         "backbones": str(llm.parent),
-        "data_time_s": time.perf_counter() - data_start,
+        "data_time_s": read_record(data.root)["wall_time_s"],
         "data": str(data.root),
         "runs": [],
     }

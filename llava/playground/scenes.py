@@ -4,11 +4,8 @@ A scene is a 48x48 RGB image split into a 2x2 grid of 24 px cells. One cell hold
 digit (0-9); two or three other cells each hold one coloured shape (3 colours x 3 shapes, every
 colour/shape pair at most once per scene, so "the red circle" always names one object). The
 playground's ViT uses 24 px patches, so every cell is exactly one patch (4 image positions).
-
-Why the world is this small: docs/playground_history.md.
-
 Everything is deterministic given a `random.Random`: the same seed draws the same scenes and
-renders byte-identical PNGs.
+renders byte-identical PNGs. Why the world is this small: docs/playground_history.md.
 """
 
 from __future__ import annotations
@@ -24,11 +21,7 @@ GRID = 2
 CELL_SIZE = IMAGE_SIZE // GRID
 CELLS = ("top left", "top right", "bottom left", "bottom right")
 CELL_WORDS = tuple(cell.replace(" ", "") for cell in CELLS)  # "topleft", ...: scene text only
-COLORS: dict[str, tuple[int, int, int]] = {
-    "red": (220, 40, 40),
-    "green": (30, 170, 60),
-    "blue": (40, 80, 225),
-}
+COLORS = {"red": (220, 40, 40), "green": (30, 170, 60), "blue": (40, 80, 225)}  # RGB fills
 SHAPES = ("circle", "square", "triangle")
 DIGITS = tuple(range(10))  # every digit the world renders (the backbones learn all ten)
 MIN_OBJECTS = 2
@@ -195,8 +188,9 @@ def _digit_font() -> ImageFont.FreeTypeFont | ImageFont.ImageFont:
     return ImageFont.load_default(size=_DIGIT_FONT_SIZE)
 
 
-def _cell_centre(cell: int) -> tuple[int, int]:
-    return (cell % GRID) * CELL_SIZE + CELL_SIZE // 2, (cell // GRID) * CELL_SIZE + CELL_SIZE // 2
+def _cell_centre(cell: int, dx: int, dy: int) -> tuple[int, int]:
+    """The centre of `cell`, moved by `(dx, dy)` pixels."""
+    return (cell % GRID) * CELL_SIZE + CELL_SIZE // 2 + dx, (cell // GRID) * CELL_SIZE + CELL_SIZE // 2 + dy
 
 
 def render_scene(scene: Scene) -> Image.Image:
@@ -204,8 +198,7 @@ def render_scene(scene: Scene) -> Image.Image:
     image = Image.new("RGB", (IMAGE_SIZE, IMAGE_SIZE), BACKGROUND)
     draw = ImageDraw.Draw(image)
     for obj, (dx, dy, half) in zip(scene.objects, scene.jitter, strict=False):
-        cx, cy = _cell_centre(obj.cell)
-        cx, cy = cx + dx, cy + dy
+        cx, cy = _cell_centre(obj.cell, dx, dy)
         box = (cx - half, cy - half, cx + half, cy + half)
         fill = COLORS[obj.color]
         if obj.shape == "circle":
@@ -217,6 +210,11 @@ def render_scene(scene: Scene) -> Image.Image:
         else:
             raise ValueError(f"unknown shape {obj.shape!r}; expected one of {SHAPES}")
     dx, dy, _ = scene.jitter[-1]
-    cx, cy = _cell_centre(scene.digit_cell)
-    draw.text((cx + dx, cy + dy), str(scene.digit), fill=DIGIT_COLOR, font=_digit_font(), anchor="mm")
+    draw.text(
+        _cell_centre(scene.digit_cell, dx, dy),
+        str(scene.digit),
+        fill=DIGIT_COLOR,
+        font=_digit_font(),
+        anchor="mm",
+    )
     return image

@@ -10,7 +10,9 @@ import random
 
 from transformers import PreTrainedTokenizerFast
 
-from llava.conversation import Conversation, get_conv_template
+from llava.conversation import Conversation
+from llava.data.records import build_conversation
+from llava.playground.datasets import scene_conversation
 from llava.playground.scenes import SCENE_WORDS, Scene, sample_scene
 from llava.playground.tasks import CATEGORIES, Question, sample_questions
 from llava.tools.tokenizer import train_tokenizer
@@ -19,14 +21,12 @@ CONV_TEMPLATE = "vicuna_v1"
 
 
 def text_conversation(scene: Scene, questions: list[Question], open_last: bool = False) -> Conversation:
-    """A `vicuna_v1` conversation about `scene` given as text (the first turn starts with
-    `scene.describe()`); with `open_last` the last answer is left open for generation."""
-    conv = get_conv_template(CONV_TEMPLATE)
-    for i, question in enumerate(questions):
-        text = f"{scene.describe()}\n{question.text}" if i == 0 else question.text
-        conv.append_message(conv.roles[0], text)
-        last = i == len(questions) - 1
-        conv.append_message(conv.roles[1], None if (open_last and last) else question.answer)
+    """The `vicuna_v1` conversation of `scene_conversation(scene, questions)` as training builds it
+    (the scene described in words); with `open_last` the last answer is left open for generation."""
+    turns = scene_conversation(scene, questions, with_image=False)
+    conv = build_conversation({"conversations": turns[:-1] if open_last else turns}, CONV_TEMPLATE)
+    if open_last:
+        conv.append_message(conv.roles[1], None)
     return conv
 
 
