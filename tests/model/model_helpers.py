@@ -7,13 +7,18 @@ import torch
 from llava.model import FusionLlamaConfig
 
 
-def randomize_trainables(model: torch.nn.Module, std: float = 0.2, seed: int = 1) -> None:
-    """Give the fusion branch / projector non-trivial weights (their initialisation is zero)."""
+def randomize_parameters(model: torch.nn.Module, parts: tuple[str, ...], std: float, seed: int) -> None:
+    """Seeded normal draws (times `std`) for every parameter whose name holds one of `parts`."""
     generator = torch.Generator().manual_seed(seed)
     with torch.no_grad():
         for name, param in model.named_parameters():
-            if ".fusion." in name or "mm_projector" in name:
+            if any(part in name for part in parts):
                 param.copy_(torch.randn(param.shape, generator=generator) * std)
+
+
+def randomize_trainables(model: torch.nn.Module, std: float = 0.2, seed: int = 1) -> None:
+    """Give the fusion branch / projector non-trivial weights (their initialisation is zero)."""
+    randomize_parameters(model, (".fusion.", "mm_projector"), std, seed)
 
 
 def tiny_fusion_config(**fields) -> FusionLlamaConfig:

@@ -22,7 +22,7 @@ from safetensors.torch import save_file
 from transformers import AutoTokenizer
 
 from llava.constants import DEFAULT_IMAGE_TOKEN
-from llava.eval.runner import DecodingSettings, LoadedModel, open_conversation
+from llava.inference import DecodingSettings, LoadedModel, open_conversation
 from llava.mm_utils import process_images
 from llava.model.builder import build_from_backbones, load_pretrained_model
 from llava.model.llava_formats import LLAVA_MM_PROJECTOR, LLAVA_NON_LORA_TRAINABLES, parse_select_layer
@@ -31,6 +31,7 @@ from llava.model.vision_tower import load_image_processor
 from llava.model.weights import UnsafeWeightsError
 from llava.tools.export_llava_hf import export_llava_hf
 from llava.tools.make_tiny_checkpoints import make_llm, make_vision_tower
+from tests.model.model_helpers import randomize_parameters
 
 PROMPT = DEFAULT_IMAGE_TOKEN + "\nWhat is in the image?"  # one image, placed as the runners place it
 NAME = "llava-v1.5-7b"  # LLaVA's `model_name` argument: logged, never used
@@ -155,11 +156,7 @@ def save_lora_run(writer, folder: Path, tiny, adapter: str = "bin"):
         exclude_modules=r".*\.(vision_tower|mm_projector)\..*",
     )
     peft_model = get_peft_model(writer, lora)
-    generator = torch.Generator().manual_seed(7)
-    with torch.no_grad():
-        for name, param in peft_model.named_parameters():
-            if "lora_B" in name:
-                param.copy_(torch.randn(param.shape, generator=generator) * 0.1)
+    randomize_parameters(peft_model, ("lora_B",), std=0.1, seed=7)
     peft_model.save_pretrained(folder, safe_serialization=adapter == "safetensors")
     adapter_config = json.loads((folder / "adapter_config.json").read_text())
     adapter_config.pop("exclude_modules")  # the PEFT of LLaVA's days had no such field

@@ -14,6 +14,7 @@ from llava.constants import IMAGE_TOKEN_INDEX
 from llava.inference.engine import LoadedModel
 from llava.model import FusionLlamaForCausalLM
 from llava.model.builder import build_from_backbones, load_pretrained_model
+from tests.model.model_helpers import randomize_parameters
 
 PEFT = "base_model.model."
 LORA_MODULES = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
@@ -24,11 +25,7 @@ def _release_model(llm, vision, variant):
     model, _ = build_from_backbones(
         "fusion_llama", llm, vision, fusion_variant=variant, mm_vision_select_layer=[-1]
     )
-    generator = torch.Generator().manual_seed(7)
-    with torch.no_grad():
-        for name, param in model.named_parameters():
-            if ".fusion." in name:
-                param.copy_(torch.randn(param.shape, generator=generator) * 0.3)
+    randomize_parameters(model, (".fusion.",), std=0.3, seed=7)
     return model.eval()
 
 
@@ -37,11 +34,7 @@ def _lora_adapter(llm, folder):
     base = LlamaForCausalLM.from_pretrained(llm)
     config = LoraConfig(r=4, lora_alpha=8, target_modules=LORA_MODULES, layers_to_transform=[1, 2, 3])
     peft_model = get_peft_model(base, config)
-    generator = torch.Generator().manual_seed(11)
-    with torch.no_grad():
-        for name, param in peft_model.named_parameters():
-            if "lora_" in name:
-                param.copy_(torch.randn(param.shape, generator=generator) * 0.1)
+    randomize_parameters(peft_model, ("lora_",), std=0.1, seed=11)
     peft_model.save_pretrained(folder)
     deltas = {}
     for name, module in peft_model.named_modules():
