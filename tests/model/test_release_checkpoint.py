@@ -118,62 +118,66 @@ def test_release_folder_loads_into_its_variant_with_the_writers_logits(
     torch.testing.assert_close(_logits(runner_model, images), _logits(writer, images), rtol=0, atol=1e-5)
 
 
-def test_unknown_fusion_tensors_are_named(tiny_checkpoints, tmp_path):
+def _load_refused(tiny_checkpoints, tmp_path, match: str, error: type[Exception] = ValueError) -> None:
+    """Loading `tmp_path/run` onto the tiny LLM fails with `match`."""
+    with pytest.raises(error, match=match):
+        load_pretrained_model(str(tmp_path / "run"), tiny_checkpoints[0], device="cpu")
+
+
+def _release_state(tmp_path, tiny_checkpoints, file_name: str = "non_lora_trainables.bin"):
+    """A `release_mlp` folder under `tmp_path/run`, its `file_name` and that file's tensors."""
     llm, vision = tiny_checkpoints
     write_release_folder(tmp_path / "run", llm, vision, "release_mlp")
-    state = torch.load(tmp_path / "run" / "non_lora_trainables.bin", weights_only=True)
+    file = tmp_path / "run" / file_name
+    return file, torch.load(file, weights_only=True)
+
+
+def test_unknown_fusion_tensors_are_named(tiny_checkpoints, tmp_path):
+    file, state = _release_state(tmp_path, tiny_checkpoints)
     state[f"{PEFT}model.layers.0.self_attn.q_proj.vision_gate"] = torch.zeros(4)
-    torch.save(state, tmp_path / "run" / "non_lora_trainables.bin")
-    with pytest.raises(
-        ValueError, match=r"non_lora_trainables.bin: 1 tensor\(s\) belong to neither .*vision_gate"
-    ):
-        load_pretrained_model(str(tmp_path / "run"), llm, device="cpu")
+    torch.save(state, file)
+    _load_refused(
+        tiny_checkpoints, tmp_path, r"non_lora_trainables.bin: 1 tensor\(s\) belong to neither .*vision_gate"
+    )
 
 
 def test_mixed_layers_and_missing_tensors_are_named(tiny_checkpoints, tmp_path):
-    llm, vision = tiny_checkpoints
-    write_release_folder(tmp_path / "run", llm, vision, "release_mlp")
-    file = tmp_path / "run" / "non_lora_trainables.bin"
-    state = torch.load(file, weights_only=True)
+    file, state = _release_state(tmp_path, tiny_checkpoints)
     state[f"{PEFT}model.layers.0.self_attn.q_proj.up_A"] = torch.zeros(64, 32)
     torch.save(state, file)
-    with pytest.raises(ValueError, match="mix the release's two fusion layers"):
-        load_pretrained_model(str(tmp_path / "run"), llm, device="cpu")
+    _load_refused(tiny_checkpoints, tmp_path, "mix the release's two fusion layers")
     del state[f"{PEFT}model.layers.0.self_attn.q_proj.up_A"]
     del state[f"{PEFT}model.layers.0.self_attn.k_proj.projection_2.bias"]
     torch.save(state, file)
-    with pytest.raises(
-        ValueError, match=r"the release_mlp layer lacks \[.projection_2.bias.\] in layer 0, target k"
-    ):
-        load_pretrained_model(str(tmp_path / "run"), llm, device="cpu")
+    _load_refused(
+        tiny_checkpoints,
+        tmp_path,
+        r"the release_mlp layer lacks \[.projection_2.bias.\] in layer 0, target k",
+    )
 
 
 def test_a_config_that_disagrees_with_the_tensors_is_named(tiny_checkpoints, tmp_path):
     llm, vision = tiny_checkpoints
     write_release_folder(tmp_path / "run", llm, vision, "release_stable", layer_ids_to_inject="0,2")
-    with pytest.raises(
-        ValueError,
-        match=r"config.json: layer_ids_to_inject \[0, 2\] but the fusion tensors are in layers \[0\]",
-    ):
-        load_pretrained_model(str(tmp_path / "run"), llm, device="cpu")
+    _load_refused(
+        tiny_checkpoints,
+        tmp_path,
+        r"config.json: layer_ids_to_inject \[0, 2\] but the fusion tensors are in layers \[0\]",
+    )
 
 
 def test_another_base_is_refused(tiny_checkpoints, tmp_path):
-    llm, vision = tiny_checkpoints
-    write_release_folder(tmp_path / "run", llm, vision, "release_mlp")
-    file = tmp_path / "run" / "non_lora_trainables_skip_layer.bin"
-    state = torch.load(file, weights_only=True)
+    file, state = _release_state(tmp_path, tiny_checkpoints, "non_lora_trainables_skip_layer.bin")
     state[f"{PEFT}model.layers.0.self_attn.v_proj.original_weight"] += 1.0
     torch.save(state, file)
-    with pytest.raises(
-        ValueError, match=r"v_proj.weight differs from the base model's; was it trained on another base"
-    ):
-        load_pretrained_model(str(tmp_path / "run"), llm, device="cpu")
+    _load_refused(
+        tiny_checkpoints,
+        tmp_path,
+        r"v_proj.weight differs from the base model's; was it trained on another base",
+    )
 
 
 def test_an_unsafe_pickle_is_refused(tiny_checkpoints, tmp_path):
-    llm, vision = tiny_checkpoints
-    write_release_folder(tmp_path / "run", llm, vision, "release_mlp")
-    torch.save({"x": torch.nn.Linear(2, 2)}, tmp_path / "run" / "non_lora_trainables.bin")
-    with pytest.raises(Exception, match="non_lora_trainables.bin"):
-        load_pretrained_model(str(tmp_path / "run"), llm, device="cpu")
+    file, _ = _release_state(tmp_path, tiny_checkpoints)
+    torch.save({"x": torch.nn.Linear(2, 2)}, file)
+    _load_refused(tiny_checkpoints, tmp_path, "non_lora_trainables.bin", error=Exception)
