@@ -56,6 +56,12 @@ FAULT_HELPER = Path(__file__).with_name("fault_run.py")
 FP32_TOLERANCE = 1e-7
 
 
+def _grouped_fusion_flags(max_steps: int, save_steps: int) -> list[str]:
+    """The fusion run's flags in length-grouped order, with its step and save counts."""
+    steps = ["--max_steps", str(max_steps), "--save_steps", str(save_steps)]
+    return [*FUSION_FLAGS, *steps, "--train_sampling_strategy", "group_by_length"]
+
+
 def _with_output_dir(argv: list[str], output_dir: Path) -> list[str]:
     argv = list(argv)
     argv[argv.index("--output_dir") + 1] = str(output_dir)
@@ -535,15 +541,7 @@ def test_a_tampered_plain_pickle_is_refused_too(tmp_path):
 
 def test_group_by_length_resumed_in_a_later_epoch_equals_uninterrupted(run_flags, tmp_path):
     """24 samples in batches of 2: epoch 1 starts at step 12; killed after the save of step 14."""
-    flags = [
-        *FUSION_FLAGS,
-        "--max_steps",
-        "16",
-        "--save_steps",
-        "14",
-        "--train_sampling_strategy",
-        "group_by_length",
-    ]
+    flags = _grouped_fusion_flags(max_steps=16, save_steps=14)
     reference = tmp_path / "reference"
     run_training(run_flags(reference, *flags))
     killed = tmp_path / "killed"
@@ -656,15 +654,7 @@ def test_sigkill_at_seeded_random_moments_inside_saves_then_latest_equals_uninte
     complete checkpoint the one before), and every resume from `latest` must end with the
     uninterrupted run's weights (dropout on, length-grouped order, across an epoch boundary)."""
     max_steps = 16
-    flags = [
-        *FUSION_FLAGS,
-        "--max_steps",
-        str(max_steps),
-        "--save_steps",
-        "1",
-        "--train_sampling_strategy",
-        "group_by_length",
-    ]
+    flags = _grouped_fusion_flags(max_steps, save_steps=1)
     reference = tmp_path / "reference"
     run_training(run_flags(reference, *flags))
     run = tmp_path / "run"
