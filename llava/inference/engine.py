@@ -24,6 +24,7 @@ from llava.inference.decoding import Completion, DecodingSettings, finish_row
 from llava.inference.streaming import BatchStreamer, DeltaCallback
 from llava.mm_utils import get_model_name_from_path, process_images, tokenize_conversation
 from llava.model.builder import load_pretrained_model
+from llava.model.multimodal import MultimodalGenerationMixin
 
 logger = logging.getLogger(__name__)
 
@@ -137,7 +138,9 @@ class LoadedModel:
             streamer=streamer,
             **extra,
             **settings.generate_kwargs(),
-        )  # [B, n_new]
+        )
+        if not isinstance(self.model, MultimodalGenerationMixin):  # a plain LM returns the prompt too
+            output_ids = output_ids[:, longest:]  # [B, n_new]
         completions = [
             finish_row(row, self.tokenizer, settings, self.prompt_length(ids))
             for row, ids in zip(output_ids.tolist(), prompts, strict=True)

@@ -3,9 +3,16 @@
 from __future__ import annotations
 
 import pytest
+import torch
 from PIL import Image
 
-from llava.inference import ContextOverflowError, DecodingSettings, open_conversation, with_image_tokens
+from llava.inference import (
+    ContextOverflowError,
+    DecodingSettings,
+    LoadedModel,
+    open_conversation,
+    with_image_tokens,
+)
 from llava.inference.decoding import cut_at_stop
 from llava.inference.scheduler import BatchScheduler
 from llava.inference.streaming import TextDeltas
@@ -114,3 +121,16 @@ def test_text_only_checkpoints_refuse_images(engine):
     text_only = replace(engine, image_processor=None)
     with pytest.raises(ValueError, match="text-only checkpoint"):
         text_only.encode_images([Image.new("RGB", (4, 4))])
+
+
+def test_a_plain_language_model_answers_without_echoing_its_prompt(tiny_checkpoints):
+    """A text-only LLM folder loads as the library's causal LM, whose `generate` returns the prompt
+    too; the engine keeps only the new tokens, alone or left-padded in a batch."""
+    plain = LoadedModel.load(tiny_checkpoints[0], device="cpu")
+    settings = DecodingSettings(max_new_tokens=5)
+    prompts = [plain.prompt_ids(open_conversation("vicuna_v1", q)) for q in ("Hi?", "What is in it, then?")]
+    ids = torch.tensor([prompts[0]])
+    new = plain.model.generate(ids, attention_mask=torch.ones_like(ids), **settings.generate_kwargs())
+    expected = plain.tokenizer.decode(new[0, ids.shape[1] :], skip_special_tokens=True).strip()
+    assert plain.generate(prompts[:1], [None], settings) == [expected]
+    assert plain.generate(prompts, [None, None], settings)[0] == expected
