@@ -1,7 +1,6 @@
-"""The playground's chat LM: a tiny Llama pre-trained, in the phases of `DEFAULT_LM_PHASES`, on
-`vicuna_v1` conversations about scenes described in words, tokenised as VLM training tokenises.
-It never sees an image; its ceiling (what a VLM built on it can hope for) is measured on held-out
-text scenes. docs/playground_history.md says how the phases were found."""
+"""The playground's chat LM: a tiny Llama pre-trained in the phases of `DEFAULT_LM_PHASES` on
+`vicuna_v1` conversations about scenes described in words (how the phases were found:
+docs/playground_history.md). Its ceiling is measured on held-out text scenes."""
 
 from __future__ import annotations
 
@@ -26,7 +25,7 @@ from transformers import (
 from llava.constants import IGNORE_INDEX
 from llava.conversation import Conversation
 from llava.eval.eval_mme import MMERecord, score_subtask
-from llava.inference.decoding import DecodingSettings, finish_row
+from llava.inference import DecodingSettings, LoadedModel
 from llava.mm_utils import tokenize_conversation
 from llava.playground import tasks
 from llava.playground.clip import warmup_steps
@@ -239,25 +238,15 @@ def train_lm(model: LlamaForCausalLM, tokenizer, preset: BackbonePreset, seed: i
 
 @torch.no_grad()
 def answer_conversations(
-    model: LlamaForCausalLM,
-    tokenizer,
-    conversations: list[Conversation],
-    max_new_tokens: int = 8,
-    batch_size: int = 64,
+    model: LlamaForCausalLM, tokenizer, conversations: list[Conversation], batch_size: int = 64
 ) -> list[str]:
-    """Greedy answers to open conversations, decoded as `llava.inference` decodes: prompts
-    tokenised as in training, left-padded batches of `batch_size` in one `generate` call each,
-    `DecodingSettings` and `finish_row` for the keywords and the answer text."""
-    settings = DecodingSettings(max_new_tokens=max_new_tokens)
-    model.eval()
-    answers: list[str] = []
-    for start in range(0, len(conversations), batch_size):
-        prompts = [tokenize_conversation(c, tokenizer)[0] for c in conversations[start : start + batch_size]]
-        batch = tokenizer.pad({"input_ids": prompts}, padding_side="left", return_tensors="pt")  # [B, L]
-        output = model.generate(**batch, pad_token_id=tokenizer.pad_token_id, **settings.generate_kwargs())
-        length = batch["input_ids"].shape[1]
-        answers += [finish_row(row[length:], tokenizer, settings, length).text for row in output.tolist()]
-    return answers
+    """Greedy answers (up to 8 tokens) to open conversations through `llava.inference`'s engine,
+    in batches of `batch_size`."""
+    engine = LoadedModel(tokenizer, model.eval(), None, model.config.max_position_embeddings, "chat LM")
+    prompts = [engine.prompt_ids(conv) for conv in conversations]
+    settings = DecodingSettings(max_new_tokens=8)
+    batches = (prompts[i : i + batch_size] for i in range(0, len(prompts), batch_size))
+    return [answer for batch in batches for answer in engine.generate(batch, [None] * len(batch), settings)]
 
 
 def evaluate_lm(model, tokenizer, per_category: int, seed: int) -> dict[str, dict[str, float]]:
