@@ -1,8 +1,9 @@
 """`python -m llava.playground run [--preset smoke|quick|full] [--output-dir DIR]`
+`python -m llava.playground backbones --output-dir DIR [--preset default|smoke] [--seed N]`
 
 The paper's comparison in miniature (see docs/playground.md): synthetic data, the shipped tiny
-backbones, Inverse-LLaVA vs LLaVA-1.5 vs alignment-free LLaVA through the real training and
-evaluation entry points, and a report. Finished stages are skipped on a re-run.
+backbones (or ones `backbones` pre-trains), Inverse-LLaVA vs LLaVA-1.5 vs alignment-free LLaVA
+through the real training and evaluation entry points, and a report. Finished stages are skipped.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from pathlib import Path
 
 import torch
 
+from llava.playground import backbones
 from llava.playground.presets import PIPELINES, PRESETS, get_preset
 from llava.playground.run import run
 
@@ -24,8 +26,10 @@ def main(argv: list[str] | None = None) -> dict:
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
     commands = parser.add_subparsers(dest="command", required=True)
-    run_parser = commands.add_parser("run", help="run (or resume) the comparison")
+    run_parser = commands.add_parser("run", parents=[common], help="run (or resume) the comparison")
     run_parser.add_argument("--preset", default="quick", choices=sorted(PRESETS))
     run_parser.add_argument("--output-dir", default=None, help="default: playground/runs/<preset>")
     run_parser.add_argument(
@@ -33,13 +37,17 @@ def main(argv: list[str] | None = None) -> dict:
     )
     run_parser.add_argument("--seeds", default=None, help="comma-separated seeds (default: the preset's)")
     run_parser.add_argument("--backbones-dir", default=None, help="default: the shipped playground/backbones")
-    run_parser.add_argument("--rebuild-backbones", action="store_true", help="pre-train the backbones first")
-    run_parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
+    stage0 = commands.add_parser("backbones", parents=[common], help="pre-train the tiny CLIP and chat LM")
+    stage0.add_argument("--output-dir", required=True, help="where to write vision/, llm/ and metrics.json")
+    stage0.add_argument("--preset", default="default", choices=sorted(backbones.PRESETS))
+    stage0.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     if args.threads:
         torch.set_num_threads(args.threads)
+    if args.command == "backbones":
+        return backbones.build_backbones(args.output_dir, seed=args.seed, preset=args.preset)
     overrides = {}
     if args.pipelines:
         overrides["pipelines"] = tuple(p for p in args.pipelines.split(",") if p)
@@ -50,7 +58,7 @@ def main(argv: list[str] | None = None) -> dict:
     except ValueError as err:  # an unknown pipeline, named
         parser.error(str(err))
     output_dir = Path(args.output_dir or Path("playground") / "runs" / preset.name)
-    return run(preset, output_dir, backbones_dir=args.backbones_dir, rebuild_backbones=args.rebuild_backbones)
+    return run(preset, output_dir, backbones_dir=args.backbones_dir or backbones.SHIPPED_BACKBONES)
 
 
 if __name__ == "__main__":

@@ -6,12 +6,11 @@ stage of `stages.run_stage` keyed on the preset's fields, the seed and the token
 and collects their held-out measures in `<dir>/metrics.json`. Rebuild the shipped backbones
 (playground/backbones/README.md)::
 
-    python -m llava.playground.backbones --output-dir playground/backbones --seed 0 --threads 2
+    python -m llava.playground backbones --output-dir playground/backbones --seed 0 --threads 2
 """
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import hashlib
 import json
@@ -168,29 +167,9 @@ def check_backbones(backbones_dir: str | os.PathLike = SHIPPED_BACKBONES) -> tup
     """The `(llm, vision)` folders of `backbones_dir`, checked: a `FileNotFoundError` when one holds
     no `config.json`, a `ValueError` when a scene word is not one token of the LM's tokenizer."""
     llm, vision = Path(backbones_dir) / "llm", Path(backbones_dir) / "vision"
-    rebuild = (
-        f"rebuild with `python -m llava.playground.backbones --output-dir {backbones_dir}`"
-        " or `python -m llava.playground run --rebuild-backbones`"
-    )
+    rebuild = f"rebuild with `python -m llava.playground backbones --output-dir {backbones_dir}`"
     for path in (llm, vision):
         if not (path / "config.json").is_file():
             raise FileNotFoundError(f"no backbone at {path} ({rebuild})")
     scene_word_ids(AutoTokenizer.from_pretrained(llm), f"the chat LM's tokenizer in {llm} ({rebuild})")
     return llm, vision
-
-
-def main(argv: list[str] | None = None) -> dict:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--output-dir", required=True, help="where to write vision/, llm/ and metrics.json")
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--preset", default="default", choices=sorted(PRESETS))
-    parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's own)")
-    args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    if args.threads is not None:
-        torch.set_num_threads(args.threads)
-    return build_backbones(args.output_dir, seed=args.seed, preset=args.preset)
-
-
-if __name__ == "__main__":
-    main()

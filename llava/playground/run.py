@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
+import os
 import shlex
 from pathlib import Path
 from typing import Any
@@ -199,21 +200,14 @@ def evaluate(
     return run_stage(eval_dir, describe, work, to_argv(common))
 
 
-def run(
-    preset: Preset, output_dir: Path, backbones_dir: Path | None = None, rebuild_backbones: bool = False
-) -> dict:
-    """Run (or resume) the whole comparison; returns the results that the report renders."""
+def run(preset: Preset, output_dir: Path, backbones_dir: str | os.PathLike) -> dict:
+    """Run (or resume) the whole comparison on the backbones in `backbones_dir`; returns the
+    results that the report renders."""
     from llava.playground.report import write_report
 
+    llm, vision = playground_backbones.check_backbones(backbones_dir)
     output_dir = output_dir.resolve()
     output_dir.mkdir(parents=True, exist_ok=True)
-    if rebuild_backbones:
-        backbones_dir = output_dir / "backbones"
-        playground_backbones.build_backbones(backbones_dir, seed=0)
-    llm, vision = playground_backbones.check_backbones(
-        backbones_dir or playground_backbones.SHIPPED_BACKBONES
-    )
-
     jobs = [(name, seed) for name in preset.pipelines for seed in preset.seeds]
     progress = tqdm(total=1 + 2 * len(jobs), desc=f"playground {preset.name}", unit="stage")
     data = build_data(output_dir / "data", preset=preset.data, seed=0)

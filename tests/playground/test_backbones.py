@@ -22,6 +22,7 @@ from transformers import (
 from llava.conversation import get_conv_template
 from llava.mm_utils import process_images, tokenize_conversation
 from llava.playground import backbones, chat_lm, clip
+from llava.playground.__main__ import main as playground_main
 from llava.playground.scenes import (
     GRID,
     IMAGE_SIZE,
@@ -204,7 +205,9 @@ def test_rebuild_command_runs(tmp_path, caplog):
     torch.manual_seed(0)
     random.seed(0)
     caplog.set_level("INFO", logger="llava.playground")
-    metrics = backbones.main(["--output-dir", str(tmp_path), "--preset", "smoke", "--seed", "1"])
+    metrics = playground_main(
+        ["backbones", "--output-dir", str(tmp_path), "--preset", "smoke", "--seed", "1"]
+    )
     assert "LM ceiling OCR" in caplog.text
     assert set(metrics["lm"]["ceiling"]) == set(CATEGORIES) and "image_to_text_top1" in metrics["clip"]
     assert 0.0 < metrics["lm"]["ceiling"]["OCR"]["short_answer_top_share"] <= 1.0
@@ -213,7 +216,9 @@ def test_rebuild_command_runs(tmp_path, caplog):
     assert isinstance(vision, CLIPVisionModel) and llm.config.model_type == "llama"
     assert json.loads((tmp_path / "metrics.json").read_text())["lm"]["settings"]["seed"] == 1
     before = (tmp_path / "llm" / "model.safetensors").stat().st_mtime_ns
-    backbones.main(["--output-dir", str(tmp_path), "--preset", "smoke", "--seed", "1"])  # finished: skipped
+    playground_main(
+        ["backbones", "--output-dir", str(tmp_path), "--preset", "smoke", "--seed", "1"]
+    )  # skipped
     assert (tmp_path / "llm" / "model.safetensors").stat().st_mtime_ns == before
     # A stage finished under other settings is refused (the one stage cache), never retrained over.
     longer = dataclasses.replace(backbones.PRESETS["smoke"], clip_steps=4)
@@ -235,7 +240,7 @@ def test_stages_are_keyed_on_the_tokenizers_vocabulary():
 def test_check_backbones_names_a_missing_folder_and_a_foreign_tokenizer(tmp_path):
     with pytest.raises(
         FileNotFoundError,
-        match=r"no backbone at .*llm \(rebuild with `python -m llava\.playground\.backbones",
+        match=r"no backbone at .*llm \(rebuild with `python -m llava\.playground backbones",
     ):
         backbones.check_backbones(tmp_path)
     LlamaConfig().save_pretrained(tmp_path / "llm")

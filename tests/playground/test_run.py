@@ -9,6 +9,7 @@ import pytest
 from transformers import CLIPVisionConfig, LlamaConfig
 
 from llava.playground.__main__ import main
+from llava.playground.backbones import SHIPPED_BACKBONES
 from llava.playground.presets import MAIN_PIPELINES, PIPELINES, get_preset
 from llava.playground.run import run as run_playground
 from llava.playground.stages import DONE
@@ -72,7 +73,7 @@ def test_smoke_preset_runs_end_to_end_then_resumes(tmp_path, caplog):
     with pytest.raises(
         FileExistsError, match="inverse_llava/seed0/finetune holds a stage run with other settings"
     ):
-        run_playground(longer, out)
+        run_playground(longer, out, SHIPPED_BACKBONES)
 
 
 def test_backbones_built_for_another_scene_text_are_refused(tmp_path):
