@@ -71,14 +71,6 @@ class DataSizes:
             )
 
 
-# DataSizes(pretrain_images, train_images, text_only, ...)
-PRESETS: dict[str, DataSizes] = {
-    "smoke": DataSizes(32, 32, 8, max_turns=3, mme_images_per_category=4, vqa_per_category=4),
-    "quick": DataSizes(2000, 4000, 400, max_turns=4, mme_images_per_category=200, vqa_per_category=100),
-    "full": DataSizes(10000, 20000, 2000, max_turns=6, mme_images_per_category=300, vqa_per_category=150),
-}
-
-
 @dataclasses.dataclass(frozen=True)
 class PlaygroundData:
     """Where `build_data` put everything (all absolute paths). `image_folder` is the training
@@ -150,19 +142,13 @@ def read_sizes(root: str | os.PathLike) -> DataSizes:
     return DataSizes(**record["settings"]["sizes"])
 
 
-def build_data(
-    output_dir: str | os.PathLike, preset: str = "quick", seed: int = 0, sizes: DataSizes | None = None
-) -> PlaygroundData:
+def build_data(output_dir: str | os.PathLike, sizes: DataSizes, seed: int = 0) -> PlaygroundData:
     """Generate the playground's data stage into `output_dir` and return its paths.
 
-    `sizes` overrides the preset's. Deterministic: the same seed and sizes write byte-identical
-    files. A finished build with the same seed and sizes is reused, one with other settings is
-    refused, an interrupted one is rebuilt (`llava.playground.stages.run_stage`).
+    Deterministic: the same seed and sizes write byte-identical files. A finished build with the
+    same seed and sizes is reused, one with other settings is refused, an interrupted one is
+    rebuilt (`llava.playground.stages.run_stage`).
     """
-    if sizes is None:
-        if preset not in PRESETS:
-            raise ValueError(f"unknown data preset {preset!r}; expected one of {sorted(PRESETS)}")
-        sizes = PRESETS[preset]
     paths = PlaygroundData.at(output_dir)
 
     def work(root: Path) -> dict:

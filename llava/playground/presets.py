@@ -11,6 +11,8 @@ import dataclasses
 import math
 from typing import Any, Literal
 
+from llava.playground.datasets import DataSizes
+
 # LLaVA-1.5's alignment stage: lr 1e-3 at a global batch of 256.
 LLAVA_ALIGN_LR, LLAVA_ALIGN_BATCH = 1e-3, 256
 ModelType = Literal["fusion_llama", "llava_llama"]
@@ -131,7 +133,7 @@ ABLATIONS = ("inverse_llava_hd", "ablation_add", "ablation_gated", "ablation_mul
 @dataclasses.dataclass(frozen=True)
 class Preset:
     name: str
-    data: str  # a `llava.playground.datasets.PRESETS` key
+    data: DataSizes
     budget: Budget
     pipelines: tuple[str, ...]
     seeds: tuple[int, ...] = (0,)
@@ -146,15 +148,16 @@ class Preset:
             )
 
 
+# DataSizes(pretrain_images, train_images, text_only, max_turns, MME images and VQA questions per category)
 # Budget(steps, batch_size, learning_rate, lora_r, lora_alpha, projector_lr, align_steps, ...)
 _SMOKE = Budget(4, 4, 1e-3, 4, 8, 1e-3, 2, align_learning_rate=1e-3, model_max_length=256, schedule="wsd")
+_QUICK = Budget(800, 16, 1e-3, 16, 32, 1e-3, 30, schedule="wsd")
+_FULL = Budget(1500, 32, 2e-3, 32, 64, 2e-3, 300)
 PRESETS: dict[str, Preset] = {
-    "smoke": Preset("smoke", "smoke", _SMOKE, MAIN_PIPELINES, eval_batch_size=16),
-    "quick": Preset(
-        "quick", "quick", Budget(800, 16, 1e-3, 16, 32, 1e-3, 30, schedule="wsd"), MAIN_PIPELINES
-    ),
+    "smoke": Preset("smoke", DataSizes(32, 32, 8, 3, 4, 4), _SMOKE, MAIN_PIPELINES, eval_batch_size=16),
+    "quick": Preset("quick", DataSizes(2000, 4000, 400, 4, 200, 100), _QUICK, MAIN_PIPELINES),
     "full": Preset(
-        "full", "full", Budget(1500, 32, 2e-3, 32, 64, 2e-3, 300), MAIN_PIPELINES + ABLATIONS, (0, 1, 2)
+        "full", DataSizes(10000, 20000, 2000, 6, 300, 150), _FULL, MAIN_PIPELINES + ABLATIONS, (0, 1, 2)
     ),
 }
 

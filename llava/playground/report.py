@@ -3,7 +3,7 @@ numbers as they are, arranged, with the chance levels next to them."""
 
 from __future__ import annotations
 
-from collections import Counter, defaultdict
+from collections import defaultdict
 from pathlib import Path
 from statistics import mean, stdev
 
@@ -14,7 +14,6 @@ from llava.constants import IMAGE_TOKEN_INDEX
 from llava.data.records import build_conversation, load_records
 from llava.eval import eval_mme
 from llava.eval.report import Row, draw_figure3, render_markdown_table
-from llava.eval.scoring_io import read_jsonl
 from llava.mm_utils import tokenize_conversation
 from llava.playground import tasks
 from llava.playground.datasets import PlaygroundData, read_sizes
@@ -44,12 +43,6 @@ def sample_flops(text_tokens: float, images: float, image_tokens: int, n_llm: in
     (LoRA and the fusion branch at layer 0, or the projector, need gradients below every layer), and
     forward through the frozen tower, 2 N_vis per patch. Trainable parameters are small and left out."""
     return 4 * n_llm * (text_tokens + images * image_tokens) + 2 * n_vis * images * image_tokens
-
-
-def mme_images_per_category(question_file: Path) -> dict[str, int]:
-    """Images per category of an MME-style question file (two questions per image)."""
-    pairs = {(row["category"], row["image"]) for row in read_jsonl(question_file)}
-    return dict(Counter(category for category, _ in pairs))
 
 
 def _fmt(values: list[float], digits: int = 1) -> str:
@@ -96,14 +89,14 @@ def write_report(results: dict, output_dir: Path, llm: Path, vision: Path) -> Pa
     image_tokens = (vision_config.image_size // vision_config.patch_size) ** 2
     tokenizer = AutoTokenizer.from_pretrained(llm)
     data = PlaygroundData.at(results["data"])
-    digits = read_sizes(data.root).digits
-    images = mme_images_per_category(data.mme_question_file)
+    sizes = read_sizes(data.root)
+    digits, images = sizes.digits, sizes.mme_images_per_category
     instruct = mean_tokens(data.instruct_json, tokenizer, CONV_TEMPLATE)
     captions = mean_tokens(data.pretrain_json, tokenizer, "plain")
     chance, short_chance = CHANCE["score"], tasks.short_answer_chance(digits)
     mme_rows, vqa_rows = [], []
     for c in tasks.CATEGORIES:
-        mme_rows.append(Row(c, (f"{chance:.0f}", *(_mme_cell(r, c, images[c]) for r in rows))))
+        mme_rows.append(Row(c, (f"{chance:.0f}", *(_mme_cell(r, c, images) for r in rows))))
         vqa_rows.append(Row(c, (f"{100 * short_chance[c]:.0f}", *(_fmt(r["vqa", c]) for r in rows))))
     for total, names in PANELS:
         cells = [_fmt(r["mme_totals", total]) for r in rows]
@@ -119,7 +112,6 @@ def write_report(results: dict, output_dir: Path, llm: Path, vision: Path) -> Pa
     cost_header = ["pipeline", "samples seen (alignment)", "optimizer steps", "train wall time (s)"]
     cost_header += ["eval wall time (s)", "est. train FLOPs"]
     commands = [c for run in runs for c in [s["command"] for s in run["stages"]] + run["eval"]["commands"]]
-    low, high = min(images.values()), max(images.values())
     sections = [
         f"# Playground report: preset `{results['preset']}`",
         f"Backbones: `{results['backbones']}` (LLM {n_llm / 1e6:.2f}M parameters, vision tower "
@@ -129,7 +121,7 @@ def write_report(results: dict, output_dir: Path, llm: Path, vision: Path) -> Pa
         f"Chance: acc {100 * CHANCE['acc']:.0f}, acc+ {100 * CHANCE['acc_plus']:.0f}, score {chance:.0f}. "
         "Cells: score (acc / acc+), margin = score - chance, p = the chance of a score at least this high "
         "by guessing every answer with a fair coin (exact, one-sided; "
-        f"{low if low == high else f'{low}-{high}'} images per category; the largest over seeds).",
+        f"{images} images per category; the largest over seeds).",
         render_markdown_table(["category", "chance", *labels], mme_rows),
         "## Short-answer VQA (exact match, %)",
         render_markdown_table(["category", "chance", *labels], vqa_rows),

@@ -210,7 +210,7 @@ def run(preset: Preset, output_dir: Path, backbones_dir: str | os.PathLike) -> d
     output_dir.mkdir(parents=True, exist_ok=True)
     jobs = [(name, seed) for name in preset.pipelines for seed in preset.seeds]
     progress = tqdm(total=1 + 2 * len(jobs), desc=f"playground {preset.name}", unit="stage")
-    data = build_data(output_dir / "data", preset=preset.data, seed=0)
+    data = build_data(output_dir / "data", preset.data, seed=0)
     progress.update()
     results = {
         "preset": preset.name,

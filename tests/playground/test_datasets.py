@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from llava.playground.datasets import PRESETS, DataSizes, PlaygroundData, build_data, read_sizes
+from llava.playground.datasets import DataSizes, PlaygroundData, build_data, read_sizes
 from llava.playground.scenes import SCENE_WORDS
 from llava.playground.stages import DONE
 from llava.playground.tasks import CATEGORIES, NO, SHORT_ANSWER_SUFFIX, YES, YES_NO_SUFFIX
@@ -172,8 +172,7 @@ def test_yes_no_ratio_sets_the_instruction_question_kind(tmp_path, ratio):
     assert all(h.endswith(suffix) for h in humans)
 
 
-def test_presets_and_size_validation():
-    assert {"smoke", "quick"} <= set(PRESETS)
+def test_size_validation():
     with pytest.raises(ValueError, match="max_turns"):
         DataSizes(1, 1, 1, 0, 1, 1)
     for ratio in (-0.1, 1.5):
@@ -185,8 +184,6 @@ def test_presets_and_size_validation():
     for digits in ((3,), (1, 1, 2), (8, 9, 10)):
         with pytest.raises(ValueError, match="DataSizes.digits"):
             DataSizes(1, 1, 1, 1, 1, 1, digits=digits)
-    with pytest.raises(ValueError, match="unknown data preset"):
-        build_data("/nonexistent-never-written", preset="huge")
 
 
 def test_every_scene_and_digit_question_keeps_to_the_presets_digits(tmp_path):

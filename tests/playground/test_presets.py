@@ -7,7 +7,7 @@ import math
 
 import pytest
 
-from llava.playground.datasets import PRESETS as DATA_PRESETS
+from llava.playground.datasets import DataSizes
 from llava.playground.presets import LLAVA_ALIGN_BATCH, LLAVA_ALIGN_LR, PIPELINES, PRESETS, Budget, get_preset
 
 
@@ -30,7 +30,7 @@ def test_alignment_rate_is_llavas_square_root_scaled_to_the_batch_unless_given()
 @pytest.mark.parametrize("name", sorted(PRESETS))
 def test_presets_name_existing_data_and_pipelines(name):
     preset = get_preset(name)
-    assert preset.data in DATA_PRESETS and set(preset.pipelines) <= set(PIPELINES) and preset.seeds
+    assert isinstance(preset.data, DataSizes) and set(preset.pipelines) <= set(PIPELINES) and preset.seeds
 
 
 def test_unknown_preset_is_named_in_the_error():

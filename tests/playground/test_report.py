@@ -10,6 +10,7 @@ from llava.data.checks import tokenize_record
 from llava.data.records import load_records
 from llava.playground.backbones import SHIPPED_BACKBONES
 from llava.playground.datasets import build_data
+from llava.playground.presets import get_preset
 from llava.playground.report import mean_tokens, n_parameters, sample_flops, write_report
 from llava.playground.tasks import CATEGORIES
 from llava.playground.tokenizer import CONV_TEMPLATE
@@ -19,7 +20,7 @@ LLM, VISION = SHIPPED_BACKBONES / "llm", SHIPPED_BACKBONES / "vision"
 
 @pytest.fixture(scope="module")
 def data(tmp_path_factory):
-    return build_data(tmp_path_factory.mktemp("data"), preset="smoke")
+    return build_data(tmp_path_factory.mktemp("data"), get_preset("smoke").data)
 
 
 def _run(label: str, seed: int, score: float, acc: float, align: bool = False) -> dict:
