@@ -1,9 +1,8 @@
 """`python -m llava.playground run [--preset smoke|quick|full] [--output-dir DIR]`
 `python -m llava.playground backbones --output-dir DIR [--preset default|smoke] [--seed N]`
 
-The paper's comparison in miniature (see docs/playground.md): synthetic data, the shipped tiny
-backbones (or ones `backbones` pre-trains), Inverse-LLaVA vs LLaVA-1.5 vs alignment-free LLaVA
-through the real training and evaluation entry points, and a report. Finished stages are skipped.
+The paper's comparison in miniature (docs/playground.md): Inverse-LLaVA vs LLaVA-1.5 vs LLaVA-1.5
+without alignment on synthetic data and tiny backbones, through the real entry points.
 """
 
 from __future__ import annotations

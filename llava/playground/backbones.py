@@ -1,12 +1,7 @@
-"""Stage 0 of the playground: the tiny backbones, what CLIP and Vicuna are at 7B.
-
-`build_backbones` trains the tokenizer (`tokenizer.py`), the vision tower (`clip.py`, saved in
-`<dir>/vision`) and the chat LM (`chat_lm.py`, saved with its tokenizer in `<dir>/llm`), each a
-stage of `stages.run_stage` keyed on the preset's fields, the seed and the tokenizer's vocabulary,
-and collects their held-out measures in `<dir>/metrics.json`. Rebuild the shipped backbones
-(playground/backbones/README.md)::
-
-    python -m llava.playground backbones --output-dir playground/backbones --seed 0 --threads 2
+"""Stage 0 of the playground, the tiny backbones (what CLIP and Vicuna are at 7B): the tokenizer
+(`tokenizer.py`), the vision tower (`clip.py`, in `<dir>/vision`) and the chat LM (`chat_lm.py`, in
+`<dir>/llm`), each a stage keyed on the preset's fields, the seed and the tokenizer's vocabulary.
+`python -m llava.playground backbones` runs it (playground/backbones/README.md).
 """
 
 from __future__ import annotations

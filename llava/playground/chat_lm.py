@@ -5,7 +5,6 @@ docs/playground_history.md). Its ceiling is measured on held-out text scenes."""
 from __future__ import annotations
 
 import dataclasses
-import logging
 import random
 from collections import Counter, defaultdict
 from collections.abc import Iterator
@@ -36,20 +35,13 @@ from llava.playground.tokenizer import scene_word_ids, text_conversation
 if TYPE_CHECKING:
     from llava.playground.backbones import BackbonePreset
 
-logger = logging.getLogger(__name__)
-
-# (category, question kind, pair index, answer) of one evaluation prompt
-EvalMeta = tuple[str, str, int, str]
-
 
 @dataclasses.dataclass(frozen=True)
 class LMPhase:
     """One phase of the chat LM's pre-training: which questions its conversations ask, and how.
-
     `scenes="distinct"` draws only scenes whose shapes differ in colour and in shape (one word of
     an object's name finds it); `replay` is the share of conversations asking every category
-    instead of `categories`; a yes/no answer token weighs `yes_no_weight` in the answer CE.
-    """
+    instead of `categories`; a yes/no answer token weighs `yes_no_weight` in the answer CE."""
 
     steps: int
     lr: float
@@ -254,12 +246,10 @@ def evaluate_lm(model, tokenizer, per_category: int, seed: int) -> dict[str, dic
     pair and a short question each); see `score_ceiling`."""
     rng = rng_for(seed, "backbones/lm-eval")
     conversations: list[Conversation] = []
-    meta: list[EvalMeta] = []
+    meta: list[tuple[str, str, int, str]] = []  # (category, question kind, pair index, answer)
     for category in tasks.CATEGORIES:
         for i in range(per_category):
-            scene = sample_scene(rng)
-            while not tasks.can_ask(scene, category):
-                scene = sample_scene(rng)
+            scene = tasks.askable_scene(rng, category)
             for question in (
                 *tasks.yes_no_pair(scene, category, rng),
                 tasks.short_question(scene, category, rng),
@@ -269,7 +259,9 @@ def evaluate_lm(model, tokenizer, per_category: int, seed: int) -> dict[str, dic
     return score_ceiling(meta, answer_conversations(model, tokenizer, conversations))
 
 
-def score_ceiling(meta: list[EvalMeta], predictions: list[str]) -> dict[str, dict[str, float]]:
+def score_ceiling(
+    meta: list[tuple[str, str, int, str]], predictions: list[str]
+) -> dict[str, dict[str, float]]:
     """Per category of `meta`: `yes_no_acc` and `yes_no_acc_plus` (`llava.eval.eval_mme`'s
     scoring, a pair being one image), `short_answer_acc` (exact match, case-blind) and
     `short_answer_top_share` (the most common short prediction's share: near 1.0, the LM gives

@@ -1,9 +1,7 @@
-"""The playground's vision tower: a tiny CLIP trained contrastively on scene/caption pairs.
-
-Its text side reads the chat LM's tokenizer; only the vision half is kept, saved as a
-`CLIPVisionModel` with a `CLIPImageProcessor` whose mean and std are measured on rendered scenes.
-Half of each batch can be the other half's scenes rearranged (the same things in other cells):
-hard negatives that only positions tell apart, so each patch's features say which cell it is.
+"""The playground's vision tower: a tiny CLIP trained contrastively on scene/caption pairs (its
+text side reads the chat LM's tokenizer), kept as a `CLIPVisionModel` and a `CLIPImageProcessor`.
+Half of each batch can be the other half's scenes rearranged: hard negatives that only positions
+tell apart, so each patch's features say which cell it is.
 """
 
 from __future__ import annotations

@@ -19,13 +19,12 @@ from tqdm.auto import tqdm
 from llava.constants import DEFAULT_IMAGE_TOKEN
 from llava.eval.scoring_io import write_json, write_jsonl
 from llava.playground import tasks
-from llava.playground.scenes import DIGITS, Scene, render_scene, sample_scene, sample_scenes
+from llava.playground.scenes import DIGITS, Scene, render_scene, sample_scenes
 from llava.playground.stages import read_record, run_stage
 
 logger = logging.getLogger(__name__)
 
 FORMAT_VERSION = 2
-MME_SUBDIR = "MME_Benchmark_release_version"
 
 # The instruction mix of every preset and the comparison's digits (five of the ten the
 # backbones learnt); docs/playground_history.md has the runs behind these values.
@@ -73,18 +72,15 @@ class DataSizes:
 
 @dataclasses.dataclass(frozen=True)
 class PlaygroundData:
-    """Where `build_data` put everything (all absolute paths). `image_folder` is the training
-    entry point's `--image_folder` for both json files; `mme_image_folder` the MME runner's
-    `--image-folder` and the ground-truth root (`<category>/questions_answers_YN/*.txt`), as
-    MME_Benchmark_release_version is for MME; `vqa_image_folder` the VQA runner's."""
+    """Where `build_data` put everything (absolute paths): `image_folder` is training's `--image_folder`
+    for both json files, `mme_dir` laid out as MME's release (images and `questions_answers_YN`)."""
 
     root: Path
     image_folder: Path
     pretrain_json: Path
     instruct_json: Path
     mme_question_file: Path
-    mme_image_folder: Path
-    mme_gt_dir: Path
+    mme_dir: Path
     vqa_question_file: Path
     vqa_image_folder: Path
 
@@ -99,8 +95,7 @@ class PlaygroundData:
             pretrain_json=root / "llava_pretrain.json",
             instruct_json=root / "llava_instruct_mix.json",
             mme_question_file=mme / "llava_mme.jsonl",
-            mme_image_folder=mme / MME_SUBDIR,
-            mme_gt_dir=mme / MME_SUBDIR,
+            mme_dir=mme / "MME_Benchmark_release_version",
             vqa_question_file=vqa / "llava_vqa.jsonl",
             vqa_image_folder=vqa / "images",
         )
@@ -117,13 +112,10 @@ def scene_conversation(
     """LLaVA-format turns for `questions` about `scene`. The first human turn starts with the
     image placeholder (`<image>\\n`) when `with_image`, else with the scene described in words
     (`Scene.describe()` and a newline): what the chat LM is pre-trained on."""
+    first = DEFAULT_IMAGE_TOKEN if with_image else scene.describe()
     turns: list[dict[str, str]] = []
     for i, question in enumerate(questions):
-        text = (
-            question.text
-            if i
-            else f"{DEFAULT_IMAGE_TOKEN if with_image else scene.describe()}\n{question.text}"
-        )
+        text = f"{first}\n{question.text}" if i == 0 else question.text
         turns += [{"from": "human", "value": text}, {"from": "gpt", "value": question.answer}]
     return turns
 
@@ -170,11 +162,7 @@ def _category_scenes(
     index in the category, index overall)`."""
     for k, category in enumerate(tasks.CATEGORIES):
         rng = rng_for(seed, f"{stream}/{category}")
-        scenes: list[Scene] = []
-        while len(scenes) < n:
-            scene = sample_scene(rng, digits)
-            if tasks.can_ask(scene, category):
-                scenes.append(scene)
+        scenes = [tasks.askable_scene(rng, category, digits) for _ in range(n)]
         image_paths = [image_path(category, i, k * n + i) for i in range(n)]
         _save_images(scenes, image_paths, f"{stream.upper()} {category}")
         yield category, rng, list(zip(scenes, image_paths, strict=True))
@@ -183,7 +171,7 @@ def _category_scenes(
 def _write_mme(paths: PlaygroundData, seed: int, sizes: DataSizes) -> set[tuple]:
     rows: list[dict] = []
     keys: set[tuple] = set()
-    folder = paths.mme_image_folder
+    folder = paths.mme_dir
     per_category = sizes.mme_images_per_category
     for category, rng, scenes in _category_scenes(
         seed, "mme", per_category, sizes.digits, lambda c, i, _: folder / c / "images" / f"{i:06d}.png"
@@ -194,7 +182,7 @@ def _write_mme(paths: PlaygroundData, seed: int, sizes: DataSizes) -> set[tuple]
             if rng.random() < 0.5:  # yes first or no first, as in MME
                 pair = pair[::-1]
             qid = image_path.relative_to(folder).as_posix()
-            gt_path = paths.mme_gt_dir / category / "questions_answers_YN" / f"{i:06d}.txt"
+            gt_path = folder / category / "questions_answers_YN" / f"{i:06d}.txt"
             gt_path.parent.mkdir(parents=True, exist_ok=True)
             gt_path.write_text("".join(f"{q.text}\t{q.answer}\n" for q in pair))
             rows += [{"question_id": qid, "image": qid, "text": q.text, "category": category} for q in pair]
@@ -238,13 +226,6 @@ def _write_pretrain(paths: PlaygroundData, seed: int, sizes: DataSizes, eval_key
     write_json(paths.pretrain_json, records, indent=1)
 
 
-def _instruction_questions(scene: Scene, rng: random.Random, sizes: DataSizes) -> list[tasks.Question]:
-    n = rng.randint(1, sizes.max_turns)
-    return tasks.sample_questions(
-        scene, rng, n, yes_no_ratio=sizes.yes_no_ratio, weights=sizes.category_weights, digits=sizes.digits
-    )
-
-
 def _write_instruct(paths: PlaygroundData, seed: int, sizes: DataSizes, eval_keys: set[tuple]) -> None:
     rng = rng_for(seed, "instruct")
     scenes = sample_scenes(rng, sizes.train_images + sizes.text_only, eval_keys, sizes.digits)
@@ -254,7 +235,11 @@ def _write_instruct(paths: PlaygroundData, seed: int, sizes: DataSizes, eval_key
     )
     records: list[dict] = []
     for i, scene in enumerate(scenes):
-        questions = _instruction_questions(scene, rng, sizes)
+        n = rng.randint(1, sizes.max_turns)
+        weights, digits = sizes.category_weights, sizes.digits
+        questions = tasks.sample_questions(
+            scene, rng, n, yes_no_ratio=sizes.yes_no_ratio, weights=weights, digits=digits
+        )
         with_image = i < sizes.train_images
         record = (
             {"id": f"train-{i:06d}", "image": names[i]}

@@ -1,8 +1,6 @@
 """What the playground runs: the pipelines, declared with typed fields, and the presets (data
-size, step budget, pipelines, seeds). Every pipeline of a preset gets the same backbones,
-instruction data, seeds and instruction-tuning budget; LLaVA-1.5 additionally spends
-`align_steps` on its alignment stage (the paper's point). `llava.playground.run` turns a
-pipeline's stages into the `llava.train.train` flags a 7B user passes.
+sizes, step budget, pipelines, seeds). Every pipeline of a preset gets the same backbones, data,
+seeds and instruction-tuning budget; LLaVA-1.5 spends `align_steps` more on its alignment stage.
 """
 
 from __future__ import annotations
@@ -29,13 +27,10 @@ class Budget:
     lora_alpha: int
     projector_lr: float  # LLaVA-1.5 stage 2's projector learning rate
     align_steps: int  # LLaVA-1.5 stage 1 (projector alignment on captions)
-    # LLaVA-1.5 stage 1's rate; None: derived from `batch_size` (see `alignment_rate`)
-    align_learning_rate: float | None = None
+    align_learning_rate: float | None = None  # LLaVA-1.5 stage 1's rate (None: `alignment_rate`)
     warmup_ratio: float = 0.03
-    # the instruction stages' schedule: "cosine" (LLaVA's) or "wsd" (warmup-stable-decay: the peak
-    # rate until the last `decay_ratio` of the steps, then a cosine decay to zero)
-    schedule: str = "cosine"
-    decay_ratio: float = 0.2
+    schedule: str = "cosine"  # instruction stages: "cosine" (LLaVA's) or "wsd" (warmup-stable-decay)
+    decay_ratio: float = 0.2  # wsd: the peak rate until the last `decay_ratio` of the steps, then cosine to 0
     lora_dropout: float = 0.0  # LLaVA uses 0.05; the masks cost a fifth of a CPU step's time
     model_max_length: int = 512
 

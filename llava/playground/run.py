@@ -27,10 +27,6 @@ from llava.playground.tokenizer import CONV_TEMPLATE
 logger = logging.getLogger(__name__)
 
 
-FUSION_DROPOUT = 0.1
-PROJECTOR_TYPE = "mlp2x_gelu"
-
-
 def to_argv(flags: dict[str, Any], prefix: str = "--") -> list[str]:
     """`{"lora_r": 16, "lora_enable": True, "layers": (0, 2)}` -> `["--lora_r", "16",
     "--lora_enable", "True", "--layers", "0,2"]`; None values are left out."""
@@ -49,9 +45,9 @@ def _model_flags(pipeline: Pipeline, align: bool) -> dict[str, Any]:
         "mm_vision_select_layer": pipeline.vision_layers,
     }
     if pipeline.projector:
-        return flags | {"mm_projector_type": PROJECTOR_TYPE, "tune_mm_mlp_adapter": True if align else None}
+        return flags | {"mm_projector_type": "mlp2x_gelu", "tune_mm_mlp_adapter": True if align else None}
     return flags | {
-        "fusion_dropout": FUSION_DROPOUT,
+        "fusion_dropout": 0.1,
         "layer_ids_to_inject": pipeline.fusion_layers,
         "lora_layer_ids_to_skip": pipeline.fusion_layers,
         "fusion_variant": pipeline.fusion_variant,
@@ -172,21 +168,14 @@ def evaluate(
 
     def work(directory: Path) -> dict:
         answers = {name: directory / f"{name}_answers.jsonl" for name in ("mme", "vqa")}
-        mme_files = {"question-file": data.mme_question_file, "image-folder": data.mme_image_folder}
+        mme_files = {"question-file": data.mme_question_file, "image-folder": data.mme_dir}
         vqa_files = {"question-file": data.vqa_question_file, "image-folder": data.vqa_image_folder}
+        mme_truth = {"answers-file": answers["mme"], "mme-dir": data.mme_dir}
+        categories = {"perception": PERCEPTION_CATEGORIES, "cognition": COGNITION_CATEGORIES}
         steps = [
             (model_vqa_loader, common | mme_files | {"answers-file": answers["mme"]}),
             (model_vqa_loader, common | vqa_files | {"answers-file": answers["vqa"]}),
-            (
-                eval_mme,
-                {
-                    "answers-file": answers["mme"],
-                    "mme-dir": data.mme_gt_dir,
-                    "perception": PERCEPTION_CATEGORIES,
-                    "cognition": COGNITION_CATEGORIES,
-                    "output-dir": directory / "mme_results",
-                },
-            ),
+            (eval_mme, mme_truth | categories | {"output-dir": directory / "mme_results"}),
             (eval_exact_match, {"question-file": data.vqa_question_file, "result-file": answers["vqa"]}),
         ]
         *_, mme, vqa = [module.main(to_argv(flags)) for module, flags in steps]

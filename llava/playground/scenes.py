@@ -1,11 +1,9 @@
-"""The playground's world: small synthetic scenes drawn with PIL.
-
-A scene is a 48x48 RGB image split into a 2x2 grid of 24 px cells. One cell holds a rendered
-digit (0-9); two or three other cells each hold one coloured shape (3 colours x 3 shapes, every
-colour/shape pair at most once per scene, so "the red circle" always names one object). The
-playground's ViT uses 24 px patches, so every cell is exactly one patch (4 image positions).
-Everything is deterministic given a `random.Random`: the same seed draws the same scenes and
-renders byte-identical PNGs. Why the world is this small: docs/playground_history.md.
+"""The playground's world: small synthetic scenes drawn with PIL. A scene is a 48x48 RGB image
+on a 2x2 grid of 24 px cells: one cell holds a rendered digit (0-9), two or three others one
+coloured shape each (3 colours x 3 shapes, each pair at most once, so "the red circle" names one
+object). The playground's ViT uses 24 px patches: every cell is one patch (4 image positions).
+The same seed draws the same scenes and renders byte-identical PNGs. Why the world is this small:
+docs/playground_history.md.
 """
 
 from __future__ import annotations
@@ -45,14 +43,6 @@ class SceneObject:
     def name(self) -> str:
         """`"red circle"`: unique within a scene."""
         return f"{self.color} {self.shape}"
-
-    @property
-    def row(self) -> int:
-        return self.cell // GRID
-
-    @property
-    def column(self) -> int:
-        return self.cell % GRID
 
 
 @dataclasses.dataclass(frozen=True)

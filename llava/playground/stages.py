@@ -1,10 +1,9 @@
-"""The playground's one stage cache, for the backbones and the pipelines alike.
-
-A stage owns a folder: `STAGE` is written into it first, `DONE.json` last and atomically, with
-the stage's record and its `settings` (what it ran with, as JSON). A re-run returns the record
-of a finished stage with the same settings, refuses one finished with other settings (an older
-preset's, say), removes a folder with `STAGE` but no `DONE.json` (an interrupted stage) before
-running the stage again from scratch, and refuses to touch a non-empty folder with neither.
+"""The playground's one stage cache, for the data, the backbones and the pipelines. A stage owns
+a folder: `STAGE` is written into it first, `DONE.json` (the stage's record and its `settings`,
+as JSON) last and atomically. A re-run returns the record of a finished stage with the same
+settings, refuses one finished with other settings, removes a folder with `STAGE` but no
+`DONE.json` (an interrupted stage) before running the stage again, and refuses to touch a
+non-empty folder with neither.
 """
 
 from __future__ import annotations

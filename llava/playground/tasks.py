@@ -1,10 +1,7 @@
-"""Questions about scenes, by category, mirroring MME's perception/cognition split.
-
-A **yes/no pair** (MME style) is two questions on one image, one answered "Yes" and one "No",
-hard negatives of each other (one fact changed), each ending with MME's `YES_NO_SUFFIX`. A
-**short answer** (VQA style) is one question with a one-word or short-phrase answer, ending with
-LLaVA's `SHORT_ANSWER_SUFFIX`. `can_ask` says which categories a scene allows (a comparison
-needs two groups of different sizes).
+"""Questions about scenes, by category, mirroring MME's perception/cognition split: a yes/no
+pair (MME style: one "Yes" and one "No" question on one image, hard negatives of each other) or a
+short answer (VQA style: one word or phrase), with LLaVA's prompt suffixes. `can_ask` says which
+categories a scene allows (a comparison needs two groups of different sizes).
 """
 
 from __future__ import annotations
@@ -14,7 +11,7 @@ import itertools
 import random
 from collections.abc import Mapping
 
-from llava.playground.scenes import CELLS, COLORS, DIGITS, SHAPES, Scene, SceneObject
+from llava.playground.scenes import CELLS, COLORS, DIGITS, GRID, SHAPES, Scene, SceneObject, sample_scene
 
 PERCEPTION_CATEGORIES = ("existence", "count", "color", "position", "OCR")
 COGNITION_CATEGORIES = ("numerical_calculation", "comparison", "spatial_relation")
@@ -73,11 +70,12 @@ def _comparable_groups(scene: Scene) -> list[tuple[Group, Group]]:
 
 def _relation(a: SceneObject, b: SceneObject, rng: random.Random) -> str:
     """A true direction of `a` relative to `b` ("left", "right", "above", "below")."""
+    (a_row, a_column), (b_row, b_column) = divmod(a.cell, GRID), divmod(b.cell, GRID)
     options = []
-    if a.column != b.column:
-        options.append("left" if a.column < b.column else "right")
-    if a.row != b.row:
-        options.append("above" if a.row < b.row else "below")
+    if a_column != b_column:
+        options.append("left" if a_column < b_column else "right")
+    if a_row != b_row:
+        options.append("above" if a_row < b_row else "below")
     return rng.choice(options)
 
 
@@ -173,6 +171,14 @@ def _short_answer(scene: Scene, category: str, rng: random.Random) -> tuple[str,
     direction = _relation(a, b, rng)
     options = "to the left or to the right of" if direction in ("left", "right") else "above or below"
     return f"Is the {a.name} {options} the {b.name}?", direction
+
+
+def askable_scene(rng: random.Random, category: str, digits: tuple[int, ...] = DIGITS) -> Scene:
+    """The first scene `rng` draws (with a digit of `digits`) about which `category` can be asked."""
+    scene = sample_scene(rng, digits)
+    while not can_ask(scene, category):
+        scene = sample_scene(rng, digits)
+    return scene
 
 
 def _check(scene: Scene, category: str) -> None:

@@ -1,8 +1,5 @@
-"""The chat LM's tokenizer and the text-only conversations the backbones are trained on.
-
-The chat LM reads a scene described in words (`Scene.describe()`) where the VLM sees the image,
-in LLaVA's `vicuna_v1` template; its BPE tokenizer holds every scene word as one token.
-"""
+"""The chat LM's tokenizer (BPE, every scene word one token) and its text conversations: a scene
+described in words (`Scene.describe()`) where the VLM sees the image, in LLaVA's `vicuna_v1`."""
 
 from __future__ import annotations
 

@@ -111,7 +111,7 @@ def test_instruct_json_is_llava_mix_format(data):
 def _mme_ground_truth(data: PlaygroundData) -> dict[tuple[str, str, str], str]:
     """(category, image file, question) -> answer, read as MME's scorer reads the release folder."""
     truth = {}
-    for category_dir in sorted(p for p in data.mme_gt_dir.iterdir() if p.is_dir()):
+    for category_dir in sorted(p for p in data.mme_dir.iterdir() if p.is_dir()):
         for txt in sorted((category_dir / "questions_answers_YN").glob("*.txt")):
             image = category_dir / "images" / f"{txt.stem}.png"
             assert image.is_file(), f"{txt} has no image"
@@ -131,7 +131,7 @@ def test_mme_jsonl_matches_ground_truth_and_is_balanced(data):
         assert set(row) == {"question_id", "image", "text", "category"}
         assert row["question_id"] == row["image"]
         assert row["question_id"].split("/")[0] == row["category"]
-        assert (data.mme_image_folder / row["image"]).is_file()
+        assert (data.mme_dir / row["image"]).is_file()
         assert row["text"].endswith(YES_NO_SUFFIX)
         answer = truth[row["category"], row["image"].split("/")[-1], row["text"]]
         per_image[row["image"]].append(answer)
@@ -157,7 +157,7 @@ def test_no_eval_image_appears_in_training(data):
 
     train = hashes(data.image_folder)
     assert len(train) == SIZES.pretrain_images + SIZES.train_images
-    assert not train & (hashes(data.mme_image_folder) | hashes(data.vqa_image_folder))
+    assert not train & (hashes(data.mme_dir) | hashes(data.vqa_image_folder))
 
 
 @pytest.mark.parametrize("ratio", [0.0, 1.0])
@@ -225,7 +225,7 @@ def test_mme_files_are_read_by_the_project_scorer(data):
         }
         for i, r in enumerate(rows)
     ]
-    records = convert_answers(answers, load_ground_truth(data.mme_gt_dir))
+    records = convert_answers(answers, load_ground_truth(data.mme_dir))
     scores = score_mme(records, perception=PERCEPTION_CATEGORIES, cognition=COGNITION_CATEGORIES)
     assert set(scores.subtasks) == set(CATEGORIES)
     n_right = sum(round(s.acc * 2 * SIZES.mme_images_per_category) for s in scores.subtasks.values())
