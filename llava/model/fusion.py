@@ -30,7 +30,8 @@ from transformers.models.llama.modeling_llama import LlamaRMSNorm
 from llava.model.compat import pop_kv_cache
 from llava.model.configuration import RELEASE_VARIANTS, FusionConfigMixin
 from llava.model.families import FAMILIES, Family, publish
-from llava.model.release_fusion import FusionLayer, ReleaseFusion
+from llava.model.fusion_layer import FusionLayer
+from llava.model.release_fusion import ReleaseFusion
 
 
 class FusionBranch(FusionLayer):

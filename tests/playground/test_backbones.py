@@ -27,14 +27,13 @@ from llava.playground.scenes import (
     GRID,
     IMAGE_SIZE,
     SCENE_WORDS,
-    Scene,
-    SceneObject,
     render_scene,
     sample_scenes,
 )
 from llava.playground.tasks import CATEGORIES, Question
 from llava.playground.tokenizer import text_conversation
 from llava.tools.tokenizer import train_tokenizer
+from tests.playground.scene_helpers import HAND_SCENE
 
 SHIPPED = backbones.SHIPPED_BACKBONES
 
@@ -61,20 +60,6 @@ def shipped_vision():
     return CLIPVisionModel.from_pretrained(vision_dir), CLIPImageProcessor.from_pretrained(vision_dir)
 
 
-def _scene() -> Scene:
-    # top left: red circle, top right: digit 7, bottom left: blue circle, bottom right: red square
-    return Scene(
-        objects=(
-            SceneObject("red", "circle", 0),
-            SceneObject("blue", "circle", 2),
-            SceneObject("red", "square", 3),
-        ),
-        digit=7,
-        digit_cell=1,
-        jitter=((0, 0, 8),) * 4,
-    )
-
-
 def test_shipped_weights_are_safetensors_and_small():
     files = [p for p in SHIPPED.rglob("*") if p.is_file()]
     weights = [p for p in files if p.suffix in {".safetensors", ".bin", ".pt", ".pth", ".ckpt"}]
@@ -85,10 +70,10 @@ def test_shipped_weights_are_safetensors_and_small():
 
 def test_vision_tower_sees_one_patch_per_cell(shipped_vision):
     vision, processor = shipped_vision
-    pixels = process_images([render_scene(_scene())], processor, "pad")  # [1, 3, 48, 48]
+    pixels = process_images([render_scene(HAND_SCENE)], processor, "pad")  # [1, 3, 48, 48]
     assert pixels.shape == (1, 3, IMAGE_SIZE, IMAGE_SIZE)
     expected = (
-        np.asarray(render_scene(_scene()), dtype=np.float32) / 255.0 - processor.image_mean
+        np.asarray(render_scene(HAND_SCENE), dtype=np.float32) / 255.0 - processor.image_mean
     ) / processor.image_std
     torch.testing.assert_close(
         pixels[0], torch.from_numpy(expected).permute(2, 0, 1).float(), atol=1e-4, rtol=0
@@ -129,7 +114,7 @@ def test_lm_tokenizer_is_a_vicuna_chat_tokenizer(shipped):
     question = Question("OCR", "What digit is shown in the image?", "7", "short")
     assert (
         tokenizer.unk_token_id
-        not in tokenizer(text_conversation(_scene(), [question], open_last=True).get_prompt()).input_ids
+        not in tokenizer(text_conversation(HAND_SCENE, [question], open_last=True).get_prompt()).input_ids
     )
     conv = get_conv_template("vicuna_v1")
     conv.append_message(conv.roles[0], "<image>\nWhat digit is shown in the image?")
@@ -148,7 +133,7 @@ def test_lm_answers_text_described_questions(shipped):
         Question("OCR", "Is the digit in the image 3?", "No", "yes_no"),
     ]
     answers = chat_lm.answer_conversations(
-        llm, tokenizer, [text_conversation(_scene(), [q], open_last=True) for q in questions]
+        llm, tokenizer, [text_conversation(HAND_SCENE, [q], open_last=True) for q in questions]
     )
     assert answers == [q.answer for q in questions]
 
@@ -259,7 +244,7 @@ def test_yes_no_token_mask_marks_exactly_the_yes_no_answers(shipped):
     marked = chat_lm.yes_no_token_mask(tokenizer).nonzero().squeeze(1).tolist()
     assert marked and {tokenizer.decode([i]).strip() for i in marked} == {"Yes", "No"}
     question = Question("OCR", "Is the digit in the image 7?", "Yes", "yes_no")
-    _, labels = tokenize_conversation(text_conversation(_scene(), [question]), tokenizer, add_bos=True)
+    _, labels = tokenize_conversation(text_conversation(HAND_SCENE, [question]), tokenizer, add_bos=True)
     answer_tokens = [t for t in labels if t != -100]  # "Yes", "</s>"
     assert [chat_lm.yes_no_token_mask(tokenizer)[t].item() for t in answer_tokens] == [True, False]
 

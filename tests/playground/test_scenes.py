@@ -19,26 +19,13 @@ from llava.playground.scenes import (
     sample_scene,
     sample_scenes,
 )
+from tests.playground.scene_helpers import HAND_SCENE
 
 
 def _png(scene: Scene) -> bytes:
     buffer = io.BytesIO()
     render_scene(scene).save(buffer, format="PNG")
     return buffer.getvalue()
-
-
-def _hand_scene() -> Scene:
-    # top left: red circle, top right: digit 7, bottom left: blue circle, bottom right: red square
-    return Scene(
-        objects=(
-            SceneObject("red", "circle", 0),
-            SceneObject("blue", "circle", 2),
-            SceneObject("red", "square", 3),
-        ),
-        digit=7,
-        digit_cell=1,
-        jitter=((0, 0, 8),) * 4,
-    )
 
 
 def test_same_seed_same_scenes_and_pixels():
@@ -78,7 +65,7 @@ def test_invalid_scenes_are_rejected():
 
 
 def test_descriptions_of_a_hand_made_scene():
-    scene = _hand_scene()
+    scene = HAND_SCENE
     assert (
         scene.describe() == "topleftredcircle. toprightdigit 7. bottomleftbluecircle. bottomrightredsquare."
     )
@@ -92,7 +79,7 @@ def test_descriptions_of_a_hand_made_scene():
 
 
 def test_distinct_scenes_name_every_shape_by_one_word():
-    assert not _hand_scene().distinct  # two red shapes, two circles
+    assert not HAND_SCENE.distinct  # two red shapes, two circles
     blue_square = SceneObject("blue", "square", 2)
     assert Scene((SceneObject("red", "circle", 0), blue_square), 7, 1, ((0, 0, 8),) * 3).distinct
     assert not Scene(
@@ -101,7 +88,7 @@ def test_distinct_scenes_name_every_shape_by_one_word():
 
 
 def test_rendering_puts_each_colour_in_its_cell():
-    image = np.asarray(render_scene(_hand_scene()))
+    image = np.asarray(render_scene(HAND_SCENE))
     assert image.shape == (IMAGE_SIZE, IMAGE_SIZE, 3)
     centre = CELL_SIZE // 2
     assert tuple(image[centre, centre]) == COLORS["red"]  # top left
@@ -127,7 +114,7 @@ def test_rearranged_scenes_move_the_same_things_to_other_cells():
         assert moved.key != scene.key and moved.digit == scene.digit
         assert sorted(o.name for o in moved.objects) == sorted(o.name for o in scene.objects)
         assert [o.cell for o in moved.objects] == sorted(o.cell for o in moved.objects)
-    scene = _hand_scene()
+    scene = HAND_SCENE
     moved = rearranged(scene, random.Random(3))
     moved_cells = {o.name: o.cell for o in moved.objects}
     pairs = [(o.cell, moved_cells[o.name]) for o in scene.objects]

@@ -20,20 +20,7 @@ from llava.playground.tasks import (
     short_question,
     yes_no_pair,
 )
-
-
-def _hand_scene() -> Scene:
-    # top left: red circle, top right: digit 7, bottom left: blue circle, bottom right: red square
-    return Scene(
-        objects=(
-            SceneObject("red", "circle", 0),
-            SceneObject("blue", "circle", 2),
-            SceneObject("red", "square", 3),
-        ),
-        digit=7,
-        digit_cell=1,
-        jitter=((0, 0, 8),) * 4,
-    )
+from tests.playground.scene_helpers import HAND_SCENE
 
 
 def _answers(category: str, n: int = 200) -> dict[str, str]:
@@ -42,8 +29,8 @@ def _answers(category: str, n: int = 200) -> dict[str, str]:
     found: dict[str, str] = {}
     for _ in range(n):
         for question in (
-            *yes_no_pair(_hand_scene(), category, rng),
-            short_question(_hand_scene(), category, rng),
+            *yes_no_pair(HAND_SCENE, category, rng),
+            short_question(HAND_SCENE, category, rng),
         ):
             answer = question.answer.lower()
             assert found.setdefault(question.question, answer) == answer
