@@ -27,7 +27,7 @@ from llava.playground.tokenizer import CONV_TEMPLATE
 logger = logging.getLogger(__name__)
 
 
-def to_argv(flags: dict[str, Any], prefix: str = "--") -> list[str]:
+def to_argv(flags: dict[str, Any]) -> list[str]:
     """`{"lora_r": 16, "lora_enable": True, "layers": (0, 2)}` -> `["--lora_r", "16",
     "--lora_enable", "True", "--layers", "0,2"]`; None values are left out."""
     argv: list[str] = []
@@ -35,7 +35,7 @@ def to_argv(flags: dict[str, Any], prefix: str = "--") -> list[str]:
         if value is None:
             continue
         text = ",".join(map(str, value)) if isinstance(value, tuple) else str(value)
-        argv += [f"{prefix}{name}", text]
+        argv += [f"--{name}", text]
     return argv
 
 
