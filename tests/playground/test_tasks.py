@@ -119,16 +119,12 @@ def test_category_weights_set_the_odds_of_each_category():
 
 
 def test_unaskable_category_raises():
-    scene = Scene(
-        objects=(
-            SceneObject("red", "circle", 0),
-            SceneObject("green", "square", 2),
-            SceneObject("blue", "triangle", 3),
-        ),
-        digit=1,
-        digit_cell=1,
-        jitter=((0, 0, 8),) * 4,
+    shapes = (
+        SceneObject("red", "circle", 0),
+        SceneObject("green", "square", 2),
+        SceneObject("blue", "triangle", 3),
     )
+    scene = Scene(objects=shapes, digit=1, digit_cell=1, jitter=((0, 0, 8),) * 4)
     assert not can_ask(scene, "comparison")  # every colour and every shape appears once
     with pytest.raises(ValueError, match="cannot be asked"):
         yes_no_pair(scene, "comparison", random.Random(0))
