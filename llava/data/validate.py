@@ -82,10 +82,12 @@ def validate(
     template: str = "v1",
     model_max_length: int | None = None,
     num_image_tokens: int = DEFAULT_NUM_IMAGE_TOKENS,
+    records: list[dict] | None = None,
 ) -> list[Finding]:
     """Every problem of the data set, in record order (see `require_usable` for whether any
-    record is left to train on: `main` applies it)."""
-    records = load_records(data_path)
+    record is left to train on: `main` applies it). `records`: the file's records, when the
+    caller has read them already."""
+    records = load_records(data_path) if records is None else records
     findings: list[Finding] = []
     for index, record in enumerate(tqdm(records, desc="validating", unit="record")):
         for kind, message in record_findings(
@@ -175,7 +177,7 @@ def main(argv: list[str] | None = None) -> int:
         logger.error("%s", err)
         return 1
     findings = validate(
-        args.data_path, args.image_folder, tokenizer, args.version, max_length, num_image_tokens
+        args.data_path, args.image_folder, tokenizer, args.version, max_length, num_image_tokens, records
     )
     for finding in findings:
         logger.error(

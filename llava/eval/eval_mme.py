@@ -21,15 +21,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from llava.eval import prompts
 from llava.eval.run_record import LOADER_RUNNER, check_question_file
 from llava.eval.scoring_io import (
     Coverage,
-    add_coverage_argument,
+    add_results_arguments,
     check_coverage,
     field,
-    print_coverage,
     read_jsonl,
-    write_results_json,
+    report_scores,
 )
 
 logger = logging.getLogger(__name__)
@@ -42,7 +42,7 @@ MME_COGNITION: tuple[str, ...] = (
     "commonsense_reasoning", "numerical_calculation", "text_translation", "code_reasoning",
 )  # fmt: skip
 
-SHORT_ANSWER_SUFFIX = "Answer the question using a single word or phrase."
+SHORT_ANSWER_SUFFIX = prompts.SHORT_ANSWER_SUFFIX.strip()
 YES_NO_SUFFIX = "Please answer yes or no."
 QUESTIONS_PER_IMAGE = 2
 
@@ -328,7 +328,6 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         help="llava_mme.jsonl: refuse answers made from another question file (their run record)",
     )
-    parser.add_argument("--results-json", default=None, help="headline numbers for llava.eval.report")
     parser.add_argument(
         "--perception",
         default=",".join(MME_PERCEPTION),
@@ -339,7 +338,7 @@ def build_parser() -> argparse.ArgumentParser:
         default=",".join(MME_COGNITION),
         help="comma-separated cognition subtasks (default: MME's)",
     )
-    add_coverage_argument(parser)
+    add_results_arguments(parser)
     return parser
 
 
@@ -364,10 +363,7 @@ def main(argv: Sequence[str] | None = None) -> MMEScores:
         records, perception=perception, cognition=cognition, require_pairs=not args.allow_missing
     )
     print_scores(scores, perception, cognition)
-    print_coverage(coverage)
-    write_results_json(
-        args.results_json, "mme", scores.perception, **scores.as_dict(), coverage=coverage.as_dict()
-    )
+    report_scores(args.results_json, "mme", scores.perception, coverage, **scores.as_dict())
     return scores
 
 

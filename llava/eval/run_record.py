@@ -38,7 +38,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from llava.model.fingerprint import location_fingerprint
+from llava.model.fingerprint import file_sha256, location_fingerprint
 
 logger = logging.getLogger(__name__)
 
@@ -57,8 +57,6 @@ _NOT_COMPARED = frozenset(
 )
 # A fingerprint that differs, and the location setting the message names with it.
 _LOCATIONS = {f"fingerprints.{name}": name for name in ("model_path", "model_base", "image_folder")}
-_HASH_BLOCK = 1 << 20
-
 PathLike = str | os.PathLike
 
 
@@ -66,14 +64,6 @@ def record_path(answers_file: PathLike) -> Path:
     """`<answers file>.meta.json`, beside the answers file."""
     answers_file = Path(answers_file)
     return answers_file.with_name(answers_file.name + RECORD_SUFFIX)
-
-
-def file_sha256(path: PathLike) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        while block := f.read(_HASH_BLOCK):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def question_file_identity(path: PathLike) -> dict[str, str]:

@@ -259,12 +259,13 @@ def prepare_resume(
     """`prepare_answers_file`, refusing to mix runs: the file's run record must agree with
     `record` on every setting (`run_record.check_resume`), and a file that holds answers but no
     record is refused (nothing tells which run wrote them). Writes `record` beside the file."""
+    previous = None
     if not overwrite and answers_file.exists() and answers_file.stat().st_size:
         previous = run_record.read_record(answers_file)
         if previous is not None:
             run_record.check_resume(answers_file, previous, record)
     done = prepare_answers_file(answers_file, model_id, overwrite=overwrite)
-    if done and run_record.read_record(answers_file) is None:
+    if done and previous is None:
         raise ValueError(
             f"{answers_file} holds {done.total()} answer(s) but no run record "
             f"({run_record.record_path(answers_file).name}), so nothing tells which model and settings "

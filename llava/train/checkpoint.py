@@ -19,19 +19,18 @@ import os
 from collections.abc import Iterable
 
 import torch
-from safetensors import SafetensorError
-from safetensors.torch import load_file, save_file
+from safetensors.torch import save_file
 from torch import nn
 
 from llava.model.builder import MM_PROJECTOR, NON_LORA_TRAINABLES
 from llava.model.llava_formats import LLAVA_MM_PROJECTOR
-from llava.model.weights import load_pickled_weights
-from llava.train.model_card import MODEL_CARD, TrainingCard, render_model_card
+from llava.model.weights import SAFETENSORS_SINGLE, load_weights
+from llava.train.model_card import TrainingCard, write_model_card
 from llava.train.recipe import TrainingPlan
+from llava.train.resume import ADAPTER_WEIGHTS
 
 logger = logging.getLogger(__name__)
 
-ADAPTER_WEIGHTS = "adapter_model.safetensors"
 _PEFT_PREFIX = "base_model.model."
 _GATHER_CHUNK = 64
 
@@ -112,18 +111,8 @@ def save_trained_model(
         image_processor.save_pretrained(output_dir)
         if card is not None:  # written last: it lists the files, and replaces PEFT's template card
             kind = "lora" if plan.uses_lora else "projector" if plan.projector_only else "full"
-            files = [name for name in os.listdir(output_dir) if name != MODEL_CARD]
-            with open(os.path.join(output_dir, MODEL_CARD), "w", encoding="utf-8") as f:
-                f.write(render_model_card(config, kind, card, files))
+            write_model_card(output_dir, config, kind, card)
         logger.info("saved the trained weights, config, tokenizer and image processor to %s", output_dir)
-
-
-def read_safetensors(path: str) -> dict[str, torch.Tensor]:
-    """The tensors of a safetensors file; a truncated or corrupt file is an error naming it."""
-    try:
-        return load_file(path)
-    except (SafetensorError, OSError) as err:
-        raise ValueError(f"{path}: not a readable safetensors file (truncated or corrupt?): {err}") from err
 
 
 def check_shape(file: str, name: str, saved: torch.Tensor, param: nn.Parameter) -> None:
@@ -177,7 +166,7 @@ def load_projector(model: nn.Module, path: str) -> None:
             f"--pretrain_mm_mlp_adapter {path}: expected {MM_PROJECTOR} or LLaVA's {LLAVA_MM_PROJECTOR} "
             "(or a folder holding one)"
         )
-    state = read_safetensors(file) if file.endswith(".safetensors") else load_pickled_weights(file)
+    state = load_weights(file)
     params = dict(model.model.mm_projector.named_parameters(prefix="model.mm_projector"))
     if set(state) != set(params):
         raise KeyError(f"{file}: keys {sorted(state)} do not match the projector's {sorted(params)}")
@@ -192,7 +181,7 @@ def load_projector(model: nn.Module, path: str) -> None:
 def _weight_files(plan: TrainingPlan) -> list[str]:
     if plan.uses_lora:
         return [ADAPTER_WEIGHTS, NON_LORA_TRAINABLES]
-    return [MM_PROJECTOR] if plan.projector_only else ["model.safetensors"]
+    return [MM_PROJECTOR] if plan.projector_only else [SAFETENSORS_SINGLE]
 
 
 def load_trained_weights(model: nn.Module, plan: TrainingPlan, checkpoint: str) -> None:
@@ -213,7 +202,7 @@ def load_trained_weights(model: nn.Module, plan: TrainingPlan, checkpoint: str) 
         path = os.path.join(checkpoint, file_name)
         if not os.path.isfile(path):
             raise FileNotFoundError(f"cannot resume: {path} is missing")
-        state = states[path] = read_safetensors(path)
+        state = states[path] = load_weights(path)
         if file_name == ADAPTER_WEIGHTS:
             _check_adapter_state(model, state, path)
             loaded |= {

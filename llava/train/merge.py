@@ -9,7 +9,7 @@ from pathlib import Path
 import torch
 
 from llava.model.builder import load_pretrained_model
-from llava.train.model_card import MODEL_CARD, TrainingCard, render_model_card
+from llava.train.model_card import TrainingCard, write_model_card
 
 logger = logging.getLogger(__name__)
 
@@ -39,7 +39,6 @@ def merge_lora(model_path: str, model_base: str, save_path: str, dtype: torch.dt
             ]
         )
         card = TrainingCard(command, model_base, model.config.mm_vision_tower)
-        files = [p.name for p in out.iterdir() if p.name != MODEL_CARD]
-        (out / MODEL_CARD).write_text(render_model_card(model.config, "full", card, files), encoding="utf-8")
+        write_model_card(out, model.config, "full", card)
     logger.info("merged %s + %s into %s", model_base, model_path, out)
     return out

@@ -5,10 +5,12 @@ and how to load it. Its YAML header uses the hub's model-card fields (`base_mode
 
 from __future__ import annotations
 
+import os
 import shlex
 import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
 from transformers import PreTrainedConfig
 
@@ -96,3 +98,12 @@ def render_model_card(config: PreTrainedConfig, kind: str, card: TrainingCard, f
         "",
     ]
     return "\n".join(header + [""] + body)
+
+
+def write_model_card(
+    folder: str | os.PathLike, config: PreTrainedConfig, kind: str, card: TrainingCard
+) -> None:
+    """Write the card into `folder` (written last: it lists the folder's other files)."""
+    folder = Path(folder)
+    files = [p.name for p in folder.iterdir() if p.name != MODEL_CARD]
+    (folder / MODEL_CARD).write_text(render_model_card(config, kind, card, files), encoding="utf-8")

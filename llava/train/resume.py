@@ -26,6 +26,9 @@ from pathlib import Path
 
 from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
 
+from llava.model.checkpoint_parts import MM_PROJECTOR, NON_LORA_TRAINABLES
+from llava.model.weights import SAFETENSORS_SINGLE
+
 logger = logging.getLogger(__name__)
 
 MANIFEST = "checkpoint_manifest.json"
@@ -37,13 +40,15 @@ OPTIMIZER = "optimizer.pt"
 SCHEDULER = "scheduler.pt"
 SCALER = "scaler.pt"
 DEEPSPEED_TAG_FILE = "latest"
+SUMMARY_FILE = "training_summary.json"
+ADAPTER_WEIGHTS = "adapter_model.safetensors"  # PEFT's name for the LoRA weights
 # A finished run's files in `--output_dir` (the summary is written last).
 FINISHED_RUN_FILES = (
-    "training_summary.json",
-    "adapter_model.safetensors",
-    "non_lora_trainables.safetensors",
-    "mm_projector.safetensors",
-    "model.safetensors",
+    SUMMARY_FILE,
+    ADAPTER_WEIGHTS,
+    NON_LORA_TRAINABLES,
+    MM_PROJECTOR,
+    SAFETENSORS_SINGLE,
     TRAINER_STATE,
 )
 _CHECKPOINT_NAME = re.compile(rf"^{PREFIX_CHECKPOINT_DIR}-(\d+)$")

@@ -40,6 +40,7 @@ from llava.train.resume import (
     CONFIG_FLAGS,
     CONTENT_FLAGS,
     LOCATIONS,
+    SUMMARY_FILE,
     TRAINING_FLAGS,
     clear_output_dir,
     fingerprint_key,
@@ -50,8 +51,6 @@ from llava.train.resume import (
 from llava.train.trainer import CheckpointWriteError, LLaVATrainer, NonFiniteLossError, save_failure_hint
 
 logger = logging.getLogger(__name__)
-
-SUMMARY_FILE = "training_summary.json"
 
 
 def _setup_logging(training_args: TrainingArguments) -> None:

@@ -22,9 +22,10 @@ from transformers import TrainerCallback
 from transformers.trainer_callback import ExportableState
 
 from llava.model.builder import build_from_backbones
+from llava.model.weights import load_weights as read_safetensors
 from llava.tools.make_tiny_checkpoints import make_tiny_checkpoints
 from llava.train.arguments import parse_arguments, resolve_run
-from llava.train.checkpoint import load_trained_weights, read_safetensors
+from llava.train.checkpoint import load_trained_weights
 from llava.train.deepspeed_files import UnsafeCheckpointFileError, check_deepspeed_checkpoint
 from llava.train.recipe import apply_recipe
 from llava.train.resume import (
