@@ -24,7 +24,7 @@ from pathlib import Path
 
 import torch
 from PIL import Image
-from transformers import AutoTokenizer
+from transformers import AutoConfig, AutoTokenizer
 
 from llava.model.builder import build_from_backbones
 from llava.model.vision_tower import load_image_processor
@@ -111,7 +111,7 @@ def run(args: argparse.Namespace) -> dict:
             "threads": args.threads,
             "hidden_size": args.hidden_size,
             "layers": args.layers,
-            "image_positions": 16,
+            "image_positions": AutoConfig.from_pretrained(checkpoint).num_image_tokens,
             "max_tokens": args.max_tokens,
             "requests_per_client": args.requests_per_client,
         }

@@ -86,12 +86,13 @@ PRESETS: dict[str, BackbonePreset] = {
 
 
 def stage_settings(preset: BackbonePreset, prefix: str, tokenizer, seed: int) -> dict:
-    """What a backbone stage depends on, as JSON: the seed, the tokenizer's fields and the stage's
-    own (`prefix`) of `preset`, and the SHA-256 of the tokenizer's vocabulary."""
+    """What a backbone stage depends on, as JSON: the seed, `preset`'s tokenizer, warm-up and stage
+    (`prefix`; CLIP's retrieval pool too) fields, and the SHA-256 of the tokenizer's vocabulary."""
+    own = (prefix, "retrieval_pool") if prefix == "clip_" else (prefix,)
     fields = {
         k: v
         for k, v in dataclasses.asdict(preset).items()
-        if k.startswith((prefix, "vocab_size", "tokenizer_"))
+        if k.startswith((*own, "vocab_size", "tokenizer_", "warmup_ratio"))
     }
     vocab = json.dumps(tokenizer.get_vocab(), sort_keys=True).encode()
     return as_json({"seed": seed, **fields, "tokenizer_sha256": hashlib.sha256(vocab).hexdigest()})

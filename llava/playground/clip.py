@@ -151,6 +151,5 @@ def save_vision_tower(clip: CLIPModel, mean: list[float], std: list[float], outp
     vision = CLIPVisionModel(clip.config.vision_config)
     vision.load_state_dict(clip.vision_model.state_dict())
     vision.save_pretrained(output_dir)
-    crop = {"height": IMAGE_SIZE, "width": IMAGE_SIZE}
-    size = {"shortest_edge": IMAGE_SIZE}
+    crop, size = {"height": IMAGE_SIZE, "width": IMAGE_SIZE}, {"shortest_edge": IMAGE_SIZE}
     CLIPImageProcessor(size=size, crop_size=crop, image_mean=mean, image_std=std).save_pretrained(output_dir)

@@ -30,7 +30,10 @@ def as_json(value: Any) -> Any:
 def read_record(directory: Path) -> dict | None:
     """The record of the finished stage in `directory`, or None when it is not finished."""
     marker = directory / DONE
-    return json.loads(marker.read_text()) if marker.is_file() else None
+    try:
+        return json.loads(marker.read_text()) if marker.is_file() else None
+    except json.JSONDecodeError as err:
+        raise ValueError(f"{marker}: not valid JSON ({err}); delete its folder to rerun the stage") from err
 
 
 def run_stage(directory: Path, describe: str, work: Callable[[Path], dict], settings: Any) -> dict:

@@ -95,6 +95,8 @@ def train_tokenizer(
     """A BPE tokenizer trained on `corpus`, with the special tokens of `style` (see the module
     docstring; `llama`: ids 0-3 are `<unk> <s> </s> <pad>`)."""
     spec = STYLES[style]
+    if legacy_prefix and spec.byte_level:
+        raise ValueError(f"legacy_prefix is a Metaspace option; style {style!r} is byte-level")
     tokenizer = Tokenizer(models.BPE(unk_token=spec.unk))
     if spec.byte_level:
         return _finish(_train_byte_level(tokenizer, corpus, vocab_size, spec), spec, model_max_length)

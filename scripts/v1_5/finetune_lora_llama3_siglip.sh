@@ -11,7 +11,6 @@ LLM=${LLM:-meta-llama/Meta-Llama-3-8B-Instruct}
 VISION_TOWER=${VISION_TOWER:-google/siglip-so400m-patch14-384}
 PROJECTOR=${PROJECTOR-./checkpoints/llava-llama3-8b-siglip-pretrain/mm_projector.safetensors}
 OUTPUT_DIR=${OUTPUT_DIR:-./checkpoints/llava-llama3-8b-siglip-lora}
-NUM_GPUS=${NUM_GPUS:-8}
-export LLM VISION_TOWER PROJECTOR OUTPUT_DIR NUM_GPUS
+export LLM VISION_TOWER PROJECTOR OUTPUT_DIR
 
 "$(dirname "$0")/finetune_lora.sh" --version llama_3 "$@"

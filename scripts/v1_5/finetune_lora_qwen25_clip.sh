@@ -8,10 +8,8 @@
 set -euo pipefail
 
 LLM=${LLM:-Qwen/Qwen2.5-7B-Instruct}
-VISION_TOWER=${VISION_TOWER:-openai/clip-vit-large-patch14-336}
 PROJECTOR=${PROJECTOR-./checkpoints/llava-qwen2.5-7b-clip-pretrain/mm_projector.safetensors}
 OUTPUT_DIR=${OUTPUT_DIR:-./checkpoints/llava-qwen2.5-7b-clip-lora}
-NUM_GPUS=${NUM_GPUS:-8}
-export LLM VISION_TOWER PROJECTOR OUTPUT_DIR NUM_GPUS
+export LLM PROJECTOR OUTPUT_DIR
 
 "$(dirname "$0")/finetune_lora.sh" --version qwen_2 "$@"

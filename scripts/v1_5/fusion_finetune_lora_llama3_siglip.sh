@@ -9,7 +9,6 @@ set -euo pipefail
 LLM=${LLM:-meta-llama/Meta-Llama-3-8B-Instruct}
 VISION_TOWER=${VISION_TOWER:-google/siglip-so400m-patch14-384}
 OUTPUT_DIR=${OUTPUT_DIR:-./checkpoints/inverse-llava-llama3-8b-siglip-lora}
-NUM_GPUS=${NUM_GPUS:-8}
-export LLM VISION_TOWER OUTPUT_DIR NUM_GPUS
+export LLM VISION_TOWER OUTPUT_DIR
 
 "$(dirname "$0")/fusion_finetune_lora.sh" --version llama_3 "$@"

@@ -6,9 +6,7 @@
 set -euo pipefail
 
 LLM=${LLM:-Qwen/Qwen2.5-7B-Instruct}
-VISION_TOWER=${VISION_TOWER:-openai/clip-vit-large-patch14-336}
 OUTPUT_DIR=${OUTPUT_DIR:-./checkpoints/inverse-llava-qwen2.5-7b-clip-lora}
-NUM_GPUS=${NUM_GPUS:-8}
-export LLM VISION_TOWER OUTPUT_DIR NUM_GPUS
+export LLM OUTPUT_DIR
 
 "$(dirname "$0")/fusion_finetune_lora.sh" --version qwen_2 "$@"

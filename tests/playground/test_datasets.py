@@ -230,3 +230,10 @@ def test_mme_files_are_read_by_the_project_scorer(data):
     assert set(scores.subtasks) == set(CATEGORIES)
     n_right = sum(round(s.acc * 2 * SIZES.mme_images_per_category) for s in scores.subtasks.values())
     assert n_right == len(rows) - len(rows[::4])
+
+
+def test_a_damaged_stage_record_is_named(tmp_path):
+    built = build_data(tmp_path / "d", seed=0, sizes=SIZES)
+    (built.root / DONE).write_text('{"settings": ')
+    with pytest.raises(ValueError, match=r"DONE\.json: not valid JSON .*delete its folder"):
+        build_data(tmp_path / "d", seed=0, sizes=SIZES)
