@@ -10,7 +10,6 @@ import base64
 import io
 import logging
 import os
-import warnings
 from collections.abc import Sequence
 
 import numpy as np
@@ -114,16 +113,18 @@ def to_rgb(image: Image.Image) -> Image.Image:
 def _open_rgb(source: str | io.BytesIO, name: str) -> Image.Image:
     """Decode `source` in full as 8-bit RGB; errors name `name` (a path, or what holds the data)."""
     try:
-        with warnings.catch_warnings(record=True) as caught:
-            warnings.simplefilter("always", Image.DecompressionBombWarning)
-            with Image.open(source) as image:
-                image.load()  # decodes every byte: a truncated file fails here
-                rgb = to_rgb(image)
-        for warning in caught:
-            if issubclass(warning.category, Image.DecompressionBombWarning):
-                # Pillow's own rule: between 1x and 2x its limit it warns and decodes
-                logger.warning("image %s: %s", name, warning.message)
-        return rgb
+        with Image.open(source) as image:
+            limit = Image.MAX_IMAGE_PIXELS
+            if limit and image.width * image.height > limit:  # Pillow's rule: warn and decode up to 2x
+                logger.warning(
+                    "image %s: %d pixels is over PIL.Image.MAX_IMAGE_PIXELS = %d, a possible decompression "
+                    "bomb; decoding it",
+                    name,
+                    image.width * image.height,
+                    limit,
+                )
+            image.load()  # decodes every byte: a truncated file fails here
+            return to_rgb(image)
     except Image.DecompressionBombError as err:
         raise ImageTooLargeError(
             f"image {name} refused as a possible decompression bomb: {err} (the limit is "
@@ -148,9 +149,14 @@ def load_image(path: str | os.PathLike) -> Image.Image:
     return _open_rgb(path, path)
 
 
+def load_image_from_bytes(data: bytes, name: str = "<image bytes>") -> Image.Image:
+    """Decode an encoded image (PNG, JPEG, ...) held in memory as `load_image` does; errors name `name`."""
+    return _open_rgb(io.BytesIO(data), name)
+
+
 def load_image_from_base64(data: str, name: str = "<base64 image>") -> Image.Image:
     """Decode a base64-encoded image as `load_image` does; errors name `name`."""
-    return _open_rgb(io.BytesIO(base64.b64decode(data)), name)
+    return load_image_from_bytes(base64.b64decode(data), name)
 
 
 def expand2square(image: Image.Image, background: tuple[int, ...]) -> Image.Image:

@@ -16,7 +16,7 @@ from urllib.parse import unquote, urlparse
 
 from PIL import Image
 
-from llava.mm_utils import load_image, load_image_from_base64, to_rgb
+from llava.mm_utils import load_image, load_image_from_bytes, to_rgb
 
 _DATA_URL = re.compile(
     r"^data:(?P<mime>[\w.+-]+/[\w.+-]+)?(?P<params>(;[\w-]+=[^;,]*)*)(?P<b64>;base64)?,(?P<data>.*)$", re.S
@@ -50,13 +50,16 @@ def _from_data_url(url: str, name: str) -> Image.Image:
     match = _DATA_URL.match(url)
     if match is None or not match.group("b64"):
         raise ImageInputError(f"{name}: a data URL must be base64-encoded (data:image/png;base64,...)")
-    data = match.group("data")
     try:
-        base64.b64decode(data, validate=True)
+        data = base64.b64decode(match.group("data"), validate=True)
     except (binascii.Error, ValueError) as err:
         raise ImageInputError(f"{name}: bad base64 ({err})") from err
+    return _from_bytes(data, name)
+
+
+def _from_bytes(data: bytes, name: str) -> Image.Image:
     try:
-        return load_image_from_base64(data, name)
+        return load_image_from_bytes(data, name)
     except OSError as err:
         raise ImageInputError(f"{name}: not a readable image ({err})") from err
 
@@ -80,11 +83,14 @@ def _from_local_path(path: str, policy: ImagePolicy, name: str) -> Image.Image:
 def _from_remote(url: str, policy: ImagePolicy, name: str) -> Image.Image:
     if not policy.allow_remote:
         raise ImageInputError(f"{name}: remote image URLs are refused (the server does not fetch images)")
-    with urllib.request.urlopen(url, timeout=policy.timeout_s) as response:  # noqa: S310 (http(s) only)
-        data = response.read(policy.max_bytes + 1)
+    try:
+        with urllib.request.urlopen(url, timeout=policy.timeout_s) as response:  # noqa: S310 (http(s) only)
+            data = response.read(policy.max_bytes + 1)
+    except OSError as err:  # unreachable, an HTTP error status, a timeout
+        raise ImageInputError(f"{name}: cannot fetch it ({err})") from err
     if len(data) > policy.max_bytes:
         raise ImageInputError(f"{name}: over the {policy.max_bytes}-byte image limit")
-    return _from_data_url("data:;base64," + base64.b64encode(data).decode("ascii"), name)
+    return _from_bytes(data, name)
 
 
 def load_image_input(source: Any, policy: ImagePolicy, name: str = "image") -> Image.Image:

@@ -33,7 +33,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer, LlamaForCausalLM
+from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
 
 from llava.model.checkpoint_parts import (
     MM_PROJECTOR,
@@ -169,7 +169,7 @@ def _plan(path: Path, raw: dict) -> _Plan:
     if (path / "adapter_config.json").exists():
         expected = LLAVA_NON_LORA_TRAINABLES if llava else NON_LORA_TRAINABLES
         trainables = require_non_lora_trainables(path, config, expected)
-        return _Plan("lora", config, model_cls or LlamaForCausalLM, llava, trainables)
+        return _Plan("lora", config, model_cls or AutoModelForCausalLM, llava, trainables)
     if model_weight_files(path):
         return _Plan("complete", config, model_cls or AutoModelForCausalLM, llava)
     projector = one_of(path, (MM_PROJECTOR, LLAVA_MM_PROJECTOR))

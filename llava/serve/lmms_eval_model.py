@@ -76,6 +76,8 @@ def decoding_from(gen_kwargs: Mapping[str, Any]) -> DecodingSettings:
 class _InverseLlava(lmms):
     """What both model types share: loading, batching, generation."""
 
+    gen_kwargs_arg: int  # where a request's `args` hold its generation settings
+
     def __init__(
         self,
         pretrained: str,
@@ -101,28 +103,30 @@ class _InverseLlava(lmms):
     def _prompt(self, request: Instance) -> tuple[Conversation, list[Any], Mapping[str, Any]]:
         raise NotImplementedError
 
+    def _encoded(self, index: int, request: Instance) -> tuple[list[int], Any]:
+        """The request's prompt ids and image pixels (on the model's device)."""
+        conv, images, _ = self._prompt(request)
+        loaded = [
+            load_image_input(image, self.policy, f"request {index} image {k}")
+            for k, image in enumerate(images)
+        ]
+        return self.engine.prompt_ids(conv), self.engine.encode_images(loaded)
+
     def generate_until(self, requests: list[Instance]) -> list[str]:
-        """Answers in request order; requests with equal settings share left-padded batches."""
+        """Answers in request order; requests with equal settings share left-padded batches, whose
+        images are read and encoded batch by batch (a task's images never sit in memory at once)."""
         answers: dict[int, str] = {}
-        groups: dict[DecodingSettings, list[tuple[int, list[int], Any]]] = {}
+        groups: dict[DecodingSettings, list[int]] = {}
         for index, request in enumerate(requests):
-            conv, images, gen_kwargs = self._prompt(request)
-            loaded = [
-                load_image_input(image, self.policy, f"request {index} image {k}")
-                for k, image in enumerate(images)
-            ]
-            groups.setdefault(decoding_from(gen_kwargs), []).append(
-                (index, self.engine.prompt_ids(conv), self.engine.encode_images(loaded))
-            )
+            groups.setdefault(decoding_from(request.args[self.gen_kwargs_arg]), []).append(index)
         with tqdm(total=len(requests), desc=f"{MODEL_ID} responding", disable=self.rank != 0) as bar:
-            for settings, items in groups.items():
-                for start in range(0, len(items), self.batch_size):
-                    batch = items[start : start + self.batch_size]
-                    texts = self.engine.generate(
-                        [ids for _, ids, _ in batch], [px for _, _, px in batch], settings
+            for settings, indices in groups.items():
+                for start in range(0, len(indices), self.batch_size):
+                    batch = indices[start : start + self.batch_size]
+                    prompts, pixels = zip(*(self._encoded(i, requests[i]) for i in batch), strict=True)
+                    answers.update(
+                        zip(batch, self.engine.generate(list(prompts), list(pixels), settings), strict=True)
                     )
-                    for (index, _, _), text in zip(batch, texts, strict=True):
-                        answers[index] = text
                     bar.update(len(batch))
         return [answers[index] for index in range(len(requests))]
 
@@ -137,6 +141,7 @@ class InverseLlavaSimple(_InverseLlava):
     """The simple type: a task's `doc_to_text` and `doc_to_visual`."""
 
     is_simple = True
+    gen_kwargs_arg = 1  # request.args: (context, gen_kwargs, doc_to_visual, doc_id, task, split)
 
     def _prompt(self, request: Instance) -> tuple[Conversation, list[Any], Mapping[str, Any]]:
         context, gen_kwargs, doc_to_visual, doc_id, task, split = request.args
@@ -148,6 +153,7 @@ class InverseLlavaChat(_InverseLlava):
     """The chat type: a task's `doc_to_messages` (text and image parts)."""
 
     is_simple = False
+    gen_kwargs_arg = 2  # request.args: (context, doc_to_messages, gen_kwargs, doc_id, task, split)
 
     def _prompt(self, request: Instance) -> tuple[Conversation, list[Any], Mapping[str, Any]]:
         _, doc_to_messages, gen_kwargs, doc_id, task, split = request.args

@@ -165,8 +165,7 @@ def parse_chat_request(
             param="messages",
             code="too_many_images",
         )
-    if _integer(body, "n", 1, 1) not in (None, 1):
-        raise RequestError("n must be 1", param="n")
+    _integer(body, "n", 1, 1)  # one choice per request: anything but 1 is refused
     max_tokens = _integer(body, "max_completion_tokens", 1, max_tokens_limit)
     if max_tokens is None:
         max_tokens = _integer(body, "max_tokens", 1, max_tokens_limit)

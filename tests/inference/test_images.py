@@ -73,5 +73,8 @@ def test_remote_images_are_fetched_only_when_allowed(image_folder):
                 load_image_input(url, ImagePolicy(allow_remote=True, max_bytes=100))
             with pytest.raises(ImageInputError, match="remote image URLs are refused"):
                 load_image_input(url, ImagePolicy())
+            missing = url.replace("img1.png", "gone.png")  # the server answers 404
+            with pytest.raises(ImageInputError, match=r"gone\.png\): cannot fetch it \(HTTP Error 404"):
+                load_image_input(missing, ImagePolicy(allow_remote=True))
         finally:
             httpd.shutdown()

@@ -267,3 +267,25 @@ def test_resolve_device_follows_llavas_device_and_device_map_rules():
         for device, device_map in (("cuda", "auto"), ("cuda", 0), (None, "cuda:1")):
             with pytest.raises(RuntimeError, match="CUDA is not available here: pass device='cpu'"):
                 resolve_device(device, device_map)
+
+
+@pytest.mark.parametrize("family", ["llama", "qwen2"])
+def test_a_text_only_lora_loads_on_its_base_for_any_family(family, tiny_backbones, tmp_path):
+    """A LoRA run of a plain LLM (no tower): the base's own causal LM class, with the adapter merged."""
+    llm, _ = tiny_backbones(family)
+    base = AutoModelForCausalLM.from_pretrained(llm)
+    lora = LoraConfig(r=4, lora_alpha=8, target_modules=["q_proj", "v_proj"])
+    peft_model = get_peft_model(base, lora)
+    with torch.no_grad():
+        for name, param in peft_model.named_parameters():
+            if "lora_B" in name:
+                param.normal_(0, 0.1)
+    peft_model.save_pretrained(tmp_path)
+    base.config.save_pretrained(tmp_path)
+    ids = torch.tensor([[1, 40, 41, 42]])
+    with torch.no_grad():
+        expected = peft_model.merge_and_unload()(input_ids=ids).logits
+    _, loaded, processor, _ = load_pretrained_model(str(tmp_path), model_base=llm, device="cpu")
+    assert processor is None and type(loaded) is type(AutoModelForCausalLM.from_pretrained(llm))
+    with torch.no_grad():
+        assert torch.allclose(loaded(input_ids=ids).logits, expected, atol=1e-5)
