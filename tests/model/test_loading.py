@@ -80,16 +80,21 @@ def test_checkpoint_without_tower_weights_takes_them_from_mm_vision_tower(
     assert torch.allclose(_logits(loaded, images), _logits(model, images), atol=1e-6)
 
 
+@torch.no_grad()
+def _perturb_lora(peft_model) -> None:
+    """LoRA's B matrices start at zero; draw them so that the adapter changes the model."""
+    for name, param in peft_model.named_parameters():
+        if "lora_B" in name:
+            param.normal_(0, 0.1)
+
+
 def _save_lora_run(model, folder, tiny_checkpoints):
     """A LoRA run's output folder as the training recipe writes it: adapter, the trained non-LoRA
     weights (fusion branch or projector), config, tokenizer, image processor. Returns the PEFT model."""
     llm, vision = tiny_checkpoints
     lora = LoraConfig(r=4, lora_alpha=8, target_modules=r"model\.layers\.[1-3]\.(self_attn|mlp)\.\w+_proj")
     peft_model = get_peft_model(model, lora)
-    with torch.no_grad():
-        for name, param in peft_model.named_parameters():
-            if "lora_B" in name:
-                param.normal_(0, 0.1)
+    _perturb_lora(peft_model)
     peft_model.save_pretrained(folder)
     trainables = {
         k: v.clone() for k, v in model.state_dict().items() if ".fusion." in k or "mm_projector" in k
@@ -276,10 +281,7 @@ def test_a_text_only_lora_loads_on_its_base_for_any_family(family, tiny_backbone
     base = AutoModelForCausalLM.from_pretrained(llm)
     lora = LoraConfig(r=4, lora_alpha=8, target_modules=["q_proj", "v_proj"])
     peft_model = get_peft_model(base, lora)
-    with torch.no_grad():
-        for name, param in peft_model.named_parameters():
-            if "lora_B" in name:
-                param.normal_(0, 0.1)
+    _perturb_lora(peft_model)
     peft_model.save_pretrained(tmp_path)
     base.config.save_pretrained(tmp_path)
     ids = torch.tensor([[1, 40, 41, 42]])
