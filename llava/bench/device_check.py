@@ -29,7 +29,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import gc
-import importlib.metadata
 import json
 import logging
 import os
@@ -48,6 +47,7 @@ from transformers.utils import is_flash_attn_2_available
 from llava.bench import generation, train_step
 from llava.bench import padding_free as padding_free_bench
 from llava.constants import IMAGE_TOKEN_INDEX
+from llava.environment import PACKAGES, package_version
 
 logger = logging.getLogger(__name__)
 
@@ -97,13 +97,6 @@ def _free_memory() -> None:
         torch.cuda.empty_cache()
 
 
-def _version(package: str) -> str | None:
-    try:
-        return importlib.metadata.version(package)
-    except importlib.metadata.PackageNotFoundError:
-        return None
-
-
 def conditions(device: str, dtype: torch.dtype, tiny: bool) -> dict:
     """Where and with what the figures were measured."""
     cuda = device.startswith("cuda")
@@ -116,10 +109,7 @@ def conditions(device: str, dtype: torch.dtype, tiny: bool) -> dict:
         if cuda
         else None,
         "flash_attention_2_usable": is_flash_attn_2_available(),
-        "versions": {
-            name: _version(name)
-            for name in ("torch", "transformers", "peft", "accelerate", "deepspeed", "flash-attn")
-        },
+        "versions": {name: package_version(name) for name in PACKAGES},
         "python": sys.version.split()[0],
     }
 

@@ -10,9 +10,11 @@ from statistics import mean, stdev
 import torch
 from transformers import AutoConfig, AutoModel, AutoModelForCausalLM
 
+from llava.environment import environment_line
 from llava.eval import eval_mme
 from llava.eval.report import Row, draw_figure3, render_markdown_table
 from llava.playground import tasks
+from llava.playground.claims import claims, run_name, spread_rows
 from llava.playground.datasets import read_sizes
 
 PANELS = (("perception", tasks.PERCEPTION_CATEGORIES), ("cognition", tasks.COGNITION_CATEGORIES))
@@ -25,14 +27,14 @@ def n_parameters(auto_class, config) -> int:
 
 
 def _fmt(values: list[float], digits: int = 1) -> str:
-    """One value, or mean ± standard deviation over seeds."""
+    """One value, or mean ± standard deviation over runs."""
     if len(values) < 2:
         return f"{values[0]:.{digits}f}" if values else "-"
     return f"{mean(values):.{digits}f} ± {stdev(values):.{digits}f}"
 
 
 def _mme_cell(row: dict, category: str, images: int) -> str:
-    """score (acc / acc+), margin over chance, and the largest p-value over seeds."""
+    """score (acc / acc+), margin over chance, and the largest p-value over runs."""
     score = row["score", category]
     worst = max(eval_mme.guessing_p_value(s, images) for s in score)
     p = "p < 1e-9" if worst < 1e-9 else f"p {worst:.3f}" if worst >= 1e-3 else f"p {worst:.0e}"
@@ -41,7 +43,7 @@ def _mme_cell(row: dict, category: str, images: int) -> str:
 
 
 def _collect(runs: list[dict]) -> dict:
-    """Per pipeline label, in run order: lists over seeds of every number the tables show."""
+    """Per pipeline label, in run order: lists over runs of every number the tables show."""
     table: dict = defaultdict(lambda: defaultdict(list))
     for run in runs:
         scores, row, stages = run["eval"]["scores"], table[run["label"]], run["stages"]
@@ -56,6 +58,29 @@ def _collect(runs: list[dict]) -> dict:
             row["align", key].append(sum(s[key] for s in stages if s["align"]))
         row["eval_time"].append(run["eval"]["wall_time_s"])
     return table
+
+
+def _environments(runs: list[dict]) -> str:
+    """Each distinct environment the runs ran in, with the runs it holds."""
+    where: dict[str, list[str]] = defaultdict(list)
+    for run in runs:
+        environment = run.get("environment")
+        where[environment_line(environment) if environment else "not recorded"].append(run_name(run))
+    return "\n".join(f"- {line}: {', '.join(dict.fromkeys(names))}" for line, names in where.items())
+
+
+def _spread_section(runs: list[dict]) -> list[str]:
+    """Each MME-style cell's mean, minimum, median and maximum over the runs, when a model ran more than once."""
+    if len({run["label"] for run in runs}) == len(runs):
+        return []
+    rows = [
+        Row(label, (category, *(f"{v:.1f}" for v in values)))
+        for label, category, *values in spread_rows(runs)
+    ]
+    return [
+        f"### Each cell over the runs ({len({run_name(r) for r in runs})} runs per model)",
+        render_markdown_table(["model", "category", "mean", "min", "median", "max"], rows),
+    ]
 
 
 def write_report(results: dict, output_dir: Path, llm: Path, vision: Path) -> Path:
@@ -90,13 +115,19 @@ def write_report(results: dict, output_dir: Path, llm: Path, vision: Path) -> Pa
         f"# Playground report: preset `{results['preset']}`",
         f"Backbones: `{results['backbones']}` (LLM {n_llm / 1e6:.2f}M parameters, vision tower "
         f"{n_vis / 1e6:.2f}M, {image_tokens} image positions). Data: `{results['data']}` (digits "
-        f"{', '.join(map(str, digits))}). Seeds: {sorted({r['seed'] for r in runs})}.",
+        f"{', '.join(map(str, digits))}). Seeds: {sorted({r['seed'] for r in runs})}; runs per model: "
+        f"{len({run_name(r) for r in runs})}.",
+        "## Environment",
+        _environments(runs),
+        "## Claims",
+        "\n".join(claim.line() for claim in claims(runs)),
         "## MME-style yes/no benchmark (score = acc x 100 + acc+ x 100, max 200 per category)",
         f"Chance: acc {100 * guessing['acc']:.0f}, acc+ {100 * guessing['acc_plus']:.0f}, "
         f"score {chance:.0f}. Cells: score (acc / acc+), margin = score - chance, p = the chance of a "
         "score at least this high by guessing every answer with a fair coin (exact, one-sided; "
-        f"{images} images per category; the largest over seeds).",
+        f"{images} images per category; the largest over runs).",
         render_markdown_table(["category", "chance", *labels], mme_rows),
+        *_spread_section(runs),
         "## Short-answer VQA (exact match, %)",
         render_markdown_table(["category", "chance", *labels], vqa_rows),
         "## Cost",

@@ -17,6 +17,7 @@ from typing import Any
 
 from tqdm.auto import tqdm
 
+from llava.environment import cpu_capability, describe_environment
 from llava.playground import backbones as playground_backbones
 from llava.playground.datasets import PlaygroundData, build_data
 from llava.playground.presets import PIPELINES, Budget, Pipeline, Preset, TrainStage
@@ -119,6 +120,12 @@ def _command(module: str, argv: list[str]) -> str:
     return shlex.join(["python", "-m", module, *argv])
 
 
+def _keyed(argv: list[str]) -> dict[str, Any]:
+    """A training or evaluation stage's settings: its flags and the CPU kernels it runs under
+    (another kernel family adds floats in another order, so its result is another result)."""
+    return {"argv": argv, "cpu_capability": cpu_capability()}
+
+
 def train_pipeline(
     preset: Preset,
     data: PlaygroundData,
@@ -145,7 +152,7 @@ def train_pipeline(
                 "align": align,
             }
 
-        records.append(run_stage(directory, f"{pipeline.name}/seed{seed}/{stage.name}", work, argv))
+        records.append(run_stage(directory, f"{pipeline.name}/seed{seed}/{stage.name}", work, _keyed(argv)))
         if stage.align:
             projector = directory / "mm_projector.safetensors"
     return records
@@ -186,7 +193,7 @@ def evaluate(
         }
         return {"commands": [_command(m.__name__, to_argv(flags)) for m, flags in steps], "scores": scores}
 
-    return run_stage(eval_dir, describe, work, to_argv(common))
+    return run_stage(eval_dir, describe, work, _keyed(to_argv(common)))
 
 
 def run(preset: Preset, output_dir: Path, backbones_dir: str | os.PathLike) -> dict:
@@ -201,6 +208,7 @@ def run(preset: Preset, output_dir: Path, backbones_dir: str | os.PathLike) -> d
     progress = tqdm(total=1 + 2 * len(jobs), desc=f"playground {preset.name}", unit="stage")
     data = build_data(output_dir / "data", preset.data, seed=0)
     progress.update()
+    environment = describe_environment()
     results = {
         "preset": preset.name,
         "backbones": str(llm.parent),
@@ -217,7 +225,14 @@ def run(preset: Preset, output_dir: Path, backbones_dir: str | os.PathLike) -> d
         evaluation = evaluate(preset, data, checkpoint, llm, seed_dir / "eval", f"{name}/seed{seed}/eval")
         progress.update()
         results["runs"].append(
-            {"pipeline": name, "label": pipeline.label, "seed": seed, "stages": stages, "eval": evaluation}
+            {
+                "pipeline": name,
+                "label": pipeline.label,
+                "seed": seed,
+                "environment": environment,
+                "stages": stages,
+                "eval": evaluation,
+            }
         )
     progress.close()
     (output_dir / "results.json").write_text(json.dumps(results, indent=2))

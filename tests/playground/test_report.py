@@ -6,6 +6,7 @@ import pytest
 from transformers import AutoConfig, AutoModel, AutoModelForCausalLM
 
 from llava.playground.backbones import SHIPPED_BACKBONES
+from llava.playground.claims import CELL_BAR, claims
 from llava.playground.datasets import build_data
 from llava.playground.presets import get_preset
 from llava.playground.report import n_parameters, write_report
@@ -19,7 +20,15 @@ def data(tmp_path_factory):
     return build_data(tmp_path_factory.mktemp("data"), get_preset("smoke").data)
 
 
-def _run(label: str, seed: int, score: float, acc: float, align: bool = False) -> dict:
+def _environment(capability: str) -> dict:
+    versions = {"torch": "2.13.0+cpu", "transformers": "5.24.0", "deepspeed": None}
+    return {"cpu_capability": capability, "aten_cpu_capability": None, "threads": 1, "versions": versions,
+            "python": "3.11.7", "machine": "x86_64"}  # fmt: skip
+
+
+def _run(
+    label: str, seed: int, score: float, acc: float, align: bool = False, capability: str = "AVX2"
+) -> dict:
     """One pipeline run as `run.py` records it: every category scored alike."""
     stages = [{"samples": 8, "steps": 2, "wall_time_s": 1.0, "align": True, "command": f"align {label}"}]
     stages = stages if align else []
@@ -29,7 +38,7 @@ def _run(label: str, seed: int, score: float, acc: float, align: bool = False) -
     mme = {c: {"score": score, "acc": acc, "acc_plus": score / 100 - acc} for c in CATEGORIES}
     scores = {"mme": mme, "vqa": dict.fromkeys(CATEGORIES, score / 4)}
     scores["mme_totals"] = {"perception": 5 * score, "cognition": 3 * score}
-    return {"label": label, "seed": seed, "stages": stages, "eval": {
+    return {"label": label, "seed": seed, "environment": _environment(capability), "stages": stages, "eval": {
         "scores": scores, "wall_time_s": 3.0, "commands": [f"eval {label} {seed}"],
     }}  # fmt: skip
 
@@ -39,7 +48,12 @@ def test_report_tables_over_seeds(data, tmp_path):
     results = {"preset": "smoke", "backbones": str(SHIPPED_BACKBONES), "data": str(data.root), "runs": runs}
     report = write_report({**results, "data_time_s": 2.0}, tmp_path, llm=LLM, vision=VISION).read_text()
 
-    assert "(digits 0, 1, 2, 3, 4). Seeds: [0, 1]." in report and "4 images per category" in report
+    assert "(digits 0, 1, 2, 3, 4). Seeds: [0, 1]; runs per model: 2." in report
+    assert "4 images per category" in report
+    assert (
+        "- AVX2 kernels, 1 thread(s), torch 2.13.0+cpu, transformers 5.24.0, Python 3.11.7: seed 0 (AVX2), "
+        in report
+    )
     # mean ± sd over seeds; margin over chance (75); p of the worst seed by guessing (4 images)
     assert (
         "| count | 75 | 125.0 ± 35.4 (62 ± 18 / 62 ± 18), 50.0 ± 35.4, p 0.262 | 125.0 (75 / 50), 50.0"
@@ -55,6 +69,38 @@ def test_report_tables_over_seeds(data, tmp_path):
     assert "```\n" + "\n".join(commands) + "\n```\n" in report
     png = (tmp_path / "report.png").read_bytes()
     assert png.startswith(b"\x89PNG") and len(png) > 10_000
+
+
+def test_claims_check_every_run_and_name_the_worst_cell():
+    runs = [
+        _run("Inverse-LLaVA", 0, 150.0, 0.8),
+        _run("Inverse-LLaVA", 0, 109.5, 0.6, capability="DEFAULT"),
+        _run("LLaVA-1.5", 0, 160.0, 0.8),
+        _run("LLaVA-1.5", 0, 170.0, 0.9, capability="DEFAULT"),
+    ]
+    bar, perception, cognition = claims(runs)
+    assert not bar.passed and CELL_BAR == 110.0
+    assert (
+        bar.evidence
+        == "24 of 32 cells clear it; the lowest is 109.5 (Inverse-LLaVA, existence, seed 0 (DEFAULT))"
+    )
+    # perception totals are 5x a cell, cognition 3x: LLaVA-1.5 ahead on both, in both runs
+    assert perception.passed and perception.evidence.startswith("2 of 2 runs; means 825.0 vs 648.8")
+    assert not cognition.passed and cognition.line().startswith(
+        "- **FAIL**: Inverse-LLaVA ahead of LLaVA-1.5 on cognition, as in the paper. 0 of 2 runs"
+    )
+    assert "(the paper: 328.21 vs 257.86)" in cognition.evidence
+    passing = claims([_run("Inverse-LLaVA", 0, 110.0, 0.6)])
+    assert len(passing) == 1 and passing[0].passed  # no direction claim without both models
+
+
+def test_spread_over_runs_gives_each_cells_minimum_and_median(data, tmp_path):
+    runs = [_run("A", seed, score, 0.6) for seed, score in ((0, 120.0), (1, 140.0), (2, 112.0))]
+    results = {"preset": "smoke", "backbones": str(SHIPPED_BACKBONES), "data": str(data.root), "runs": runs}
+    report = write_report({**results, "data_time_s": 2.0}, tmp_path, llm=LLM, vision=VISION).read_text()
+    assert "### Each cell over the runs (3 runs per model)" in report
+    assert "| A | OCR | 124.0 | 112.0 | 120.0 | 140.0 |" in report
+    assert f"- **PASS**: every MME-style cell >= {CELL_BAR:.0f} (chance 75) in every run. 24 of 24" in report
 
 
 def test_parameter_counts_match_the_built_models():
