@@ -44,10 +44,12 @@ class CaptureWeights(TrainerCallback):
             self.weights[plain] = param.detach().to("cpu", copy=True)
 
 
-def run_training(argv: list[str]) -> tuple[dict, dict[str, torch.Tensor]]:
-    """Run the real entry point in-process; return its summary and its final weights."""
+def run_training(
+    argv: list[str], callbacks: list[TrainerCallback] = ()
+) -> tuple[dict, dict[str, torch.Tensor]]:
+    """Run the real entry point in-process (with `callbacks` too); return its summary and its final weights."""
     capture = CaptureWeights()
-    summary = train(*parse_arguments(argv), callbacks=[capture])
+    summary = train(*parse_arguments(argv), callbacks=[capture, *callbacks])
     return summary, capture.weights
 
 
