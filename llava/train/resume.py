@@ -286,6 +286,30 @@ def resume_requested(value: str | bool | None) -> bool:
     return str(value).lower() not in ("", "false", "none")
 
 
+def finished_run(output_dir: str | os.PathLike, max_steps: int, num_train_epochs: float) -> dict | None:
+    """The summary of the run finished in `output_dir` under this step budget (`max_steps`, or
+    `num_train_epochs` when `max_steps` <= 0), or None when `output_dir` holds no finished run or
+    one finished under another budget. A resume of a finished run has nothing left to train: its
+    schedule ended at its last step, and one more step would run past it."""
+    summary_path, state_path = Path(output_dir) / SUMMARY_FILE, Path(output_dir) / TRAINER_STATE
+    if not (summary_path.is_file() and state_path.is_file()):
+        return None
+    try:
+        summary, state = json.loads(summary_path.read_text()), json.loads(state_path.read_text())
+        done = state["global_step"] >= state["max_steps"] > 0
+        budget = (
+            (state["max_steps"] == max_steps)
+            if max_steps > 0
+            else state["num_train_epochs"] == num_train_epochs
+        )
+    except (json.JSONDecodeError, KeyError, TypeError) as err:
+        raise ValueError(
+            f"{output_dir}: its finished-run files {SUMMARY_FILE} / {TRAINER_STATE} are damaged ({err!r}); "
+            "resume from a checkpoint by path, or start over with --overwrite_output_dir True"
+        ) from err
+    return summary if done and budget else None
+
+
 def resolve_resume(value: str | bool | None, output_dir: str) -> str | None:
     """`--resume_from_checkpoint PATH` (which must be complete), or `latest`/`True` for the newest
     complete checkpoint of `output_dir`; None when not resuming."""

@@ -44,6 +44,7 @@ from llava.train.resume import (
     TRAINING_FLAGS,
     clear_output_dir,
     fingerprint_key,
+    finished_run,
     guard_output_dir,
     resume_requested,
     write_json_atomically,
@@ -183,6 +184,18 @@ def train(
     (None: this process's command line)."""
     _setup_logging(training_args)
     spec = resolve_run(model_args, data_args, training_args)
+    if resume_requested(training_args.resume_from_checkpoint):
+        finished = finished_run(
+            training_args.output_dir, training_args.max_steps, training_args.num_train_epochs
+        )
+        if finished is not None:
+            logger.warning(
+                "%s holds a run that finished its budget (step %d): nothing left to train, its model is "
+                "left as it is. A larger budget is another schedule: start it in another --output_dir",
+                training_args.output_dir,
+                finished["global_step"],
+            )
+            return finished
     _prepare_output_dir(training_args)
     set_seed(training_args.seed)
     dtype = torch.bfloat16 if training_args.bf16 else torch.float32

@@ -31,6 +31,7 @@ from llava.train.recipe import apply_recipe
 from llava.train.resume import (
     MANIFEST,
     RECORDED_FLAGS,
+    SUMMARY_FILE,
     IncompleteCheckpointError,
     ResumeMismatchError,
     UsedOutputDirError,
@@ -39,6 +40,7 @@ from llava.train.resume import (
     compare_flags,
     resolve_resume,
 )
+from llava.train.train import main as train_main
 from llava.train.train import train
 from llava.train.trainer import CheckpointWriteError
 from tests.train.fault_run import RenameKill, TimedKill, run_killed
@@ -676,3 +678,33 @@ def test_sigkill_at_seeded_random_moments_inside_saves_then_latest_equals_uninte
     summary, _ = run_training([*argv, "--resume_from_checkpoint", "latest"])
     assert summary["global_step"] == max_steps
     assert max_abs_diff(trained_state(run), trained_state(reference)) == 0.0
+
+
+def test_resuming_a_finished_run_changes_nothing_and_says_so(reference, tmp_path, caplog):
+    """A job scheduler restarting a finished job: the run is at its budget, so nothing trains,
+    nothing is written, and the log says why; a larger budget is refused as another schedule."""
+    out, argv = reference
+    run = tmp_path / "run"
+    shutil.copytree(out, run)
+    files = {p: (p.stat().st_mtime_ns, p.read_bytes()) for p in run.rglob("*") if p.is_file()}
+    recorded = json.loads((run / SUMMARY_FILE).read_text())
+    for _ in range(2):
+        with caplog.at_level(logging.WARNING, logger="llava.train.train"):
+            summary = train_main([*_with_output_dir(argv, run), "--resume_from_checkpoint", "latest"])
+        assert summary == recorded and summary["global_step"] == 6
+    assert f"{run} holds a run that finished its budget (step 6): nothing left to train" in caplog.text
+    assert {p: (p.stat().st_mtime_ns, p.read_bytes()) for p in run.rglob("*") if p.is_file()} == files
+    longer = _with_output_dir(argv, run)
+    longer[longer.index("--max_steps") + 1] = "8"
+    with pytest.raises(ResumeMismatchError, match="--max_steps: 6 in the checkpoint, 8 now"):
+        train_main([*longer, "--resume_from_checkpoint", "latest"])
+
+
+def test_resuming_a_run_finished_on_an_epoch_budget_changes_nothing(run_flags, tmp_path):
+    out = tmp_path / "epochs"
+    argv = run_flags(out, *FUSION_FLAGS, "--num_train_epochs", "1", "--save_steps", "2")
+    first, _ = run_training(argv)
+    weights = (out / "adapter_model.safetensors").read_bytes()
+    again = train_main([*argv, "--resume_from_checkpoint", "latest"])
+    assert again == first and again["global_step"] > 0
+    assert (out / "adapter_model.safetensors").read_bytes() == weights
