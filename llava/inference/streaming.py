@@ -1,10 +1,12 @@
 """Streaming: text deltas of every row of a batch while the library's `generate` runs.
 
 `generate` hands its streamer the new token of every row at each step (`put`, shape `[B]`) and
-calls `end` once. `BatchStreamer` decodes each row's tokens so far and passes the new text to that
-row's callback. `TextDeltas` makes the deltas of one answer add up exactly to the finished answer
-(`Completion.text`): leading whitespace dropped, trailing whitespace, a possible beginning of a
-stop string and an unfinished UTF-8 character held back until the next token settles them.
+calls `end` once. `BatchStreamer` turns each row's new token into text (`IncrementalDetokenizer`,
+a short window per token) and passes the new text to that row's callback. `TextDeltas` makes the
+deltas of one answer add up exactly to the finished answer (`Completion.text`): leading
+whitespace dropped, trailing whitespace, a possible beginning of a stop string and an unfinished
+UTF-8 character held back until the next token settles them. Both look at each token's text a
+bounded number of times, so streaming an answer takes time linear in its length.
 """
 
 from __future__ import annotations
@@ -22,40 +24,76 @@ logger = logging.getLogger(__name__)
 DeltaCallback = Callable[[str], None]
 
 
+class IncrementalDetokenizer:
+    """One answer's text as its tokens arrive, in constant time per token: each token decodes
+    only a short window, the tokens from the start of the previous piece on. A window decoded
+    alone can lose what only earlier tokens settle (SentencePiece's leading space, a character
+    whose bytes span tokens), so the window is decoded with and without its newest tokens and the
+    difference is the text they add (the offsets technique of vLLM's and TGI's detokenizers).
+    A window ending mid-character (U+FFFD) waits for the next token."""
+
+    def __init__(self, tokenizer: Any) -> None:
+        self.tokenizer = tokenizer
+        self.ids: list[int] = []
+        self.prefix = self.read = (
+            0  # the window starts at `prefix`; `read`: the tokens already turned into text
+        )
+
+    def push(self, token: int) -> str:
+        """The text `token` adds (possibly '')."""
+        self.ids.append(token)
+        before = self.tokenizer.decode(self.ids[self.prefix : self.read], skip_special_tokens=True)
+        after = self.tokenizer.decode(self.ids[self.prefix :], skip_special_tokens=True)
+        if len(after) <= len(before) or after.endswith("\ufffd"):
+            return ""
+        self.prefix, self.read = self.read, len(self.ids)
+        return after[len(before) :]
+
+
 class TextDeltas:
-    """The not-yet-sent part of one answer's text as it grows."""
+    """The deltas of one answer's text, each piece looked at once: leading whitespace dropped,
+    and trailing whitespace, a possible beginning of a stop string and an unfinished character
+    held back (`pending`) until later text settles them, so the deltas add up to the finished
+    answer (`Completion.text`) in time linear in its length."""
 
     def __init__(self, stop: Sequence[str] = ()) -> None:
         self.stop = tuple(stop)
-        self.sent = ""
+        self.pending = ""  # received, not yet sent: short (held-back whitespace or a stop's start)
+        self.pieces: list[str] = []  # sent
+        self.started = self.stopped = False
 
-    def _settled(self, text: str) -> str:
-        text, stopped = cut_at_stop(text.lstrip(), self.stop)
-        if stopped:
-            return text.rstrip()
-        text = text.rstrip("\ufffd")
-        keep = len(text)
-        for stop in self.stop:  # hold back a suffix that may be the start of a stop string
-            for n in range(min(len(stop) - 1, len(text)), 0, -1):
-                if text.endswith(stop[:n]):
-                    keep = min(keep, len(text) - n)
+    def _held_back(self, text: str) -> int:
+        """Where the sendable part of `text` ends."""
+        keep = len(text.rstrip("\ufffd"))
+        for stop in self.stop:  # a suffix that may be the start of a stop string
+            for n in range(min(len(stop) - 1, keep), 0, -1):
+                if text[:keep].endswith(stop[:n]):
+                    keep -= n
                     break
-        return text[:keep].rstrip()
+        return len(text[:keep].rstrip())
 
-    def update(self, text: str) -> str:
-        """The new settled text of `text` (the answer decoded so far), or ''."""
-        settled = self._settled(text)
-        if len(settled) <= len(self.sent) or not settled.startswith(self.sent):
+    def push(self, piece: str) -> str:
+        """The new settled text once `piece` is appended to the answer so far, or ''."""
+        if self.stopped:
             return ""
-        delta, self.sent = settled[len(self.sent) :], settled
+        if not self.started:
+            piece = piece.lstrip()
+            self.started = bool(piece)
+        text, self.stopped = cut_at_stop(self.pending + piece, self.stop)
+        keep = len(text.rstrip()) if self.stopped else self._held_back(text)
+        delta, self.pending = text[:keep], text[keep:]
+        if delta:
+            self.pieces.append(delta)
         return delta
 
     def finish(self, final: str) -> str:
         """The rest of the finished answer `final`."""
-        if not final.startswith(self.sent):
-            logger.warning("streamed text %r is not a prefix of the answer %r", self.sent, final)
+        sent = "".join(self.pieces)
+        if not final.startswith(sent):
+            logger.warning("streamed text %r is not a prefix of the answer %r", sent, final)
             return ""
-        delta, self.sent = final[len(self.sent) :], final
+        delta = final[len(sent) :]
+        self.pieces.append(delta)
         return delta
 
 
@@ -69,7 +107,7 @@ class BatchStreamer:
         self.tokenizer = tokenizer
         self.callbacks = list(callbacks)
         self.deltas = [TextDeltas(stop) for stop in stops]
-        self.ids: list[list[int]] = [[] for _ in callbacks]
+        self.decoders = [IncrementalDetokenizer(tokenizer) for _ in callbacks]
         self.done = [callback is None for callback in callbacks]
 
     def put(self, value: torch.Tensor) -> None:
@@ -82,9 +120,7 @@ class BatchStreamer:
             if token == eos:
                 self.done[row] = True
                 continue
-            self.ids[row].append(token)
-            text = self.tokenizer.decode(self.ids[row], skip_special_tokens=True)
-            delta = self.deltas[row].update(text)
+            delta = self.deltas[row].push(self.decoders[row].push(token))
             if delta:
                 self.callbacks[row](delta)
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 from PIL import Image
+from transformers import AutoTokenizer
 
 from llava.inference import (
     ContextOverflowError,
@@ -15,7 +16,8 @@ from llava.inference import (
 )
 from llava.inference.decoding import cut_at_stop
 from llava.inference.scheduler import BatchScheduler
-from llava.inference.streaming import TextDeltas
+from llava.inference.streaming import IncrementalDetokenizer, TextDeltas
+from llava.tools.make_tiny_checkpoints import LLMS
 from llava.mm_utils import load_image
 
 
@@ -53,14 +55,33 @@ def test_streamed_pieces_add_up_to_the_answer(engine, image_folder):
 
 def test_text_deltas_hold_back_whitespace_and_stop_prefixes():
     deltas = TextDeltas(stop=("STOP",))
-    sent = [
-        deltas.update(text) for text in (" ", " Hel", " Hello ", " Hello S", " Hello ST", " Hello STOP and")
-    ]
-    assert sent == ["", "Hel", "lo", "", "", ""]
+    sent = [deltas.push(piece) for piece in (" ", "Hel", "lo ", "S", "T", "OP and", " more")]
+    assert sent == ["", "Hel", "lo", "", "", "", ""]
     assert deltas.finish(cut_at_stop(" Hello STOP and", ("STOP",))[0].strip()) == ""
-    other = TextDeltas()
-    assert [other.update(t) for t in ("a\ufffd", "a\u00e9", "a\u00e9 ")] == ["a", "\u00e9", ""]
-    assert other.finish("a\u00e9") == ""
+    # a trailing U+FFFD waits (a character may be unfinished); text after it settles it as text
+    other = TextDeltas(stop=("ab",))
+    assert [other.push(p) for p in ("x\ufffd", "\u00e9a", "c", " ", "d")] == [
+        "x",
+        "\ufffd\u00e9",
+        "ac",
+        "",
+        " d",
+    ]
+    assert other.finish("x\ufffd\u00e9ac d") == ""
+
+
+@pytest.mark.parametrize("llm", sorted(LLMS))
+def test_incremental_detokenizing_adds_up_to_decoding_the_whole_answer(tiny_backbones, llm):
+    """Each family's tokenizer, on text with spaces, punctuation and characters whose bytes span
+    tokens: the pieces of one token each add up to decoding all the ids at once."""
+    tokenizer = AutoTokenizer.from_pretrained(tiny_backbones(llm, "clip")[0])
+    text = "The red circle is at the top left. Café, naïve, 中文 and 🙂!  Two  spaces, 3+4=7."
+    ids = tokenizer(text, add_special_tokens=False).input_ids
+    decoder, streamed = IncrementalDetokenizer(tokenizer), ""
+    for k, token in enumerate(ids):
+        streamed += decoder.push(token)
+        assert tokenizer.decode(ids[: k + 1], skip_special_tokens=True).startswith(streamed)
+    assert streamed == tokenizer.decode(ids, skip_special_tokens=True)
 
 
 def test_context_overflow_is_refused(engine, image_folder):
