@@ -75,6 +75,14 @@ def test_smoke_preset_runs_end_to_end_then_resumes(tmp_path, caplog):
     ):
         run_playground(longer, out, SHIPPED_BACKBONES)
 
+    # ... and so is one trained under other CPU kernels (they add floats in another order).
+    done = out / "inverse_llava" / "seed0" / "finetune" / DONE
+    record = json.loads(done.read_text())
+    assert record["settings"]["cpu_capability"] == results["runs"][0]["environment"]["cpu_capability"]
+    done.write_text(json.dumps(record | {"settings": record["settings"] | {"cpu_capability": "OTHER"}}))
+    with pytest.raises(FileExistsError, match="'cpu_capability': 'OTHER'"):
+        run_playground(smoke, out, SHIPPED_BACKBONES)
+
 
 def test_backbones_built_for_another_scene_text_are_refused(tmp_path):
     backbones = tmp_path / "backbones"
