@@ -1,6 +1,7 @@
 """Prompt and image helpers shared by training, evaluation and serving.
 
-Behaviour follows LLaVA-1.5's `mm_utils` (image placeholder id -200, `pad` aspect handling):
+Behaviour and calls follow LLaVA-1.5's `mm_utils` (image placeholder id -200, `pad` aspect
+handling, `process_images(images, image_processor, model.config)`, `KeywordsStoppingCriteria`):
 https://github.com/haotian-liu/LLaVA/blob/main/llava/mm_utils.py
 """
 
@@ -11,10 +12,12 @@ import io
 import logging
 import os
 from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 import torch
 from PIL import Image
+from transformers import StoppingCriteria
 
 from llava.constants import DEFAULT_IMAGE_TOKEN, IGNORE_INDEX, IMAGE_TOKEN_INDEX
 from llava.conversation import SeparatorStyle
@@ -184,15 +187,16 @@ def _processor_square_size(image_processor) -> tuple[int, int]:
     return field("shortest_edge"), field("shortest_edge")
 
 
-def process_images(
-    images: Sequence[Image.Image], image_processor, image_aspect_ratio: str = "pad"
-) -> torch.Tensor:
+def process_images(images: Sequence[Image.Image], image_processor, model_cfg: Any = "pad") -> torch.Tensor:
     """Images -> pixel tensor `[N, 3, H, W]`.
 
+    `model_cfg` is the model's config, as LLaVA passes it (its `image_aspect_ratio` decides; None
+    is `square`, the processor alone, as in LLaVA), or the aspect ratio itself:
     `pad`: pad to a square filled with the processor's mean colour, then the processor;
     `resize`: stretch to the processor's square input size; `square`: the processor alone
     (shortest-edge resize + centre crop).
     """
+    image_aspect_ratio = _aspect_ratio(model_cfg)
     if image_aspect_ratio not in IMAGE_ASPECT_RATIOS:
         raise ValueError(
             f"unknown image_aspect_ratio {image_aspect_ratio!r}; expected one of {IMAGE_ASPECT_RATIOS}"
@@ -206,9 +210,70 @@ def process_images(
     return image_processor(images=list(images), return_tensors="pt")["pixel_values"]
 
 
+def _aspect_ratio(model_cfg: Any) -> str:
+    """The aspect ratio `process_images` is given, directly or as a model config's field."""
+    if isinstance(model_cfg, str):
+        return model_cfg
+    if not hasattr(model_cfg, "image_aspect_ratio"):
+        raise ValueError(
+            f"{type(model_cfg).__name__} has no image_aspect_ratio: pass the model's config (model.config) "
+            f"or an aspect ratio, one of {IMAGE_ASPECT_RATIOS}"
+        )
+    return model_cfg.image_aspect_ratio or "square"
+
+
 def get_model_name_from_path(model_path: str) -> str:
     """`.../run/checkpoint-500` -> `run_checkpoint-500`; otherwise the folder's name."""
     parts = os.path.normpath(model_path).split(os.sep)
     if parts[-1].startswith("checkpoint-") and len(parts) > 1:
         return f"{parts[-2]}_{parts[-1]}"
     return parts[-1]
+
+
+class KeywordsStoppingCriteria(StoppingCriteria):
+    """LLaVA's stop-on-keyword criterion, for `generate(..., stopping_criteria=[criterion])`.
+
+    A row is done once its generated tokens end with a keyword's token ids (the tokenizer's BOS
+    dropped), or once the text of its last few generated tokens (as many as the longest keyword
+    has) contains a keyword. `input_ids` is the prompt `[B, L]` given to `generate`: the
+    multimodal models' `generate` returns only the new tokens, a plain LM's the prompt followed by
+    them, and the prompt is never searched. Returns one bool per row (`[B * num_beams]`), so each
+    row stops on its own, where LLaVA's criterion answered one bool for the whole batch.
+    """
+
+    def __init__(self, keywords: Sequence[str], tokenizer, input_ids: torch.Tensor) -> None:
+        if isinstance(keywords, str) or not keywords or not all(isinstance(k, str) and k for k in keywords):
+            raise ValueError(f"keywords must be a non-empty list of non-empty strings, got {keywords!r}")
+        self.keywords = list(keywords)
+        self.tokenizer = tokenizer
+        self.keyword_ids = [self._token_ids(keyword) for keyword in self.keywords]
+        self.window = max(len(ids) for ids in self.keyword_ids)
+        self.prompt_ids = input_ids  # [B, L]
+
+    def _token_ids(self, keyword: str) -> list[int]:
+        ids = self.tokenizer(keyword).input_ids
+        if len(ids) > 1 and ids[0] == self.tokenizer.bos_token_id:
+            ids = ids[1:]
+        if not ids:
+            raise ValueError(f"keyword {keyword!r} has no tokens to stop on")
+        return ids
+
+    def _generated(self, output_ids: torch.Tensor) -> torch.Tensor:
+        """`[rows, n]` the generated part of `output_ids` (without the prompt, where it starts with it)."""
+        rows, length = output_ids.shape
+        batch, prompt_length = self.prompt_ids.shape
+        if length <= prompt_length or rows % batch:
+            return output_ids
+        prompt = self.prompt_ids.to(output_ids.device).repeat_interleave(rows // batch, dim=0)  # [rows, L]
+        starts_with_prompt = torch.equal(output_ids[:, :prompt_length], prompt)
+        return output_ids[:, prompt_length:] if starts_with_prompt else output_ids
+
+    def _row_done(self, row: list[int]) -> bool:
+        if any(row[len(row) - len(ids) :] == ids for ids in self.keyword_ids if len(ids) <= len(row)):
+            return True
+        text = self.tokenizer.decode(row[-self.window :], skip_special_tokens=True)
+        return any(keyword in text for keyword in self.keywords)
+
+    def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor, **kwargs) -> torch.BoolTensor:
+        done = [self._row_done(row) for row in self._generated(input_ids).tolist()]
+        return torch.tensor(done, dtype=torch.bool, device=input_ids.device)

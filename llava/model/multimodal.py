@@ -339,16 +339,28 @@ class MultimodalGenerationMixin:
         )
 
     @torch.no_grad()
-    def generate(self, inputs: torch.Tensor | None = None, images=None, attention_mask=None, **kwargs):
+    def generate(
+        self, inputs: torch.Tensor | None = None, images=None, attention_mask=None, image_sizes=None, **kwargs
+    ):
         """The library's `generate` (KV cache, greedy/sampling/beam search, stop strings, ...)
         on a prompt with image placeholders. Images are consumed at prefill; the batch is
-        re-padded on the left. Returns only the new tokens, as LLaVA's models do."""
+        re-padded on the left. Returns only the new tokens, as LLaVA's models do.
+
+        `image_sizes`, LLaVA's `(width, height)` per image, feeds LLaVA-1.6's `anyres` tiling only;
+        every image here is processed to the tower's fixed size, so it is checked to hold one size
+        per image and not used further."""
         if "inputs_embeds" in kwargs:
             raise ValueError("pass token ids with image placeholders (and images), not inputs_embeds")
         input_ids = kwargs.pop("input_ids", None)
         if (inputs is None) == (input_ids is None):
             raise ValueError("pass the prompt's token ids once, as `inputs` or as `input_ids`")
         inputs = inputs if inputs is not None else input_ids
+        images = stack_images(images)  # [N, 3, H, W] or None
+        n_images = 0 if images is None else images.shape[0]
+        if image_sizes is not None and len(image_sizes) != n_images:
+            raise ValueError(
+                f"image_sizes holds {len(image_sizes)} size(s) but {n_images} image(s) were given"
+            )
         mm = self.prepare_multimodal_inputs(inputs, images, attention_mask, padding_side="left")
         extra = {}
         if self._uses_vision_stream and mm.vision_stream is not None:
