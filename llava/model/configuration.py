@@ -31,9 +31,12 @@ from llava.model.vision_tower import (
     tower_kind,
 )
 
-# The project's variants, then the public release's two layers (llava/model/release_fusion.py).
-FUSION_VARIANTS = ("concat", "add", "gated", "mlp", "release_mlp", "release_stable")
+# The project's variants, the public release's two layers (llava/model/release_fusion.py), and
+# the layer of the authors' published 7B model (llava/model/published_fusion.py).
+FUSION_VARIANTS = ("concat", "add", "gated", "mlp", "release_mlp", "release_stable", "published")
 RELEASE_VARIANTS = ("release_mlp", "release_stable")
+# Layers built as the authors' code builds them: no dropout, no hidden width, their own vision norm.
+AUTHORS_VARIANTS = (*RELEASE_VARIANTS, "published")
 DEFAULT_FUSION_DROPOUT = 0.1
 FUSION_TARGETS = ("q", "k", "v")
 PROJECTOR_PATTERN = re.compile(r"^(linear|identity|mlp(\d+)x_gelu)$")
@@ -157,12 +160,13 @@ class FusionConfigMixin(MultimodalConfigMixin):
     Args:
         fusion_variant: `concat` (the paper, Eqs. 3-5), `add`, `gated` or `mlp` (ablations), or
             the public release's layers `release_mlp` (its `--stable_fusion False`) and
-            `release_stable` (its `--stable_fusion True`), see docs/model.md.
+            `release_stable` (its `--stable_fusion True`), see docs/model.md, or `published`, the
+            layer of the authors' published 7B model, see docs/method.md.
         fusion_layer_ids: the layers that receive the fusion term (default `[0]`).
         fusion_targets: which projections receive it, a subset of `q`, `k`, `v`.
         fusion_alpha: initial value of the learnable per-target scale.
         fusion_dropout: dropout on the fusion branch input during training (default 0.1; the
-            release's layers have none, so 0 there).
+            release's and the published layers have none, so 0 there).
         fusion_hidden_dim: hidden width of the `mlp` variant (default: the LLM's hidden size);
             rejected for the other variants, which have no hidden layer.
         vision_stream_norm: a learnable RMSNorm over d_v on the vision stream before use. Off by
@@ -172,7 +176,9 @@ class FusionConfigMixin(MultimodalConfigMixin):
     method = "fusion"
 
     mm_vision_select_layer: int | list[int] = -1
-    fusion_variant: Literal["concat", "add", "gated", "mlp", "release_mlp", "release_stable"] = "concat"
+    fusion_variant: Literal["concat", "add", "gated", "mlp", "release_mlp", "release_stable", "published"] = (
+        "concat"
+    )
     fusion_layer_ids: list[int] | None = None
     fusion_targets: list[str] | None = None
     fusion_alpha: float = 1.0
@@ -186,11 +192,11 @@ class FusionConfigMixin(MultimodalConfigMixin):
         if self.fusion_targets is None:
             self.fusion_targets = list(FUSION_TARGETS)
         _check_choice("fusion_variant", self.fusion_variant, FUSION_VARIANTS)
-        release = self.fusion_variant in RELEASE_VARIANTS
+        authors = self.fusion_variant in AUTHORS_VARIANTS
         if self.fusion_dropout is None:
-            self.fusion_dropout = 0.0 if release else DEFAULT_FUSION_DROPOUT
-        if release:
-            self._check_release_layer()
+            self.fusion_dropout = 0.0 if authors else DEFAULT_FUSION_DROPOUT
+        if authors:
+            self._check_authors_layer()
         _check_finite("fusion_alpha", self.fusion_alpha)
         _check_finite("fusion_dropout", self.fusion_dropout)
         _check_bool("vision_stream_norm", self.vision_stream_norm)
@@ -215,8 +221,14 @@ class FusionConfigMixin(MultimodalConfigMixin):
                 )
             _check_positive_int("fusion_hidden_dim", self.fusion_hidden_dim)
 
-    def _check_release_layer(self) -> None:
-        """The release's layers have no dropout, no hidden width and their own vision norm."""
+    def _check_authors_layer(self) -> None:
+        """The release's and the published layers have no dropout, no hidden width and their own
+        vision norm."""
+        origin, doc = (
+            ("the published model's", "docs/method.md")
+            if self.fusion_variant == "published"
+            else ("the release's", "docs/model.md")
+        )
         unused = {
             "fusion_dropout": (self.fusion_dropout, 0.0),
             "fusion_hidden_dim": (self.fusion_hidden_dim, None),
@@ -225,8 +237,8 @@ class FusionConfigMixin(MultimodalConfigMixin):
         for name, (value, only) in unused.items():
             if value != only:
                 raise ValueError(
-                    f"{name}={value!r} has no effect on the release's {self.fusion_variant!r} layer "
-                    f"(it must be {only!r}); see docs/model.md"
+                    f"{name}={value!r} has no effect on {origin} {self.fusion_variant!r} layer "
+                    f"(it must be {only!r}); see {doc}"
                 )
 
 

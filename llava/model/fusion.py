@@ -31,6 +31,7 @@ from llava.model.compat import pop_kv_cache
 from llava.model.configuration import RELEASE_VARIANTS, FusionConfigMixin
 from llava.model.families import FAMILIES, Family, publish
 from llava.model.fusion_layer import FusionLayer
+from llava.model.published_fusion import PublishedFusion
 from llava.model.release_fusion import ReleaseFusion
 
 
@@ -175,15 +176,18 @@ class FusionBranch(FusionLayer):
         return self._scale(F.linear(concat, w_concat), gate)
 
 
-FUSION_MODULES = (FusionBranch, ReleaseFusion)  # what `self_attn.fusion` can be
+FUSION_MODULES = (FusionBranch, ReleaseFusion, PublishedFusion)  # what `self_attn.fusion` can be
 
 
 def build_fusion_branch(
     config: FusionConfigMixin, out_features: dict[str, int]
-) -> FusionBranch | ReleaseFusion:
-    """The paper's branch and its ablations, or the public release's layers (by `fusion_variant`)."""
+) -> FusionBranch | ReleaseFusion | PublishedFusion:
+    """The paper's branch and its ablations, the public release's layers, or the published
+    model's layer (by `fusion_variant`)."""
     if config.fusion_variant in RELEASE_VARIANTS:
         return ReleaseFusion(config, out_features)
+    if config.fusion_variant == "published":
+        return PublishedFusion(config, out_features)
     return FusionBranch(config, out_features)
 
 

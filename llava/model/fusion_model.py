@@ -8,15 +8,26 @@ import torch
 from llava.model.compat import kv_cache
 from llava.model.fusion import FusionBranch, fusion_attention_class
 from llava.model.multimodal import MultimodalGenerationMixin
+from llava.model.published_fusion import ConcatOutput, TargetScales, TextToVision, VisualRMSNorm
 from llava.model.release_fusion import ReleaseLinear, ReleaseMLPTarget, ReleaseStableTarget
 from llava.model.vision_tower import VisionTower
 
-_OWN_INIT = (FusionBranch, ReleaseLinear, ReleaseMLPTarget, ReleaseStableTarget)
+_OWN_INIT = (
+    FusionBranch,
+    ReleaseLinear,
+    ReleaseMLPTarget,
+    ReleaseStableTarget,
+    TextToVision,
+    VisualRMSNorm,
+    ConcatOutput,
+    TargetScales,
+)
 
 
 class FusionInitMixin:
     """The family's initialisation, plus the fusion layers' own (the paper's branch: zero output
-    and alpha; the release's layers: theirs, PyTorch's default for its Linears)."""
+    and alpha; the release's layers: theirs, PyTorch's default for its Linears; the published
+    layer: its fp32 normal draws, unit norm weights and scales)."""
 
     def _init_weights(self, module: torch.nn.Module) -> None:
         if isinstance(module, _OWN_INIT):

@@ -46,7 +46,7 @@ def lora_target_modules(model: nn.Module, skip_layers: list[int]) -> list[str]:
     """Full names of the LLM decoder's linear layers (`model.layers.{i}.*`), except in `skip_layers`.
 
     Never the vision tower's attention (its modules are also called q_proj/k_proj/v_proj), the
-    projector or the LM head.
+    projector, the LM head, or a linear layer inside a fusion branch (fully trained, never LoRA).
     """
     layers = model.model.layers
     bad = [i for i in skip_layers if not 0 <= i < len(layers)]
@@ -57,12 +57,13 @@ def lora_target_modules(model: nn.Module, skip_layers: list[int]) -> list[str]:
             f"--lora_layer_ids_to_skip {sorted(skip_layers)} skips every layer of the LLM, so LoRA has "
             "nothing to adapt: skip fewer layers or drop --lora_enable"
         )
+    in_fusion = {id(m) for f in layers.modules() if isinstance(f, FUSION_MODULES) for m in f.modules()}
     return [
         f"model.layers.{i}.{name}"
         for i, layer in enumerate(layers)
         if i not in skip_layers
         for name, module in layer.named_modules()
-        if isinstance(module, nn.Linear)
+        if isinstance(module, nn.Linear) and id(module) not in in_fusion
     ]
 
 

@@ -22,6 +22,16 @@ from tests.train.train_helpers import REPO, TRAINING_SCRIPTS
             "fusion_llama",
             {"mm_vision_select_layer": [-1, -2]},
         ),
+        (
+            "fusion_finetune_lora_published.sh",
+            "fusion_llama",
+            {"fusion_variant": "published", "fusion_layer_ids": [0], "mm_vision_select_layer": [-1]},
+        ),
+        (
+            "fusion_finetune_lora_published_HD.sh",
+            "fusion_llama",
+            {"fusion_variant": "published", "mm_vision_select_layer": [-2, -1]},
+        ),
         ("ablation_fusion_add.sh", "fusion_llama", {"fusion_variant": "add"}),
         ("ablation_fusion_gated.sh", "fusion_llama", {"fusion_variant": "gated"}),
         ("ablation_multi_layer.sh", "fusion_llama", {"fusion_layer_ids": [0, 2]}),
@@ -44,6 +54,9 @@ def test_script_flags_resolve(script, model_type, expected, script_argv, tmp_pat
     if model_type == "fusion_llama":
         assert spec.lora["skip_layers"] == spec.config_fields.get("fusion_layer_ids", [0])
         assert training_args.learning_rate == 2e-4 and training_args.warmup_steps == 0.03
+    if script.startswith("fusion_finetune_lora_published"):  # the authors' published recipe
+        assert spec.lora["lora_dropout"] == 0.05 and training_args.seed == 42
+        assert training_args.per_device_train_batch_size * 8 == 128  # common.sh's 8 GPUs
     if script == "finetune_lora.sh":
         assert model_args.pretrain_mm_mlp_adapter.endswith("mm_projector.safetensors")
     if script == "alignment_free_lora.sh":
