@@ -74,14 +74,41 @@ class SubtaskScore:
 
 @dataclass(frozen=True)
 class MMEScores:
+    """The scored subtasks, and the subtasks each total (perception, cognition) is the sum of. A
+    total with none of its subtasks scored is None; one with some unscored is partial."""
+
     subtasks: dict[str, SubtaskScore]
-    perception: float
-    cognition: float
+    totals: dict[str, tuple[str, ...]]
+
+    def total(self, name: str) -> float | None:
+        scored = [self.subtasks[subtask].score for subtask in self.totals[name] if subtask in self.subtasks]
+        return sum(scored) if scored else None
+
+    @property
+    def perception(self) -> float | None:
+        return self.total("perception")
+
+    @property
+    def cognition(self) -> float | None:
+        return self.total("cognition")
+
+    @property
+    def unscored(self) -> list[str]:
+        return [
+            subtask for names in self.totals.values() for subtask in names if subtask not in self.subtasks
+        ]
+
+    def partial_note(self, name: str) -> str | None:
+        """None when total `name` is over all its subtasks, else how many it is over."""
+        names = self.totals[name]
+        scored = sum(subtask in self.subtasks for subtask in names)
+        return None if scored == len(names) else f"{scored} of {len(names)} subtasks"
 
     def as_dict(self) -> dict[str, Any]:
         return {
             "perception": self.perception,
             "cognition": self.cognition,
+            "unscored": self.unscored,
             "subtasks": {name: s.score for name, s in self.subtasks.items()},
             "acc": {name: s.acc for name, s in self.subtasks.items()},
             "acc_plus": {name: s.acc_plus for name, s in self.subtasks.items()},
@@ -169,8 +196,8 @@ def score_mme(
 ) -> MMEScores:
     """acc + acc+ per subtask and the perception / cognition totals.
 
-    Subtasks absent from `records` are left out of the totals (logged); records of a category
-    outside both lists raise, since they would otherwise be silently ignored.
+    Subtasks absent from `records` are left out of the totals (logged), which are then partial;
+    records of a category outside both lists raise, since they would otherwise be silently ignored.
     """
     records = list(records)
     check_categories(records, perception, cognition)
@@ -185,23 +212,21 @@ def score_mme(
         for name in (*perception, *cognition)
         if name in by_category
     }
-    return MMEScores(
-        subtasks=subtasks,
-        perception=sum(subtasks[name].score for name in perception if name in subtasks),
-        cognition=sum(subtasks[name].score for name in cognition if name in subtasks),
-    )
+    return MMEScores(subtasks, {"perception": tuple(perception), "cognition": tuple(cognition)})
 
 
-def print_scores(scores: MMEScores, perception: Sequence[str], cognition: Sequence[str]) -> None:
-    for title, names, total in (
-        ("Perception", perception, scores.perception),
-        ("Cognition", cognition, scores.cognition),
-    ):
-        print(f"=========== {title} ===========")
-        print(f"total score: {total:.2f}")
-        for name in names:
-            if name in scores.subtasks:
-                print(f"\t {name}  score: {scores.subtasks[name].score:.2f}")
+def print_scores(scores: MMEScores, partial: Mapping[str, str | None]) -> None:
+    """The eval tool's table; a total over part of its subtasks or questions says so (`partial`)."""
+    for name, names in scores.totals.items():
+        total = scores.total(name)
+        print(f"=========== {name.capitalize()} ===========")
+        if total is None:
+            print("total score: - (none of its subtasks scored)")
+        else:
+            print(f"total score: {total:.2f}" + (f" (partial: {partial[name]})" if partial[name] else ""))
+        for subtask in names:
+            if subtask in scores.subtasks:
+                print(f"\t {subtask}  score: {scores.subtasks[subtask].score:.2f}")
 
 
 def load_ground_truth(mme_dir: str | Path) -> dict[tuple[str, str, str], str]:
@@ -362,8 +387,17 @@ def main(argv: Sequence[str] | None = None) -> MMEScores:
     scores = score_mme(
         records, perception=perception, cognition=cognition, require_pairs=not args.allow_missing
     )
-    print_scores(scores, perception, cognition)
-    report_scores(args.results_json, "mme", scores.perception, coverage, **scores.as_dict())
+    partial = {name: scores.partial_note(name) or coverage.partial for name in scores.totals}
+    print_scores(scores, partial)
+    report_scores(
+        args.results_json,
+        "mme",
+        scores.perception,
+        coverage,
+        partial=partial["perception"],
+        partial_totals=partial,
+        **scores.as_dict(),
+    )
     return scores
 
 

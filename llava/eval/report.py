@@ -5,6 +5,8 @@ Results layout: `<results-dir>/<model>/<bench>.json`, each `{"benchmark", "score
 scorers write it with `--results-json` (`score` is the Table 1 number; MME's file also holds
 `perception`, `cognition` and `subtasks`). Server-scored benchmarks (VQAv2, VizWiz, MMBench
 test, MM-Vet) are entered the same way by hand: `{"benchmark": "vqav2", "score": 78.5}`.
+A score over part of its benchmark (the file's `partial`, MME's `partial_totals`) is shown with
+what it is over, e.g. `250.00 (partial: 2 of 10 subtasks)`; a missing one as `-`, never as 0.
 
     python -m llava.eval.report --results-dir playground/data/eval/results --out reports/
 """
@@ -22,6 +24,7 @@ from typing import Any
 from llava.eval.benchmarks import BENCHMARKS, TABLE1_COLUMNS
 from llava.eval.eval_mme import MME_COGNITION, MME_PERCEPTION
 from llava.eval.scoring_io import read_json
+from llava.extras import MissingExtraError, exit_missing_extra, require_extra
 
 logger = logging.getLogger(__name__)
 
@@ -77,10 +80,12 @@ def load_results(results_dir: str | Path) -> Results:
     return results
 
 
-def format_score(value: Any) -> str:
+def format_score(value: Any, partial: str | None = None) -> str:
+    """`12.34`, or `12.34 (partial: <what it is over>)` for a score over part of its benchmark;
+    `-` for no score."""
     if value is None or (isinstance(value, float) and math.isnan(value)):
         return MISSING
-    return f"{float(value):.2f}"
+    return f"{float(value):.2f}" + (f" (partial: {partial})" if partial else "")
 
 
 def table1_rows(results: Results) -> list[Row]:
@@ -90,8 +95,8 @@ def table1_rows(results: Results) -> list[Row]:
         for label, values in PAPER_TABLE1.items()
     ]
     for model, benches in results.items():
-        cells = tuple(format_score(benches.get(bench, {}).get("score")) for bench in TABLE1_COLUMNS)
-        rows.append(Row(model, cells))
+        scores = [benches.get(bench, {}) for bench in TABLE1_COLUMNS]
+        rows.append(Row(model, tuple(format_score(s.get("score"), s.get("partial")) for s in scores)))
     return rows
 
 
@@ -103,7 +108,11 @@ def mme_total_rows(results: Results) -> list[Row]:
     for model, benches in results.items():
         if "mme" in benches:
             mme = benches["mme"]
-            rows.append(Row(model, (format_score(mme.get("perception")), format_score(mme.get("cognition")))))
+            partial = mme.get("partial_totals", {})
+            cells = tuple(
+                format_score(mme.get(total), partial.get(total)) for total in ("perception", "cognition")
+            )
+            rows.append(Row(model, cells))
     return rows
 
 
@@ -155,6 +164,55 @@ def mme_subtask_scores(results: Results) -> dict[str, dict[str, float]]:
 
 
 MME_PANELS = (("MME perception", MME_PERCEPTION), ("MME cognition", MME_COGNITION))
+NOT_SCORED = "not scored"  # Figure 3's label where a model has no score for a subtask
+
+
+def figure3(
+    subtask_scores: Mapping[str, Mapping[str, float]],
+    panels: Sequence[tuple[str, Sequence[str]]] = MME_PANELS,
+    reference: tuple[str, float] | None = None,
+):
+    """Grouped bars, one bar per model and subtask, one panel per (title, subtasks) of `panels`
+    (0-200, MME's score); a subtask a model has no score for gets no bar but a vertical "not
+    scored" in the model's colour. `reference` = (label, score) adds a dashed line, e.g. chance.
+    Returns the matplotlib figure."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from matplotlib.lines import Line2D
+    from matplotlib.patches import Patch
+
+    models = list(subtask_scores)
+    colours = {model: f"C{m % 10}" for m, model in enumerate(models)}  # matplotlib's colour cycle
+    ratios = [len(names) for _, names in panels]
+    fig, (axes,) = plt.subplots(
+        1, len(panels), figsize=(14, 4.5), squeeze=False, gridspec_kw={"width_ratios": ratios}
+    )
+    width = 0.8 / max(len(models), 1)
+    label_style = {"rotation": 90, "ha": "center", "va": "bottom", "fontsize": 7}
+    for ax, (title, names) in zip(axes, panels, strict=True):
+        for m, model in enumerate(models):
+            scores, offset = subtask_scores[model], (m - (len(models) - 1) / 2) * width
+            scored = [i for i, name in enumerate(names) if name in scores]
+            heights = [scores[names[i]] for i in scored]
+            ax.bar([i + offset for i in scored], heights, width=width, color=colours[model])
+            for i in sorted(set(range(len(names))) - set(scored)):
+                ax.text(i + offset, 3, NOT_SCORED, color=colours[model], **label_style)
+        if reference is not None:
+            ax.axhline(reference[1], color="black", linestyle="--", linewidth=1)
+        ax.set_xlim(-0.5, len(names) - 0.5)
+        ax.set_xticks(range(len(names)))
+        ax.set_xticklabels([name.replace("_", "\n") for name in names], fontsize=8)
+        ax.set_ylim(0, 200)
+        ax.set_ylabel("score (acc + acc+, max 200)")
+        ax.set_title(title)
+    handles = [Patch(color=colours[model], label=model) for model in models]
+    if reference is not None:
+        handles.append(Line2D([], [], color="black", linestyle="--", linewidth=1, label=reference[0]))
+    fig.legend(handles=handles, loc="lower center", ncol=min(len(handles), 4), bbox_to_anchor=(0.5, 1.0))
+    fig.tight_layout()
+    return fig
 
 
 def draw_figure3(
@@ -163,34 +221,10 @@ def draw_figure3(
     panels: Sequence[tuple[str, Sequence[str]]] = MME_PANELS,
     reference: tuple[str, float] | None = None,
 ) -> Path:
-    """Grouped bars, one bar per model and subtask, one panel per (title, subtasks) of `panels`
-    (0-200, MME's score); `reference` = (label, score) adds a dashed line, e.g. chance."""
-    import matplotlib
-
-    matplotlib.use("Agg")
+    """`figure3` saved as a PNG at `path`."""
     import matplotlib.pyplot as plt
 
-    models = list(subtask_scores)
-    ratios = [len(names) for _, names in panels]
-    fig, (axes,) = plt.subplots(
-        1, len(panels), figsize=(14, 4.5), squeeze=False, gridspec_kw={"width_ratios": ratios}
-    )
-    width = 0.8 / max(len(models), 1)
-    for ax, (title, names) in zip(axes, panels, strict=True):
-        for m, model in enumerate(models):
-            heights = [subtask_scores[model].get(name, math.nan) for name in names]
-            positions = [i + (m - (len(models) - 1) / 2) * width for i in range(len(names))]
-            ax.bar(positions, heights, width=width, label=model)
-        if reference is not None:
-            ax.axhline(reference[1], color="black", linestyle="--", linewidth=1, label=reference[0])
-        ax.set_xticks(range(len(names)))
-        ax.set_xticklabels([name.replace("_", "\n") for name in names], fontsize=8)
-        ax.set_ylim(0, 200)
-        ax.set_ylabel("score (acc + acc+, max 200)")
-        ax.set_title(title)
-    handles, labels = axes[0].get_legend_handles_labels()
-    fig.legend(handles, labels, loc="lower center", ncol=min(len(labels), 4), bbox_to_anchor=(0.5, 1.0))
-    fig.tight_layout()
+    fig = figure3(subtask_scores, panels, reference)
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=150, bbox_inches="tight")
     plt.close(fig)
@@ -198,7 +232,14 @@ def draw_figure3(
 
 
 def build_report(results: Results, out_dir: str | Path) -> dict[str, Path]:
-    """Write report.md, table1.tex and (when MME subtasks exist) fig3_mme.png into `out_dir`."""
+    """Write report.md, table1.tex and (when MME subtasks exist) fig3_mme.png into `out_dir`.
+
+    Raises:
+        MissingExtraError: a figure to draw without matplotlib (checked before anything is written).
+    """
+    subtasks = mme_subtask_scores(results)
+    if subtasks:
+        require_extra("llava.eval.report (its Figure 3)", "eval", "matplotlib")
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     header, rows = table1_header(), table1_rows(results)
@@ -211,13 +252,12 @@ def build_report(results: Results, out_dir: str | Path) -> dict[str, Path]:
     sections = [
         "# Evaluation report",
         "Rows marked (paper) are the numbers the paper reports; the others were measured here. "
-        f"{MISSING} = not available.",
+        f"{MISSING} = not available; (partial: ...) = a score over part of its benchmark.",
         "## Table 1",
         render_markdown_table(header, rows),
         "## MME totals",
         render_markdown_table(mme_header, mme_rows),
     ]
-    subtasks = mme_subtask_scores(results)
     if subtasks:
         written["figure"] = draw_figure3(subtasks, out_dir / "fig3_mme.png")
         sections += ["## Figure 3: MME subtasks", "![MME subtasks](fig3_mme.png)"]
@@ -235,7 +275,10 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Path]:
     parser.add_argument("--results-dir", required=True, help="<dir>/<model>/<bench>.json")
     parser.add_argument("--out", required=True, help="output folder")
     args = parser.parse_args(argv)
-    return build_report(load_results(args.results_dir), args.out)
+    try:
+        return build_report(load_results(args.results_dir), args.out)
+    except MissingExtraError as err:
+        exit_missing_extra(err)
 
 
 if __name__ == "__main__":

@@ -80,12 +80,16 @@ def field(record: Mapping[str, Any], name: str, where: str) -> Any:
         raise ValueError(f"{where}: missing field {name!r} (has {sorted(record)})") from None
 
 
-def write_results_json(path: PathLike | None, benchmark: str, score: float | None, **details: Any) -> None:
-    """Write `{"benchmark", "score", ...details}`: the layout `llava.eval.report` reads from
-    `<results-dir>/<model>/<benchmark>.json`. No-op when `path` is None."""
+def write_results_json(
+    path: PathLike | None, benchmark: str, score: float | None, partial: str | None = None, **details: Any
+) -> None:
+    """Write `{"benchmark", "score", "partial", ...details}`: the layout `llava.eval.report` reads
+    from `<results-dir>/<model>/<benchmark>.json`. `partial` is None when `score` is over the whole
+    benchmark, else what it is over ("40 of 52 questions", "2 of 10 subtasks"); the report shows
+    such a score as partial. No-op when `path` is None."""
     if path is None:
         return
-    write_json(path, {"benchmark": benchmark, "score": score, **details}, indent=2)
+    write_json(path, {"benchmark": benchmark, "score": score, "partial": partial, **details}, indent=2)
     logger.info("wrote %s results to %s", benchmark, path)
 
 
@@ -119,6 +123,11 @@ class Coverage:
     @property
     def complete(self) -> bool:
         return not (self.missing or self.extra or self.duplicated)
+
+    @property
+    def partial(self) -> str | None:
+        """None when every expected question is answered, else how many a score is over."""
+        return f"{self.answered} of {self.expected} questions" if self.missing else None
 
     def describe(self) -> str:
         """One line: the counts, and a few example keys of each problem."""
@@ -225,11 +234,19 @@ def add_results_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def report_scores(
-    path: PathLike | None, benchmark: str, score: float | None, coverage: Coverage, **details: Any
+    path: PathLike | None,
+    benchmark: str,
+    score: float | None,
+    coverage: Coverage,
+    partial: str | None = None,
+    **details: Any,
 ) -> None:
-    """Print the coverage line and write the results JSON: `details`, then the coverage counts."""
+    """Print the coverage line and write the results JSON: `details`, then the coverage counts.
+    `partial`: what a score over part of the benchmark is over (default: the answered questions,
+    when some are missing)."""
     print_coverage(coverage)
-    write_results_json(path, benchmark, score, **details, coverage=coverage.as_dict())
+    partial = partial or coverage.partial
+    write_results_json(path, benchmark, score, partial, **details, coverage=coverage.as_dict())
 
 
 # ----------------------------------------------------------------------------------------------

@@ -28,12 +28,8 @@ from pathlib import Path
 from typing import Any
 
 import torch
-import uvicorn
-from fastapi import FastAPI, Request
-from fastapi.concurrency import run_in_threadpool
-from fastapi.responses import HTMLResponse, JSONResponse, StreamingResponse
-from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from llava.extras import extra_imports
 from llava.inference import ContextOverflowError, DecodingSettings, LoadedModel
 from llava.inference.arguments import add_model_arguments, load_model
 from llava.inference.images import ImageInputError, ImagePolicy, load_image_input
@@ -49,6 +45,13 @@ from llava.serve.openai_protocol import (
     new_completion_id,
     parse_chat_request,
 )
+
+with extra_imports("llava.serve.api", "serve", as_command=__name__ == "__main__"):
+    import uvicorn
+    from fastapi import FastAPI, Request
+    from fastapi.concurrency import run_in_threadpool
+    from fastapi.responses import HTMLResponse, JSONResponse, StreamingResponse
+    from starlette.exceptions import HTTPException as StarletteHTTPException
 
 logger = logging.getLogger(__name__)
 
@@ -174,7 +177,13 @@ def create_app(service: ChatService) -> FastAPI:
         service.scheduler.close()
 
     app = FastAPI(title="Inverse-LLaVA", docs_url=None, redoc_url=None, lifespan=lifespan)
-    page = resources.files("llava.serve").joinpath("static/chat.html").read_text(encoding="utf-8")
+    page = (
+        resources.files("llava.serve")
+        .joinpath("static/chat.html")
+        .read_text(encoding="utf-8")
+        .replace("{{MODEL_ID}}", html.escape(service.model_id))
+        .replace("{{DEFAULT_MAX_TOKENS}}", str(service.limits.default_max_tokens))
+    )
 
     @app.exception_handler(RequestError)
     async def _refused(_: Request, err: RequestError) -> JSONResponse:
@@ -207,7 +216,7 @@ def create_app(service: ChatService) -> FastAPI:
 
     @app.get("/", response_class=HTMLResponse)
     async def demo() -> str:
-        return page.replace("{{MODEL_ID}}", html.escape(service.model_id))
+        return page
 
     @app.post("/v1/chat/completions")
     async def chat_completions(request: Request):

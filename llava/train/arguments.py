@@ -9,6 +9,7 @@ it; flags that do not apply to the chosen model or recipe are never silently ign
 
 from __future__ import annotations
 
+import argparse
 import logging
 import math
 import sys
@@ -19,6 +20,7 @@ from transformers import HfArgumentParser
 
 from llava.conversation import conv_templates
 from llava.data.preprocess import DEFAULT_MODEL_MAX_LENGTH
+from llava.extras import require_extra
 from llava.model.configuration import RELEASE_VARIANTS
 
 logger = logging.getLogger(__name__)
@@ -47,6 +49,14 @@ PROJECTOR_FLAGS = ("mm_projector_type", "pretrain_mm_mlp_adapter")
 LORA_FLAGS = ("lora_r", "lora_alpha", "lora_dropout", "lora_layer_ids_to_skip", "loraplus_lr_ratio")
 # LLaVA's defaults for LoRA when the flags are not given.
 LORA_DEFAULTS = {"lora_r": 64, "lora_alpha": 16, "lora_dropout": 0.05}
+# The --report_to integrations of the dev extra: the package each needs (or its alternatives).
+REPORTERS = {"tensorboard": ("tensorboard", "tensorboardX"), "wandb": ("wandb",)}
+
+
+def _unset(help_text: str):
+    """A flag that is None unless given, so that a given value can be told from a default (and
+    refused where it does not apply); `help_text` names the default that applies when it is unset."""
+    return field(default=None, metadata={"help": help_text})
 
 
 @dataclass
@@ -54,71 +64,56 @@ class ModelArguments:
     model_name_or_path: str = field(metadata={"help": "The base LLM (folder or hub id)."})
     vision_tower: str = field(metadata={"help": "The CLIP vision tower (folder or hub id)."})
     version: str = field(default="v1", metadata={"help": f"Conversation template: {sorted(conv_templates)}."})
-    model_type: str | None = field(
-        default=None, metadata={"help": "fusion_llama (Inverse-LLaVA) or llava_llama (LLaVA-1.5 baseline)."}
+    model_type: str | None = _unset(
+        "fusion_llama (Inverse-LLaVA) or llava_llama (LLaVA-1.5 baseline). (default: what "
+        "--use_vision_fusion / --use_mm_proj say, else llava_llama)"
     )
-    use_vision_fusion: bool | None = field(
-        default=None, metadata={"help": "True selects fusion_llama (release flag)."}
+    use_vision_fusion: bool | None = _unset("True selects fusion_llama (release flag).")
+    use_mm_proj: bool | None = _unset("True selects llava_llama (release flag).")
+    fusion_variant: str | None = _unset(
+        "concat (paper), add, gated, mlp, the release's release_mlp / release_stable, or published (the "
+        "layer of the authors' published 7B model). (default: concat)"
     )
-    use_mm_proj: bool | None = field(
-        default=None, metadata={"help": "True selects llava_llama (release flag)."}
+    fusion_alpha: float | None = _unset("Initial per-target fusion scale. (default: 1.0)")
+    fusion_hidden_dim: int | None = _unset("Hidden width; mlp variant only. (default: the LLM's hidden size)")
+    fusion_dropout: float | None = _unset(
+        "Dropout on the fusion input. (default: 0.1; 0 for the release's and the published layers)"
     )
-    fusion_variant: str | None = field(
-        default=None,
-        metadata={"help": "concat (paper), add, gated, mlp, or the release's release_mlp / release_stable."},
+    fusion_targets: str | None = _unset("Comma list among q,k,v. (default: q,k,v)")
+    layer_ids_to_inject: str | None = _unset("Comma list of fusion layers. (default: 0)")
+    stable_fusion: bool | None = _unset(
+        "The release's layer choice: False its default layer (release_mlp), True release_stable."
     )
-    fusion_alpha: float | None = field(
-        default=None, metadata={"help": "Initial per-target fusion scale (1.0)."}
+    vision_stream_norm: bool | None = _unset(
+        "RMSNorm the vision stream; this project's variants. (default: False)"
     )
-    fusion_hidden_dim: int | None = field(default=None, metadata={"help": "Hidden width; mlp variant only."})
-    fusion_dropout: float | None = field(
-        default=None, metadata={"help": "Dropout on the fusion input (0.1)."}
+    save_only: bool | None = _unset("Accepted from the release; no effect.")
+    mm_hidden_size: int | None = _unset("Vision width d_v, checked against the tower. (default: derived)")
+    mm_vision_select_layer: str | None = _unset(
+        "Tower layer(s), comma list; -1,-2 for the HD variant. (default: -1 for fusion_llama, "
+        "-2 for llava_llama)"
     )
-    fusion_targets: str | None = field(
-        default=None, metadata={"help": "Comma list among q,k,v (default q,k,v)."}
-    )
-    layer_ids_to_inject: str | None = field(
-        default=None, metadata={"help": "Comma list of fusion layers (0)."}
-    )
-    stable_fusion: bool | None = field(
-        default=None,
-        metadata={
-            "help": "The release's layer choice: False its default layer (release_mlp), True release_stable."
-        },
-    )
-    vision_stream_norm: bool | None = field(
-        default=None, metadata={"help": "RMSNorm the vision stream (False); this project's variants."}
-    )
-    save_only: bool | None = field(default=None, metadata={"help": "Accepted from the release; no effect."})
-    mm_hidden_size: int | None = field(default=None, metadata={"help": "Vision width d_v; checked, derived."})
-    mm_vision_select_layer: str | None = field(
-        default=None, metadata={"help": "Tower layer(s), comma list: -1 (fusion), -2 (LLaVA), -1,-2 (HD)."}
-    )
-    mm_vision_select_feature: str | None = field(default=None, metadata={"help": "patch or cls_patch."})
-    mm_projector_type: str | None = field(
-        default=None, metadata={"help": "linear, mlp2x_gelu, ... (baseline)."}
-    )
+    mm_vision_select_feature: str | None = _unset("patch or cls_patch. (default: patch)")
+    mm_projector_type: str | None = _unset("linear, mlp2x_gelu, ... (baseline). (default: mlp2x_gelu)")
     tune_mm_mlp_adapter: bool = field(
         default=False, metadata={"help": "LLaVA stage 1: train the projector only."}
     )
-    pretrain_mm_mlp_adapter: str | None = field(
-        default=None, metadata={"help": "A stage-1 mm_projector.safetensors (or its folder) to start from."}
+    pretrain_mm_mlp_adapter: str | None = _unset(
+        "A stage-1 mm_projector.safetensors (or its folder) to start from."
     )
     freeze_backbone: bool = field(default=False, metadata={"help": "Without LoRA: keep the LLM frozen."})
     mm_use_im_start_end: bool = field(default=False, metadata={"help": "Unsupported (False only)."})
     mm_use_im_patch_token: bool = field(default=False, metadata={"help": "Unsupported (False only)."})
-    attn_implementation: str | None = field(
-        default=None, metadata={"help": "eager, sdpa or flash_attention_2."}
+    attn_implementation: str | None = _unset(
+        "eager, sdpa or flash_attention_2. (default: train_mem.py's choice, else the library's)"
     )
 
 
 @dataclass
 class DataArguments:
     data_path: str = field(metadata={"help": "LLaVA-format JSON (or JSON-lines) file."})
-    image_folder: str | None = field(default=None, metadata={"help": "Folder the records' images are in."})
-    image_aspect_ratio: str | None = field(
-        default=None, metadata={"help": "pad (default), resize or square."}
-    )
+    image_folder: str | None = _unset("Folder the records' images are in.")
+    image_aspect_ratio: str | None = _unset("pad, resize or square. (default: pad)")
     lazy_preprocess: bool = field(
         default=True, metadata={"help": "Tokenise when a sample is drawn (True only)."}
     )
@@ -133,20 +128,17 @@ class TrainingArguments(transformers.TrainingArguments):
         default=DEFAULT_MODEL_MAX_LENGTH, metadata={"help": "Maximum positions, image positions included."}
     )
     lora_enable: bool = field(default=False, metadata={"help": "LoRA on the LLM's linear layers."})
-    lora_r: int | None = field(default=None, metadata={"help": "LoRA rank (64)."})
-    lora_alpha: int | None = field(default=None, metadata={"help": "LoRA alpha (16)."})
-    lora_dropout: float | None = field(default=None, metadata={"help": "LoRA dropout (0.05)."})
-    lora_layer_ids_to_skip: str | None = field(
-        default=None, metadata={"help": "Comma list of layers without LoRA (default: the fusion layers)."}
+    lora_r: int | None = _unset(f"LoRA rank. (default: {LORA_DEFAULTS['lora_r']})")
+    lora_alpha: int | None = _unset(f"LoRA alpha. (default: {LORA_DEFAULTS['lora_alpha']})")
+    lora_dropout: float | None = _unset(f"LoRA dropout. (default: {LORA_DEFAULTS['lora_dropout']})")
+    lora_layer_ids_to_skip: str | None = _unset(
+        "Comma list of layers without LoRA. (default: the fusion layers)"
     )
-    loraplus_lr_ratio: float | None = field(
-        default=None,
-        metadata={"help": "LoRA+: LoRA's B matrices learn at this multiple of the rate (default: off)."},
+    loraplus_lr_ratio: float | None = _unset(
+        "LoRA+: LoRA's B matrices learn at this multiple of the rate. (default: off)"
     )
-    mm_projector_lr: float | None = field(default=None, metadata={"help": "Learning rate of the projector."})
-    fusion_lr: float | None = field(
-        default=None, metadata={"help": "Learning rate of the fusion parameters."}
-    )
+    mm_projector_lr: float | None = _unset("Learning rate of the projector. (default: --learning_rate)")
+    fusion_lr: float | None = _unset("Learning rate of the fusion parameters. (default: --learning_rate)")
     group_by_modality_length: bool = field(
         default=False, metadata={"help": "Single-modality length-grouped steps."}
     )
@@ -160,9 +152,8 @@ class TrainingArguments(transformers.TrainingArguments):
             "positions per sample). The same samples per step and the same loss and gradients as padding."
         },
     )
-    warmup_ratio: float | None = field(
-        default=None, metadata={"help": "LLaVA's spelling of a fractional --warmup_steps (e.g. 0.03)."}
-    )
+    warmup_ratio: float | None = _unset("LLaVA's spelling of a fractional --warmup_steps (e.g. 0.03).")
+    evaluation_strategy: str | None = _unset("LLaVA's spelling of --eval_strategy (transformers' old name).")
     overwrite_output_dir: bool = field(
         default=False,
         metadata={
@@ -191,6 +182,15 @@ class TrainingArguments(transformers.TrainingArguments):
         if not self.model_max_length >= 1:
             raise ValueError(f"--model_max_length {self.model_max_length}: expected at least 1 position")
 
+    def _check_extras(self) -> None:
+        """--deepspeed and the --report_to integrations need packages of optional extras; a missing
+        one is named with its extra here, before transformers reports it in its own words."""
+        if self.deepspeed:
+            require_extra("--deepspeed", "train", "deepspeed")
+        for name in [self.report_to] if isinstance(self.report_to, str) else self.report_to or []:
+            if name in REPORTERS:
+                require_extra(f"--report_to {name}", "dev", *REPORTERS[name])
+
     def __post_init__(self):
         if self.warmup_ratio is not None:
             if self.warmup_steps:
@@ -198,7 +198,12 @@ class TrainingArguments(transformers.TrainingArguments):
             if not 0.0 <= self.warmup_ratio < 1.0:
                 raise ValueError(f"--warmup_ratio {self.warmup_ratio}: expected a fraction in [0, 1)")
             self.warmup_steps = self.warmup_ratio
+        if self.evaluation_strategy is not None:
+            if self.eval_strategy != "no":
+                raise ValueError("give --evaluation_strategy (LLaVA's spelling) or --eval_strategy, not both")
+            self.eval_strategy = self.evaluation_strategy
         self._check_numeric_flags()
+        self._check_extras()
         if self.save_on_each_node:
             raise ValueError(
                 "--save_on_each_node True is not supported: every rank writes its part of a checkpoint into "
@@ -398,9 +403,21 @@ def _join_comma_flags(argv: list[str]) -> list[str]:
     return out
 
 
+class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """`--help` shows each flag's default once: a flag whose field defaults to None (unset, so that
+    a given value can be told from a default) names its effective default in its own help text."""
+
+    def _get_help_string(self, action: argparse.Action) -> str | None:
+        if action.default is None:
+            return action.help
+        return super()._get_help_string(action)
+
+
 def parse_arguments(argv: list[str] | None) -> tuple[ModelArguments, DataArguments, TrainingArguments]:
     """Parse the command line (or `argv`); unknown flags are an error."""
-    parser = HfArgumentParser((ModelArguments, DataArguments, TrainingArguments))
+    parser = HfArgumentParser(
+        (ModelArguments, DataArguments, TrainingArguments), formatter_class=_HelpFormatter
+    )
     argv = list(sys.argv[1:] if argv is None else argv)
     model_args, data_args, training_args = parser.parse_args_into_dataclasses(
         args=_join_comma_flags(argv), return_remaining_strings=False

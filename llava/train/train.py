@@ -22,6 +22,7 @@ from transformers import set_seed
 from llava.data.dataset import DataCollatorForSupervisedDataset, LazySupervisedDataset
 from llava.data.packing import PaddingFreeCollator
 from llava.data.preprocess import load_tokenizer
+from llava.extras import MissingExtraError, exit_missing_extra
 from llava.model.builder import build_from_backbones
 from llava.model.fingerprint import location_fingerprint
 from llava.model.vision_tower import load_image_processor
@@ -282,8 +283,12 @@ def train(
 
 
 def main(argv: list[str] | None = None, default_attn_implementation: str | None = None) -> dict:
-    """Parse `argv` (default: the command line) and train; returns the run summary."""
-    model_args, data_args, training_args = parse_arguments(argv)
+    """Parse `argv` (default: the command line) and train; returns the run summary. A flag that
+    needs a package of an optional extra that is not installed ends the command (exit code 2)."""
+    try:
+        model_args, data_args, training_args = parse_arguments(argv)
+    except MissingExtraError as err:
+        exit_missing_extra(err)
     return train(
         model_args,
         data_args,

@@ -140,6 +140,30 @@ def test_gqa_script_does_not_merge_after_a_failed_chunk(tmp_path):
     assert not (gqa / "answers" / "llava_gqa_testdev_balanced" / "my-ckpt" / "merge.jsonl").exists()
 
 
+# Stands in for `python`: logs every command line and does nothing else.
+LOGGING_PYTHON = """#!/usr/bin/env bash
+printf '%s\\n' "$*" >> {log}
+"""
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="bash scripts")
+@pytest.mark.parametrize("script", ["mme.sh", "gqa.sh", "mmbench.sh"])
+@pytest.mark.parametrize("base", [["/base"], []])
+def test_scripts_pass_extra_flags_to_the_runner(script, base, tmp_path):
+    log = tmp_path / "commands.txt"
+    fake = tmp_path / "fake_python"
+    fake.write_text(LOGGING_PYTHON.format(log=log))
+    fake.chmod(0o755)
+    env = {**os.environ, "EVAL_DIR": str(tmp_path / "eval"), "PYTHON": str(fake), "CUDA_VISIBLE_DEVICES": "0"}
+    proc = subprocess.run(["bash", str(SCRIPTS / script), "/ckpts/my-ckpt", *base, "--batch-size", "8"],
+                          cwd=REPO, env=env, capture_output=True, text=True, timeout=60)  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    runner, *others = log.read_text().splitlines()
+    assert runner.startswith("-m llava.eval.model_vqa") and runner.endswith(" --batch-size 8"), runner
+    assert ("--model-base /base" in runner) == bool(base)
+    assert not [line for line in others if "--batch-size" in line]  # the runner's flag only
+
+
 def test_script_without_checkpoint_prints_usage():
     proc = subprocess.run(
         ["bash", str(SCRIPTS / "pope.sh")], cwd=REPO, capture_output=True, text=True, timeout=30

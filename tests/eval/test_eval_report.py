@@ -6,7 +6,7 @@ import struct
 import pytest
 
 from llava.eval.eval_mme import MME_COGNITION, MME_PERCEPTION
-from llava.eval.report import build_report, load_results, main
+from llava.eval.report import NOT_SCORED, build_report, figure3, load_results, main
 
 
 @pytest.fixture
@@ -95,3 +95,34 @@ def test_scorer_results_json_feeds_the_report(tmp_path, write_json, write_jsonl)
     )
     assert json.loads(res.read_text())["score"] == 50.0
     assert load_results(tmp_path / "results")["my_model"]["gqa"]["score"] == 50.0
+
+
+@pytest.fixture
+def partial_results(tmp_path, write_json):
+    """A model scored on 2 of MME's 10 perception subtasks and none of its cognition ones (as
+    llava.eval.eval_mme writes it), and on part of GQA's questions."""
+    root = tmp_path / "partial"
+    write_json(root / "m" / "mme.json", {
+        "benchmark": "mme", "score": 250.0, "partial": "2 of 10 subtasks", "perception": 250.0, "cognition": None,
+        "partial_totals": {"perception": "2 of 10 subtasks", "cognition": "0 of 4 subtasks"},
+        "subtasks": {"existence": 150.0, "count": 100.0},
+    })  # fmt: skip
+    write_json(root / "m" / "gqa.json", {"benchmark": "gqa", "score": 50.0, "partial": "40 of 52 questions"})
+    return root
+
+
+def test_partial_scores_are_marked_and_unscored_totals_missing(partial_results, tmp_path):
+    written = main(["--results-dir", str(partial_results), "--out", str(tmp_path / "report")])
+    md = written["markdown"].read_text()
+    partial_mme, partial_gqa = "250.00 (partial: 2 of 10 subtasks)", "50.00 (partial: 40 of 52 questions)"
+    assert f"| m | - | - | - | - | - | {partial_mme} | - | - | {partial_gqa} |" in md
+    assert f"| m | {partial_mme} | - |" in md  # MME totals: cognition unscored, not 0.00
+    assert "2 of 10 subtasks" in written["latex"].read_text()
+
+
+def test_figure_marks_unscored_subtasks_instead_of_drawing_empty_bars():
+    fig = figure3({"m": {"existence": 150.0, "count": 0.0}})
+    perception, cognition = fig.axes
+    assert [bar.get_height() for bar in perception.patches] == [150.0, 0.0]  # a real 0 is a bar
+    assert [text.get_text() for text in perception.texts] == [NOT_SCORED] * 8
+    assert not cognition.patches and [text.get_text() for text in cognition.texts] == [NOT_SCORED] * 4

@@ -62,8 +62,8 @@ def test_acc_plus_pairs_and_totals():
 def test_custom_categories_for_the_playground():
     records = [_rec("comparison", "s1.png", "yes", "yes"), _rec("comparison", "s1.png", "no", "yes")]
     scores = score_mme(records, perception=("count",), cognition=("comparison",))
-    # acc 1/2, acc+ 0 -> 50
-    assert scores.cognition == pytest.approx(50.0) and scores.perception == 0.0
+    # acc 1/2, acc+ 0 -> 50; no count records: no perception total (not a total of 0)
+    assert scores.cognition == pytest.approx(50.0) and scores.perception is None
     with pytest.raises(ValueError, match="outside perception/cognition"):
         score_mme(records)
 
@@ -139,6 +139,32 @@ def test_convert_and_score_end_to_end(tmp_path, mme_dir, write_jsonl, capsys):
     saved = json.loads(res.read_text())
     assert saved["score"] == saved["perception"] == pytest.approx(125.0)
     assert saved["subtasks"] == {"existence": 125.0, "code_reasoning": 200.0}
+    # The ground truth holds 2 of MME's 14 subtasks: both totals are partial, and say so.
+    assert saved["partial"] == "1 of 10 subtasks"
+    assert saved["partial_totals"] == {"perception": "1 of 10 subtasks", "cognition": "1 of 4 subtasks"}
+    assert "total score: 125.00 (partial: 1 of 10 subtasks)" in out
+
+
+def test_a_total_without_scored_subtasks_is_missing_not_zero(tmp_path, mme_dir, write_jsonl, capsys):
+    """Answers for cognition only (one subtask of four): no perception number at all, and the
+    cognition total marked as partial, in the printed table and in the results JSON."""
+    gt = load_ground_truth(mme_dir)
+    answers = [
+        {"question_id": f"{cat}/{txt.replace('.txt', '.png')}", "prompt": q, "text": a}
+        for (cat, txt, q), a in gt.items()
+        if cat == "code_reasoning"
+    ]
+    res = tmp_path / "mme.json"
+    main(["--answers-file", str(write_jsonl(tmp_path / "answers.jsonl", answers)), "--mme-dir", str(mme_dir),
+          "--allow-missing", "--results-json", str(res)])  # fmt: skip
+    saved = json.loads(res.read_text())
+    assert saved["score"] is None and saved["perception"] is None
+    assert saved["cognition"] == pytest.approx(200.0)
+    assert saved["partial_totals"] == {"perception": "0 of 10 subtasks", "cognition": "1 of 4 subtasks"}
+    assert len(saved["unscored"]) == 13 and "existence" in saved["unscored"]
+    out = capsys.readouterr().out
+    assert "total score: - (none of its subtasks scored)" in out
+    assert "total score: 200.00 (partial: 1 of 4 subtasks)" in out
 
 
 def test_unknown_question_names_it(mme_dir):

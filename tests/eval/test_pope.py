@@ -174,6 +174,7 @@ def test_allow_missing_skips_and_reports_a_wholly_unanswered_category(tmp_path, 
     assert "INCOMPLETE: categories without answers, left out of the mean: random" in out
     saved = json.loads(res.read_text())
     assert saved["skipped_categories"] == ["random"] and saved["coverage"]["missing"] == 2
+    assert saved["partial"] == "4 of 6 questions"  # llava.eval.report marks the score partial
     with pytest.raises(CoverageError, match=r"4 of 6 expected question\(s\) answered; 2 missing"):
         _pope(tmp_path, path, annotation_dir, question_file)  # without the flag: an error, as before
 

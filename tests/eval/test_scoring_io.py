@@ -23,6 +23,7 @@ def test_allow_missing_logs_and_returns_the_counts(caplog):
     with caplog.at_level(logging.WARNING, logger="llava.eval.scoring_io"):
         coverage = check_coverage(range(10), range(3), "a.jsonl", allow_missing=True)
     assert coverage.as_dict() == {"expected": 10, "answered": 3, "missing": 7, "extra": 0, "duplicated": 0}
+    assert coverage.partial == "3 of 10 questions" and check_coverage(range(3), range(3), "b").partial is None
     assert "7 missing (e.g. 3, 4, 5, 6, 7, ...)" in caplog.text and "--allow-missing" in caplog.text
     with pytest.raises(CoverageError, match="pass --allow-missing to score only the answered ones"):
         check_coverage(range(10), range(3), "a.jsonl")

@@ -95,6 +95,8 @@ def test_seed_expected_questions_are_those_of_the_question_file(tmp_path, write_
         CoverageError, match=r"3 of 4 expected question\(s\) answered; 1 missing \(e.g. '104'\)"
     ):
         seed_score_main(score)
+    seed_score_main([*score, "--allow-missing", "--results-json", str(res)])
+    assert json.loads(res.read_text())["partial"] == "3 of 4 questions"
     # The upload follows LLaVA's converter: a line per SEED-Bench.json question, none made up.
     upload = tmp_path / "u.jsonl"
     write_jsonl(answers, [{"question_id": int(q), "text": "A"} for q in asked])

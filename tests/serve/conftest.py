@@ -10,15 +10,17 @@ import httpx
 import pytest
 
 from llava.serve.launch import server
-from tests.serve.serve_helpers import MAX_BODY_BYTES, MAX_IMAGES, Server
+from tests.serve.serve_helpers import DEFAULT_MAX_TOKENS, MAX_BODY_BYTES, MAX_IMAGES, Server
 
 
 @pytest.fixture(scope="session")
 def api_server(tiny_model_path, image_folder, tmp_path_factory) -> Iterator[Server]:
     """The server on the tiny checkpoint: images allowed under `image_folder`, bodies up to
-    `MAX_BODY_BYTES`, at most `MAX_IMAGES` images a request, batches of up to 16."""
+    `MAX_BODY_BYTES`, at most `MAX_IMAGES` images a request, `DEFAULT_MAX_TOKENS` for a request
+    without max_tokens, batches of up to 16."""
     log = tmp_path_factory.mktemp("server") / "server.log"
     flags = ["--image-folder", str(image_folder), "--max-body-bytes", str(MAX_BODY_BYTES)]
-    flags += ["--max-images", str(MAX_IMAGES), "--batch-wait-ms", "50"]
+    flags += ["--max-images", str(MAX_IMAGES), "--default-max-tokens", str(DEFAULT_MAX_TOKENS)]
+    flags += ["--batch-wait-ms", "50"]
     with server(Path(tiny_model_path), log, 1, *flags) as url:
         yield Server(url, httpx.get(url + "/health").json()["model"], log)

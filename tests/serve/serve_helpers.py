@@ -7,6 +7,7 @@ from pathlib import Path
 
 MAX_BODY_BYTES = 200_000
 MAX_IMAGES = 4
+DEFAULT_MAX_TOKENS = 12  # the answer budget of a request without max_tokens
 
 
 @dataclass(frozen=True)

@@ -7,6 +7,8 @@ import shutil
 import openai
 import pytest
 
+from tests.serve.serve_helpers import DEFAULT_MAX_TOKENS
+
 QUESTION = "What colour is the picture?"
 CHROMIUM, CHROMEDRIVER = shutil.which("chromium"), shutil.which("chromedriver")
 pytestmark = pytest.mark.skipif(
@@ -100,3 +102,65 @@ def test_upload_an_image_ask_and_read_the_streamed_answer(browser, api_server, i
         lambda d: len(d.find_elements(By.CSS_SELECTOR, "[data-done='true']")) == 2
     )
     assert browser.execute_script("return messages.length;") == 4
+
+
+# Keeps the body of every request the page sends, in `window.sent`.
+RECORD_REQUESTS = """
+window.sent = [];
+const send = window.fetch;
+window.fetch = (url, init) => { window.sent.push(JSON.parse(init.body)); return send(url, init); };
+"""
+
+
+def _ask(browser, question: str, turn: int) -> str:
+    """Send `question` from the page and wait for its answer (the `turn`-th of the page)."""
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    browser.find_element(By.ID, "prompt").send_keys(question)
+    browser.find_element(By.ID, "send").click()
+    WebDriverWait(browser, 60).until(
+        lambda d: len(d.find_elements(By.CSS_SELECTOR, "[data-done='true']")) == turn
+    )
+    answer = browser.find_elements(By.CSS_SELECTOR, ".msg.assistant, .msg.error")[-1]
+    assert "error" not in answer.get_attribute("class"), answer.text
+    return answer.text
+
+
+def test_the_servers_answer_budget_applies_and_an_image_picked_later_is_sent(
+    browser, api_server, image_folder
+):
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    browser.get(api_server.url + "/")
+    tokens = browser.find_element(By.ID, "max-tokens")
+    assert tokens.get_attribute("value") == "" and tokens.get_attribute("placeholder") == str(
+        DEFAULT_MAX_TOKENS
+    )
+    browser.execute_script(RECORD_REQUESTS)
+
+    # Untouched, the field leaves the budget to the server's --default-max-tokens.
+    shown = _ask(browser, QUESTION, 1)
+    assert "max_tokens" not in browser.execute_script("return window.sent[0];")
+    client = openai.OpenAI(base_url=api_server.api, api_key="unused", max_retries=0)
+    alone = client.chat.completions.create(
+        model=api_server.model_id, messages=[{"role": "user", "content": QUESTION}], temperature=0
+    )
+    assert shown == alone.choices[0].message.content.strip() and shown
+
+    # An image picked after the first question goes with the next one, and only with it.
+    browser.find_element(By.ID, "image").send_keys(str(image_folder / "img1.png"))
+    WebDriverWait(browser, 10).until(lambda d: d.execute_script("return imageUrl;") is not None)
+    assert "next question" in browser.find_element(By.ID, "status").text
+    _ask(browser, "And now?", 2)
+    tokens.send_keys("3")
+    _ask(browser, "Once more?", 3)
+    second, third = browser.execute_script("return window.sent.slice(1);")
+    url = browser.execute_script("return imageUrl;")
+    assert second["messages"][2]["content"] == [
+        {"type": "image_url", "image_url": {"url": url}},
+        {"type": "text", "text": "And now?"},
+    ]
+    assert third["messages"][2] == second["messages"][2] and third["messages"][4]["content"] == "Once more?"
+    assert third["max_tokens"] == 3

@@ -3,11 +3,22 @@ and fusion gradients under activation checkpointing."""
 
 from __future__ import annotations
 
+import dataclasses
+import re
+
 import pytest
 import torch
+import transformers
 
 from llava.model.builder import build_from_backbones
-from llava.train.arguments import parse_arguments, resolve_run
+from llava.train import train
+from llava.train.arguments import (
+    DataArguments,
+    ModelArguments,
+    TrainingArguments,
+    parse_arguments,
+    resolve_run,
+)
 from llava.train.recipe import apply_recipe, parameter_groups
 
 REQUIRED = [
@@ -112,6 +123,65 @@ def test_unknown_flags_and_fusion_hidden_dim_for_concat_are_errors(tiny_checkpoi
 def test_warmup_ratio_is_llavas_spelling_of_fractional_warmup_steps():
     _, _, training_args = parse_arguments([*REQUIRED, "--report_to", "none", "--warmup_ratio", "0.03"])
     assert training_args.warmup_steps == 0.03
+
+
+# LLaVA-1.5's own scripts/v1_5/finetune_lora.sh, flag for flag (its --evaluation_strategy is
+# transformers' old name of --eval_strategy).
+LLAVA_FINETUNE_LORA = """
+    --lora_enable True --lora_r 128 --lora_alpha 256 --mm_projector_lr 2e-5 --deepspeed ./scripts/zero3.json
+    --model_name_or_path lmsys/vicuna-13b-v1.5 --version v1 --data_path ./playground/data/llava_v1_5_mix665k.json
+    --image_folder ./playground/data --vision_tower openai/clip-vit-large-patch14-336
+    --pretrain_mm_mlp_adapter ./checkpoints/llava-v1.5-13b-pretrain/mm_projector.bin --mm_projector_type mlp2x_gelu
+    --mm_vision_select_layer -2 --mm_use_im_start_end False --mm_use_im_patch_token False --image_aspect_ratio pad
+    --group_by_modality_length True --bf16 True --output_dir ./checkpoints/llava-v1.5-13b-lora --num_train_epochs 1
+    --per_device_train_batch_size 16 --per_device_eval_batch_size 4 --gradient_accumulation_steps 1
+    --evaluation_strategy no --save_strategy steps --save_steps 50000 --save_total_limit 1 --learning_rate 2e-4
+    --weight_decay 0. --warmup_ratio 0.03 --lr_scheduler_type cosine --logging_steps 1 --tf32 True
+    --model_max_length 2048 --gradient_checkpointing True --dataloader_num_workers 4 --lazy_preprocess True
+    --report_to wandb
+""".split()
+
+
+def test_llavas_finetune_lora_flags_parse_as_its_script_passes_them():
+    # Only what needs a CUDA machine is switched off (a later flag wins).
+    argv = [*LLAVA_FINETUNE_LORA, "--deepspeed", "", "--bf16", "False", "--tf32", "False",
+            "--report_to", "none"]  # fmt: skip
+    model_args, data_args, training_args = parse_arguments(argv)
+    spec = resolve_run(model_args, data_args, training_args)
+    assert spec.model_type == "llava_llama" and spec.lora["lora_r"] == 128
+    assert training_args.eval_strategy == "no" and training_args.activation_checkpointing
+
+
+def test_evaluation_strategy_is_the_old_spelling_of_eval_strategy():
+    _, _, training_args = parse_arguments([*REQUIRED, "--evaluation_strategy", "steps", "--eval_steps", "5"])
+    assert training_args.eval_strategy == "steps" and training_args.eval_steps == 5
+    with pytest.raises(ValueError, match="give --evaluation_strategy .* or --eval_strategy, not both"):
+        parse_arguments([*REQUIRED, "--evaluation_strategy", "steps", "--eval_strategy", "epoch"])
+
+
+def _help_entries(capsys, monkeypatch) -> dict[str, str]:
+    """{flag: its help text, on one line} from the training entry point's --help."""
+    monkeypatch.setenv("COLUMNS", "100")
+    with pytest.raises(SystemExit) as exit_info:
+        train.main(["--help"])
+    assert exit_info.value.code == 0
+    entries = re.split(r"\n  (?=--)", capsys.readouterr().out.split("options:", 1)[1])
+    return {entry.split()[0]: " ".join(entry.split()[1:]) for entry in entries if entry.startswith("--")}
+
+
+def test_help_shows_each_default_once_and_never_an_unused_none(capsys, monkeypatch):
+    entries = _help_entries(capsys, monkeypatch)
+    assert entries["--image_aspect_ratio"].endswith("pad, resize or square. (default: pad)")
+    assert entries["--lora_alpha"].endswith("LoRA alpha. (default: 16)")
+    inherited = {field.name for field in dataclasses.fields(transformers.TrainingArguments)}
+    own = [
+        field.name
+        for cls in (ModelArguments, DataArguments, TrainingArguments)
+        for field in dataclasses.fields(cls)
+    ]
+    twice = [name for name in own if name not in inherited and entries[f"--{name}"].count("default") > 1]
+    assert not twice, twice
+    assert not [flag for flag, text in entries.items() if "(default: None)" in text]
 
 
 def _fusion_model(tiny_checkpoints, **fields):

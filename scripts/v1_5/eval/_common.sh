@@ -9,19 +9,26 @@ RESULTS_DIR=${RESULTS_DIR:-$EVAL_DIR/results}
 CONV_MODE=${CONV_MODE:-vicuna_v1}
 PYTHON=${PYTHON:-python}
 
-# parse_model_args CHECKPOINT_PATH [MODEL_BASE]
-# Sets MODEL_PATH, CKPT (the checkpoint folder's name) and MODEL_BASE_ARGS.
+# parse_model_args CHECKPOINT_PATH [MODEL_BASE] [RUNNER_FLAG...]
+# Sets MODEL_PATH, CKPT (the checkpoint folder's name), MODEL_BASE_ARGS and RUNNER_ARGS: the
+# flags from the first one starting with "-" on, which go to the answer runner last (a later
+# flag wins), e.g. `bash mme.sh CKPT BASE --batch-size 8`.
 parse_model_args() {
-    if [[ $# -lt 1 || -z $1 ]]; then
-        echo "usage: bash $0 CHECKPOINT_PATH [MODEL_BASE]" >&2
+    if [[ $# -lt 1 || -z $1 || $1 == -* ]]; then
+        echo "usage: bash $0 CHECKPOINT_PATH [MODEL_BASE] [RUNNER_FLAG...]" >&2
         exit 2
     fi
     MODEL_PATH=$1
     CKPT=$(basename "${MODEL_PATH%/}")
+    shift
     MODEL_BASE_ARGS=()
-    if [[ $# -ge 2 && -n $2 ]]; then
-        MODEL_BASE_ARGS=(--model-base "$2")
+    if [[ $# -ge 1 && $1 != -* ]]; then
+        if [[ -n $1 ]]; then
+            MODEL_BASE_ARGS=(--model-base "$1")
+        fi
+        shift
     fi
+    RUNNER_ARGS=("$@")
 }
 
 # results_json BENCH: where a scorer writes the headline numbers llava.eval.report reads.
@@ -29,7 +36,8 @@ results_json() {
     echo "$RESULTS_DIR/$CKPT/$1.json"
 }
 
-# run_answers RUNNER_MODULE ANSWERS_FILE [runner flags...]: greedy answers in one process.
+# run_answers RUNNER_MODULE ANSWERS_FILE [runner flags...]: greedy answers in one process; the
+# flags given to the script (RUNNER_ARGS) come last.
 run_answers() {
     local runner=$1 answers_file=$2
     shift 2
@@ -39,7 +47,7 @@ run_answers() {
         --answers-file "$answers_file" \
         --temperature 0 \
         --conv-mode "$CONV_MODE" \
-        "$@"
+        "$@" "${RUNNER_ARGS[@]}"
 }
 
 # run_chunked RUNNER_MODULE ANSWERS_DIR [runner flags...]

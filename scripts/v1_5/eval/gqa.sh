@@ -1,6 +1,6 @@
 #!/bin/bash
 # GQA test-dev balanced: answers on every GPU of CUDA_VISIBLE_DEVICES, predictions JSON, accuracy.
-# Usage: bash scripts/v1_5/eval/gqa.sh CHECKPOINT_PATH [MODEL_BASE]
+# Usage: bash scripts/v1_5/eval/gqa.sh CHECKPOINT_PATH [MODEL_BASE] [RUNNER_FLAG...]
 source "$(dirname "${BASH_SOURCE[0]}")/_common.sh"
 parse_model_args "$@"
 

@@ -3,7 +3,7 @@
 # The judge has no default endpoint: it runs only when JUDGE_BASE_URL names one (and sends a key
 # only from the variable JUDGE_KEY_ENV names). A rerun keeps the finished reviews.
 # Usage: JUDGE_BASE_URL=https://api.openai.com/v1 JUDGE_KEY_ENV=OPENAI_API_KEY \
-#            bash scripts/v1_5/eval/llavabench.sh CHECKPOINT_PATH [MODEL_BASE]
+#            bash scripts/v1_5/eval/llavabench.sh CHECKPOINT_PATH [MODEL_BASE] [RUNNER_FLAG...]
 source "$(dirname "${BASH_SOURCE[0]}")/_common.sh"
 parse_model_args "$@"
 

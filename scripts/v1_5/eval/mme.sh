@@ -1,6 +1,6 @@
 #!/bin/bash
 # MME: answers, the eval-tool txt files (eval_tool/answers/<ckpt>/), then acc + acc+ scores.
-# Usage: bash scripts/v1_5/eval/mme.sh CHECKPOINT_PATH [MODEL_BASE]
+# Usage: bash scripts/v1_5/eval/mme.sh CHECKPOINT_PATH [MODEL_BASE] [RUNNER_FLAG...]
 source "$(dirname "${BASH_SOURCE[0]}")/_common.sh"
 parse_model_args "$@"
 

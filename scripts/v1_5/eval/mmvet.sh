@@ -1,6 +1,6 @@
 #!/bin/bash
 # MM-Vet: free-form answers, then results/<ckpt>.json for MM-Vet's GPT-4 grader.
-# Usage: bash scripts/v1_5/eval/mmvet.sh CHECKPOINT_PATH [MODEL_BASE]
+# Usage: bash scripts/v1_5/eval/mmvet.sh CHECKPOINT_PATH [MODEL_BASE] [RUNNER_FLAG...]
 source "$(dirname "${BASH_SOURCE[0]}")/_common.sh"
 parse_model_args "$@"
 

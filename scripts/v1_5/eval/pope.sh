@@ -1,6 +1,6 @@
 #!/bin/bash
 # POPE (adversarial, popular, random): answers, then per-category P/R/F1 and the mean F1.
-# Usage: bash scripts/v1_5/eval/pope.sh CHECKPOINT_PATH [MODEL_BASE]
+# Usage: bash scripts/v1_5/eval/pope.sh CHECKPOINT_PATH [MODEL_BASE] [RUNNER_FLAG...]
 source "$(dirname "${BASH_SOURCE[0]}")/_common.sh"
 parse_model_args "$@"
 

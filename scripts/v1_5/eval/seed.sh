@@ -1,6 +1,6 @@
 #!/bin/bash
 # SEED-Bench: answers on every GPU of CUDA_VISIBLE_DEVICES, accuracies, and the upload jsonl.
-# Usage: bash scripts/v1_5/eval/seed.sh CHECKPOINT_PATH [MODEL_BASE]
+# Usage: bash scripts/v1_5/eval/seed.sh CHECKPOINT_PATH [MODEL_BASE] [RUNNER_FLAG...]
 source "$(dirname "${BASH_SOURCE[0]}")/_common.sh"
 parse_model_args "$@"
 

@@ -1,6 +1,6 @@
 #!/bin/bash
 # ScienceQA-IMG (test): answers with the single-letter prompt, then Accuracy / IMG-Accuracy.
-# Usage: bash scripts/v1_5/eval/sqa.sh CHECKPOINT_PATH [MODEL_BASE]
+# Usage: bash scripts/v1_5/eval/sqa.sh CHECKPOINT_PATH [MODEL_BASE] [RUNNER_FLAG...]
 source "$(dirname "${BASH_SOURCE[0]}")/_common.sh"
 parse_model_args "$@"
 

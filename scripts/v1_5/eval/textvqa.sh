@@ -1,6 +1,6 @@
 #!/bin/bash
 # TextVQA val (with reference OCR tokens): answers, then VQA accuracy.
-# Usage: bash scripts/v1_5/eval/textvqa.sh CHECKPOINT_PATH [MODEL_BASE]
+# Usage: bash scripts/v1_5/eval/textvqa.sh CHECKPOINT_PATH [MODEL_BASE] [RUNNER_FLAG...]
 source "$(dirname "${BASH_SOURCE[0]}")/_common.sh"
 parse_model_args "$@"
 

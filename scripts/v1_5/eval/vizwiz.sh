@@ -1,6 +1,6 @@
 #!/bin/bash
 # VizWiz test-dev: answers, then the EvalAI upload file answers_upload/<ckpt>.json.
-# Usage: bash scripts/v1_5/eval/vizwiz.sh CHECKPOINT_PATH [MODEL_BASE]
+# Usage: bash scripts/v1_5/eval/vizwiz.sh CHECKPOINT_PATH [MODEL_BASE] [RUNNER_FLAG...]
 source "$(dirname "${BASH_SOURCE[0]}")/_common.sh"
 parse_model_args "$@"
 

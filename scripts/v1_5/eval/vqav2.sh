@@ -1,7 +1,7 @@
 #!/bin/bash
 # VQAv2 test-dev: answers on every GPU of CUDA_VISIBLE_DEVICES, then the EvalAI upload file
 # answers_upload/<split>/<ckpt>.json (score it on the EvalAI server).
-# Usage: bash scripts/v1_5/eval/vqav2.sh CHECKPOINT_PATH [MODEL_BASE]
+# Usage: bash scripts/v1_5/eval/vqav2.sh CHECKPOINT_PATH [MODEL_BASE] [RUNNER_FLAG...]
 source "$(dirname "${BASH_SOURCE[0]}")/_common.sh"
 parse_model_args "$@"
 
