@@ -17,8 +17,8 @@ from llava.inference import (
 from llava.inference.decoding import cut_at_stop
 from llava.inference.scheduler import BatchScheduler
 from llava.inference.streaming import IncrementalDetokenizer, TextDeltas
-from llava.tools.make_tiny_checkpoints import LLMS
 from llava.mm_utils import load_image
+from llava.tools.make_tiny_checkpoints import LLMS
 
 
 def _prompt(engine, image_folder, i: int, question: str = "What is in the image?"):
