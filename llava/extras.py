@@ -1,18 +1,19 @@
 """The optional extras of pyproject.toml (train, eval, serve, dev, ...), and the one clear error a
 command gives when it needs a package of one that is not installed: which extra to install, and
-which package is missing. A command-line entry point ends on it with exit code 2, no traceback.
+which package is missing. It is a `llava.cli_errors.UserError`: a command-line entry point ends on
+it with exit code 2, no traceback.
 """
 
 from __future__ import annotations
 
 import contextlib
 import importlib.util
-import sys
 from collections.abc import Iterator
-from typing import NoReturn
+
+from llava.cli_errors import UserError, exit_user_error
 
 
-class MissingExtraError(ModuleNotFoundError):
+class MissingExtraError(UserError, ModuleNotFoundError):
     """`what` needs a package of the optional extra `extra`, and it is not installed."""
 
     def __init__(self, what: str, extra: str, package: str):
@@ -29,21 +30,15 @@ def require_extra(what: str, extra: str, *packages: str) -> None:
         raise MissingExtraError(what, extra, packages[0])
 
 
-def exit_missing_extra(error: MissingExtraError) -> NoReturn:
-    """End a command on a missing extra: the error's one line on stderr, exit code 2."""
-    sys.stderr.write(f"{error}\n")
-    raise SystemExit(2)
-
-
 @contextlib.contextmanager
 def extra_imports(what: str, extra: str, as_command: bool) -> Iterator[None]:
     """Around a module's imports of `extra`'s packages: a missing one raises `MissingExtraError`;
     in a module run as a command (`as_command`, i.e. `__name__ == "__main__"`) it ends the command
-    with `exit_missing_extra` instead."""
+    with `exit_user_error` instead (its imports run before `run_command` could catch it)."""
     try:
         yield
     except ModuleNotFoundError as err:
         error = MissingExtraError(what, extra, err.name)
         if as_command:
-            exit_missing_extra(error)
+            exit_user_error(error)
         raise error from err

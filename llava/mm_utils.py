@@ -19,6 +19,7 @@ import torch
 from PIL import Image
 from transformers import StoppingCriteria
 
+from llava.cli_errors import UserError
 from llava.constants import DEFAULT_IMAGE_TOKEN, IGNORE_INDEX, IMAGE_TOKEN_INDEX
 from llava.conversation import SeparatorStyle
 
@@ -75,6 +76,10 @@ def tokenize_conversation(conv, tokenizer, add_bos: bool | None = None) -> tuple
         input_ids.extend(ids)
         labels.extend(ids if supervised else [IGNORE_INDEX] * len(ids))
     return input_ids, labels
+
+
+class MissingImageError(UserError, FileNotFoundError):
+    """An image file that does not exist."""
 
 
 class ImageTooLargeError(OSError):
@@ -141,14 +146,14 @@ def load_image(path: str | os.PathLike) -> Image.Image:
     """Open an image file as 8-bit RGB (see `to_rgb`), decoded in full.
 
     Raises:
-        FileNotFoundError: the file does not exist.
+        MissingImageError: the file does not exist (a `FileNotFoundError`).
         ImageTooLargeError: it is over twice Pillow's decompression-bomb limit (an `OSError`);
             between 1x and 2x the limit it is read, with a warning naming it, as Pillow does.
         OSError: it cannot be decoded (truncated, not an image, no 8-bit form); names the file.
     """
     path = os.fspath(path)
     if not os.path.isfile(path):
-        raise FileNotFoundError(f"image file not found: {path}")
+        raise MissingImageError(f"image file not found: {path}")
     return _open_rgb(path, path)
 
 

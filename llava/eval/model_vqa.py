@@ -8,6 +8,7 @@ Each question's `text` is the user message after the image; at most 1024 new tok
 
 from __future__ import annotations
 
+from llava.cli_errors import run_command
 from llava.eval.benchmarks import FREEFORM_RUNNER, MAX_NEW_TOKENS
 from llava.eval.runner import question_file_task
 
@@ -17,4 +18,4 @@ TASK = question_file_task(
 main = TASK.main
 
 if __name__ == "__main__":
-    main()
+    run_command(main)

@@ -18,6 +18,7 @@ from __future__ import annotations
 import argparse
 from collections.abc import Mapping
 
+from llava.cli_errors import run_command
 from llava.constants import DEFAULT_IMAGE_TOKEN
 from llava.eval.benchmarks import MAX_NEW_TOKENS, MMBENCH_RUNNER
 from llava.eval.eval_mmbench import is_none, read_mmbench_tsv, round_options, row_options
@@ -79,4 +80,4 @@ main = TASK.main
 
 
 if __name__ == "__main__":
-    main()
+    run_command(main)

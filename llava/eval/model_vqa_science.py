@@ -18,6 +18,7 @@ import os
 from pathlib import Path
 from typing import Any
 
+from llava.cli_errors import run_command
 from llava.constants import DEFAULT_IMAGE_TOKEN
 from llava.eval.benchmarks import MAX_NEW_TOKENS, SCIENCE_RUNNER
 from llava.eval.prompts import MULTIPLE_CHOICE_SUFFIX
@@ -59,4 +60,4 @@ main = TASK.main
 
 
 if __name__ == "__main__":
-    main()
+    run_command(main)

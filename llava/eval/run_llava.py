@@ -16,6 +16,7 @@ import logging
 from collections.abc import Sequence
 from typing import Any
 
+from llava.cli_errors import run_command
 from llava.inference import DecodingSettings, LoadedModel, open_conversation, with_image_tokens
 from llava.inference.arguments import (
     add_decoding_arguments,
@@ -100,4 +101,4 @@ def main(argv: Sequence[str] | None = None) -> str:
 
 
 if __name__ == "__main__":
-    main()
+    run_command(main)

@@ -40,7 +40,13 @@ from llava.eval.prompts import MULTIPLE_CHOICE_SUFFIX
 from llava.eval.scoring_io import iter_numbered_jsonl, read_jsonl_for_append
 from llava.inference import DecodingSettings, open_conversation
 from llava.inference.arguments import add_decoding_arguments, add_model_arguments, load_model
-from llava.mm_utils import ImageTooLargeError, get_model_name_from_path, load_image, load_image_from_base64
+from llava.mm_utils import (
+    ImageTooLargeError,
+    MissingImageError,
+    get_model_name_from_path,
+    load_image,
+    load_image_from_base64,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -316,7 +322,9 @@ def _load_images(sample: Sample) -> list[Image.Image]:
         try:
             images.append(ref.load())
         except FileNotFoundError as err:
-            raise FileNotFoundError(f"question {sample.question_id!r}: {err}") from err
+            raise MissingImageError(
+                f"question {sample.question_id!r}: {err} (--skip-missing-images skips such questions)"
+            ) from err
         except ImageTooLargeError as err:
             raise ImageTooLargeError(f"question {sample.question_id!r}: {err}") from err
     return images

@@ -18,6 +18,7 @@ from typing import Any
 import torch
 from PIL import Image
 
+from llava.cli_errors import UserError
 from llava.constants import IMAGE_TOKEN_INDEX
 from llava.conversation import Conversation
 from llava.inference.decoding import Completion, DecodingSettings, finish_row
@@ -29,7 +30,7 @@ from llava.model.multimodal import MultimodalGenerationMixin
 logger = logging.getLogger(__name__)
 
 
-class ContextOverflowError(ValueError):
+class ContextOverflowError(UserError, ValueError):
     """A prompt (with its image positions) plus the answer budget exceeds the model's context."""
 
 

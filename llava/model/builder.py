@@ -35,6 +35,7 @@ from pathlib import Path
 import torch
 from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
 
+from llava.cli_errors import UserError
 from llava.model.checkpoint_parts import (
     MM_PROJECTOR,
     NON_LORA_TRAINABLES,
@@ -84,12 +85,18 @@ __all__ = [
     "MM_PROJECTOR",
     "NON_LORA_TRAINABLES",
     "LoadReport",
+    "ModelBaseError",
     "build_from_backbones",
     "load_pretrained_model",
     "multimodal_config_from_backbones",
 ]
 
 logger = logging.getLogger(__name__)
+
+
+class ModelBaseError(UserError, ValueError):
+    """`--model-base` is missing for a folder of trained parts (LoRA, projector), or given for a
+    complete checkpoint."""
 
 
 def _local_folder(location: str, what: str) -> Path:
@@ -225,7 +232,7 @@ def _image_processor(path: Path, plan: _Plan):
 
 def _load_llava_hf_folder(path: Path, model_base, quantization, dtype, attn_implementation):
     if model_base is not None:
-        raise ValueError(f"{path} is a complete llava-hf checkpoint; --model-base does not apply")
+        raise ModelBaseError(f"{path} is a complete llava-hf checkpoint; --model-base does not apply")
     if quantization is not None:
         raise ValueError(f"{path}: 4/8-bit loading of llava-hf checkpoints is not supported")
     check_folder_pickles(path)
@@ -293,7 +300,7 @@ def load_pretrained_model(
     base = None
     if plan.kind == "complete":
         if model_base is not None:
-            raise ValueError(
+            raise ModelBaseError(
                 f"{model_path} is a complete checkpoint; --model-base applies only to LoRA/projector runs"
             )
         model, report = _load_complete(path, plan, load_kwargs)
@@ -301,19 +308,12 @@ def load_pretrained_model(
     else:
         marker = path / "adapter_config.json" if plan.kind == "lora" else plan.trainables
         if model_base is None:
-            raise ValueError(
+            raise ModelBaseError(
                 f"{marker}: {model_path} holds only trained parts (a LoRA run or a stage-1 projector); "
                 "pass the LLM they were trained on as model_base (--model-base)"
             )
         base = _local_folder(model_base, "model base")
         model, report = _load_on_base(path, base, plan, load_kwargs)
-    if report.unexpected:
-        logger.warning(
-            "%s: %d key(s) of the base checkpoint match no parameter and were ignored, e.g. %s",
-            model_path,
-            len(report.unexpected),
-            report.unexpected[:3],
-        )
     logger.info("loaded %s; %s", model_path, report.describe())
     on_device = quantization is None  # bitsandbytes places quantized weights itself
     return _ready(

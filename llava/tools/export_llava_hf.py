@@ -26,6 +26,7 @@ from tokenizers import AddedToken
 from transformers import LlavaForConditionalGeneration, LlavaProcessor
 from transformers.models.llava.image_processing_pil_llava import LlavaImageProcessorPil
 
+from llava.cli_errors import UserError, run_command
 from llava.constants import DEFAULT_IMAGE_TOKEN, IMAGE_TOKEN_INDEX
 from llava.conversation import get_conv_template
 from llava.mm_utils import tokenize_conversation
@@ -37,6 +38,11 @@ logger = logging.getLogger(__name__)
 
 _PROBE_QUESTION = "What is in the image?"
 _VOCAB_TENSORS = ("model.language_model.embed_tokens.weight", "lm_head.weight")
+
+
+class ExportRefusedError(UserError, ValueError):
+    """A checkpoint without a faithful llava-hf equivalent: not the LLaVA-1.5 baseline, or a
+    tokenizer that the llava-hf processor would use differently."""
 
 
 def with_image_token(tokenizer) -> int:
@@ -116,7 +122,7 @@ def export_llava_hf(
         model_path, model_base, device="cpu", dtype=torch.float32
     )
     if not isinstance(model, LlavaLlamaForCausalLM):
-        raise ValueError(
+        raise ExportRefusedError(
             f"{model_path} is a {model.config.model_type} checkpoint; only the LLaVA-1.5 baseline "
             "(llava_llama) has a llava-hf equivalent"
         )
@@ -145,7 +151,7 @@ def export_llava_hf(
     if mismatch is not None:
         message = f"{model_path}: the llava-hf processor would tokenise prompts differently ({mismatch})"
         if not allow_prompt_mismatch:
-            raise ValueError(message + "; pass --allow-prompt-mismatch to export anyway")
+            raise ExportRefusedError(message + "; pass --allow-prompt-mismatch to export anyway")
         logger.warning("%s", message)
     output_dir = Path(output_dir)
     hf_model.save_pretrained(output_dir)
@@ -174,4 +180,4 @@ def main(argv: list[str] | None = None) -> Path:
 
 
 if __name__ == "__main__":
-    main()
+    run_command(main)

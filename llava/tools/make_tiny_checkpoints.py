@@ -4,10 +4,15 @@
 
     python -m llava.tools.make_tiny_checkpoints --output-dir DIR --llm qwen2 --tower siglip
 
+    python -m llava.tools.make_tiny_checkpoints --output-dir DIR --legacy-prefix
+
 `DIR/llm`: a tiny LLM (random weights; `--llm` llama (default), llama3, mistral, qwen2, qwen3 or
 gemma) with a fast tokenizer in its family's style trained on the spot on the chat templates' text;
 `DIR/vision`: a tiny vision tower (random weights; `--tower` clip (default), siglip or siglip2) with its image
-processor.
+processor. `--legacy-prefix`: the tokenizer prefixes every piece of text between special tokens with
+`▁`, as Llama/Vicuna's does, so a LLaVA-1.5 baseline trained on it exports with
+`llava.tools.export_llava_hf` (which refuses the default tiny tokenizer: it breaks text after
+`<image>` differently from the llava-hf processor).
 """
 
 from __future__ import annotations
@@ -188,12 +193,18 @@ def make_vision_tower(
 
 
 def make_tiny_checkpoints(
-    output_dir: str | Path, seed: int = 0, llm: str = "llama", tower: str = "clip"
+    output_dir: str | Path,
+    seed: int = 0,
+    llm: str = "llama",
+    tower: str = "clip",
+    legacy_prefix: bool = False,
 ) -> tuple[Path, Path]:
-    """`(output_dir/llm, output_dir/vision)`: a tiny LLM of family `llm` and a tiny `tower`."""
+    """`(output_dir/llm, output_dir/vision)`: a tiny LLM of family `llm` and a tiny `tower`;
+    `legacy_prefix`: see `make_llm`."""
     output_dir = Path(output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
-    llm, vision = make_llm(output_dir, seed, llm=llm), make_vision_tower(output_dir, seed, tower=tower)
+    llm = make_llm(output_dir, seed, legacy_prefix=legacy_prefix, llm=llm)
+    vision = make_vision_tower(output_dir, seed, tower=tower)
     logger.info("wrote tiny checkpoints: %s, %s", llm, vision)
     return llm, vision
 
@@ -206,9 +217,17 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--llm", choices=sorted(LLMS), default="llama", help="the LLM family")
     parser.add_argument("--tower", choices=sorted(TOWERS), default="clip", help="the vision tower")
+    parser.add_argument(
+        "--legacy-prefix",
+        action="store_true",
+        help="a tokenizer that prefixes text after special tokens as Llama/Vicuna's does (the one "
+        "llava.tools.export_llava_hf accepts); Metaspace styles only (not qwen2, qwen3)",
+    )
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    make_tiny_checkpoints(args.output_dir, args.seed, llm=args.llm, tower=args.tower)
+    make_tiny_checkpoints(
+        args.output_dir, args.seed, llm=args.llm, tower=args.tower, legacy_prefix=args.legacy_prefix
+    )
 
 
 if __name__ == "__main__":

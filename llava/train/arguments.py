@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 import transformers
 from transformers import HfArgumentParser
 
+from llava.cli_errors import UserError
 from llava.conversation import conv_templates
 from llava.data.preprocess import DEFAULT_MODEL_MAX_LENGTH
 from llava.extras import require_extra
@@ -51,6 +52,11 @@ LORA_FLAGS = ("lora_r", "lora_alpha", "lora_dropout", "lora_layer_ids_to_skip", 
 LORA_DEFAULTS = {"lora_r": 64, "lora_alpha": 16, "lora_dropout": 0.05}
 # The --report_to integrations of the dev extra: the package each needs (or its alternatives).
 REPORTERS = {"tensorboard": ("tensorboard", "tensorboardX"), "wandb": ("wandb",)}
+
+
+class FlagError(UserError, ValueError):
+    """A flag whose value is out of range or unknown, or that does not apply to the chosen model or
+    recipe (or to the other flags given)."""
 
 
 def _unset(help_text: str):
@@ -165,22 +171,22 @@ class TrainingArguments(transformers.TrainingArguments):
     def _check_numeric_flags(self) -> None:
         """Reject values that would train something other than what the flag says, naming the flag."""
         if self.lora_r is not None and not self.lora_r >= 1:
-            raise ValueError(f"--lora_r {self.lora_r}: expected a rank of at least 1")
+            raise FlagError(f"--lora_r {self.lora_r}: expected a rank of at least 1")
         if self.lora_alpha is not None and not (math.isfinite(self.lora_alpha) and self.lora_alpha > 0):
-            raise ValueError(
+            raise FlagError(
                 f"--lora_alpha {self.lora_alpha}: expected a positive number (LoRA's update is scaled by "
                 "alpha / r, so 0 disables it)"
             )
         if self.lora_dropout is not None and not 0.0 <= self.lora_dropout < 1.0:
-            raise ValueError(f"--lora_dropout {self.lora_dropout}: expected a probability in [0, 1)")
+            raise FlagError(f"--lora_dropout {self.lora_dropout}: expected a probability in [0, 1)")
         if self.loraplus_lr_ratio is not None and not self.loraplus_lr_ratio > 0:
-            raise ValueError(f"--loraplus_lr_ratio {self.loraplus_lr_ratio}: expected a positive multiple")
+            raise FlagError(f"--loraplus_lr_ratio {self.loraplus_lr_ratio}: expected a positive multiple")
         for name in ("learning_rate", "fusion_lr", "mm_projector_lr"):
             value = getattr(self, name)
             if value is not None and not (math.isfinite(value) and value >= 0):
-                raise ValueError(f"--{name} {value}: expected a finite rate >= 0")
+                raise FlagError(f"--{name} {value}: expected a finite rate >= 0")
         if not self.model_max_length >= 1:
-            raise ValueError(f"--model_max_length {self.model_max_length}: expected at least 1 position")
+            raise FlagError(f"--model_max_length {self.model_max_length}: expected at least 1 position")
 
     def _check_extras(self) -> None:
         """--deepspeed and the --report_to integrations need packages of optional extras; a missing
@@ -194,18 +200,18 @@ class TrainingArguments(transformers.TrainingArguments):
     def __post_init__(self):
         if self.warmup_ratio is not None:
             if self.warmup_steps:
-                raise ValueError("give --warmup_ratio or --warmup_steps, not both")
+                raise FlagError("give --warmup_ratio or --warmup_steps, not both")
             if not 0.0 <= self.warmup_ratio < 1.0:
-                raise ValueError(f"--warmup_ratio {self.warmup_ratio}: expected a fraction in [0, 1)")
+                raise FlagError(f"--warmup_ratio {self.warmup_ratio}: expected a fraction in [0, 1)")
             self.warmup_steps = self.warmup_ratio
         if self.evaluation_strategy is not None:
             if self.eval_strategy != "no":
-                raise ValueError("give --evaluation_strategy (LLaVA's spelling) or --eval_strategy, not both")
+                raise FlagError("give --evaluation_strategy (LLaVA's spelling) or --eval_strategy, not both")
             self.eval_strategy = self.evaluation_strategy
         self._check_numeric_flags()
         self._check_extras()
         if self.save_on_each_node:
-            raise ValueError(
+            raise FlagError(
                 "--save_on_each_node True is not supported: every rank writes its part of a checkpoint into "
                 "one folder on a filesystem all ranks share, and one process (the world's main one) "
                 "publishes it; with a publisher per node, several would rename the same folder. Put "
@@ -234,23 +240,23 @@ def _flag_list(value: str, flag: str, cast):
         return []
     items = [item.strip() for item in value.split(",") if item.strip()]
     if not items:
-        raise ValueError(f"--{flag} {value!r}: expected a comma-separated list")
+        raise FlagError(f"--{flag} {value!r}: expected a comma-separated list")
     try:
         return [cast(item) for item in items]
     except ValueError:
-        raise ValueError(f"--{flag} {value!r}: cannot read {cast.__name__} values from it") from None
+        raise FlagError(f"--{flag} {value!r}: cannot read {cast.__name__} values from it") from None
 
 
 def _reject(args, names, why: str) -> None:
     given = [f"--{n}" for n in names if getattr(args, n) is not None]
     if given:
-        raise ValueError(f"{', '.join(given)} {'does' if len(given) == 1 else 'do'} not apply: {why}")
+        raise FlagError(f"{', '.join(given)} {'does' if len(given) == 1 else 'do'} not apply: {why}")
 
 
 def _model_type(model_args: ModelArguments) -> str:
     chosen = model_args.model_type
     if chosen is not None and chosen not in ("fusion_llama", "llava_llama"):
-        raise ValueError(f"--model_type {chosen!r}: expected fusion_llama or llava_llama")
+        raise FlagError(f"--model_type {chosen!r}: expected fusion_llama or llava_llama")
     implied = set()
     if model_args.use_vision_fusion is not None:
         implied.add("fusion_llama" if model_args.use_vision_fusion else "llava_llama")
@@ -259,7 +265,7 @@ def _model_type(model_args: ModelArguments) -> str:
     if chosen is not None:
         implied.add(chosen)
     if len(implied) > 1:
-        raise ValueError(
+        raise FlagError(
             f"--model_type {chosen}, --use_vision_fusion {model_args.use_vision_fusion} and --use_mm_proj "
             f"{model_args.use_mm_proj} disagree: Inverse-LLaVA is fusion_llama (fusion, no projector), "
             "LLaVA-1.5 is llava_llama (projector, no fusion)"
@@ -272,7 +278,7 @@ def _fusion_variant(model_args: ModelArguments) -> str | None:
     if model_args.stable_fusion is None:
         return model_args.fusion_variant
     if model_args.fusion_variant is not None:
-        raise ValueError(
+        raise FlagError(
             f"--stable_fusion {model_args.stable_fusion} and --fusion_variant {model_args.fusion_variant} both "
             "choose the fusion layer: --stable_fusion (the release's spelling) selects release_stable (True) or "
             "release_mlp (False); give one of the two"
@@ -301,15 +307,15 @@ def resolve_run(
 ) -> RunSpec:
     """Check the flags against each other and turn them into typed config fields and a recipe."""
     if model_args.version not in conv_templates:
-        raise ValueError(
+        raise FlagError(
             f"--version {model_args.version!r}: unknown template; known: {sorted(conv_templates)}"
         )
     if model_args.mm_use_im_start_end or model_args.mm_use_im_patch_token:
-        raise ValueError(
+        raise FlagError(
             "--mm_use_im_start_end / --mm_use_im_patch_token True are not supported (LLaVA-1.5 uses False)"
         )
     if not data_args.lazy_preprocess:
-        raise ValueError("--lazy_preprocess False is not supported: samples are always tokenised when drawn")
+        raise FlagError("--lazy_preprocess False is not supported: samples are always tokenised when drawn")
     model_type = _model_type(model_args)
     if model_args.save_only is not None:
         logger.warning(
@@ -333,7 +339,7 @@ def resolve_run(
         _reject(model_args, PROJECTOR_FLAGS, "Inverse-LLaVA (fusion_llama) has no projector")
         _reject(training_args, ("mm_projector_lr",), "Inverse-LLaVA (fusion_llama) has no projector")
         if model_args.tune_mm_mlp_adapter:
-            raise ValueError(
+            raise FlagError(
                 "--tune_mm_mlp_adapter does not apply: Inverse-LLaVA has no projector to pre-train"
             )
         if variant is not None:
@@ -353,18 +359,18 @@ def resolve_run(
         if model_args.mm_projector_type is not None:
             fields["mm_projector_type"] = model_args.mm_projector_type
         if model_args.tune_mm_mlp_adapter and model_args.pretrain_mm_mlp_adapter:
-            raise ValueError(
+            raise FlagError(
                 "--tune_mm_mlp_adapter trains a projector from scratch; drop --pretrain_mm_mlp_adapter"
             )
 
     lora = None
     if training_args.lora_enable:
         if model_args.tune_mm_mlp_adapter:
-            raise ValueError(
+            raise FlagError(
                 "--lora_enable does not apply to --tune_mm_mlp_adapter (stage 1 trains the projector only)"
             )
         if model_args.freeze_backbone:
-            raise ValueError(
+            raise FlagError(
                 "--freeze_backbone does not apply with --lora_enable (LoRA already freezes the LLM)"
             )
         lora = {

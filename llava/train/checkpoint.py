@@ -90,7 +90,11 @@ def save_trained_model(
         state = gather_parameters(trained, is_main)
         if is_main:
             lora = {n: t for n, t in state.items() if "lora_" in n}
-            model.save_pretrained(output_dir, state_dict=lora, safe_serialization=True)
+            # No embedding layers: the recipe never trains or resizes them. PEFT's "auto" would
+            # read the base's llama config.json as the multimodal config class to compare sizes.
+            model.save_pretrained(
+                output_dir, state_dict=lora, safe_serialization=True, save_embedding_layers=False
+            )
             others = {_strip(n): t for n, t in state.items() if "lora_" not in n}
             save_file(others, os.path.join(output_dir, NON_LORA_TRAINABLES), metadata={"format": "pt"})
     elif plan.projector_only:
@@ -135,7 +139,7 @@ def _check_adapter_state(model: nn.Module, state: dict[str, torch.Tensor], path:
     with the model's shape; errors name the file and the keys."""
     from peft import get_peft_model_state_dict
 
-    expected = get_peft_model_state_dict(model)
+    expected = get_peft_model_state_dict(model, save_embedding_layers=False)  # as `save_trained_model` saves
     unexpected = sorted(set(state) - set(expected))
     if unexpected:
         raise KeyError(f"{path}: {len(unexpected)} key(s) without a LoRA parameter, e.g. {unexpected[:3]}")

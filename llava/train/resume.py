@@ -26,6 +26,7 @@ from pathlib import Path
 
 from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
 
+from llava.cli_errors import UserError
 from llava.model.checkpoint_parts import MM_PROJECTOR, NON_LORA_TRAINABLES
 from llava.model.weights import SAFETENSORS_SINGLE
 
@@ -141,15 +142,15 @@ RECORDED_FLAGS = tuple(
 LOCATIONS = "locations"
 
 
-class IncompleteCheckpointError(FileNotFoundError):
+class IncompleteCheckpointError(UserError, FileNotFoundError):
     """A checkpoint folder lacks a file, or a file is not the size its manifest records."""
 
 
-class ResumeMismatchError(ValueError):
+class ResumeMismatchError(UserError, ValueError):
     """The resumed run's flags differ from those recorded in the checkpoint."""
 
 
-class UsedOutputDirError(FileExistsError):
+class UsedOutputDirError(UserError, FileExistsError):
     """`--output_dir` holds another run's checkpoints or model and the user neither resumes nor overwrites."""
 
 

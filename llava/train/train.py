@@ -19,10 +19,10 @@ import transformers
 from safetensors import SafetensorError
 from transformers import set_seed
 
+from llava.cli_errors import run_command
 from llava.data.dataset import DataCollatorForSupervisedDataset, LazySupervisedDataset
 from llava.data.packing import PaddingFreeCollator
 from llava.data.preprocess import load_tokenizer
-from llava.extras import MissingExtraError, exit_missing_extra
 from llava.model.builder import build_from_backbones
 from llava.model.fingerprint import location_fingerprint
 from llava.model.vision_tower import load_image_processor
@@ -283,12 +283,11 @@ def train(
 
 
 def main(argv: list[str] | None = None, default_attn_implementation: str | None = None) -> dict:
-    """Parse `argv` (default: the command line) and train; returns the run summary. A flag that
-    needs a package of an optional extra that is not installed ends the command (exit code 2)."""
-    try:
-        model_args, data_args, training_args = parse_arguments(argv)
-    except MissingExtraError as err:
-        exit_missing_extra(err)
+    """Parse `argv` (default: the command line) and train; returns the run summary. A user's
+    mistake (a used `--output_dir`, a resume that does not match its checkpoint, a flag whose
+    optional extra is not installed, ...) raises a `llava.cli_errors.UserError`, on which the
+    command ends with its one-line message (exit code 2)."""
+    model_args, data_args, training_args = parse_arguments(argv)
     return train(
         model_args,
         data_args,
@@ -299,4 +298,4 @@ def main(argv: list[str] | None = None, default_attn_implementation: str | None 
 
 
 if __name__ == "__main__":
-    main()
+    run_command(main)

@@ -11,6 +11,7 @@ import logging
 
 from transformers.utils import is_flash_attn_2_available
 
+from llava.cli_errors import run_command
 from llava.model.placement import FLASH_ATTENTION
 from llava.train.train import main as train_main
 
@@ -32,4 +33,4 @@ def main(argv: list[str] | None = None) -> dict:
 
 
 if __name__ == "__main__":
-    main()
+    run_command(main)
