@@ -192,6 +192,51 @@ def match_rounds(
     return by_key, coverage
 
 
+@dataclass(frozen=True)
+class CircularGroups:
+    """Per question (TSV index mod 1,000,000, the base index): whether each of its rows, and with
+    `--all-rounds` each round of each row, was answered right (in TSV order), its category, and
+    whether round 0 of its base row was right (the vanilla score; absent without a base row)."""
+
+    hits: dict[int, list[bool]]
+    categories: dict[int, str]
+    vanilla: dict[int, bool]
+    coverage: Coverage
+
+
+def circular_groups(
+    rows: Sequence[Mapping[str, str]],
+    records: Sequence[Mapping[str, Any]],
+    source: str,
+    all_rounds: bool = False,
+    allow_missing: bool = False,
+) -> CircularGroups:
+    """The answers matched to the TSV's rows (`match_rounds`, with its coverage check) and judged
+    right or wrong per row and round, grouped by question; with `allow_missing`, questions with an
+    unanswered row or round are left out (and counted in the coverage)."""
+    if "answer" not in rows[0]:
+        raise ValueError(f"{source}: no 'answer' column; only dev splits can be scored locally")
+    answers, coverage = match_rounds(rows, records, all_rounds, source, allow_missing)
+    unanswered = {key[0] % CIRCULAR_STRIDE for key in coverage.missing}
+    groups = CircularGroups({}, {}, {}, coverage)
+    for row in rows:
+        index = int(row["index"])
+        base = index % CIRCULAR_STRIDE
+        if base in unanswered:
+            continue
+        groups.categories.setdefault(base, row.get("category", "") or "unknown")
+        for round_id in range(len(row_options(row)) if all_rounds else 1):
+            record = answers[(index, round_id)]
+            text = str(field(record, "text", f"{source}: question {index} round {round_id}"))
+            correct = tsv_letter(text, row, round_id) == row["answer"].strip()
+            groups.hits.setdefault(base, []).append(correct)
+            if index < CIRCULAR_STRIDE and round_id == 0:
+                groups.vanilla[base] = correct
+    if not groups.hits:
+        raise ValueError(f"{source}: no answers to score")
+    return groups
+
+
 def score_mmbench(
     rows: Sequence[Mapping[str, str]],
     records: Sequence[Mapping[str, Any]],
@@ -209,38 +254,18 @@ def score_mmbench(
     of the base rows. With `allow_missing`, questions with an unanswered row or round are left
     out (and counted in the coverage).
     """
-    if "answer" not in rows[0]:
-        raise ValueError(f"{source}: no 'answer' column; only dev splits can be scored locally")
-    answers, coverage = match_rounds(rows, records, all_rounds, source, allow_missing)
-    unanswered = {key[0] % CIRCULAR_STRIDE for key in coverage.missing}
-    groups: dict[int, list[bool]] = {}
-    group_category: dict[int, str] = {}
-    vanilla: list[bool] = []
-    for row in rows:
-        index = int(row["index"])
-        base = index % CIRCULAR_STRIDE
-        if base in unanswered:
-            continue
-        group_category.setdefault(base, row.get("category", "") or "unknown")
-        for round_id in range(len(row_options(row)) if all_rounds else 1):
-            record = answers[(index, round_id)]
-            text = str(field(record, "text", f"{source}: question {index} round {round_id}"))
-            correct = tsv_letter(text, row, round_id) == row["answer"].strip()
-            groups.setdefault(base, []).append(correct)
-            if index < CIRCULAR_STRIDE and round_id == 0:
-                vanilla.append(correct)
-    if not groups:
-        raise ValueError(f"{source}: no answers to score")
+    groups = circular_groups(rows, records, source, all_rounds, allow_missing)
     per_category: dict[str, list[bool]] = {}
-    for base, hits in groups.items():
-        per_category.setdefault(group_category[base], []).append(all(hits))
-    passed = [all(hits) for hits in groups.values()]
+    for base, hits in groups.hits.items():
+        per_category.setdefault(groups.categories[base], []).append(all(hits))
+    passed = [all(hits) for hits in groups.hits.values()]
+    vanilla = list(groups.vanilla.values())
     return MMBenchScores(
         circular=100.0 * sum(passed) / len(passed),
         vanilla=100.0 * sum(vanilla) / len(vanilla) if vanilla else 0.0,
         categories={name: 100.0 * sum(v) / len(v) for name, v in sorted(per_category.items())},
-        num_questions=len(groups),
-        coverage=coverage,
+        num_questions=len(groups.hits),
+        coverage=groups.coverage,
     )
 
 

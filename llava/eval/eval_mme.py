@@ -128,9 +128,10 @@ def parse_yes_no(prediction: str) -> str:
     return "other"
 
 
-def score_subtask(records: Sequence[MMERecord], require_pairs: bool = True) -> SubtaskScore:
-    """acc over the records, acc+ over their images. Every image needs its two questions unless
-    `not require_pairs` (`--allow-missing`): then acc+ counts only the images with both."""
+def image_hits(records: Sequence[MMERecord], require_pairs: bool = True) -> dict[str, list[bool]]:
+    """`{image: [question answered right, ...]}` of one subtask's records, in record order. Every
+    image needs its two questions unless `not require_pairs` (`--allow-missing`); a ground truth
+    other than yes/no raises."""
     by_image: dict[str, list[bool]] = {}
     for record in records:
         answer = record.answer.strip().lower()
@@ -144,6 +145,13 @@ def score_subtask(records: Sequence[MMERecord], require_pairs: bool = True) -> S
             raise ValueError(
                 f"MME {records[0].category}/{image}: {len(hits)} questions, expected {QUESTIONS_PER_IMAGE}"
             )
+    return by_image
+
+
+def score_subtask(records: Sequence[MMERecord], require_pairs: bool = True) -> SubtaskScore:
+    """acc over the records, acc+ over their images. Every image needs its two questions unless
+    `not require_pairs` (`--allow-missing`): then acc+ counts only the images with both."""
+    by_image = image_hits(records, require_pairs)
     paired = [hits for hits in by_image.values() if len(hits) == QUESTIONS_PER_IMAGE]
     if not paired:
         raise ValueError(f"MME {records[0].category}: no image with both questions answered")

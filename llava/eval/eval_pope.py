@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -71,20 +72,26 @@ class PopeScores:
         return {**asdict(self), **{name: getattr(self, name) for name in metrics}}
 
 
+OUTCOMES: tuple[str, ...] = ("tp", "fp", "tn", "fn")
+
+
+def outcome(text: str, label: str) -> str:
+    """One answer's cell of the confusion matrix ("tp", "fp", "tn" or "fn"): its yes/no (`is_no`)
+    against a "yes"/"no" label (anything but "no" counts as yes)."""
+    pred_yes, label_yes = not is_no(text), label != "no"
+    if pred_yes:
+        return "tp" if label_yes else "fp"
+    return "fn" if label_yes else "tn"
+
+
 def score_pope(answers: Sequence[str], labels: Sequence[str], source: str) -> PopeScores:
     """Confusion counts of answer texts vs "yes"/"no" labels, position by position."""
     if len(answers) != len(labels):
         raise ValueError(f"{source}: {len(answers)} answers but {len(labels)} labels (matched by position)")
     if not answers:
         raise ValueError(f"{source}: no answers")
-    tp = fp = tn = fn = 0
-    for text, label in zip(answers, labels, strict=True):
-        pred_yes, label_yes = not is_no(text), label != "no"
-        tp += pred_yes and label_yes
-        fp += pred_yes and not label_yes
-        tn += not pred_yes and not label_yes
-        fn += not pred_yes and label_yes
-    return PopeScores(tp, fp, tn, fn)
+    counts = Counter(outcome(text, label) for text, label in zip(answers, labels, strict=True))
+    return PopeScores(*(counts[name] for name in OUTCOMES))
 
 
 def print_scores(category: str, count: int, scores: PopeScores) -> None:
@@ -166,6 +173,33 @@ def label_questions(
     return labels
 
 
+def labelled_answers(
+    answers: Sequence[Mapping[str, Any]],
+    questions: Sequence[Mapping[str, Any]],
+    annotation_dir: Path,
+    source: str = "answers",
+    question_source: str = "questions",
+    allow_missing: bool = False,
+) -> tuple[dict[str, list[tuple[Any, str, str]]], Coverage]:
+    """`{category: [(question_id, answer text, label), ...]}` for every category with a label file,
+    in the label file's order, after the coverage check (every labelled question answered exactly
+    once; with `allow_missing`, unanswered questions are left out and counted). Answers to
+    questions of categories without a label file are ignored, as they are not scored."""
+    files = category_files(annotation_dir)
+    labels = label_questions(questions, files, question_source)
+    unlabelled_ids = {q["question_id"] for q in questions if str(q["category"]) not in files}
+    scored = [a for a in answers if a.get("question_id") not in unlabelled_ids]
+    by_id, coverage = index_answers(
+        scored, lambda r, where: field(r, "question_id", where), labels, source, allow_missing=allow_missing
+    )
+    by_category: dict[str, list[tuple[Any, str, str]]] = {category: [] for category in files}
+    for qid, (category, label) in labels.items():
+        if qid in by_id:
+            text = str(field(by_id[qid], "text", f"{source}: question {qid!r}"))
+            by_category[category].append((qid, text, label))
+    return by_category, coverage
+
+
 def score_categories(
     answers: Sequence[Mapping[str, Any]],
     questions: Sequence[Mapping[str, Any]],
@@ -180,21 +214,12 @@ def score_categories(
     no confusion matrix to score), logged and printed as skipped; its questions stay counted as
     missing in the coverage.
     """
-    files = category_files(annotation_dir)
-    labels = label_questions(questions, files, question_source)
-    unlabelled_ids = {q["question_id"] for q in questions if str(q["category"]) not in files}
-    scored = [a for a in answers if a.get("question_id") not in unlabelled_ids]
-    by_id, coverage = index_answers(
-        scored, lambda r, where: field(r, "question_id", where), labels, source, allow_missing=allow_missing
+    by_category, coverage = labelled_answers(
+        answers, questions, annotation_dir, source, question_source, allow_missing=allow_missing
     )
     results = {}
-    for category in files:
-        pairs = [
-            (str(field(by_id[qid], "text", f"{source}: question {qid!r}")), label)
-            for qid, (cat, label) in labels.items()
-            if cat == category and qid in by_id
-        ]
-        texts, category_labels = [t for t, _ in pairs], [label for _, label in pairs]
+    for category, items in by_category.items():
+        texts, category_labels = [text for _, text, _ in items], [label for _, _, label in items]
         if not texts and allow_missing:
             logger.warning("%s: no answer in category %r; it is skipped (--allow-missing)", source, category)
             print(f"Category: {category}, skipped: no answers")

@@ -8,7 +8,14 @@ test, MM-Vet) are entered the same way by hand: `{"benchmark": "vqav2", "score":
 A score over part of its benchmark (the file's `partial`, MME's `partial_totals`) is shown with
 what it is over, e.g. `250.00 (partial: 2 of 10 subtasks)`; a missing one as `-`, never as 0.
 
-    python -m llava.eval.report --results-dir playground/data/eval/results --out reports/
+Two kinds of uncertainty are kept apart. `--seed-group LABEL=MODEL,MODEL,...` (models trained with
+different seeds) adds the training-seed spread: mean and sample standard deviation of each score
+over the group's models. `--comparison FILE` (written by `llava.eval.compare --results-json`, two
+runs on one benchmark) adds the evaluation intervals: b - a per metric with its 95% paired
+bootstrap interval over the benchmark's items.
+
+    python -m llava.eval.report --results-dir playground/data/eval/results --out reports/ \\
+        [--seed-group inverse_llava=seed1,seed2,seed3] [--comparison comparisons/pope.json]
 """
 
 from __future__ import annotations
@@ -16,15 +23,17 @@ from __future__ import annotations
 import argparse
 import logging
 import math
+import statistics
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from llava.cli_errors import run_command
 from llava.eval.benchmarks import BENCHMARKS, TABLE1_COLUMNS
 from llava.eval.eval_mme import MME_COGNITION, MME_PERCEPTION
 from llava.eval.scoring_io import read_json
-from llava.extras import MissingExtraError, exit_missing_extra, require_extra
+from llava.extras import require_extra
 
 logger = logging.getLogger(__name__)
 
@@ -231,8 +240,110 @@ def draw_figure3(
     return path
 
 
-def build_report(results: Results, out_dir: str | Path) -> dict[str, Path]:
-    """Write report.md, table1.tex and (when MME subtasks exist) fig3_mme.png into `out_dir`.
+# ----------------------------------------------------------------------------------------------
+# Training-seed spread and paired comparisons (evaluation intervals), in sections of their own
+# ----------------------------------------------------------------------------------------------
+
+
+def parse_seed_group(text: str) -> tuple[str, list[str]]:
+    """`LABEL=MODEL,MODEL,...` (the `--seed-group` flag) as (label, models)."""
+    label, sep, models = text.partition("=")
+    names = [name for name in models.split(",") if name]
+    if not sep or not label or not names:
+        raise ValueError(f"--seed-group {text!r}: expected LABEL=MODEL,MODEL,... (result folder names)")
+    return label, names
+
+
+def seed_spread_rows(results: Results, groups: Mapping[str, Sequence[str]]) -> list[Row]:
+    """One row per seed group: per Table 1 benchmark, `mean ± sd (n=k)` of the scores over the
+    group's models (sample sd; partial scores left out); `-` with fewer than two scores."""
+    rows = []
+    for label, models in groups.items():
+        unknown = [model for model in models if model not in results]
+        if unknown:
+            raise ValueError(f"seed group {label!r}: no results for {unknown} (known: {sorted(results)})")
+        cells = []
+        for bench in TABLE1_COLUMNS:
+            found = [results[model].get(bench, {}) for model in models]
+            scores = [float(r["score"]) for r in found if r.get("score") is not None and not r.get("partial")]
+            if len(scores) < 2:
+                cells.append(MISSING)
+            else:
+                mean, sd = statistics.mean(scores), statistics.stdev(scores)
+                cells.append(f"{mean:.2f} ± {sd:.2f} (n={len(scores)})")
+        rows.append(Row(label, tuple(cells)))
+    return rows
+
+
+COMPARISON_FIELDS = ("benchmark", "a", "b", "method", "resamples", "metrics")
+
+
+def load_comparisons(paths: Sequence[str | Path]) -> list[dict[str, Any]]:
+    """Comparisons written by `llava.eval.compare --results-json`: each path a file or a folder of them."""
+    files: list[Path] = []
+    for path in map(Path, paths):
+        files += sorted(path.glob("*.json")) if path.is_dir() else [path]
+    comparisons = []
+    for path in files:
+        data = read_json(path)
+        missing = [name for name in COMPARISON_FIELDS if not isinstance(data, dict) or name not in data]
+        if missing:
+            raise ValueError(f"{path}: not a llava.eval.compare result (missing {missing})")
+        comparisons.append(data)
+    return comparisons
+
+
+def comparison_rows(comparison: Mapping[str, Any]) -> list[Row]:
+    """metric, a, b, b - a, 95% interval: one row per metric of a comparison."""
+    rows = []
+    for name, m in comparison["metrics"].items():
+        lo, hi = m["ci95"]
+        cells = (f"{m['a']:.4f}", f"{m['b']:.4f}", f"{m['difference']:+.4f}", f"[{lo:+.4f}, {hi:+.4f}]")
+        rows.append(Row(name, cells))
+    return rows
+
+
+def uncertainty_sections(
+    results: Results, seed_groups: Mapping[str, Sequence[str]], comparisons: Sequence[Mapping[str, Any]]
+) -> list[str]:
+    """The training-seed spread and the paired comparisons, each in its own section (none when
+    neither is given)."""
+    sections = []
+    if seed_groups:
+        sections += [
+            "## Training-seed spread",
+            "Mean ± sample standard deviation of each score over models trained with different seeds "
+            "(training variation; partial scores left out). It says nothing about evaluation "
+            "uncertainty, which the paired comparisons give.",
+            render_markdown_table(table1_header(), seed_spread_rows(results, seed_groups)),
+        ]
+    if comparisons:
+        sections += [
+            "## Paired comparisons (evaluation intervals)",
+            "b - a with its 95% paired bootstrap interval over the benchmark's items: how far the "
+            "difference between these two runs could move on another draw of test items. "
+            "Training-seed variation is not in it.",
+        ]
+        for comparison in comparisons:
+            a, b = comparison["a"]["label"], comparison["b"]["label"]
+            header = ["metric", "a", "b", "b - a", "95% interval"]
+            sections += [
+                f"### {comparison['benchmark']}: a = {a}, b = {b}",
+                f"{comparison['method']}; {comparison['resamples']} resamples, seed {comparison.get('seed')}.",
+                render_markdown_table(header, comparison_rows(comparison)),
+            ]
+    return sections
+
+
+def build_report(
+    results: Results,
+    out_dir: str | Path,
+    seed_groups: Mapping[str, Sequence[str]] | None = None,
+    comparisons: Sequence[Mapping[str, Any]] = (),
+) -> dict[str, Path]:
+    """Write report.md, table1.tex and (when MME subtasks exist) fig3_mme.png into `out_dir`;
+    report.md gets the training-seed spread of `seed_groups` ({label: models}) and the paired
+    `comparisons` (`load_comparisons`) in sections of their own.
 
     Raises:
         MissingExtraError: a figure to draw without matplotlib (checked before anything is written).
@@ -257,6 +368,7 @@ def build_report(results: Results, out_dir: str | Path) -> dict[str, Path]:
         render_markdown_table(header, rows),
         "## MME totals",
         render_markdown_table(mme_header, mme_rows),
+        *uncertainty_sections(results, seed_groups or {}, comparisons),
     ]
     if subtasks:
         written["figure"] = draw_figure3(subtasks, out_dir / "fig3_mme.png")
@@ -274,13 +386,28 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Path]:
     parser = argparse.ArgumentParser(description="Table 1 and Figure 3 from scorer results")
     parser.add_argument("--results-dir", required=True, help="<dir>/<model>/<bench>.json")
     parser.add_argument("--out", required=True, help="output folder")
+    parser.add_argument(
+        "--seed-group",
+        action="append",
+        default=[],
+        metavar="LABEL=MODEL,MODEL,...",
+        help="result folders of one model trained with different seeds: adds their mean and sd (repeatable)",
+    )
+    parser.add_argument(
+        "--comparison",
+        action="append",
+        default=[],
+        help="a llava.eval.compare --results-json file, or a folder of them: adds its intervals (repeatable)",
+    )
     args = parser.parse_args(argv)
     try:
-        return build_report(load_results(args.results_dir), args.out)
-    except MissingExtraError as err:
-        exit_missing_extra(err)
+        seed_groups = dict(parse_seed_group(text) for text in args.seed_group)
+    except ValueError as err:
+        parser.error(str(err))
+    comparisons = load_comparisons(args.comparison)
+    return build_report(load_results(args.results_dir), args.out, seed_groups, comparisons)
 
 
 if __name__ == "__main__":
     logging.basicConfig(level=logging.INFO)
-    main()
+    run_command(main)
