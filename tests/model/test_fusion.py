@@ -14,6 +14,7 @@ from llava.model.builder import multimodal_config_from_backbones
 from llava.model.fusion import FusionBranch, FusionLlamaAttention
 from llava.train.arguments import parse_arguments, resolve_run
 from llava.train.train import train
+from tests import tolerances
 from tests.model.model_helpers import tiny_fusion_config
 
 VARIANTS = ["concat", "add", "gated", "mlp"]
@@ -28,6 +29,15 @@ def _randomized_branch(variant: str, **fields) -> FusionBranch:
     return branch
 
 
+def _split_tolerance(reference: torch.Tensor) -> float:
+    """The split form and the literal formula add the same products in other orders: three
+    contractions in series (W_t2v, then A or B, or the MLP's two layers; the gate's scaling), none
+    longer than the hidden width, the concatenation's 2 d_v or the MLP's hidden width."""
+    config = tiny_fusion_config()
+    width = max(config.hidden_size, 2 * config.mm_hidden_size)
+    return tolerances.forward(width, 3, reference.abs().max().item())
+
+
 @pytest.mark.parametrize("variant", VARIANTS)
 @pytest.mark.parametrize("norm", [False, True])
 def test_split_form_equals_literal_concat_formula(variant, norm):
@@ -40,7 +50,7 @@ def test_split_form_equals_literal_concat_formula(variant, norm):
     split = branch(x, vision, image_mask)
     reference = branch.reference_forward(x, vision, image_mask)
     assert split.shape == (3, 7, 64)
-    assert (split - reference).abs().max().item() <= 1e-5
+    assert (split - reference).abs().max().item() <= _split_tolerance(reference)
     assert split[1].abs().sum() > 0 and split[0, 2:5].abs().sum() > 0  # both halves contribute
 
 
@@ -49,9 +59,10 @@ def test_text_only_split_form_matches_reference_in_eval_and_train(variant):
     branch = _randomized_branch(variant)
     x = torch.randn(2, 5, 32)
     expected = branch.reference_forward(x)
-    assert torch.allclose(branch(x), expected, atol=1e-5)  # eval fast path
+    tolerance = _split_tolerance(expected)
+    assert (branch(x) - expected).abs().max().item() <= tolerance  # eval fast path
     branch.train()
-    assert torch.allclose(branch(x), expected, atol=1e-5)  # training path (zero image rows)
+    assert (branch(x) - expected).abs().max().item() <= tolerance  # training path (zero image rows)
 
 
 def test_fresh_fusion_model_equals_plain_llama_on_text(build, tiny_checkpoints):
@@ -139,7 +150,7 @@ def test_config_rejects_inconsistent_settings(fields, message):
     [
         (
             {"fusion_variant": "foo"},
-            r"fusion_variant='foo' is not one of the allowed values \['concat', 'add', 'gated', 'mlp', 'release_mlp', 'release_stable'\]",
+            r"fusion_variant='foo' is not one of the allowed values \['concat', 'add', 'gated', 'mlp', 'release_mlp', 'release_stable', 'published'\]",
         ),
         ({"mm_vision_select_feature": "cls"}, r"mm_vision_select_feature='cls' .* \['patch', 'cls_patch'\]"),
         ({"image_aspect_ratio": "crop"}, r"image_aspect_ratio='crop' .* \['pad', 'resize', 'square'\]"),
@@ -198,4 +209,7 @@ def test_eager_and_sdpa_attention_agree(build, images, model_type):
         sdpa = sdpa_model(input_ids=ids, images=images[:1], attention_mask=mask)
         real = eager_model.prepare_multimodal_inputs(ids, images[:1], mask).attention_mask.bool()
     assert sdpa.logits.shape == eager.logits.shape and real.sum() == 20 + 3
-    assert (sdpa.logits[real] - eager.logits[real]).abs().max() <= 1e-4
+    # SDPA's kernel adds the attention's products in another order than eager's matmuls; a row
+    # holds the prompt's positions, the image's 16 in place of its placeholder
+    tolerance = tolerances.model_forward(eager.logits[real], eager_model.config, tokens=ids.shape[1] + 15)
+    assert (sdpa.logits[real] - eager.logits[real]).abs().max() <= tolerance

@@ -31,6 +31,7 @@ from llava.model.vision_tower import load_image_processor
 from llava.model.weights import UnsafeWeightsError
 from llava.tools.export_llava_hf import export_llava_hf
 from llava.tools.make_tiny_checkpoints import make_llm, make_vision_tower
+from tests import tolerances
 from tests.model.model_helpers import randomize_parameters
 
 PROMPT = DEFAULT_IMAGE_TOKEN + "\nWhat is in the image?"  # one image, placed as the runners place it
@@ -189,8 +190,10 @@ def _writer_as_loaded(writer, tiny) -> LoadedModel:
     )
 
 
-def assert_same_model(loaded: LoadedModel, writer, tiny, atol: float = 1e-5) -> None:
-    """Same pixels (aspect handling), logits (atol, fp32) and greedy answer as the writer."""
+def assert_same_model(loaded: LoadedModel, writer, tiny) -> None:
+    """Same pixels (aspect handling), logits and greedy answer as the writer. The logits to float32's
+    rounding of other summation orders: the loaded model runs SDPA where the writer ran eager
+    attention, and has its LoRA merged into the weights where the writer adds its path."""
     _, vision = tiny
     assert isinstance(loaded.model, LlavaLlamaForCausalLM)
     image = _image()
@@ -202,6 +205,7 @@ def assert_same_model(loaded: LoadedModel, writer, tiny, atol: float = 1e-5) -> 
     with torch.no_grad():
         got = loaded.model(input_ids=torch.tensor([ids]), images=pixels).logits  # [1, T, V]
         expected = writer(input_ids=torch.tensor([ids]), images=pixels).logits  # [1, T, V]
+    atol = tolerances.model_forward(expected, loaded.model.config, tokens=expected.shape[1])
     torch.testing.assert_close(got, expected, rtol=0, atol=atol)
     settings = DecodingSettings(max_new_tokens=8)
     reference = writer.merge_and_unload() if hasattr(writer, "merge_and_unload") else writer
@@ -330,7 +334,9 @@ def test_llava_hf_folder_dispatches_to_the_llava_hf_loader(llava_hf_export):
         with torch.no_grad():
             got = loaded.model(input_ids=torch.tensor([ids]), images=pixels).logits  # [1, T, V + 1]
             expected = writer(input_ids=torch.tensor([ids]), images=pixels).logits  # [1, T, V]
-        torch.testing.assert_close(got[..., : expected.shape[-1]], expected, rtol=0, atol=1e-5)
+        # the export gives the LM head a row for `<image>`: another matmul's shape, maybe its blocking
+        atol = tolerances.model_forward(expected, writer.config, tokens=expected.shape[1])
+        torch.testing.assert_close(got[..., : expected.shape[-1]], expected, rtol=0, atol=atol)
         settings = DecodingSettings(max_new_tokens=8)
         assert loaded.generate([ids], [pixels], settings) == _writer_as_loaded(writer, tiny).generate(
             [ids], [pixels], settings

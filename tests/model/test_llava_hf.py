@@ -16,6 +16,7 @@ from llava.model.llava_hf import chat_template, load_llava_hf
 from llava.model.vision_tower import load_image_processor
 from llava.tools.export_llava_hf import export_llava_hf
 from llava.tools.make_tiny_checkpoints import make_llm, make_vision_tower
+from tests import tolerances
 
 QUESTION = "What is in the image?"
 
@@ -104,7 +105,9 @@ def test_export_loads_in_transformers_with_identical_pixels_logits_and_answers(e
         our_logits = ours.model(input_ids=torch.tensor([ids]), images=pixels).logits  # [1, T, V]
         their_logits = hf_model(**inputs).logits  # [1, T, V + 1]: the `<image>` column last
     vocab = our_logits.shape[-1]
-    torch.testing.assert_close(their_logits[..., :vocab], our_logits, rtol=0, atol=1e-5)
+    # transformers' llava model: its own image merge and an LM head with the `<image>` row added
+    atol = tolerances.model_forward(our_logits, ours.model.config, tokens=our_logits.shape[1])
+    torch.testing.assert_close(their_logits[..., :vocab], our_logits, rtol=0, atol=atol)
     assert torch.all(their_logits[..., vocab:] == 0)
 
     settings = DecodingSettings(max_new_tokens=12)
@@ -124,7 +127,9 @@ def test_llava_hf_folder_loads_back_as_the_baseline(exported):
     with torch.no_grad():
         expected = ours.model(input_ids=torch.tensor([ids]), images=pixels).logits
         got = back(input_ids=torch.tensor([ids]), images=pixels).logits
-    torch.testing.assert_close(got[..., : expected.shape[-1]], expected, rtol=0, atol=1e-6)
+    # the import keeps the LM head's `<image>` row: another matmul's shape, maybe its blocking
+    atol = tolerances.model_forward(expected, ours.model.config, tokens=expected.shape[1])
+    torch.testing.assert_close(got[..., : expected.shape[-1]], expected, rtol=0, atol=atol)
     again = LoadedModel(ours.tokenizer, back, ours.image_processor, ours.context_len, "back")
     settings = DecodingSettings(max_new_tokens=12)
     assert again.generate([ids], [pixels], settings) == ours.generate([ids], [pixels], settings)

@@ -12,6 +12,7 @@ import torch.nn.functional as F
 from llava.constants import IMAGE_TOKEN_INDEX
 from llava.model.release_fusion import ReleaseFusion
 from llava.train.train import seeded_init
+from tests import tolerances
 from tests.model.model_helpers import tiny_fusion_config
 
 RELEASE = ["release_mlp", "release_stable"]
@@ -28,14 +29,23 @@ def _inputs(batch=2, length=7, d_h=32, d_v=16):
     return x, vision * mask.unsqueeze(-1), mask
 
 
+def _tolerance(expected: torch.Tensor) -> float:
+    """The layer and the formula written out add the same products in other orders (other row
+    blockings, a matrix times a vector for a one-row linear): two contractions in series, none
+    longer than the hidden width or the widest target."""
+    width = max(tiny_fusion_config().hidden_size, *OUT.values())
+    return tolerances.forward(width, 2, expected.abs().max().item())
+
+
 @pytest.mark.parametrize("variant", RELEASE)
 @pytest.mark.parametrize("training", [False, True])
 def test_split_form_equals_the_release_formula(variant, training):
     layer = ReleaseFusion(tiny_fusion_config(fusion_variant=variant), OUT).train(training)
     x, vision, mask = _inputs()
     expected = layer.reference_forward(x, vision, mask)  # [B, T, 64]
-    torch.testing.assert_close(layer(x, vision, mask), expected, rtol=0, atol=1e-6)
-    torch.testing.assert_close(layer(x), layer.reference_forward(x), rtol=0, atol=1e-6)
+    torch.testing.assert_close(layer(x, vision, mask), expected, rtol=0, atol=_tolerance(expected))
+    text_only = layer.reference_forward(x)
+    torch.testing.assert_close(layer(x), text_only, rtol=0, atol=_tolerance(text_only))
 
 
 def test_release_mlp_gives_text_positions_its_constant():
@@ -45,7 +55,7 @@ def test_release_mlp_gives_text_positions_its_constant():
     q = layer.branches["q"]
     constant = 0.7 * (q.projection_2.weight @ F.gelu(q.projection_1.bias) + q.projection_2.bias)  # [32]
     text = out[~mask][:, :32]  # every text position, the q columns
-    torch.testing.assert_close(text, constant.expand_as(text), rtol=0, atol=1e-6)
+    torch.testing.assert_close(text, constant.expand_as(text), rtol=0, atol=_tolerance(constant))
     assert not torch.allclose(out[mask][:, :32], constant.expand(int(mask.sum()), -1))
 
 
@@ -56,7 +66,7 @@ def test_release_stable_text_half_is_unmasked_and_vision_half_is_normed():
     out = layer(x, vision, mask)[..., 48:]  # the v columns
     rms = vision * torch.rsqrt(vision.pow(2).mean(-1, keepdim=True) + 1e-6)  # RMSNorm(0) = 0 at text
     expected = v.alpha * ((x @ v.up_A) @ v.text_down + rms @ v.vision_down)
-    torch.testing.assert_close(out, expected, rtol=0, atol=1e-6)
+    torch.testing.assert_close(out, expected, rtol=0, atol=_tolerance(expected))
 
 
 def test_initialisation_is_the_releases():
@@ -66,7 +76,8 @@ def test_initialisation_is_the_releases():
     first = mlp.branches["q"].projection_1  # PyTorch's default: U(-1/sqrt(fan_in), 1/sqrt(fan_in))
     bound = 1 / math.sqrt(first.in_features)
     assert first.weight.abs().max() <= bound and first.bias.abs().max() <= bound
-    assert first.weight.std().item() == pytest.approx(bound / math.sqrt(3), rel=0.05)
+    uniform = tolerances.sample_std(first.weight.numel(), kurtosis=9 / 5)  # a seeded draw's spread
+    assert first.weight.std().item() == pytest.approx(bound / math.sqrt(3), rel=uniform)
     assert all(branch.alpha.item() == 0.5 for branch in mlp.branches.values())
     assert mlp.branches["q"].alpha.shape == ()  # one scalar per target, as the release saves it
 
@@ -74,9 +85,9 @@ def test_initialisation_is_the_releases():
         tiny_fusion_config(fusion_variant="release_stable"), {"q": 512, "k": 512, "v": 512}
     )
     branch = stable.branches["k"]
-    assert branch.up_A.std().item() == pytest.approx(1 / math.sqrt(16), rel=0.1)
-    assert branch.text_down.std().item() == pytest.approx(0.01, rel=0.1)
-    assert branch.vision_down.std().item() == pytest.approx(0.01, rel=0.1)
+    for name, std in (("up_A", 1 / math.sqrt(16)), ("text_down", 0.01), ("vision_down", 0.01)):
+        draws = getattr(branch, name)  # normal draws: their std within a seeded sample's spread of it
+        assert draws.std().item() == pytest.approx(std, rel=tolerances.sample_std(draws.numel())), name
     assert torch.equal(branch.vision_norm.weight, torch.ones(16))
 
 

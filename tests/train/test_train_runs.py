@@ -24,6 +24,7 @@ from llava.train.arguments import parse_arguments
 from llava.train.merge import merge_lora
 from llava.train.train import main, train
 from llava.train.trainer import NonFiniteLossError
+from tests import tolerances
 from tests.train.train_helpers import (
     BASELINE_FLAGS,
     FUSION_FLAGS,
@@ -135,7 +136,7 @@ def test_kill_and_resume_equals_uninterrupted(fusion_run, tmp_path, record_prope
     assert summary["global_step"] == 20
     diff = max_abs_diff(trained_state(killed), trained_state(reference))
     record_property("max_abs_diff", diff)
-    assert diff <= 1e-6, diff
+    assert diff == 0.0, diff  # resumed: the same operations on the same values in the same order
 
 
 def test_merged_equals_unmerged_greedy(fusion_run, tiny_checkpoints, tmp_path, record_property):
@@ -168,7 +169,9 @@ def test_merged_equals_unmerged_greedy(fusion_run, tiny_checkpoints, tmp_path, r
             logits_base = unmerged(input_ids=input_ids, images=images).logits
     record_property("logits_max_abs_diff", (logits_m - logits_u).abs().max().item())
     record_property("adapter_effect", (logits_base - logits_u).abs().max().item())
-    assert (logits_m - logits_u).abs().max() < 1e-4
+    # W + B A against W x + B (A x): the same products, summed in other orders
+    tolerance = tolerances.model_forward(logits_u, merged.config, tokens=logits_u.shape[1])
+    assert (logits_m - logits_u).abs().max() <= tolerance
     assert (logits_base - logits_u).abs().max() > 1e-3  # the adapter matters
     kwargs = {"images": images, "max_new_tokens": 12, "do_sample": False}
     out_m = merged.generate(input_ids, **kwargs)
@@ -176,18 +179,34 @@ def test_merged_equals_unmerged_greedy(fusion_run, tiny_checkpoints, tmp_path, r
     assert out_m.tolist() == out_u.tolist()
 
 
+class LargestLoraBGradient(TrainerCallback):
+    """The largest |gradient| of LoRA's B matrices that the first optimizer step receives (after
+    clipping), and Adam's epsilon."""
+
+    def on_pre_optimizer_step(self, args, state, control, model=None, **kwargs):
+        if state.global_step == 0:
+            self.epsilon = args.adam_epsilon
+            grads = [p.grad for n, p in model.named_parameters() if "lora_B" in n and p.grad is not None]
+            self.largest = max(g.abs().max().item() for g in grads)
+
+
 @pytest.mark.parametrize("ratio", [None, 8.0])
 def test_loraplus_moves_lora_b_at_its_multiple_of_the_rate(run_flags, tmp_path, ratio):
     """Adam's first step moves every parameter with a gradient by its group's rate (its update is
-    lr x g / |g|); LoRA's B starts at zero, so after one step its largest entry is lr x ratio."""
+    lr x g / (|g| + eps)); LoRA's B starts at zero, so after one step its largest entry is lr x ratio."""
     extra = [] if ratio is None else ["--loraplus_lr_ratio", str(ratio)]
     argv = run_flags(
         tmp_path, *BASELINE_FLAGS, "--max_steps", "1", "--warmup_ratio", "0", "--save_strategy", "no",
         "--lr_scheduler_type", "constant", *extra,
     )  # fmt: skip
-    _, weights = run_training(argv)
+    first = LargestLoraBGradient()
+    _, weights = run_training(argv, callbacks=[first])
     b_max = max(weights[n].abs().max().item() for n in weights if "lora_B" in n)
-    assert b_max == pytest.approx(4e-3 * (ratio or 1.0), rel=1e-3)
+    # The largest entry, of the largest |g|, falls short of lr by eps / (|g| + eps), give or take
+    # float32's rounding in the step's operations (the moments, bias corrections, square root,
+    # epsilon, division and lr: 8 roundings of u).
+    rel = first.epsilon / first.largest + 8 * tolerances.U32
+    assert b_max == pytest.approx(4e-3 * (ratio or 1.0), rel=rel)
 
 
 def test_bad_samples_are_skipped_and_counted(run_flags, tmp_path):
@@ -282,7 +301,8 @@ def test_report_to_tensorboard_writes_the_losses(run_flags, tmp_path):
     accumulator = EventAccumulator(str(events[0].parent))
     accumulator.Reload()
     logged = [event.value for event in accumulator.Scalars("train/loss")]
-    assert logged == pytest.approx(summary["losses"], rel=1e-5)
+    # tensorboard stores a scalar as a float32: each loss rounded to its nearest float32
+    assert logged == [torch.tensor(loss, dtype=torch.float32).item() for loss in summary["losses"]]
 
 
 class _SamplerOrder(TrainerCallback):

@@ -75,5 +75,6 @@ def test_report_to_wandb_offline_writes_the_losses(run_flags, tmp_path, monkeypa
     wandb.finish()
     wandb.teardown()
     (run_dir,) = (tmp_path / "wandb").glob("offline-run-*")
-    assert logged_losses(run_dir) == pytest.approx(summary["losses"], rel=1e-5)
+    # wandb stores each value as JSON, whose shortest round-trip form reads back as the same double
+    assert logged_losses(run_dir) == summary["losses"]
     assert len(summary["losses"]) == 3
