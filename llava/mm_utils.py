@@ -82,9 +82,12 @@ class MissingImageError(UserError, FileNotFoundError):
     """An image file that does not exist."""
 
 
+MAX_IMAGE_PIXELS = 4096 * 4096  # the pixel budget per image (16.8 Mpx, 50 MB as RGB)
+
+
 class ImageTooLargeError(OSError):
-    """An image over twice Pillow's decompression-bomb limit (`PIL.Image.MAX_IMAGE_PIXELS`
-    pixels), which Pillow refuses; between 1x and 2x it only warns, and the image is read."""
+    """An image whose header announces more pixels than the budget (`max_pixels`, by default
+    `MAX_IMAGE_PIXELS`), refused before a pixel of it is decoded."""
 
 
 # Pillow's modes for 16-bit single-channel data (PNG and TIFF greyscale), and its 32-bit integer
@@ -118,53 +121,55 @@ def to_rgb(image: Image.Image) -> Image.Image:
     return image.convert("RGB")
 
 
-def _open_rgb(source: str | io.BytesIO, name: str) -> Image.Image:
-    """Decode `source` in full as 8-bit RGB; errors name `name` (a path, or what holds the data)."""
+def _open_rgb(source: str | io.BytesIO, name: str, max_pixels: int | None) -> Image.Image:
+    """Decode `source` in full as 8-bit RGB, once its header shows at most `max_pixels` pixels
+    (None: no budget); errors name `name` (a path, or what holds the data)."""
     try:
-        with Image.open(source) as image:
-            limit = Image.MAX_IMAGE_PIXELS
-            if limit and image.width * image.height > limit:  # Pillow's rule: warn and decode up to 2x
-                logger.warning(
-                    "image %s: %d pixels is over PIL.Image.MAX_IMAGE_PIXELS = %d, a possible decompression "
-                    "bomb; decoding it",
-                    name,
-                    image.width * image.height,
-                    limit,
+        with Image.open(source) as image:  # reads the header only
+            pixels = image.width * image.height
+            if max_pixels is not None and pixels > max_pixels:
+                raise ImageTooLargeError(
+                    f"image {name}: {image.width}x{image.height} = {pixels:,} pixels, over the budget of "
+                    f"{max_pixels:,} per image (pass a larger max_pixels if the image is genuine)"
                 )
             image.load()  # decodes every byte: a truncated file fails here
             return to_rgb(image)
-    except Image.DecompressionBombError as err:
-        raise ImageTooLargeError(
-            f"image {name} refused as a possible decompression bomb: {err} (the limit is "
-            f"PIL.Image.MAX_IMAGE_PIXELS = {Image.MAX_IMAGE_PIXELS}; raise it if the image is genuine)"
-        ) from err
+    except Image.DecompressionBombError as err:  # Pillow's own refusal, at twice its limit
+        raise ImageTooLargeError(f"image {name} refused as a possible decompression bomb: {err}") from err
+    except ImageTooLargeError:
+        raise
     except (OSError, SyntaxError, ValueError) as err:
         raise OSError(f"cannot read image {name}: {err}") from err
 
 
-def load_image(path: str | os.PathLike) -> Image.Image:
-    """Open an image file as 8-bit RGB (see `to_rgb`), decoded in full.
+def load_image(path: str | os.PathLike, max_pixels: int | None = MAX_IMAGE_PIXELS) -> Image.Image:
+    """Open an image file as 8-bit RGB (see `to_rgb`), decoded in full once its header shows at
+    most `max_pixels` pixels.
 
     Raises:
         MissingImageError: the file does not exist (a `FileNotFoundError`).
-        ImageTooLargeError: it is over twice Pillow's decompression-bomb limit (an `OSError`);
-            between 1x and 2x the limit it is read, with a warning naming it, as Pillow does.
+        ImageTooLargeError: its header announces over `max_pixels` pixels (an `OSError`), or
+            Pillow refuses it as a decompression bomb; nothing of it is decoded.
         OSError: it cannot be decoded (truncated, not an image, no 8-bit form); names the file.
     """
     path = os.fspath(path)
     if not os.path.isfile(path):
         raise MissingImageError(f"image file not found: {path}")
-    return _open_rgb(path, path)
+    return _open_rgb(path, path, max_pixels)
 
 
-def load_image_from_bytes(data: bytes, name: str = "<image bytes>") -> Image.Image:
+def load_image_from_bytes(
+    data: bytes, name: str = "<image bytes>", max_pixels: int | None = MAX_IMAGE_PIXELS
+) -> Image.Image:
     """Decode an encoded image (PNG, JPEG, ...) held in memory as `load_image` does; errors name `name`."""
-    return _open_rgb(io.BytesIO(data), name)
+    return _open_rgb(io.BytesIO(data), name, max_pixels)
 
 
-def load_image_from_base64(data: str, name: str = "<base64 image>") -> Image.Image:
+def load_image_from_base64(
+    data: str, name: str = "<base64 image>", max_pixels: int | None = MAX_IMAGE_PIXELS
+) -> Image.Image:
     """Decode a base64-encoded image as `load_image` does; errors name `name`."""
-    return load_image_from_bytes(base64.b64decode(data), name)
+    return load_image_from_bytes(base64.b64decode(data), name, max_pixels)
 
 
 def expand2square(image: Image.Image, background: tuple[int, ...]) -> Image.Image:

@@ -3,7 +3,8 @@
 Prompts are tokenised segment by segment exactly as in training (`tokenize_conversation`), images
 preprocessed with the checkpoint's `image_aspect_ratio` (`process_images`), and a batch is
 left-padded into one `generate` call with the KV cache; a row's greedy answer is the one it gets
-alone (left-padding equivalence, tested for both models).
+alone (left-padding equivalence, tested for both models). A row can be cancelled while it is
+generated (`CancelledRows`, checked after every step).
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from typing import Any
 
 import torch
 from PIL import Image
+from transformers import StoppingCriteria, StoppingCriteriaList
 
 from llava.cli_errors import UserError
 from llava.constants import IMAGE_TOKEN_INDEX
@@ -32,6 +34,22 @@ logger = logging.getLogger(__name__)
 
 class ContextOverflowError(UserError, ValueError):
     """A prompt (with its image positions) plus the answer budget exceeds the model's context."""
+
+
+class CancelledRows(StoppingCriteria):
+    """Ends the rows whose request was cancelled (its event set); `generate` asks after every
+    step. Under beam search a request has several consecutive rows (its beams)."""
+
+    def __init__(self, events: Sequence[threading.Event | None]) -> None:
+        self.events = list(events)
+
+    def __call__(self, input_ids: torch.LongTensor, scores: Any, **kwargs: Any) -> torch.BoolTensor:
+        rows = input_ids.shape[0]  # requests x beams
+        cancelled = [event is not None and event.is_set() for event in self.events]
+        if not any(cancelled):
+            return torch.zeros(rows, dtype=torch.bool, device=input_ids.device)
+        per_request = rows // len(self.events)
+        return torch.tensor(cancelled).repeat_interleave(per_request).to(input_ids.device)  # [rows]
 
 
 @dataclass
@@ -111,10 +129,13 @@ class LoadedModel:
         images: Sequence[torch.Tensor | None],
         settings: DecodingSettings,
         callbacks: Sequence[DeltaCallback | None] | None = None,
+        cancelled: Sequence[threading.Event | None] | None = None,
     ) -> list[Completion]:
         """Completions of a batch in one `generate` call: prompts left-padded, images
         `[n_i, 3, H, W]` per prompt (None for none). `callbacks[i]`, when given, receives row
-        `i`'s text deltas as they are generated; they add up to its completion's text."""
+        `i`'s text deltas as they are generated; they add up to its completion's text.
+        `cancelled[i]`, when given, is checked after every step: once it is set, row `i` stops
+        there (its completion holds what was generated) while the others go on."""
         if len(prompts) != len(images):
             raise ValueError(f"{len(prompts)} prompts but {len(images)} image entries")
         pad_id = self.tokenizer.pad_token_id
@@ -130,7 +151,11 @@ class LoadedModel:
             if settings.num_beams > 1:
                 raise ValueError("streaming is not possible with beam search (num_beams > 1)")
             streamer = BatchStreamer(self.tokenizer, callbacks, [settings.stop] * len(prompts))
-        extra = {"tokenizer": self.tokenizer} if settings.stop else {}
+        extra: dict[str, Any] = {"tokenizer": self.tokenizer} if settings.stop else {}
+        if cancelled is not None:
+            if len(cancelled) != len(prompts):
+                raise ValueError(f"{len(prompts)} prompts but {len(cancelled)} cancellation events")
+            extra["stopping_criteria"] = StoppingCriteriaList([CancelledRows(cancelled)])
         output_ids = self.model.generate(
             input_ids.to(self.model.device),
             images=pixel_values,

@@ -1,5 +1,5 @@
 """The OpenAI-compatible server (`python -m llava.serve.api`) started in a subprocess on a free
-127.0.0.1 port, for the serving benchmark and the server tests."""
+127.0.0.1 port, for the serving benchmarks and the server tests."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ import sys
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 
 
@@ -19,9 +20,25 @@ def _free_port() -> int:
         return sock.getsockname()[1]
 
 
+@dataclass(frozen=True)
+class RunningServer:
+    url: str  # http://127.0.0.1:PORT
+    process: subprocess.Popen
+
+
 @contextmanager
 def server(model_path: Path, log: Path, threads: int, *flags: str, timeout_s: float = 120.0) -> Iterator[str]:
     """`python -m llava.serve.api` on a free 127.0.0.1 port; yields its base URL once /health answers."""
+    with server_process(model_path, log, threads, *flags, timeout_s=timeout_s) as running:
+        yield running.url
+
+
+@contextmanager
+def server_process(
+    model_path: Path, log: Path, threads: int, *flags: str, timeout_s: float = 120.0
+) -> Iterator[RunningServer]:
+    """As `server`, yielding the process too; it is stopped (SIGTERM, then SIGKILL after 20 s)
+    on leaving, unless it has already exited."""
     import httpx
 
     port = _free_port()
@@ -44,7 +61,7 @@ def server(model_path: Path, log: Path, threads: int, *flags: str, timeout_s: fl
                 if time.monotonic() > deadline:
                     raise RuntimeError(f"the server did not start within {timeout_s} s; see {log}") from None
                 time.sleep(0.2)
-        yield url
+        yield RunningServer(url, process)
     finally:
         process.terminate()
         try:
@@ -52,3 +69,11 @@ def server(model_path: Path, log: Path, threads: int, *flags: str, timeout_s: fl
         except subprocess.TimeoutExpired:
             process.kill()
             process.wait()
+
+
+def rss_bytes(pid: int) -> int:
+    """Resident set size of process `pid` (Linux: /proc/PID/status)."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) * 1024
+    raise RuntimeError(f"no VmRSS for process {pid}")

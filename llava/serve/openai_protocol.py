@@ -7,21 +7,30 @@ the official `openai` client reads them: `chat.completion`, `chat.completion.chu
 
 Beyond OpenAI's parameters, `num_beams` (beam search; not with `stream`) may be passed in the
 body (`extra_body` in the client).
+
+Every malformed body is a `RequestError` (a 4xx): bytes that are not JSON, JSON nested deeper than
+`MAX_JSON_DEPTH`, numbers Python will not convert (over 4300 digits), strings holding a lone UTF-16
+surrogate (`"\\ud800"` in JSON, which no tokenizer or UTF-8 encoder takes).
 """
 
 from __future__ import annotations
 
+import json
+import re
 import time
 import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from llava.constants import DEFAULT_IMAGE_TOKEN
 from llava.conversation import Conversation
 from llava.inference import Completion, DecodingSettings, PromptError, conversation_from_messages
 
 MAX_STOP_STRINGS = 4  # as OpenAI's API
 MAX_BEAMS = 8
+MAX_JSON_DEPTH = 32  # a chat request needs 6 (body, messages, message, content, part, image_url)
+_SURROGATE = re.compile("[\ud800-\udfff]")
 _KNOWN = {
     "model",
     "messages",
@@ -60,13 +69,99 @@ def error_body(message: str, type: str, param: str | None = None, code: str | No
     return {"error": {"message": message, "type": type, "param": param, "code": code}}
 
 
+def decode_json_body(raw: bytes) -> Any:
+    """The JSON value of a request body, checked to be safe for what follows (see the module's doc).
+
+    Raises:
+        RequestError: 400 `invalid_json`, saying what is wrong and where.
+    """
+    try:
+        value = json.loads(raw)
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise RequestError(f"the request body is not JSON ({err})", code="invalid_json") from err
+    except RecursionError as err:
+        raise RequestError(
+            f"the request body is nested deeper than {MAX_JSON_DEPTH} levels", code="invalid_json"
+        ) from err
+    except ValueError as err:  # an integer of over 4300 digits
+        raise RequestError(
+            f"the request body holds an unreadable number ({err})", code="invalid_json"
+        ) from err
+    _check_json(value)
+    return value
+
+
+def _check_json(value: Any) -> None:
+    """Depth at most `MAX_JSON_DEPTH`, no lone surrogate in any string or key (iteratively)."""
+    pending: list[tuple[Any, str, int]] = [(value, "body", 1)]
+    while pending:
+        item, where, depth = pending.pop()
+        if isinstance(item, str):
+            if _SURROGATE.search(item):
+                raise RequestError(
+                    f"{where} holds a lone UTF-16 surrogate (not a character)",
+                    param=where,
+                    code="invalid_json",
+                )
+            continue
+        if not isinstance(item, dict | list):
+            continue
+        if depth > MAX_JSON_DEPTH:
+            raise RequestError(
+                f"the request body is nested deeper than {MAX_JSON_DEPTH} levels (at {where})",
+                code="invalid_json",
+            )
+        if isinstance(item, list):
+            pending.extend((element, f"{where}[{i}]", depth + 1) for i, element in enumerate(item))
+            continue
+        for key, element in item.items():
+            if _SURROGATE.search(key):
+                raise RequestError(f"a key of {where} holds a lone UTF-16 surrogate", code="invalid_json")
+            path = key if where == "body" else f"{where}.{key}"
+            pending.append((element, path, depth + 1))
+
+
+def _texts(content: Any) -> list[str]:
+    if isinstance(content, str):
+        return [content]
+    parts = content if isinstance(content, list) else []
+    return [p["text"] for p in parts if isinstance(p, dict) and isinstance(p.get("text"), str)]
+
+
+def _check_placeholders(messages: Any) -> None:
+    """Only a user message's text may hold `<image>` (each one placing one of its images)."""
+    for i, message in enumerate(messages if isinstance(messages, list) else []):
+        if not isinstance(message, dict) or message.get("role") == "user":
+            continue
+        if any(DEFAULT_IMAGE_TOKEN in text for text in _texts(message.get("content"))):
+            raise RequestError(
+                f"messages[{i}]: a {message.get('role')!r} message cannot hold {DEFAULT_IMAGE_TOKEN} "
+                "(only a user message's text places its images)",
+                param=f"messages[{i}].content",
+            )
+
+
+def image_locations(messages: Any) -> list[str]:
+    """Where each image of `messages` sits (`messages[1].content[0]`), in the order in which
+    `conversation_from_messages` returns the images."""
+    locations = []
+    for i, message in enumerate(messages if isinstance(messages, list) else []):
+        content = message.get("content") if isinstance(message, dict) else None
+        for j, part in enumerate(content if isinstance(content, list) else []):
+            if isinstance(part, dict) and part.get("type") in ("image_url", "image"):
+                locations.append(f"messages[{i}].content[{j}]")
+    return locations
+
+
 @dataclass(frozen=True)
 class ChatRequest:
-    """A validated request: its open conversation, its image sources in order, the answer budget
-    the client asked for (None: the server's default), and its decoding."""
+    """A validated request: its open conversation, its image sources in order and where each
+    sits in the messages (`image_names`), the answer budget the client asked for (None: the
+    server's default), and its decoding."""
 
     conversation: Conversation
     images: list[Any]
+    image_names: list[str]
     max_tokens: int | None
     temperature: float
     top_p: float | None
@@ -155,6 +250,7 @@ def parse_chat_request(
         )
     if "messages" not in body:
         raise RequestError("messages is required", param="messages")
+    _check_placeholders(body["messages"])
     try:
         conversation, images = conversation_from_messages(body["messages"], conv_mode)
     except PromptError as err:
@@ -181,9 +277,13 @@ def parse_chat_request(
     top_p = _number(body, "top_p", 0.0, 1.0, None)
     if top_p is not None and top_p <= 0:
         raise RequestError("top_p must be in (0, 1]", param="top_p")
+    names = image_locations(body["messages"])
+    if len(names) != len(images):  # a layout `conversation_from_messages` reads otherwise
+        names = [f"image {k}" for k in range(len(images))]
     return ChatRequest(
         conversation=conversation,
         images=images,
+        image_names=names,
         max_tokens=max_tokens,
         temperature=_number(body, "temperature", 0.0, 2.0, 0.0),
         top_p=top_p,

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import base64
-import logging
 
 import numpy as np
 import pytest
@@ -13,7 +12,7 @@ from transformers import LlamaForCausalLM
 
 from llava.constants import IGNORE_INDEX, IMAGE_TOKEN_INDEX
 from llava.data.toy import write_bomb_png, write_png16
-from llava.mm_utils import ImageTooLargeError, load_image, load_image_from_base64
+from llava.mm_utils import MAX_IMAGE_PIXELS, ImageTooLargeError, load_image, load_image_from_base64
 
 IMG = IMAGE_TOKEN_INDEX
 
@@ -90,17 +89,24 @@ def test_a_decompression_bomb_is_refused_naming_the_file(tmp_path):
         load_image_from_base64(data, name="question 7")
 
 
-def test_an_image_between_one_and_two_limits_is_read_with_a_warning(tmp_path, monkeypatch, caplog):
-    """Pillow's rule, which LLaVA's loaders follow: a warning between 1x and 2x its limit."""
-    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 100)
-    Image.new("RGB", (12, 12), (10, 20, 30)).save(tmp_path / "large.png")  # 144 px: 1.44x
-    with caplog.at_level(logging.WARNING, logger="llava.mm_utils"):
-        image = load_image(tmp_path / "large.png")
+def test_an_image_over_the_pixel_budget_is_refused_from_its_header(tmp_path, monkeypatch):
+    """The budget is checked on the header's size, before anything is decoded: a PNG declaring
+    12000 x 12000 pixels (under twice Pillow's limit, which Pillow itself would decode) is refused
+    at once, and a larger budget reads a genuine image."""
+    write_bomb_png(tmp_path / "wide.png", side=12000)
+    with pytest.raises(
+        ImageTooLargeError, match=r"wide.png: 12000x12000 = 144,000,000 pixels, over the budget"
+    ):
+        load_image(tmp_path / "wide.png")
+    assert MAX_IMAGE_PIXELS == 4096 * 4096
+    Image.new("RGB", (12, 12), (10, 20, 30)).save(tmp_path / "small.png")
+    with pytest.raises(ImageTooLargeError, match="over the budget of 100 per image"):
+        load_image(tmp_path / "small.png", max_pixels=100)
+    image = load_image(tmp_path / "small.png", max_pixels=144)
     assert image.size == (12, 12) and image.getpixel((0, 0)) == (10, 20, 30)
-    assert any("large.png" in r.getMessage() and "decompression" in r.getMessage() for r in caplog.records)
-    Image.new("RGB", (15, 15)).save(tmp_path / "huge.png")  # 225 px: over 2x
-    with pytest.raises(ImageTooLargeError, match="huge.png refused"):
-        load_image(tmp_path / "huge.png")
+    data = base64.b64encode((tmp_path / "small.png").read_bytes()).decode()
+    with pytest.raises(ImageTooLargeError, match="question 3: 12x12"):
+        load_image_from_base64(data, name="question 3", max_pixels=100)
 
 
 def test_a_mode_i_image_of_8_bit_values_keeps_them(tmp_path):

@@ -9,7 +9,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from llava.serve.launch import server
+from llava.serve.launch import server_process
 from tests.serve.serve_helpers import DEFAULT_MAX_TOKENS, MAX_BODY_BYTES, MAX_IMAGES, Server
 
 
@@ -22,5 +22,6 @@ def api_server(tiny_model_path, image_folder, tmp_path_factory) -> Iterator[Serv
     flags = ["--image-folder", str(image_folder), "--max-body-bytes", str(MAX_BODY_BYTES)]
     flags += ["--max-images", str(MAX_IMAGES), "--default-max-tokens", str(DEFAULT_MAX_TOKENS)]
     flags += ["--batch-wait-ms", "50"]
-    with server(Path(tiny_model_path), log, 1, *flags) as url:
-        yield Server(url, httpx.get(url + "/health").json()["model"], log)
+    with server_process(Path(tiny_model_path), log, 1, *flags) as running:
+        model = httpx.get(running.url + "/health").json()["model"]
+        yield Server(running.url, model, log, running.process.pid)

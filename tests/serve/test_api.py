@@ -174,9 +174,13 @@ BAD_BODIES = {
     "bad base64": (
         {"model": "tiny-fusion", "messages": image_message("data:image/png;base64,@@not base64@@")},
         400,
-        "messages",
+        "messages[0].content[1]",
     ),
-    "not an image": ({"model": "tiny-fusion", "messages": image_message(_not_an_image())}, 400, "messages"),
+    "not an image": (
+        {"model": "tiny-fusion", "messages": image_message(_not_an_image())},
+        400,
+        "messages[0].content[1]",
+    ),
     "too many images": (
         {
             "model": "tiny-fusion",
@@ -204,12 +208,12 @@ BAD_BODIES = {
     "path outside the image folder": (
         {"model": "tiny-fusion", "messages": image_message("/etc/hostname")},
         400,
-        "messages",
+        "messages[0].content[1]",
     ),
     "remote image": (
         {"model": "tiny-fusion", "messages": image_message("http://127.0.0.1:9/cat.png")},
         400,
-        "messages",
+        "messages[0].content[1]",
     ),
     "temperature": (
         {"model": "tiny-fusion", "messages": [{"role": "user", "content": "hi"}], "temperature": 5},
@@ -252,6 +256,31 @@ BAD_BODIES = {
         "num_beams",
     ),
     "another model": ({"model": "gpt-4o", "messages": [{"role": "user", "content": "hi"}]}, 404, "model"),
+    "<image> in a system message": (
+        {
+            "model": "tiny-fusion",
+            "messages": [{"role": "system", "content": "<image>"}, {"role": "user", "content": "hi"}],
+        },
+        400,
+        "messages[0].content",
+    ),
+    "<image> in an assistant message": (
+        {
+            "model": "tiny-fusion",
+            "messages": [
+                {"role": "user", "content": "hi"},
+                {"role": "assistant", "content": [{"type": "text", "text": "see <image>"}]},
+                {"role": "user", "content": "and?"},
+            ],
+        },
+        400,
+        "messages[1].content",
+    ),
+    "a stop string no token can end": (
+        {"model": "tiny-fusion", "messages": [{"role": "user", "content": "hi"}], "stop": "\u0000"},
+        400,
+        "stop",
+    ),
 }
 
 
@@ -276,14 +305,39 @@ def test_malformed_request_gets_a_4xx_and_the_server_goes_on(case, client, api_s
     )
 
 
+HI = b'"messages": [{"role": "user", "content": "hi"}]'
+
+
 @pytest.mark.parametrize(
     "content, status",
     [
         (b"{not json", 400),
         (b"[1, 2]", 400),
         (b'{"model": "tiny-fusion", "pad": "' + b"x" * MAX_BODY_BYTES + b'"}', 413),
+        (b'{"model": "tiny-fusion", "messages": [{"role": "user", "content": "hi \\ud800"}]}', 400),
+        (b'{"model": "tiny-fusion", ' + HI + b', "stop": ["\\udfff"]}', 400),
+        (b'{"model": "tiny-fusion", ' + HI + b', "\\ud800": 1}', 400),
+        (b'{"model": "tiny-fusion", "messages": ' + b"[" * 99_000 + b"]" * 99_000 + b"}", 400),
+        (b'{"model": "tiny-fusion", "messages": ' + b"[" * 500 + b"]" * 500 + b"}", 400),
+        (b'{"model": "tiny-fusion", ' + HI + b', "max_tokens": ' + b"9" * 5000 + b"}", 400),
+        (b'{"model": "tiny-fusion", ' + HI + b', "temperature": ' + b"9" * 5000 + b".5}", 400),
+        (b'{"model": "tiny-fusion", ' + HI + b', "temperature": NaN}', 400),
+        (b'{"model": "tiny-fusion", ' + HI + b', "max_tokens": 1e999}', 400),
     ],
-    ids=["not JSON", "not an object", "body over the limit"],
+    ids=[
+        "not JSON",
+        "not an object",
+        "body over the limit",
+        "lone surrogate in the text",
+        "lone surrogate in a stop string",
+        "lone surrogate in a key",
+        "nested 99000 deep",
+        "nested 500 deep",
+        "a 5000-digit integer",
+        "a 5000-digit float",
+        "NaN",
+        "infinity",
+    ],
 )
 def test_unreadable_bodies_get_a_4xx_and_the_server_goes_on(content, status, client, api_server, good_answer):
     response = httpx.post(
