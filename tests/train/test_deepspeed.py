@@ -11,7 +11,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from transformers import AutoConfig, TrainerCallback
+from transformers import AutoConfig
 
 from llava.train.deepspeed_files import check_deepspeed_checkpoint
 from llava.train.resume import MANIFEST
@@ -19,6 +19,7 @@ from tests import tolerances
 from tests.train.train_helpers import (
     FUSION_FLAGS,
     SUBPROCESS_ENV,
+    CaptureSteps,
     max_abs_diff,
     run_training,
     trained_state,
@@ -80,17 +81,6 @@ def _tamper(checkpoint: Path, marker: Path) -> Path:
     manifest["files"][victim.relative_to(checkpoint).as_posix()] = victim.stat().st_size
     (checkpoint / MANIFEST).write_text(json.dumps(manifest))
     return victim
-
-
-class CaptureSteps(TrainerCallback):
-    """Each optimizer step's learning rate and gradient norm, as the trainer logs them."""
-
-    def __init__(self):
-        self.steps: list[tuple[float, float]] = []
-
-    def on_log(self, args, state, control, logs=None, **kwargs):
-        if logs and "grad_norm" in logs:
-            self.steps.append((logs["learning_rate"], logs["grad_norm"]))
 
 
 @pytest.fixture(scope="module")

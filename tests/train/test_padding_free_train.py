@@ -8,25 +8,14 @@ move by more than lr x that difference (Adam's can, by a whole lr)."""
 from __future__ import annotations
 
 import pytest
-from transformers import AutoConfig, TrainerCallback
+from transformers import AutoConfig
 
 from llava.data.packing import PaddingFreeCollator
 from tests import tolerances
-from tests.train.train_helpers import BASELINE_FLAGS, FUSION_FLAGS, max_abs_diff, run_training
+from tests.train.train_helpers import BASELINE_FLAGS, FUSION_FLAGS, CaptureSteps, max_abs_diff, run_training
 
 NO_DROPOUT = {"fusion_llama": ["--fusion_dropout", "0.0"], "llava_llama": []}
 TRAINED = ("lora_", ".fusion.", "mm_projector")  # what these runs train
-
-
-class CaptureSteps(TrainerCallback):
-    """Each optimizer step's learning rate and gradient norm, as the trainer logs them."""
-
-    def __init__(self):
-        self.steps: list[tuple[float, float]] = []
-
-    def on_log(self, args, state, control, logs=None, **kwargs):
-        if logs and "grad_norm" in logs:
-            self.steps.append((logs["learning_rate"], logs["grad_norm"]))
 
 
 @pytest.mark.parametrize("model_type", ["fusion_llama", "llava_llama"])

@@ -18,8 +18,15 @@ from llava.model.builder import load_pretrained_model
 from llava.model.published_fusion import PublishedFusion
 from tests import tolerances
 from tests.model.test_published_fusion import BUNDLE_NAMES, model_tolerance
-from tests.train.test_deepspeed import EPSILON, MAX_GRAD_NORM, CaptureSteps, _torchrun
-from tests.train.train_helpers import REPO, initial_weights, max_abs_diff, run_training, trained_state
+from tests.train.test_deepspeed import EPSILON, MAX_GRAD_NORM, _torchrun
+from tests.train.train_helpers import (
+    REPO,
+    CaptureSteps,
+    initial_weights,
+    max_abs_diff,
+    run_training,
+    trained_state,
+)
 
 
 class LogitsAtEnd(TrainerCallback):

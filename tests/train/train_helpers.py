@@ -31,6 +31,17 @@ TRAINING_SCRIPTS = [
 ]
 
 
+class CaptureSteps(TrainerCallback):
+    """Each optimizer step's learning rate and gradient norm, as the trainer logs them."""
+
+    def __init__(self):
+        self.steps: list[tuple[float, float]] = []
+
+    def on_log(self, args, state, control, logs=None, **kwargs):
+        if logs and "grad_norm" in logs:
+            self.steps.append((logs["learning_rate"], logs["grad_norm"]))
+
+
 class CaptureWeights(TrainerCallback):
     """Keeps a CPU copy of every parameter at the end of training, by plain model name
     (`model.layers.1.self_attn.q_proj.weight`; LoRA tensors keep their `lora_` names)."""
