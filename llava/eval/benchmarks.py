@@ -2,8 +2,11 @@
 
 File layout, prompts, runners and the reported LLaVA-1.5 numbers follow
 https://github.com/haotian-liu/LLaVA/blob/main/docs/Evaluation.md and the LLaVA-1.5 paper
-(Liu et al., 2023, "Improved Baselines with Visual Instruction Tuning", Table 4). Paths are
-relative to `playground/data/eval/`; `scripts/v1_5/eval/<name>.sh` runs each one.
+(Liu et al., 2023, "Improved Baselines with Visual Instruction Tuning", Table 4). OCRBench, AI2D,
+MMStar and VQAv2 val, which LLaVA-1.5 did not report, follow their official scoring (lmms-eval's
+for AI2D) and lmms-eval's prompts (LLaVA-1.5's for VQAv2 val); `llava.eval.question_files` makes
+their question files. Paths are relative to `playground/data/eval/`;
+`scripts/v1_5/eval/<name>.sh` runs each one.
 
     python -m llava.eval.benchmarks list
     python -m llava.eval.benchmarks merge --answers-dir DIR --num-chunks K
@@ -20,14 +23,19 @@ from typing import Any
 
 from llava.eval import (
     converters,
+    eval_ai2d,
     eval_gqa,
     eval_mmbench,
     eval_mme,
+    eval_mmstar,
+    eval_ocrbench,
     eval_pope,
     eval_science_qa,
     eval_seed,
     eval_textvqa,
+    eval_vqav2,
     judge,
+    question_files,
     run_record,
 )
 from llava.eval.prompts import (
@@ -50,7 +58,9 @@ MainFn = Callable[[Sequence[str] | None], Any]
 @dataclass(frozen=True)
 class Benchmark:
     """How one benchmark is run and scored. `prompt_suffix` is already inside the question file
-    for the loader runners; the ScienceQA and MMBench runners append it (`--single-pred-prompt`)."""
+    for the loader runners; the ScienceQA and MMBench runners append it (`--single-pred-prompt`).
+    `builder` makes the question file from the benchmark's release files where LLaVA ships none;
+    `llava15_7b` / `llava15_13b` are None where LLaVA-1.5 reported no number."""
 
     name: str
     title: str
@@ -62,12 +72,13 @@ class Benchmark:
     scoring: str  # "local", "server" (EvalAI / MMBench / SEED leaderboard) or "gpt4" (external judge)
     converter: MainFn | None
     scorer: MainFn | None
-    llava15_7b: float
-    llava15_13b: float
+    llava15_7b: float | None
+    llava15_13b: float | None
     table1_label: str | None = None
     chunked: bool = False
     single_pred_prompt: bool = False
     lang: str = "en"
+    builder: MainFn | None = None
 
     @property
     def max_new_tokens(self) -> int:
@@ -261,6 +272,67 @@ BENCHMARKS: dict[str, Benchmark] = {
             llava15_13b=36.1,
             table1_label="MM-Vet",
         ),
+        Benchmark(
+            name="ocrbench",
+            title="OCRBench (final score of 1000)",
+            question_file="ocrbench/llava_ocrbench.jsonl",
+            image_folder="ocrbench/OCRBench_Images",
+            answers_dir="ocrbench/answers",
+            runner=LOADER_RUNNER,
+            prompt_suffix="",
+            scoring="local",
+            converter=None,
+            scorer=eval_ocrbench.main,
+            llava15_7b=None,
+            llava15_13b=None,
+            builder=question_files.main,
+        ),
+        Benchmark(
+            name="ai2d",
+            title="AI2D (test)",
+            question_file="ai2d/llava_ai2d_test.jsonl",
+            image_folder="ai2d/images",
+            answers_dir="ai2d/answers",
+            runner=LOADER_RUNNER,
+            prompt_suffix=MULTIPLE_CHOICE_SUFFIX,
+            scoring="local",
+            converter=None,
+            scorer=eval_ai2d.main,
+            llava15_7b=None,
+            llava15_13b=None,
+            builder=question_files.main,
+        ),
+        Benchmark(
+            name="mmstar",
+            title="MMStar (val)",
+            question_file="mmstar/llava_mmstar.jsonl",
+            image_folder="mmstar/images",
+            answers_dir="mmstar/answers",
+            runner=LOADER_RUNNER,
+            prompt_suffix=question_files.MMSTAR_SUFFIX,
+            scoring="local",
+            converter=None,
+            scorer=eval_mmstar.main,
+            llava15_7b=None,
+            llava15_13b=None,
+            builder=question_files.main,
+        ),
+        Benchmark(
+            name="vqav2_val",
+            title="VQAv2 (val, scored locally)",
+            question_file="vqav2/llava_vqav2_mscoco_val2014.jsonl",
+            image_folder="vqav2/val2014",
+            answers_dir="vqav2/answers/llava_vqav2_mscoco_val2014",
+            runner=LOADER_RUNNER,
+            prompt_suffix=SHORT_ANSWER_SUFFIX,
+            scoring="local",
+            converter=None,
+            scorer=eval_vqav2.main,
+            llava15_7b=None,
+            llava15_13b=None,
+            chunked=True,
+            builder=question_files.main,
+        ),
     )
 }
 
@@ -312,8 +384,8 @@ def format_table(benchmarks: Sequence[Benchmark]) -> str:
             str(b.max_new_tokens),
             "yes" if b.chunked else "no",
             b.scoring,
-            f"{b.llava15_7b:g}",
-            f"{b.llava15_13b:g}",
+            "-" if b.llava15_7b is None else f"{b.llava15_7b:g}",
+            "-" if b.llava15_13b is None else f"{b.llava15_13b:g}",
             b.question_file,
         )
         for b in benchmarks

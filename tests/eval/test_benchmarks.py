@@ -15,7 +15,8 @@ from llava.eval.benchmarks import BENCHMARKS, TABLE1_COLUMNS, get_benchmark, mai
 
 REPO = Path(__file__).resolve().parents[2]
 SCRIPTS = REPO / "scripts" / "v1_5" / "eval"
-ALL = ("vqav2", "gqa", "vizwiz", "sqa", "textvqa", "pope", "mme", "mmbench", "mmbench_cn", "seed", "llavabench", "mmvet")  # fmt: skip
+ALL = ("vqav2", "gqa", "vizwiz", "sqa", "textvqa", "pope", "mme", "mmbench", "mmbench_cn", "seed", "llavabench", "mmvet",
+       "ocrbench", "ai2d", "mmstar", "vqav2_val")  # fmt: skip
 
 
 def test_registry_covers_every_benchmark():
@@ -23,7 +24,10 @@ def test_registry_covers_every_benchmark():
     assert [BENCHMARKS[b].table1_label for b in TABLE1_COLUMNS] == [
         "MM-Vet", "VizWiz", "SQA-I", "MMB", "MMB-CN", "MME-P", "VQAv2", "TextVQA", "GQA",
     ]  # fmt: skip
-    assert {b.name for b in BENCHMARKS.values() if b.chunked} == {"vqav2", "gqa", "seed"}
+    assert {b.name for b in BENCHMARKS.values() if b.chunked} == {"vqav2", "gqa", "seed", "vqav2_val"}
+    # The benchmarks LLaVA-1.5 did not report have no reference number, and a question-file builder.
+    added = [get_benchmark(name) for name in ("ocrbench", "ai2d", "mmstar", "vqav2_val")]
+    assert all(b.llava15_7b is None and b.builder is not None and b.scoring == "local" for b in added)
     assert get_benchmark("sqa").max_new_tokens == 1024 and get_benchmark("gqa").max_new_tokens == 128
     assert get_benchmark("mmbench_cn").lang == "cn" and get_benchmark("sqa").single_pred_prompt
     assert (get_benchmark("mme").llava15_7b, get_benchmark("mme").llava15_13b) == (1510.7, 1531.3)
