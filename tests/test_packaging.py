@@ -38,8 +38,8 @@ def test_the_installed_version_is_in_range(requirement):
 @pytest.mark.parametrize(
     ("name", "tested", "untested"),
     [
-        ("torch", ["2.13.0"], ["2.12.1", "2.14.0"]),
-        ("transformers", ["5.23.0", "5.24.0"], ["5.22.0", "5.25.0"]),
+        ("torch", ["2.13.0", "2.14.1"], ["2.12.1", "2.15.0"]),
+        ("transformers", ["5.23.0", "5.24.0", "5.25.0"], ["5.22.0", "5.26.0"]),
     ],
 )
 def test_core_ranges_are_the_tested_releases(name, tested, untested):

@@ -1,11 +1,12 @@
-"""The frozen vision tower: CLIP or SigLIP (SigLIP 2's fixed-resolution checkpoints are SigLIP),
-chosen from the tower's config (`model_type`), never from its name.
+"""The frozen vision tower: CLIP, SigLIP (SigLIP 2's fixed-resolution checkpoints are SigLIP) or
+an OpenCLIP ViT, chosen from the tower's config (`model_type`), never from its name.
 
 | tower config `model_type` | library model | CLS position | patches |
 |---|---|---|---|
 | `clip_vision_model` (or a full `clip` config) | `CLIPVisionModel` | 1, first | (image_size / patch_size)^2 |
 | `siglip_vision_model` (or a full `siglip` config) | `SiglipVisionModel` | none | (image_size / patch_size)^2 |
 | `siglip2_vision_model` (or a full `siglip2` config) | `Siglip2VisionModel` | none | `num_patches`, as a square grid |
+| `open_clip_vision_model` (`llava.model.open_clip_config`) | open_clip's `VisionTransformer` | 1, first | (image_size / patch_size)^2 |
 
 SigLIP has no CLS token, so `patch` keeps every position and `cls_patch` is refused. SigLIP 2's
 fixed-resolution checkpoints (`google/siglip2-so400m-patch14-384`, ...) ship `siglip` configs and
@@ -16,8 +17,15 @@ the NaFlex processor's order, with every patch valid and the grid as `spatial_sh
 processor is a fixed-size SigLIP one with the NaFlex processor's normalisation
 (`load_image_processor`). On a square image (as `pad` and `resize` make every image) this is
 exactly what the NaFlex processor gives; NaFlex's variable aspect ratios and resolutions are not
-supported. OpenCLIP-format towers (`open_clip_config.json`) are not supported: load a
-transformers-format copy (the `laion/CLIP-ViT-*` repositories ship one) as CLIP.
+supported.
+
+OpenCLIP towers are built and loaded by open_clip_torch itself (the `openclip` extra), from the
+locations `local-dir:<folder>`, `hf-hub:<org>/<name>` and `open_clip:<model>,<pretrained>`
+(`llava.model.open_clip_config`), with open_clip's own preprocessing (`OpenClipImageProcessor`);
+their hidden states count as CLIP's (`llava.model.open_clip_tower`). Their first position is
+open_clip's class token; `cls_patch` is refused for towers that pool something else (average
+pooling, an attentional pooler). A folder holding only `open_clip_config.json` given without
+`local-dir:` is refused with that advice.
 
 The state-dict keys are the library model's own under `vision_tower.`; for CLIP the same as before,
 so LLaVA's checkpoints load unchanged.
@@ -26,7 +34,9 @@ so LLaVA's checkpoints load unchanged.
 from __future__ import annotations
 
 import contextlib
+import json
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -44,20 +54,34 @@ from transformers import (
     SiglipVisionModel,
 )
 
+from llava.model.open_clip_config import (
+    OPEN_CLIP_CONFIG,
+    OPEN_CLIP_MODEL_TYPE,
+    OpenClipVisionConfig,
+    cls_refusal,
+    is_open_clip_location,
+    read_open_clip_config,
+)
+from llava.model.open_clip_tower import OpenClipImageProcessor, OpenClipVisionModel
 from llava.model.paths import resolve_location
 
 VISION_SELECT_FEATURES = ("patch", "cls_patch")
 
 
+def _no_refusal(vision_config: PretrainedConfig) -> None:
+    return None
+
+
 @dataclass(frozen=True)
 class TowerKind:
-    """A vision tower family: its config and model classes and how many CLS positions it puts
-    before the patches."""
+    """A vision tower family: its config and model classes, how many CLS positions it puts before
+    the patches, and (`cls_refusal`) why a tower's CLS position would not be a CLS summary."""
 
     name: str
     config_cls: type
     model_cls: type
     cls_positions: int
+    cls_refusal: Callable[[PretrainedConfig], str | None] = _no_refusal
 
 
 TOWERS: dict[str, TowerKind] = {
@@ -65,6 +89,9 @@ TOWERS: dict[str, TowerKind] = {
     "siglip_vision_model": TowerKind("SigLIP", SiglipVisionConfig, SiglipVisionModel, cls_positions=0),
     "siglip2_vision_model": TowerKind(
         "SigLIP 2 NaFlex", Siglip2VisionConfig, Siglip2VisionModel, cls_positions=0
+    ),
+    OPEN_CLIP_MODEL_TYPE: TowerKind(
+        "OpenCLIP", OpenClipVisionConfig, OpenClipVisionModel, cls_positions=1, cls_refusal=cls_refusal
     ),
 }
 # A full (image + text) checkpoint's model_type -> its vision model's.
@@ -74,7 +101,6 @@ _FULL_MODEL_TYPES = {
     "siglip2": "siglip2_vision_model",
 }
 _NAFLEX = "siglip2_vision_model"
-_OPEN_CLIP_CONFIG = "open_clip_config.json"
 
 
 def tower_kind(vision_config: PretrainedConfig) -> TowerKind:
@@ -83,7 +109,7 @@ def tower_kind(vision_config: PretrainedConfig) -> TowerKind:
     if model_type not in TOWERS:
         raise ValueError(
             f"vision tower model_type {model_type!r} is not supported; supported: {sorted(TOWERS)} "
-            "(CLIP and SigLIP, including SigLIP 2's fixed-resolution checkpoints)"
+            "(CLIP, SigLIP, including SigLIP 2's fixed-resolution checkpoints, and OpenCLIP ViTs)"
         )
     return TOWERS[model_type]
 
@@ -126,22 +152,37 @@ def check_select_feature(vision_config: PretrainedConfig, select_feature: str) -
             f"unknown mm_vision_select_feature {select_feature!r}; expected one of {list(VISION_SELECT_FEATURES)}"
         )
     kind = tower_kind(vision_config)
-    if select_feature == "cls_patch" and kind.cls_positions == 0:
+    if select_feature != "cls_patch":
+        return
+    if kind.cls_positions == 0:
         raise ValueError(
             f"mm_vision_select_feature='cls_patch' needs a CLS token, and a {kind.name} tower has none "
             "(use patch)"
+        )
+    reason = kind.cls_refusal(vision_config)
+    if reason is not None:
+        raise ValueError(
+            f"mm_vision_select_feature='cls_patch' needs a CLS token, and this {kind.name} tower's {reason} "
+            "(use patch)"
+        )
+
+
+def _refuse_bare_open_clip_folder(location: str, resolved: str) -> None:
+    """A folder holding open_clip's files only, given without `local-dir:`: say how to name it."""
+    if (Path(resolved) / OPEN_CLIP_CONFIG).exists() and not (Path(resolved) / "config.json").exists():
+        raise ValueError(
+            f"vision tower {location} is in OpenCLIP's format ({OPEN_CLIP_CONFIG}, no config.json): "
+            f"name it local-dir:{location} to load it with open_clip"
         )
 
 
 def read_vision_config(location: str) -> PretrainedConfig:
     """The vision config of a tower checkpoint (a vision-only or a full image-text one), by the
-    `model_type` its config.json states."""
+    `model_type` its config.json states; of an OpenCLIP location, from open_clip's config."""
+    if is_open_clip_location(location):
+        return read_open_clip_config(location)
     resolved = resolve_location(location, "vision tower")
-    if (Path(resolved) / _OPEN_CLIP_CONFIG).exists() and not (Path(resolved) / "config.json").exists():
-        raise ValueError(
-            f"vision tower {location} is in OpenCLIP's format ({_OPEN_CLIP_CONFIG}), which is not supported; "
-            "use a transformers-format copy of it (CLIPVisionModel / SiglipVisionModel)"
-        )
+    _refuse_bare_open_clip_folder(location, resolved)
     raw, _ = PretrainedConfig.get_config_dict(resolved)
     model_type = raw.get("model_type")
     model_type = _FULL_MODEL_TYPES.get(model_type, model_type)
@@ -216,15 +257,32 @@ class VisionTower(nn.Module):
             pixel_values=patches, pixel_attention_mask=mask, spatial_shapes=shapes, output_hidden_states=True
         )
 
+    def _source_tower(self, path: str):
+        """The tower of the checkpoint at `path`, as its library loads it."""
+        if is_open_clip_location(path):
+            return OpenClipVisionModel.from_pretrained(path, dtype=self.dtype)
+        if self.kind.model_cls is OpenClipVisionModel:
+            raise ValueError(
+                f"vision tower checkpoint {path} is not an OpenCLIP location (local-dir:, hf-hub:, open_clip:), "
+                "but the model's vision_config is an OpenCLIP one"
+            )
+        return self.kind.model_cls.from_pretrained(resolve_location(path, "vision tower"), dtype=self.dtype)
+
     def load_pretrained_weights(self, path: str) -> None:
         """Copy the weights of a vision (or full image-text) checkpoint of the tower's family into
-        the tower; every tensor must have the shape the model's `vision_config` gives it."""
-        source = self.kind.model_cls.from_pretrained(resolve_location(path, "vision tower"), dtype=self.dtype)
+        the tower; every tensor must have the shape the model's `vision_config` gives it (an
+        OpenCLIP tower: the same `model_cfg`)."""
+        source = self._source_tower(path)
         mine, theirs = self.vision_tower.config, source.config
         if theirs.model_type != mine.model_type:
             raise ValueError(
                 f"vision tower checkpoint {path} is a {theirs.model_type}, but the model's vision_config "
                 f"is a {mine.model_type}"
+            )
+        if mine.model_type == OPEN_CLIP_MODEL_TYPE and mine.model_cfg != theirs.model_cfg:
+            raise ValueError(
+                f"vision tower checkpoint {path} has the OpenCLIP model_cfg {theirs.model_cfg}, but the "
+                f"model's vision_config says {mine.model_cfg}"
             )
         size_field = "num_patches" if mine.model_type == _NAFLEX else "image_size"
         for field in ("hidden_size", "num_hidden_layers", "patch_size", size_field):
@@ -254,10 +312,20 @@ class VisionTower(nn.Module):
 
 def load_image_processor(path: str):
     """The tower's own image processor (CLIP's or SigLIP's, with its normalisation; the PIL
-    backend when torchvision is absent). For a SigLIP 2 NaFlex tower: a fixed-size SigLIP
+    backend when torchvision is absent, torchvision's otherwise). For a SigLIP 2 NaFlex tower: a fixed-size SigLIP
     processor at the tower's square resolution with the NaFlex processor's resampling and
-    normalisation (see the module docstring)."""
+    normalisation (see the module docstring). For an OpenCLIP location, or a folder an
+    `OpenClipImageProcessor` was saved to: open_clip's transform (`OpenClipImageProcessor`)."""
+    if is_open_clip_location(path):
+        return OpenClipImageProcessor.from_location(path)
     resolved = resolve_location(path, "image processor")
+    _refuse_bare_open_clip_folder(path, resolved)
+    saved = Path(resolved) / "preprocessor_config.json"
+    if (
+        saved.is_file()
+        and json.loads(saved.read_text()).get("image_processor_type") == OpenClipImageProcessor.__name__
+    ):
+        return OpenClipImageProcessor.from_pretrained(resolved)
     processor = AutoImageProcessor.from_pretrained(resolved)
     if not type(processor).__name__.startswith("Siglip2ImageProcessor"):
         return processor
@@ -266,7 +334,12 @@ def load_image_processor(path: str):
         raise ValueError(
             f"{path}: the NaFlex processor's max_num_patches={processor.max_num_patches} is not a square grid"
         )
-    return SiglipImageProcessorPil(
+    # The backend AutoImageProcessor picked for the NaFlex processor (torchvision when installed,
+    # else PIL): the tower's images are resized the same way whichever processor class loads them.
+    backend = SiglipImageProcessorPil
+    if not type(processor).__name__.endswith("Pil"):
+        from transformers import SiglipImageProcessor as backend  # needs torchvision, which is there
+    return backend(
         size={"height": side, "width": side},
         resample=processor.resample,
         do_rescale=processor.do_rescale,

@@ -8,7 +8,7 @@ from __future__ import annotations
 import dataclasses
 from statistics import mean, median
 
-from llava.eval.report import PAPER_MME_TOTALS
+from llava.eval.published import PAPER_MME_TOTALS
 from llava.playground import tasks
 
 CELL_BAR = 110.0  # every MME-style cell of every model, in every run (chance 75, max 200)

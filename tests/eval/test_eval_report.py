@@ -42,6 +42,12 @@ def test_report(results_dir, tmp_path):
         in md
     )
     assert "| Inverse-LLaVA-HD (paper) | - | - | - | - | - | 1335.67 | - | - | 59.33 |" in md
+    # The authors' 2026 README, as printed (VQAv2 test-dev, SQA-IMG, MME perception).
+    assert (
+        "| Inverse-LLaVA (authors 2026) | 28.67 | 50.96 | 69.61 | 62.63 | 54.04 | 1453.82 | 78.45 | 56.96 | 62.28 |"
+        in md
+    )
+    assert "| LLaVA-1.5 FFT (authors 2026) | 1507.28 | 344.64 |" in md
     assert "| inverse_llava_7b | - | - | - | - | - | 1290.50 | - | - | 58.46 |" in md
     assert "| llava15_7b | - | - | 66.80 | - | - | 1500.00 | - | - | - |" in md
     assert (
