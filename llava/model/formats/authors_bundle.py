@@ -26,6 +26,9 @@ def load(folder: Path, model_base: str | None, options: LoadOptions) -> Loaded:
     loaded = read_authors_bundle(
         folder, language=model_base, dtype=options.dtype, attn_implementation=options.attn_implementation
     )
+    # LLaVA's loader reads the context length from `max_sequence_length`: the spec's, as
+    # `load_authors_bundle` gives it.
+    loaded.model.config.max_sequence_length = loaded.context_len
     return Loaded(loaded.model, loaded.tokenizer, loaded.image_processor, loaded.report.describe())
 
 
