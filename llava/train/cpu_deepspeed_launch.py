@@ -9,24 +9,35 @@ CPU accelerator, creates accelerate's state with the gloo backend first, then ru
 module unchanged. Real (GPU) runs use the `deepspeed` launcher with `llava/train/train_mem.py`.
 """
 
+import contextlib
 import os
 import runpy
 import sys
+from collections.abc import Iterator
 
 
-def main() -> None:
+@contextlib.contextmanager
+def cpu_deepspeed_rank() -> Iterator[None]:
+    """This process as one rank of a CPU DeepSpeed run: DeepSpeed's CPU accelerator and
+    accelerate's state on gloo, for the body to train in (also a test's own training call, with
+    its callbacks)."""
     os.environ.setdefault("DS_ACCELERATOR", "cpu")
     os.environ["ACCELERATE_USE_DEEPSPEED"] = "true"
     from accelerate import PartialState
 
     state = PartialState(backend="gloo")
-    sys.argv = ["llava.train.train", *sys.argv[1:]]
-    runpy.run_module("llava.train.train", run_name="__main__", alter_sys=True)
+    yield
     # Leave together and tear the process group down before the interpreter exits: a rank that
     # exits with the communication threads still alive can abort ("terminate called without an
     # active exception") after the run has finished and saved.
     state.wait_for_everyone()
     state.destroy_process_group()
+
+
+def main() -> None:
+    sys.argv = ["llava.train.train", *sys.argv[1:]]
+    with cpu_deepspeed_rank():
+        runpy.run_module("llava.train.train", run_name="__main__", alter_sys=True)
 
 
 if __name__ == "__main__":
