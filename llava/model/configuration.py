@@ -87,12 +87,13 @@ def _check_bool(field: str, value) -> None:
 
 
 class MultimodalConfigMixin:
-    """A decoder LLM plus a vision tower (CLIP or SigLIP); shared by both multimodal models.
+    """A decoder LLM plus a vision tower (CLIP, SigLIP or OpenCLIP); shared by both multimodal models.
 
     Args:
-        vision_config: the tower's vision config (`CLIPVisionConfig`, `SiglipVisionConfig`, or
-            its dict with `model_type`); defaults to CLIP ViT-L/14-336.
-        mm_vision_tower: where the tower's weights come from (local folder or hub id).
+        vision_config: the tower's vision config (`CLIPVisionConfig`, `SiglipVisionConfig`,
+            `OpenClipVisionConfig`, or its dict with `model_type`); defaults to CLIP ViT-L/14-336.
+        mm_vision_tower: where the tower's weights come from (local folder or hub id; an OpenCLIP
+            location, `llava.model.open_clip_config`).
         mm_vision_select_layer: hidden-state layer(s) of the tower to use; several layers are
             concatenated on the feature axis (`[-1, -2]` for Inverse-LLaVA-HD).
         mm_vision_select_feature: `patch` (CLS dropped; every position for SigLIP) or `cls_patch`.

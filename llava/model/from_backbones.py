@@ -1,5 +1,5 @@
-"""New multimodal models from a pre-trained LLM of any supported family and a CLIP or SigLIP tower
-(training starts here)."""
+"""New multimodal models from a pre-trained LLM of any supported family and a CLIP, SigLIP or
+OpenCLIP tower (training starts here)."""
 
 from __future__ import annotations
 
@@ -46,7 +46,7 @@ def multimodal_config_from_backbones(
     model_type: str, llm_path: str, vision_tower: str, **fields
 ) -> MultimodalConfigMixin:
     """The config of a new multimodal model: the LLM's architecture and family, the tower's
-    (CLIP or SigLIP, from its config), and `fields`. `model_type` chooses the method for any
+    (CLIP, SigLIP or OpenCLIP, from its config), and `fields`. `model_type` chooses the method for any
     family: `fusion_llama` / `inverse_llava` (Inverse-LLaVA) or `llava_llama` / `llava`."""
     config_cls, llm_fields = _backbone_config(model_type, llm_path)
     vision_config = read_vision_config(vision_tower).to_dict()
@@ -63,7 +63,7 @@ def build_from_backbones(
 ) -> tuple[FusionLlamaForCausalLM | LlavaLlamaForCausalLM, LoadReport]:
     """A new Inverse-LLaVA (`model_type` `fusion_llama` / `inverse_llava`) or LLaVA-1.5 baseline
     (`llava_llama` / `llava`) model from a pre-trained LLM of any supported family (read from its
-    config) and a CLIP or SigLIP tower.
+    config) and a CLIP, SigLIP or OpenCLIP tower.
 
     Returns the model and what was newly initialised: exactly the fusion parameters (or the
     projector), since the LLM and the tower come from their checkpoints.

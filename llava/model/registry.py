@@ -18,6 +18,7 @@ from llava.model.configuration import METHODS, config_class, model_type_of
 from llava.model.families import FAMILIES, family_of, publish
 from llava.model.fusion_model import FusionCausalLMMixin, FusionModelMixin
 from llava.model.llava_model import LlavaCausalLMMixin, LlavaModelMixin
+from llava.model.open_clip_config import OPEN_CLIP_MODEL_TYPE, OpenClipVisionConfig
 
 _MIXINS = {
     "fusion": (FusionModelMixin, FusionCausalLMMixin),
@@ -77,7 +78,9 @@ MODEL_CLASSES: dict[str, tuple[type, type]] = {
 
 
 def register_auto_classes() -> None:
-    """Make `AutoConfig` / `AutoModelForCausalLM` know every generated model_type."""
+    """Make `AutoConfig` / `AutoModelForCausalLM` know every generated model_type, and `AutoConfig`
+    the OpenCLIP tower's config (a `vision_config` with its model_type is built through it)."""
+    AutoConfig.register(OPEN_CLIP_MODEL_TYPE, OpenClipVisionConfig, exist_ok=True)
     for model_type, (config_cls, model_cls) in MODEL_CLASSES.items():
         AutoConfig.register(model_type, config_cls, exist_ok=True)
         AutoModelForCausalLM.register(config_cls, model_cls, exist_ok=True)

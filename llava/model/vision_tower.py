@@ -198,7 +198,7 @@ class VisionTower(nn.Module):
     """Wraps the library's vision model; returns the selected hidden states as `[N, P, d_v]`.
 
     Several selected layers are concatenated on the feature axis (d_v = hidden x layers); the
-    CLS position (CLIP) is dropped for `patch`. The tower is frozen: it runs without gradients.
+    CLS position (CLIP, OpenCLIP) is dropped for `patch`. The tower is frozen: it runs without gradients.
     """
 
     def __init__(

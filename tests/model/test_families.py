@@ -3,6 +3,7 @@ term where the paper puts it, save/load, cached generation, and what the tower g
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import logging
 import pickle
@@ -25,6 +26,7 @@ from transformers import (
 from llava.constants import IMAGE_TOKEN_INDEX
 from llava.conversation import get_conv_template
 from llava.eval import run_llava
+from llava.extras import MissingExtraError
 from llava.mm_utils import expand2square, load_image, process_images, tokenize_conversation
 from llava.model.builder import build_from_backbones, load_pretrained_model
 from llava.model.families import FAMILIES
@@ -237,10 +239,19 @@ def test_naflex_tower_at_its_square_grid_equals_the_naflex_processor_and_model(t
     torch.testing.assert_close(model.get_image_features(pixels), theirs, rtol=0, atol=atol)
 
 
-def test_open_clip_format_tower_is_refused_with_the_reason(tiny_backbones, tmp_path):
+def test_a_bare_open_clip_folder_is_refused_naming_its_prefix(tiny_backbones, tmp_path):
+    """OpenCLIP towers are named `local-dir:<folder>` (tests/model/test_open_clip_tower.py)."""
     (tmp_path / "open_clip_config.json").write_text("{}")
-    with pytest.raises(ValueError, match="OpenCLIP's format"):
+    with pytest.raises(ValueError, match=f"OpenCLIP's format .* name it local-dir:{tmp_path}"):
         build_from_backbones("fusion_llama", tiny_backbones("llama", "clip")[0], str(tmp_path))
+
+
+def test_an_open_clip_tower_without_open_clip_names_the_extra(tiny_backbones, tmp_path):
+    if importlib.util.find_spec("open_clip") is not None:
+        pytest.skip("open_clip is installed (tests/model/test_open_clip_tower.py runs its towers)")
+    (tmp_path / "open_clip_config.json").write_text("{}")
+    with pytest.raises(MissingExtraError, match=r"needs the openclip extra: pip install -e '\.\[openclip\]'"):
+        build_from_backbones("fusion_llama", tiny_backbones("llama", "clip")[0], f"local-dir:{tmp_path}")
 
 
 def test_siglip_refuses_cls_patch(tiny_backbones):
