@@ -1,31 +1,51 @@
-"""Serving throughput: answers/s of the OpenAI-compatible server with 1, 4 and 16 concurrent
-clients, and the speedup of dynamic batching over answering one request at a time.
+"""Serving throughput and latency: the OpenAI-compatible server under its two schedulers.
 
-    python -m llava.bench.serving [--json] [--hidden-size 512 --layers 8 --max-tokens 32 --threads 1]
+    python -m llava.bench.serving [--json] [--hidden-size 256 --layers 4 --max-tokens 64 --threads 1]
 
-Two servers (`python -m llava.serve.api`) run on 127.0.0.1 over the same randomly initialised
-Inverse-LLaVA checkpoint, one batching up to 16 requests per `generate` call and one with
-`--max-batch-size 1`; the official `openai` client sends greedy image questions (a data-URL PNG and
-a short question) from N threads at once. Both servers are measured in one run, under the same
-conditions, which the result lists.
+Three servers (`python -m llava.serve.api`) run on 127.0.0.1 over the same randomly initialised
+Inverse-LLaVA checkpoint: continuous batching (`--scheduler continuous`), request-level batching
+(`--scheduler request`), both up to 16 requests at once, and one request at a time (`--scheduler
+request --max-batch-size 1`). They are started together and measured in turns, the two terms of
+every ratio back to back. The official `openai` client sends greedy requests from threads:
+
+- *equal lengths*: 1, 4 and 16 clients each asking `--requests-per-client` image questions (a
+  data-URL PNG and a short question) for `--max-tokens` tokens; answers/s against one at a time;
+- *mixed* (`llava.bench.serving_mixed`): 16 clients alternating short (`--short-tokens`) and long
+  (`--long-tokens`) answers, half of them with images, in `--mixed-rounds` rounds, the two
+  batching servers taking turns: answers/s, tokens/s and the p50/p95 latency of the short
+  requests under this load, and of short requests sent alone to the idle server before each
+  round. The greedy answers of the two schedulers are compared request by request;
+- *forward costs*: in this process, on the servers' thread count, the prefill of one image
+  question and a decode step of 1 and of 16 rows (what a short request's latency is made of).
+
+Every figure is measured in one run, under the same conditions, which the result lists.
 """
 
 from __future__ import annotations
 
 import argparse
-import base64
-import io
 import json
 import logging
+import os
 import tempfile
 import time
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import ExitStack
 from pathlib import Path
 
 import torch
-from PIL import Image
 from transformers import AutoConfig, AutoTokenizer
 
+from llava.bench.serving_mixed import (
+    MixedRun,
+    forward_costs,
+    image_question,
+    percentiles,
+    run_mixed,
+    short_alone,
+    summarize,
+)
+from llava.environment import describe_environment, environment_line
 from llava.model.builder import build_from_backbones
 from llava.model.vision_tower import load_image_processor
 from llava.serve.launch import server
@@ -34,6 +54,7 @@ from llava.tools.make_tiny_checkpoints import make_llm, make_vision_tower
 logger = logging.getLogger(__name__)
 
 CLIENT_COUNTS = (1, 4, 16)
+SCHEDULERS = {"continuous": "continuous", "request_level": "request"}  # result key -> --scheduler
 
 
 def build_checkpoint(folder: Path, hidden_size: int, layers: int, seed: int = 0) -> Path:
@@ -55,32 +76,17 @@ def build_checkpoint(folder: Path, hidden_size: int, layers: int, seed: int = 0)
     return path
 
 
-def _image_url(seed: int) -> str:
-    buffer = io.BytesIO()
-    Image.new("RGB", (48, 40), (37 * seed % 256, 91 * seed % 256, 53 * seed % 256)).save(buffer, format="PNG")
-    return "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode("ascii")
-
-
 def measure(url: str, clients: int, requests_per_client: int, max_tokens: int) -> dict[str, float]:
     """Answers/s (and generated tokens/s, mean prompt and answer lengths) of `clients` threads each
-    asking `requests_per_client` questions, one after the other."""
+    asking `requests_per_client` image questions, one after the other."""
     import openai
 
     client = openai.OpenAI(base_url=url + "/v1", api_key="unused", max_retries=0, timeout=600)
     model = client.models.list().data[0].id
 
     def ask(i: int) -> tuple[int, int]:
-        messages = [
-            {
-                "role": "user",
-                "content": [
-                    {"type": "image_url", "image_url": {"url": _image_url(i)}},
-                    {"type": "text", "text": f"Question {i}: what is in the image?"},
-                ],
-            }
-        ]
         reply = client.chat.completions.create(
-            model=model, messages=messages, max_tokens=max_tokens, temperature=0
+            model=model, messages=image_question(i), max_tokens=max_tokens, temperature=0
         )
         return reply.usage.prompt_tokens, reply.usage.completion_tokens
 
@@ -103,41 +109,86 @@ def measure(url: str, clients: int, requests_per_client: int, max_tokens: int) -
     }
 
 
+def _servers(args: argparse.Namespace, checkpoint: Path, folder: Path, stack: ExitStack) -> dict[str, str]:
+    """The three servers, started together (each idle while another is measured): their URLs."""
+    batching = ("--max-batch-size", "16", "--batch-wait-ms", str(args.batch_wait_ms))
+    flags = {
+        **{key: ("--scheduler", scheduler, *batching) for key, scheduler in SCHEDULERS.items()},
+        "one_at_a_time": ("--scheduler", "request", "--max-batch-size", "1"),
+    }
+    return {
+        key: stack.enter_context(server(checkpoint, folder / f"{key}.log", args.threads, *options))
+        for key, options in flags.items()
+    }
+
+
+def _measure_all(args: argparse.Namespace, urls: dict[str, str], results: dict) -> dict[str, list[MixedRun]]:
+    """Every measurement, each ratio's terms back to back (the machine's load drifts); the mixed
+    workload's runs of each scheduler."""
+    for clients in CLIENT_COUNTS:
+        order = ["continuous", "one_at_a_time", "request_level"] if clients == 16 else list(SCHEDULERS)
+        for key in order:
+            figures = measure(urls[key], clients, args.requests_per_client, args.max_tokens)
+            results[f"{key}_{clients}_clients"] = figures
+            logger.info("%s, %2d client(s): %.2f answers/s", key, clients, figures["answers_per_s"])
+    runs: dict[str, list[MixedRun]] = {key: [] for key in SCHEDULERS}
+    alone: dict[str, list[float]] = {key: [] for key in SCHEDULERS}
+    for round_ in range(args.mixed_rounds):
+        for key in list(SCHEDULERS)[:: 1 if round_ % 2 == 0 else -1]:  # ABBA: turns cancel a drift
+            alone[key] += short_alone(urls[key], args.alone_requests, args.short_tokens)
+            runs[key].append(
+                run_mixed(urls[key], args.mixed_requests_per_client, args.short_tokens, args.long_tokens)
+            )
+            logger.info("%s, mixed round %d: %.1f s", key, round_ + 1, runs[key][-1].seconds)
+    for key in SCHEDULERS:
+        results[f"mixed_{key}"] = summarize(runs[key])
+        results[f"short_alone_{key}"] = percentiles(alone[key])
+    return runs
+
+
 def run(args: argparse.Namespace) -> dict:
-    with tempfile.TemporaryDirectory(prefix="bench-serving-") as tmp:
+    load_before = os.getloadavg()
+    with tempfile.TemporaryDirectory(prefix="bench-serving-") as tmp, ExitStack() as stack:
         folder = Path(tmp)
         checkpoint = build_checkpoint(folder, args.hidden_size, args.layers)
-        results: dict = {
-            "threads": args.threads,
-            "hidden_size": args.hidden_size,
-            "layers": args.layers,
-            "image_positions": AutoConfig.from_pretrained(checkpoint).num_image_tokens,
-            "max_tokens": args.max_tokens,
-            "requests_per_client": args.requests_per_client,
-        }
-        batched_flags = ("--max-batch-size", "16", "--batch-wait-ms", str(args.batch_wait_ms))
-        with server(checkpoint, folder / "batched.log", args.threads, *batched_flags) as url:
-            for clients in CLIENT_COUNTS:
-                results[f"batched_{clients}_clients"] = measure(
-                    url, clients, args.requests_per_client, args.max_tokens
-                )
-                logger.info(
-                    "batched, %2d client(s): %.2f answers/s",
-                    clients,
-                    results[f"batched_{clients}_clients"]["answers_per_s"],
-                )
-        with server(checkpoint, folder / "single.log", args.threads, "--max-batch-size", "1") as url:
-            results["one_at_a_time_16_clients"] = measure(url, 16, args.requests_per_client, args.max_tokens)
-            logger.info(
-                "one at a time, 16 clients: %.2f answers/s",
-                results["one_at_a_time_16_clients"]["answers_per_s"],
-            )
-    results["speedup_16_clients"] = (
-        results["batched_16_clients"]["answers_per_s"] / results["one_at_a_time_16_clients"]["answers_per_s"]
+        image_positions = AutoConfig.from_pretrained(checkpoint).num_image_tokens
+        results: dict = {}
+        runs = _measure_all(args, _servers(args, checkpoint, folder, stack), results)
+        results["forward_costs"] = forward_costs(checkpoint, args.threads)
+    single = results["one_at_a_time_16_clients"]["answers_per_s"]
+    for key in SCHEDULERS:
+        results[f"speedup_16_clients_{key}"] = results[f"{key}_16_clients"]["answers_per_s"] / single
+    results["continuous_vs_request_level_mixed"] = (
+        results["mixed_continuous"]["answers_per_s"] / results["mixed_request_level"]["answers_per_s"]
     )
-    results["speedup_16_over_1_client"] = (
-        results["batched_16_clients"]["answers_per_s"] / results["batched_1_clients"]["answers_per_s"]
+    results["short_p95_under_load_over_alone"] = (
+        results["mixed_continuous"]["short_p95_s"] / results["short_alone_continuous"]["p95_s"]
     )
+    pairs = [
+        pair
+        for first, second in zip(runs["continuous"], runs["request_level"], strict=True)
+        for pair in zip(first.answers, second.answers, strict=True)
+    ]
+    results["mixed_answers_identical"] = sum(a.text == b.text for a, b in pairs)
+    results["mixed_answers"] = len(pairs)
+    results["conditions"] = {
+        "server_threads": args.threads,
+        "hidden_size": args.hidden_size,
+        "layers": args.layers,
+        "image_positions": image_positions,
+        "max_tokens": args.max_tokens,
+        "requests_per_client": args.requests_per_client,
+        "short_tokens": args.short_tokens,
+        "long_tokens": args.long_tokens,
+        "mixed_requests_per_client": args.mixed_requests_per_client,
+        "mixed_rounds": args.mixed_rounds,
+        "alone_requests": args.alone_requests,
+        "batch_wait_ms": args.batch_wait_ms,
+        "cpus": os.cpu_count(),
+        "load_average_before": load_before[0],
+        "load_average_after": os.getloadavg()[0],
+        "environment": environment_line(describe_environment()),
+    }
     return results
 
 
@@ -148,11 +199,31 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--json", action="store_true", help="print one JSON object")
     parser.add_argument("--hidden-size", type=int, default=256)
     parser.add_argument("--layers", type=int, default=4)
-    parser.add_argument("--max-tokens", type=int, default=64, help="answer length asked for")
-    parser.add_argument("--requests-per-client", type=int, default=4)
+    parser.add_argument(
+        "--max-tokens", type=int, default=64, help="answer length of the equal-length workload"
+    )
+    parser.add_argument("--requests-per-client", type=int, default=4, help="equal-length workload")
+    parser.add_argument("--short-tokens", type=int, default=4, help="mixed workload: a short answer")
+    parser.add_argument("--long-tokens", type=int, default=128, help="mixed workload: a long answer")
+    parser.add_argument("--mixed-requests-per-client", type=int, default=8)
+    parser.add_argument(
+        "--mixed-rounds", type=int, default=4, help="mixed workload runs per server, taking turns"
+    )
+    parser.add_argument(
+        "--alone-requests", type=int, default=8, help="short requests timed on the idle server, per round"
+    )
     parser.add_argument("--threads", type=int, default=1, help="intra-op threads of each server")
     parser.add_argument("--batch-wait-ms", type=float, default=10.0)
     return parser.parse_args(argv)
+
+
+def _report(result: dict) -> None:
+    for key, value in result.items():
+        if isinstance(value, dict):
+            value = ", ".join(
+                f"{k} {v:.3f}" if isinstance(v, float) else f"{k} {v}" for k, v in value.items()
+            )
+        logger.info("%-34s %s", key, f"{value:.2f}" if isinstance(value, float) else value)
 
 
 def main(argv: list[str] | None = None) -> dict:
@@ -164,10 +235,7 @@ def main(argv: list[str] | None = None) -> dict:
     if args.json:
         print(json.dumps(result))
     else:
-        for key, value in result.items():
-            if isinstance(value, dict):
-                value = ", ".join(f"{k} {v:.2f}" for k, v in value.items())
-            logger.info("%-26s %s", key, f"{value:.2f}" if isinstance(value, float) else value)
+        _report(result)
     return result
 
 

@@ -67,14 +67,16 @@ def _drive(soak: Soak, clients: int, seconds: float, tally: Tally, sample: Calla
 
 
 def _wait_idle(soak: Soak, timeout_s: float = 60.0) -> None:
-    """Until two /health reads a second apart see the same number of batches."""
+    """Until two /health reads a second apart see the same work done: batches admitted, and decode
+    steps (which continuous batching runs without admitting anything)."""
     deadline = time.monotonic() + timeout_s
     last = None
     while time.monotonic() < deadline:
-        batches = soak.client.get(soak.url + "/health").json()["batches"]
-        if batches == last:
+        health = soak.client.get(soak.url + "/health").json()
+        done = (health["batches"], health.get("steps"))  # `steps`: the continuous scheduler only
+        if done == last:
             return
-        last = batches
+        last = done
         time.sleep(1.0)
 
 

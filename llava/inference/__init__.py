@@ -6,7 +6,9 @@ demo and the lmms-eval model.
 - `images`: image inputs (data URLs, local files under an allowed folder, opt-in remote URLs).
 - `streaming`: text deltas per batch row while `generate` runs.
 - `engine`: a checkpoint loaded once; batched, left-padded generation with the KV cache.
-- `scheduler`: dynamic batching of concurrent requests into one `generate` call.
+- `scheduler`: request-level batching: concurrent requests share one `generate` call.
+- `continuous`: continuous batching: requests join and leave a running batch at every decode
+  step (`decode_batch`: the rows' shared KV cache; `rows`: each row's tokens and text).
 """
 
 from llava.inference.decoding import Completion, DecodingSettings

@@ -34,8 +34,10 @@ class GenerationCancelled(Exception):
     """A request cancelled (its client left, or the scheduler closed) before its answer was finished."""
 
 
-@dataclass
-class _Job:
+@dataclass(eq=False)  # compared by identity
+class Job:
+    """A submitted request, as both schedulers hold it (`llava.inference.continuous` too)."""
+
     prompt: list[int]
     pixels: torch.Tensor | None  # [n, 3, H, W]
     settings: DecodingSettings
@@ -65,6 +67,7 @@ class BatchScheduler:
     """
 
     HISTORY = 1024
+    kind = "request"  # `--scheduler request`
 
     def __init__(self, engine: LoadedModel, max_batch_size: int = 16, max_wait_s: float = 0.01) -> None:
         if max_batch_size < 1:
@@ -77,10 +80,10 @@ class BatchScheduler:
         self.batches = 0
         self.cancelled = 0
         self.batch_sizes: deque[int] = deque(maxlen=self.HISTORY)
-        self._queue: queue.Queue[_Job | None] = queue.Queue()
+        self._queue: queue.Queue[Job | None] = queue.Queue()
         self._lock = threading.Lock()  # guards `_closed`, `_cancelling` and `_running`
         self._closed = self._cancelling = False
-        self._running: list[_Job] = []
+        self._running: list[Job] = []
         self._thread = threading.Thread(target=self._loop, name="llava-batcher", daemon=True)
         self._thread.start()
 
@@ -96,7 +99,7 @@ class BatchScheduler:
         `on_delta` is called from the worker thread with each piece of streamed text. Setting
         `cancelled` stops the request after the current step: its future then holds
         `GenerationCancelled`."""
-        job = _Job(list(prompt), pixels, settings, on_delta, cancelled or threading.Event())
+        job = Job(list(prompt), pixels, settings, on_delta, cancelled or threading.Event())
         with self._lock:
             if self._closed or not self._thread.is_alive():
                 raise RuntimeError("the batch scheduler is closed")
@@ -127,7 +130,7 @@ class BatchScheduler:
             if job is not None:
                 self._drop(job)
 
-    def _gather(self, first: _Job) -> tuple[list[_Job], bool]:
+    def _gather(self, first: Job) -> tuple[list[Job], bool]:
         """`first` and the requests arriving within the wait, and whether `close` was called."""
         jobs = [first]
         deadline = time.monotonic() + self.max_wait_s
@@ -148,7 +151,7 @@ class BatchScheduler:
             if first is None:
                 break
             jobs, closing = self._gather(first)
-            groups: dict[DecodingSettings, list[_Job]] = {}
+            groups: dict[DecodingSettings, list[Job]] = {}
             for job in jobs:
                 if job.cancelled.is_set():
                     self._drop(job)
@@ -157,11 +160,11 @@ class BatchScheduler:
             for settings, group in groups.items():
                 self._run(settings, group)
 
-    def _drop(self, job: _Job) -> None:
+    def _drop(self, job: Job) -> None:
         self.cancelled += 1
         job.drop()
 
-    def _run(self, settings: DecodingSettings, jobs: list[_Job]) -> None:
+    def _run(self, settings: DecodingSettings, jobs: list[Job]) -> None:
         with self._lock:
             cancelling = self._cancelling
             if not cancelling:
@@ -197,7 +200,7 @@ class BatchScheduler:
             else:
                 job.future.set_result(completion)
 
-    def _failed(self, settings: DecodingSettings, jobs: list[_Job], err: Exception) -> None:
+    def _failed(self, settings: DecodingSettings, jobs: list[Job], err: Exception) -> None:
         """A failed request gets the error; a failed batch is answered again one request at a
         time (those not yet streamed from), so that one bad request cannot fail the others."""
         if len(jobs) == 1:

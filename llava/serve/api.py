@@ -4,8 +4,11 @@
 
 Routes: `POST /v1/chat/completions` (text and `image_url` parts; `stream: true` as server-sent
 events), `GET /v1/models`, `GET /v1/models/{id}`, `GET /health`, and `GET /` (the demo page: upload an
-image and chat, streamed). Requests that arrive together share one `generate` call
-(`llava.inference.scheduler`); a greedy answer equals the one the request gets alone.
+image and chat, streamed). Requests are batched: by default continuously (`--scheduler
+continuous`, `llava.inference.continuous`: a request joins the running batch at the next decode
+step and leaves it when it ends), or by request (`--scheduler request`, `llava.inference.scheduler`:
+requests that arrive together share one `generate` call). A greedy answer equals the one the
+request gets alone.
 
 Images: data URLs always; local paths only under `--image-folder`; `http(s)` URLs only with
 `--allow-remote-images`, fetched on a pool of their own. Every image's pixels are checked from its
@@ -40,6 +43,7 @@ import torch
 from llava.extras import extra_imports
 from llava.inference import DecodingSettings
 from llava.inference.arguments import add_model_arguments, load_model
+from llava.inference.continuous import ContinuousScheduler
 from llava.inference.images import ImagePolicy, RemoteFetcher
 from llava.inference.scheduler import BatchScheduler, GenerationCancelled
 from llava.serve.openai_protocol import (
@@ -66,6 +70,8 @@ with extra_imports("llava.serve.api", "serve", as_command=__name__ == "__main__"
     from llava.serve.guard import RequestGuard, allowed_host_names
 
 logger = logging.getLogger(__name__)
+
+SCHEDULERS = {"continuous": ContinuousScheduler, "request": BatchScheduler}
 
 
 async def _read_body(request: Request, limit: int) -> bytes:
@@ -217,12 +223,16 @@ def create_app(service: ChatService, guard: Mapping[str, Any] | None = None) -> 
     @app.get("/health")
     async def health() -> dict[str, Any]:
         scheduler = service.scheduler
-        return {
+        health = {
             "status": "ok",
             "model": service.model_id,
+            "scheduler": scheduler.kind,
             "batches": scheduler.batches,
             "cancelled": scheduler.cancelled,
         }
+        if isinstance(scheduler, ContinuousScheduler):
+            health["steps"] = scheduler.steps
+        return health
 
     @app.get("/v1/models")
     async def models() -> dict[str, Any]:
@@ -282,10 +292,23 @@ def build_parser() -> argparse.ArgumentParser:
         "--model-name", default=None, help="model id clients name (default: the folder's name)"
     )
     server.add_argument(
-        "--max-batch-size", type=int, default=16, help="requests per generate call (1: no batching)"
+        "--scheduler",
+        choices=sorted(SCHEDULERS),
+        default="continuous",
+        help="continuous: requests join and leave the running batch at every decode step; "
+        "request: requests that arrive together share one generate call (default: continuous)",
     )
     server.add_argument(
-        "--batch-wait-ms", type=float, default=10.0, help="how long a batch waits for more requests"
+        "--max-batch-size",
+        type=int,
+        default=16,
+        help="requests decoded together (per generate call with --scheduler request; 1: no batching)",
+    )
+    server.add_argument(
+        "--batch-wait-ms",
+        type=float,
+        default=10.0,
+        help="how long an idle worker waits for more requests to start with the first",
     )
     server.add_argument(
         "--default-max-tokens",
@@ -381,7 +404,7 @@ def build_service(args: argparse.Namespace) -> ChatService:
         timeout_s=args.remote_timeout_s,
         max_pixels=args.max_image_pixels,
     )
-    scheduler = BatchScheduler(engine, args.max_batch_size, args.batch_wait_ms / 1000)
+    scheduler = SCHEDULERS[args.scheduler](engine, args.max_batch_size, args.batch_wait_ms / 1000)
     return ChatService(
         engine,
         scheduler,
@@ -406,10 +429,11 @@ def main(argv: Sequence[str] | None = None) -> None:
     service = build_service(args)
     guard = {"allowed_hosts": hosts, "allowed_origins": args.allowed_origins, "api_key": args.api_key}
     logger.info(
-        "serving %s on http://%s:%d (batches of up to %d; %s)",
+        "serving %s on http://%s:%d (%s batching of up to %d requests; %s)",
         service.model_id,
         args.host,
         args.port,
+        args.scheduler,
         args.max_batch_size,
         "API key required" if args.api_key else "no API key",
     )

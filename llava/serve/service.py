@@ -1,5 +1,5 @@
 """The model behind the server's routes: request limits, image reading under a pixel budget,
-remote fetches on their own pool, prompt building, context checks, and the batch scheduler."""
+remote fetches on their own pool, prompt building, context checks, and the scheduler."""
 
 from __future__ import annotations
 
@@ -15,6 +15,7 @@ from transformers import StopStringCriteria
 
 from llava.constants import IMAGE_TOKEN_INDEX
 from llava.inference import Completion, ContextOverflowError, DecodingSettings, LoadedModel
+from llava.inference.continuous import ContinuousScheduler
 from llava.inference.images import (
     DEFAULT_MAX_IMAGE_PIXELS,
     EncodedImage,
@@ -55,7 +56,7 @@ class ChatService:
     without on the default thread pool, so neither can hold the other up."""
 
     engine: LoadedModel
-    scheduler: BatchScheduler
+    scheduler: BatchScheduler | ContinuousScheduler
     model_id: str
     conv_mode: str
     policy: ImagePolicy
