@@ -8,13 +8,18 @@ a failed section is `{"error": "<type>: <message>", "seconds": ...}`. Sections:
 
 - `conditions`: device, dtype, library versions, whether flash-attn 2 is usable.
 - `attention`: bf16 logits of eager vs SDPA vs flash-attention-2 on a right-padded batch of three
-  samples of different lengths (one image each), both models, at 7B layer widths (4 layers);
+  samples of different lengths (one image each), both models (Inverse-LLaVA with the paper's
+  concat layer and with the published layer), at 7B layer widths (4 layers);
   `max_rel_diff` = max |logits - eager logits| / max |eager logits| over the real positions.
-- `generation`: greedy tokens of the library's `generate` with and without the KV cache, both
-  models, in the check's dtype and in fp32.
+- `generation`: greedy tokens of the library's `generate` with and without the KV cache, the
+  same three models, in the check's dtype and in fp32.
 - `train_step`: `llava.bench.train_step` (`--preset 7b` on a GPU: tokens/s, MFU, peak memory of
   the LoRA + fusion step against the baseline's).
-- `padding_free`: `llava.bench.padding_free` for both models (padded vs padding-free batches).
+- `padding_free`: `llava.bench.padding_free` for both models (padded vs padding-free batches
+  under the attention the training entry point picks; bf16 on a GPU).
+- `packed_attention`: `llava.bench.packed_attention`: the kernel of `--padding_free True` off
+  flash-attention on one packed row (per-sample SDPA, and on a GPU PyTorch's varlen
+  flash-attention) against SDPA with the block-diagonal mask: time and relative differences.
 - `decode`: batch-1 decode tokens/s of both models and a plain Llama of the same shape
   (`llava.bench.generation.decode_floor`) against the HBM-bandwidth bound: bandwidth / bytes read
   per token (the LLM's weights without its input embedding, plus the KV cache at the mean
@@ -45,6 +50,7 @@ import torch
 from transformers.utils import is_flash_attn_2_available
 
 from llava.bench import generation, train_step
+from llava.bench import packed_attention as packed_attention_bench
 from llava.bench import padding_free as padding_free_bench
 from llava.constants import IMAGE_TOKEN_INDEX
 from llava.environment import PACKAGES, package_version
@@ -53,6 +59,12 @@ logger = logging.getLogger(__name__)
 
 REPO = Path(__file__).resolve().parents[2]
 METHODS = ("fusion_llama", "llava_llama")
+# The models of the `attention` and `generation` sections: (key, model type, fusion variant flags).
+MODELS = (
+    ("fusion_llama", "fusion_llama", ()),
+    ("fusion_llama_published", "fusion_llama", ("--fusion-variant", "published")),
+    ("llava_llama", "llava_llama", ()),
+)
 # HBM bandwidth in bytes/s by the GPU's name (first match wins), from NVIDIA's datasheets: H200
 # SXM/NVL 4.8 TB/s; H100 NVL 3.9 TB/s; H100 PCIe 2.0 TB/s; H100 SXM 3.35 TB/s (what a plain
 # "H100 80GB HBM3" reports).
@@ -65,6 +77,8 @@ SHAPES = {
         "decode": ["--new-tokens", "6", "--repeats", "1"],
         "generate_tokens": 6, "train_preset": "tiny", "train_steps": 2, "train_warmup": 1,
         "padding_free": {"batch": 4, "steps": 2, "warmup": 1}, "zero3_steps": 2,
+        "packed_attention": {"batch": 4, "image_positions": 16, "heads": 4, "kv_heads": 2, "head_dim": 16,
+                             "repeats": 1},
     },
     "gpu": {
         "model": ["--hidden-size", "4096", "--intermediate-size", "11008", "--layers", "4",
@@ -73,6 +87,8 @@ SHAPES = {
         "decode": ["--preset", "7b", "--new-tokens", "128", "--repeats", "3"],
         "generate_tokens": 32, "train_preset": "7b", "train_steps": 10, "train_warmup": 2,
         "padding_free": {"batch": 8, "steps": 10, "warmup": 1}, "zero3_steps": 5,
+        "packed_attention": {"batch": 16, "image_positions": 576, "heads": 32, "kv_heads": 32,
+                             "head_dim": 128, "repeats": 5},
     },
 }  # fmt: skip
 ATTENTION_TOLERANCE = 0.05  # max_rel_diff accepted between implementations in bf16 (fp16: the same)
@@ -154,8 +170,8 @@ def attention(shape: dict, device: str, dtype: torch.dtype) -> dict:
     """Logits of SDPA and flash-attention-2 against eager's on one padded batch, both models."""
     implementations = ["sdpa", "flash_attention_2"]
     result: dict = {"tolerance": ATTENTION_TOLERANCE, "padding": "right", "lengths": [12, 7, 4]}
-    for model_type in METHODS:
-        args = _model_args(shape, device, dtype, "eager")
+    for key, model_type, variant in MODELS:
+        args = _model_args(shape, device, dtype, "eager", variant)
         model = _build(args, model_type)
         batch = padded_batch(model, tuple(result["lengths"]), device)
         real = _real_positions(model, batch)
@@ -175,7 +191,7 @@ def attention(shape: dict, device: str, dtype: torch.dtype) -> dict:
                 "max_rel_diff": diff,
                 "within_tolerance": diff <= ATTENTION_TOLERANCE,
             }
-        result[model_type] = per_model
+        result[key] = per_model
         del model
         _free_memory()
     return result
@@ -190,14 +206,14 @@ def cached_generation(shape: dict, device: str, dtype: torch.dtype, attn: str) -
     for run_dtype in dict.fromkeys([dtype, torch.float32]):
         run_attn = attn if run_dtype != torch.float32 or attn != "flash_attention_2" else "sdpa"
         key = str(run_dtype).removeprefix("torch.")
-        for model_type in METHODS:
-            args = _model_args(shape, device, run_dtype, run_attn)
+        for model_key, model_type, variant in MODELS:
+            args = _model_args(shape, device, run_dtype, run_attn, variant)
             model = _build(args, model_type)
             batch = padded_batch(model, (10, 6), device)
             cached = model.generate(**batch, **greedy)
             uncached = model.generate(**batch, **greedy, use_cache=False)
             same = (cached == uncached).all(dim=0)  # [n]
-            result[f"{model_type}/{key}"] = {
+            result[f"{model_key}/{key}"] = {
                 "identical": bool(same.all()),
                 "first_difference": None if same.all() else int((~same).nonzero()[0]),
                 "attn_implementation": run_attn,
@@ -213,19 +229,25 @@ def training_step(shape: dict, device: str) -> dict:
 
 
 def padding_free(shape: dict, device: str) -> dict:
-    """`llava.bench.padding_free` for both models; off CUDA only (it has no GPU path)."""
-    if device.startswith("cuda"):
-        return {
-            "gap": "llava.bench.padding_free runs on the CPU only (fp32, SDPA), so the 7B-shaped padded vs "
-            "padding-free step (flash-attention varlen) is not measured here; the CPU run measures the rest"
-        }
+    """`llava.bench.padding_free` for both models (fp32 on the CPU, bf16 on a GPU)."""
     settings = shape["padding_free"]
     return {
         model_type: padding_free_bench.run(
-            model_type, "shuffled", settings["batch"], settings["steps"], settings["warmup"]
+            model_type, "shuffled", settings["batch"], settings["steps"], settings["warmup"], device=device
         )
         for model_type in METHODS
     }
+
+
+def packed_attention(shape: dict, device: str, dtype: torch.dtype) -> dict:
+    """`llava.bench.packed_attention` in the check's dtype; each packed kernel's differences to
+    SDPA with the block-diagonal mask against `ATTENTION_TOLERANCE`."""
+    report = packed_attention_bench.run(device, dtype, **shape["packed_attention"])
+    for result in report["results"].values():
+        if "max_rel_diff_output" in result:
+            worst = max(result["max_rel_diff_output"], result["max_rel_diff_grads"])
+            result["within_tolerance"] = worst <= ATTENTION_TOLERANCE
+    return report
 
 
 def hbm_bandwidth(device: str) -> tuple[str, float] | None:
@@ -375,6 +397,7 @@ def run(tiny: bool, device: str | None = None) -> dict:
     report["generation"] = section("generation", lambda: cached_generation(shape, device, dtype, best))
     report["train_step"] = section("train_step", lambda: training_step(shape, device))
     report["padding_free"] = section("padding_free", lambda: padding_free(shape, device))
+    report["packed_attention"] = section("packed_attention", lambda: packed_attention(shape, device, dtype))
     report["decode"] = section("decode", lambda: decode(shape, device, dtype, best))
     report["zero3"] = section("zero3", lambda: zero3(shape, device))
     report["failed_sections"] = [name for name, value in report.items() if "error" in value]

@@ -2,6 +2,7 @@
 decode steps against a plain Llama of the same shape (the floor).
 
     python -m llava.bench.generation [--json] [--hidden-size 512 --layers 8 ...]
+        [--fusion-variant concat|published] [--compile-fusion]
 
 The cache-free loop recomputes the whole sequence for every new token, as the paper's public
 release does; it is the performance anchor. Both decode greedily from the same prompt (576 image
@@ -12,6 +13,12 @@ shape decode from prompts of the same length (the plain Llama's all text). A dec
 is `(t(n tokens) - t(1 token)) / (n - 1)`, which leaves the prefill (and the vision tower) out;
 the three are timed in turns, `--repeats` times each, and the medians compared. At decode the
 fusion adds one small term per token at its layers (the text half), the baseline nothing.
+
+`--compile-fusion`: a second Inverse-LLaVA with the same weights and its fusion layers compiled
+(`llava.model.compiled_fusion`) generates the same greedy answer in turns with the eager one,
+`--repeats` times: reported are the compiled / eager time of a `generate` call (prefill and
+`--new-tokens` decode steps), whether the tokens are identical, and the compile time, measured
+apart (the first compiled call's time less the median compiled call's).
 """
 
 from __future__ import annotations
@@ -27,6 +34,7 @@ from transformers import CLIPVisionConfig, LlamaConfig, LlamaForCausalLM
 
 from llava.constants import IMAGE_TOKEN_INDEX
 from llava.model import FusionLlamaConfig, FusionLlamaForCausalLM, LlavaLlamaConfig, LlavaLlamaForCausalLM
+from llava.model.compiled_fusion import compile_fusion
 from llava.model.uncached_generation import generate_without_cache
 
 logger = logging.getLogger(__name__)
@@ -61,7 +69,10 @@ def build_bench_model(args, model_type: str = "fusion_llama"):
     )
     if model_type == "fusion_llama":
         config = FusionLlamaConfig(
-            **_llm_fields(args), vision_config=vision.to_dict(), mm_vision_select_layer=-1
+            **_llm_fields(args),
+            vision_config=vision.to_dict(),
+            mm_vision_select_layer=-1,
+            fusion_variant=args.fusion_variant,
         )
         model_cls = FusionLlamaForCausalLM
     elif model_type == "llava_llama":
@@ -132,6 +143,30 @@ def decode_floor(args, fusion, image_ids, images) -> dict:
     }
 
 
+def compiled_generation(args, eager, input_ids, images) -> dict:
+    """The eager model against a copy with its fusion layers compiled, greedy, in turns."""
+    compiled = build_bench_model(args)  # the same seed: the same weights
+    compile_fusion(compiled)
+    n = args.new_tokens
+    greedy = {"max_new_tokens": n, "min_new_tokens": n, "do_sample": False}
+    first, t_first = _timed(lambda: compiled.generate(input_ids, images=images, **greedy), args.device)
+    times: dict[str, list[float]] = {"eager": [], "compiled": []}
+    tokens = {"first": first}
+    for _ in range(args.repeats):
+        for name, model in (("eager", eager), ("compiled", compiled)):
+            tokens[name], seconds = _timed(
+                lambda m=model: m.generate(input_ids, images=images, **greedy), args.device
+            )
+            times[name].append(seconds)
+    medians = {name: statistics.median(t) for name, t in times.items()}
+    return {
+        "fusion_variant": args.fusion_variant,
+        "compiled_over_eager": medians["compiled"] / medians["eager"],
+        "compile_seconds": t_first - medians["compiled"],
+        "compiled_tokens_identical": all(torch.equal(t, tokens["eager"]) for t in tokens.values()),
+    }
+
+
 def run(args) -> dict:
     model = build_bench_model(args)
     input_ids, images = _prompt(args, model.config.vision_config.image_size)
@@ -161,6 +196,8 @@ def run(args) -> dict:
         "identical": bool(cached.shape == uncached.shape and torch.equal(cached, uncached)),
     }
     result["speedup"] = result["cached_tokens_per_s"] / result["uncached_tokens_per_s"]
+    if args.compile_fusion:
+        result["compiled_fusion"] = compiled_generation(args, model, input_ids, images)
     result.update(decode_floor(args, model, input_ids, images))
     return result
 
@@ -189,6 +226,10 @@ def parse_args(argv: list[str] | None = None):
     parser.add_argument("--dtype", default=None, choices=["float32", "bfloat16", "float16"])
     parser.add_argument(
         "--attn-implementation", default="sdpa", choices=["eager", "sdpa", "flash_attention_2"]
+    )
+    parser.add_argument("--fusion-variant", choices=["concat", "published"], default="concat")
+    parser.add_argument(
+        "--compile-fusion", action="store_true", help="also time generation with the fusion layers compiled"
     )
     args = parser.parse_args(argv)
     if args.new_tokens < 2 or args.repeats < 1:

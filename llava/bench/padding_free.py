@@ -2,7 +2,7 @@
 by side in one run, on a length mix like LLaVA-v1.5-mix665k's.
 
     python -m llava.bench.padding_free [--json] [--model fusion_llama|llava_llama]
-        [--order shuffled|grouped] [--batch 16] [--steps 8]
+        [--order shuffled|grouped] [--batch 16] [--steps 8] [--device cpu|cuda]
 
 The mix (`MIX`): one-image VQA with short answers (VQAv2, GQA, OKVQA, OCR-VQA, A-OKVQA, TextCaps,
 RefCOCO, VG: 466K of the 665K samples, the questions of an image merged into one conversation),
@@ -15,15 +15,17 @@ one modality per global step of `batch x 8` samples, longest first.
 
 Three copies of one random model (the training recipe: LoRA on the LLM, the fusion branch or the
 projector trained, AdamW; dropout off so that they stay equal) train on the same micro-batches,
-step by step in turns:
-- `padded`: `DataCollatorForSupervisedDataset`, SDPA with the padding mask;
-- `padding_free`: `PaddingFreeCollator`, SDPA with transformers' packed-sequence mask, which is
-  what `--padding_free True` runs on a CPU: exact, but SDPA computes the whole `[S, S]` score
-  matrix of the packed row of S positions;
-- `padding_free_varlen`: the same row under `per_sample_attention`, which computes what
-  flash-attention's varlen path computes on a GPU (each sample's own causal block, cut where
-  transformers cuts it, from the positions), here with SDPA per sample: the cost model of
-  `--padding_free True` with `flash_attention_2`.
+step by step in turns, under the attention the training entry point picks (`train_mem.py`:
+flash-attention 2 where usable, else SDPA):
+- `padded`: `DataCollatorForSupervisedDataset`, that attention with the padding mask;
+- `padding_free`: `PaddingFreeCollator`, the attention `--padding_free True` runs
+  (`llava.model.per_sample_attention.padding_free_attention`): flash-attention's varlen path, or
+  SDPA run on each sample's causal block (`per_sample_attention`; on CUDA in bf16/fp16, PyTorch's
+  varlen flash-attention);
+- `packed_mask`: the same rows under SDPA with transformers' packed-sequence mask (what
+  `--padding_free True` ran before it computed attention per sample): exact, but SDPA computes the
+  whole `[S, S]` score matrix of the packed row of S positions.
+On a CPU the models run in float32; on CUDA in bfloat16 (`--dtype` overrides).
 Reported per mode: useful tokens per second (the samples' positions, image positions included,
 padding excluded; median step time of forward + backward + optimizer step) and FLOPs per step
 (counted by `torch.utils.flop_counter.FlopCounterMode` on forward + backward, mean over the
@@ -48,9 +50,10 @@ from llava.data.dataset import DataCollatorForSupervisedDataset
 from llava.data.packing import PaddingFreeCollator
 from llava.data.sampler import modality_grouped_indices
 from llava.model import FusionLlamaConfig, FusionLlamaForCausalLM, LlavaLlamaConfig, LlavaLlamaForCausalLM
-from llava.model.per_sample_attention import PER_SAMPLE
+from llava.model.per_sample_attention import padding_free_attention
 from llava.train.arguments import RunSpec
 from llava.train.recipe import apply_recipe, parameter_groups
+from llava.train.train_mem import default_attn_implementation
 
 logger = logging.getLogger(__name__)
 
@@ -126,9 +129,9 @@ def order_samples(samples: list[dict], order: str, batch: int, seed: int = 0) ->
     return [samples[i] for i in modality_grouped_indices(lengths, batch, WORLD, generator)]
 
 
-def build(model_type: str) -> torch.nn.Module:
+def build(model_type: str, attention: str, device: str = "cpu", dtype: torch.dtype = torch.float32):
     """A random model of the bench's shapes with its training recipe (LoRA r=16; no dropout)."""
-    common = dict(**LLM, vision_config=VISION, attn_implementation="sdpa")
+    common = dict(**LLM, vision_config=VISION, attn_implementation=attention)
     if model_type == "fusion_llama":
         config = FusionLlamaConfig(**common, mm_vision_select_layer=-1, fusion_dropout=0.0)
         model, skip = FusionLlamaForCausalLM(config), config.fusion_layer_ids
@@ -140,12 +143,12 @@ def build(model_type: str) -> torch.nn.Module:
     spec = RunSpec(
         model_type=model_type, config_fields={}, lora=lora, projector_only=False, freeze_backbone=False
     )
-    model, plan = apply_recipe(model, spec)
+    model, plan = apply_recipe(model.to(device, dtype), spec)
     with torch.no_grad():  # non-trivial trainables (their initialisation is zero)
         generator = torch.Generator().manual_seed(1)
         for param in model.parameters():
             if param.requires_grad:
-                param.copy_(torch.randn(param.shape, generator=generator) * 0.02)
+                param.copy_(torch.randn(param.shape, generator=generator).to(param) * 0.02)
     model.train()
     model.optimizer = torch.optim.AdamW(parameter_groups(model, plan, 2e-4, 0.0), lr=2e-4)
     return model
@@ -164,18 +167,35 @@ def forward_backward(model: torch.nn.Module, batch: dict, num_items: torch.Tenso
     return loss.detach()
 
 
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+
+
 def timed_step(model: torch.nn.Module, batch: dict, num_items: torch.Tensor) -> tuple[float, torch.Tensor]:
     """Forward + backward (gradients kept for the comparison): (seconds, loss)."""
+    _sync(model.device)
     start = time.perf_counter()
     loss = forward_backward(model, batch, num_items)
+    _sync(model.device)
     return time.perf_counter() - start, loss
 
 
 def timed_update(model: torch.nn.Module) -> float:
+    _sync(model.device)
     start = time.perf_counter()
     model.optimizer.step()
     model.optimizer.zero_grad(set_to_none=True)
+    _sync(model.device)
     return time.perf_counter() - start
+
+
+def to_device(batch: dict, device: str, dtype: torch.dtype) -> dict:
+    """A collated batch on the device, its images in the models' dtype."""
+    moved = {k: v.to(device) if isinstance(v, torch.Tensor) else v for k, v in batch.items()}
+    if moved.get("images") is not None:
+        moved["images"] = moved["images"].to(dtype)
+    return moved
 
 
 # torch counts the GPU kernels of SDPA only; its CPU kernel does the same work (the whole score
@@ -221,17 +241,32 @@ class ModeResult:
     padding_fraction: float
 
 
-MODES = ("padded", "padding_free", "padding_free_varlen")
-ATTENTION = {"padded": "sdpa", "padding_free": "sdpa", "padding_free_varlen": PER_SAMPLE}
+MODES = ("padded", "padding_free", "packed_mask")
 
 
-def run(model_type: str, order: str, batch: int, steps: int, warmup: int, seed: int = 0) -> dict:
+def attention_per_mode() -> dict[str, str]:
+    """The attention of each mode: the entry point's choice, padded and padding-free."""
+    chosen = default_attn_implementation()
+    return {"padded": chosen, "padding_free": padding_free_attention(chosen), "packed_mask": "sdpa"}
+
+
+def run(
+    model_type: str,
+    order: str,
+    batch: int,
+    steps: int,
+    warmup: int,
+    seed: int = 0,
+    device: str = "cpu",
+    dtype: torch.dtype | None = None,
+) -> dict:
     """Train the copies on the same `warmup + steps` micro-batches; the figures of the last `steps`."""
+    dtype = dtype or (torch.bfloat16 if device.startswith("cuda") else torch.float32)
+    attention = attention_per_mode()
     models = {}
     for mode in MODES:
         torch.manual_seed(seed)  # the same random weights for all
-        models[mode] = build(model_type)
-        models[mode].base_model.model.set_attn_implementation(ATTENTION[mode])
+        models[mode] = build(model_type, attention[mode], device, dtype)
     image_positions = models["padded"].config.num_image_tokens
     samples = order_samples(draw_samples(batch * (warmup + steps), image_positions, seed), order, batch, seed)
     padded_collator, free_collator = DataCollatorForSupervisedDataset(pad_token_id=0), PaddingFreeCollator()
@@ -240,7 +275,10 @@ def run(model_type: str, order: str, batch: int, steps: int, warmup: int, seed: 
     for step in range(warmup + steps):
         micro = samples[step * batch : (step + 1) * batch]
         lengths = [expanded_length(s, image_positions) for s in micro]
-        batches = {mode: (padded_collator if mode == "padded" else free_collator)(micro) for mode in MODES}
+        batches = {
+            mode: to_device((padded_collator if mode == "padded" else free_collator)(micro), device, dtype)
+            for mode in MODES
+        }
         num_items = batches["padded"]["labels"][..., 1:].ne(IGNORE_INDEX).sum()  # as the trainer counts
         seconds, losses = {}, {}
         for mode in MODES:  # in turns: the same machine state for all
@@ -274,10 +312,10 @@ def run(model_type: str, order: str, batch: int, steps: int, warmup: int, seed: 
     kinds = [s["kind"] for s in samples[warmup * batch :]]
     return {
         "model": model_type,
-        "device": "cpu",
+        "device": torch.cuda.get_device_name() if device.startswith("cuda") else "cpu",
         "threads": torch.get_num_threads(),
-        "attention": ATTENTION,
-        "dtype": "float32",
+        "attention": attention,
+        "dtype": str(dtype).removeprefix("torch."),
         "order": order,
         "micro_batch": batch,
         "steps": steps,
@@ -297,11 +335,11 @@ def run(model_type: str, order: str, batch: int, steps: int, warmup: int, seed: 
         "useful_tokens_per_step": tokens_per_step,
         "results": results,
         "tokens_per_s_ratio": results["padding_free"]["tokens_per_s"] / results["padded"]["tokens_per_s"],
-        "tokens_per_s_ratio_varlen": (
-            results["padding_free_varlen"]["tokens_per_s"] / results["padded"]["tokens_per_s"]
+        "tokens_per_s_ratio_packed_mask": (
+            results["packed_mask"]["tokens_per_s"] / results["padded"]["tokens_per_s"]
         ),
         "flops_ratio": results["padding_free"]["flops_per_step"] / results["padded"]["flops_per_step"],
-        "flops_ratio_varlen": results["padding_free_varlen"]["flops_per_step"]
+        "flops_ratio_packed_mask": results["packed_mask"]["flops_per_step"]
         / results["padded"]["flops_per_step"],
         "max_loss_diff": max(loss_diffs),
         "max_grad_diff": max(grad_diffs),
@@ -318,27 +356,36 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--batch", type=int, default=16, help="samples per micro-batch")
     parser.add_argument("--steps", type=int, default=8)
     parser.add_argument("--warmup", type=int, default=1)
+    parser.add_argument("--device", default="cpu", help="cpu or cuda")
+    parser.add_argument(
+        "--dtype",
+        choices=["float32", "bfloat16", "float16"],
+        default=None,
+        help="default: float32 on cpu, else bf16",
+    )
     parser.add_argument("--json", action="store_true", help="print the figures as JSON")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING)
-    report = run(args.model, args.order, args.batch, args.steps, args.warmup)
+    dtype = None if args.dtype is None else getattr(torch, args.dtype)
+    report = run(args.model, args.order, args.batch, args.steps, args.warmup, device=args.device, dtype=dtype)
     if args.json:
         print(json.dumps(report, indent=2))
         return report
     print(
-        f"{report['model']} on cpu ({report['threads']} threads, fp32), {args.order} micro-batches of "
+        f"{report['model']} on {report['device']} ({report['threads']} threads, {report['dtype']}), {args.order} micro-batches of "
         f"{args.batch}, {report['image_positions']} image positions, median of {args.steps} steps"
     )
     for name, kind in report["mix"].items():
         print(f"  mix {name:24s} share {kind['share']:.3f}  drawn {kind['drawn']}")
     for mode, r in report["results"].items():
         print(
-            f"  {mode:20s} ({ATTENTION[mode]:20s}) {r['step_ms']:8.1f} ms/step  {r['tokens_per_s']:8.0f} useful "
+            f"  {mode:14s} ({report['attention'][mode]:20s}) {r['step_ms']:8.1f} ms/step  {r['tokens_per_s']:8.0f} useful "
             f"tokens/s  {r['flops_per_step'] / 1e9:7.2f} GFLOP/step  padding {100 * r['padding_fraction']:.0f}%"
         )
     print(
-        f"  padding-free / padded useful tokens/s: {report['tokens_per_s_ratio']:.2f} (packed-sequence mask), "
-        f"{report['tokens_per_s_ratio_varlen']:.2f} (per-sample attention); goal >= {report['goal']}"
+        f"  padding-free / padded useful tokens/s: {report['tokens_per_s_ratio']:.2f} "
+        f"({report['attention']['padding_free']}, what --padding_free True runs; goal >= {report['goal']}), "
+        f"{report['tokens_per_s_ratio_packed_mask']:.2f} (SDPA with the packed-sequence mask)"
     )
     print(f"  max loss diff {report['max_loss_diff']:.1e}, max grad diff {report['max_grad_diff']:.1e}")
     return report

@@ -1,6 +1,7 @@
 """Training-step cost of Inverse-LLaVA versus the LLaVA-1.5 baseline, side by side in one run.
 
     python -m llava.bench.train_step [--preset cpu|7b] [--steps N] [--json]
+        [--fusion-variant concat|published] [--compile-fusion]
 
 Both models get identical inputs (per sample: one image of P positions + T text tokens, batch B),
 random weights, and their real training recipes (LoRA on the LLM; the fusion branch or the
@@ -8,6 +9,12 @@ projector fully trained; AdamW). One measured step = forward + backward + optimi
 models alternate step by step so that machine noise hits both alike. Reported: median step time,
 tokens/s, the fusion/baseline ratio (target <= 1.05), activation memory saved for backward, and on
 CUDA the peak allocated memory of a step and the MFU (6 x parameters x tokens / time / peak FLOPs).
+
+`--compile-fusion` adds a third model, Inverse-LLaVA with its fusion layers compiled
+(`llava.model.compiled_fusion`), the same weights as the eager one, in the same turns: reported
+are its step time against the eager one's (`compiled_over_eager`) and the compile time, measured
+apart (its first step's time less its median step's). `--fusion-variant` picks the fusion layer
+(the paper's `concat`, or the authors' `published` one).
 
 Presets: `cpu` (small, minutes on a laptop core), `tiny` (seconds: the device check's CPU run, bf16
 with activation checkpointing like `7b`) and `7b` (Vicuna-7B + CLIP-L/336 shapes: 576
@@ -28,6 +35,7 @@ import torch
 
 from llava.constants import IGNORE_INDEX, IMAGE_TOKEN_INDEX
 from llava.model import FusionLlamaConfig, FusionLlamaForCausalLM, LlavaLlamaConfig, LlavaLlamaForCausalLM
+from llava.model.compiled_fusion import compile_fusion
 from llava.train.arguments import RunSpec
 from llava.train.recipe import apply_recipe, parameter_groups
 
@@ -71,12 +79,13 @@ class Measured:
     mfu: float | None = None
 
 
-def build(model_type: str, preset: dict, device: str) -> torch.nn.Module:
+def build(model_type: str, preset: dict, device: str, fusion_variant: str = "concat") -> torch.nn.Module:
     """A randomly initialised model of the preset's shapes with its training recipe applied."""
     dtype = getattr(torch, preset["dtype"])
     common = dict(**preset["llm"], vision_config=preset["vision"], attn_implementation="sdpa")
     if model_type == "fusion_llama":
-        config, cls = FusionLlamaConfig(**common, mm_vision_select_layer=-1), FusionLlamaForCausalLM
+        config = FusionLlamaConfig(**common, mm_vision_select_layer=-1, fusion_variant=fusion_variant)
+        cls = FusionLlamaForCausalLM
         lora_skip = config.fusion_layer_ids
     else:
         config, cls = LlavaLlamaConfig(**common, mm_projector_type="mlp2x_gelu"), LlavaLlamaForCausalLM
@@ -162,13 +171,27 @@ def _peak_flops(device: str) -> float | None:
     return next((flops for key, flops in PEAK_FLOPS.items() if key in name), None)
 
 
-def run(preset_name: str, steps: int, warmup: int, device: str) -> dict:
+def run(
+    preset_name: str,
+    steps: int,
+    warmup: int,
+    device: str,
+    fusion_variant: str = "concat",
+    compiled: bool = False,
+) -> dict:
+    if compiled and warmup < 1:
+        raise ValueError("compiled: warmup must be at least 1 (the compiled model's first step compiles)")
     preset = PRESETS[preset_name]
     torch.manual_seed(0)
     models = {
-        "fusion": build("fusion_llama", preset, device),
+        "fusion": build("fusion_llama", preset, device, fusion_variant),
         "baseline": build("llava_llama", preset, device),
     }
+    compile_seconds = None
+    if compiled:
+        torch.manual_seed(0)  # the eager fusion model's weights
+        models["fusion_compiled"] = build("fusion_llama", preset, device, fusion_variant)
+        compile_fusion(models["fusion_compiled"])
     num_image_tokens = models["fusion"].config.num_image_tokens
     batch = make_batch(preset, num_image_tokens, device)
     tokens = preset["batch"] * (num_image_tokens + preset["text_tokens"])
@@ -176,10 +199,12 @@ def run(preset_name: str, steps: int, warmup: int, device: str) -> dict:
     saved: dict[str, int] = {}
     peaks: dict[str, float | None] = {}
     for step in range(warmup + steps):
-        for name, model in models.items():  # alternate: the same machine state for both
+        for name, model in models.items():  # alternate: the same machine state for all
             seconds, saved[name], peak = train_step(model, batch, device)
             peaks[name] = peak if peaks.get(name) is None else max(peaks[name], peak)
-            if step >= warmup:
+            if name == "fusion_compiled" and step == 0:
+                compile_seconds = seconds  # the step that compiled, less a step below
+            elif step >= warmup:
                 times[name].append(seconds)
     peak_flops = _peak_flops(device)
     results = {}
@@ -197,8 +222,9 @@ def run(preset_name: str, steps: int, warmup: int, device: str) -> dict:
             mfu=(6 * n_params * tokens / median / peak_flops) if peak_flops else None,
         ).__dict__
     ratio = results["fusion"]["step_ms"] / results["baseline"]["step_ms"]
-    return {
+    report = {
         "preset": preset_name,
+        "fusion_variant": fusion_variant,
         "device": torch.cuda.get_device_name() if device.startswith("cuda") else "cpu",
         "threads": torch.get_num_threads(),
         "batch": preset["batch"],
@@ -210,6 +236,10 @@ def run(preset_name: str, steps: int, warmup: int, device: str) -> dict:
         "target": 1.05,
         "target_met": ratio <= 1.05,
     }
+    if compiled:
+        report["compiled_over_eager"] = results["fusion_compiled"]["step_ms"] / results["fusion"]["step_ms"]
+        report["compile_seconds"] = compile_seconds - results["fusion_compiled"]["step_ms"] / 1000
+    return report
 
 
 def main(argv: list[str] | None = None) -> dict:
@@ -222,12 +252,23 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--steps", type=int, default=10)
     parser.add_argument("--warmup", type=int, default=2)
     parser.add_argument("--device", default=None)
+    parser.add_argument("--fusion-variant", choices=["concat", "published"], default="concat")
+    parser.add_argument(
+        "--compile-fusion", action="store_true", help="also time the fusion layers compiled (torch.compile)"
+    )
     parser.add_argument("--json", action="store_true", help="print the figures as JSON")
     args = parser.parse_args(argv)
+    if args.compile_fusion and args.warmup < 1:
+        parser.error("--compile-fusion needs --warmup >= 1 (the first step compiles)")
     logging.basicConfig(level=logging.WARNING)
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
     report = run(
-        args.preset or ("7b" if device.startswith("cuda") else "cpu"), args.steps, args.warmup, device
+        args.preset or ("7b" if device.startswith("cuda") else "cpu"),
+        args.steps,
+        args.warmup,
+        device,
+        args.fusion_variant,
+        args.compile_fusion,
     )
     if args.json:
         print(json.dumps(report, indent=2))
@@ -246,6 +287,11 @@ def main(argv: list[str] | None = None) -> dict:
         )
     verdict = "met" if report["target_met"] else "NOT met"
     print(f"  fusion / baseline step time: {report['fusion_over_baseline']:.3f} (target <= 1.05: {verdict})")
+    if args.compile_fusion:
+        print(
+            f"  fusion ({report['fusion_variant']}) compiled / eager step time: {report['compiled_over_eager']:.3f}; "
+            f"compile time {report['compile_seconds']:.1f} s"
+        )
     return report
 
 

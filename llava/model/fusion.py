@@ -115,9 +115,8 @@ class FusionBranch(FusionLayer):
         scale = self.alpha
         if gate_logits is not None:
             scale = scale * torch.sigmoid(gate_logits)  # [N, n_targets]
-        return term * torch.repeat_interleave(
-            scale, torch.tensor(self.split_sizes, device=term.device), dim=-1
-        )
+        repeats = torch.tensor(self.split_sizes, device=term.device)
+        return term * torch.repeat_interleave(scale, repeats, dim=-1, output_size=term.shape[-1])
 
     def text_term(self, x: torch.Tensor) -> torch.Tensor:
         """Fusion term at text positions. x: [N, d_h] -> [N, total]."""
@@ -136,15 +135,14 @@ class FusionBranch(FusionLayer):
         gate = F.linear(vision, self.gate_vision, self.gate_bias) if self.variant == "gated" else None
         return self._scale(F.linear(vision, self._vision_half()), gate)
 
-    def _fuse(self, flat_x: torch.Tensor, selected: tuple[torch.Tensor, torch.Tensor] | None) -> torch.Tensor:
+    def _fuse(
+        self, flat_x: torch.Tensor, selected: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None
+    ) -> torch.Tensor:
         """The split form. flat_x: [B*T, d_h] -> [B*T, total]; in training both halves always run
         (on zero rows when a half is empty)."""
         if selected is None:
             return self.text_term(flat_x)
-        rows, image_vision = selected
-        is_text = torch.ones(flat_x.shape[0], dtype=torch.bool, device=flat_x.device)
-        is_text[rows] = False
-        text_rows = is_text.nonzero().squeeze(1)
+        rows, text_rows, image_vision = selected  # [N_img], [N_text], [N_img, d_v]
         out = flat_x.new_zeros(flat_x.shape[0], sum(self.split_sizes))  # [B*T, total]
         out = out.index_copy(0, text_rows, self.text_term(flat_x.index_select(0, text_rows)))
         return out.index_copy(0, rows, self.vision_term(image_vision.to(flat_x.dtype)))

@@ -7,24 +7,32 @@ import torch
 from torch import nn
 
 
+@torch.compiler.disable
 def image_rows(
     flat_x: torch.Tensor,
     vision_stream: torch.Tensor | None,
     image_mask: torch.Tensor | None,
     vision_width: int,
     always: bool,
-) -> tuple[torch.Tensor, torch.Tensor] | None:
-    """The flattened image positions and their vision vectors (`[N_img]`, `[N_img, d_v]`), shared
-    by the paper's and the release's layers; empty ones when there is no image and `always` (in
-    training, so that the vision half stays in the graph on every rank, as ZeRO-3 needs); None
-    when there is no image and nothing needs the vision half."""
-    if image_mask is not None and image_mask.any():
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None:
+    """The flattened image positions, the text positions and the image positions' vision vectors
+    (`[N_img]`, `[N_text]`, `[N_img, d_v]`), shared by every layer; no image positions (and zero
+    vision rows) when there is no image and `always` (in training, so that the vision half stays in
+    the graph on every rank, as ZeRO-3 needs); None when there is no image and nothing needs the
+    vision half. Their counts depend on the mask's values, so this runs eagerly when the layer is
+    compiled (`llava.model.compiled_fusion`), and the layer's arithmetic after it is one graph."""
+    flat_mask = None if image_mask is None else image_mask.reshape(-1)  # [B*T]
+    if flat_mask is not None and flat_mask.any():
         if vision_stream is None:
             raise ValueError("image_mask marks image positions but no vision_stream was given")
-        rows = image_mask.reshape(-1).nonzero().squeeze(1)
-        return rows, vision_stream.reshape(-1, vision_stream.shape[-1]).index_select(0, rows)
+        rows = flat_mask.nonzero().squeeze(1)
+        vision = vision_stream.reshape(-1, vision_stream.shape[-1]).index_select(0, rows)
+        return rows, (~flat_mask).nonzero().squeeze(1), vision
     if always:
-        return torch.zeros(0, dtype=torch.long, device=flat_x.device), flat_x.new_zeros(0, vision_width)
+        device = flat_x.device
+        no_rows = torch.zeros(0, dtype=torch.long, device=device)
+        all_rows = torch.arange(flat_x.shape[0], device=device)
+        return no_rows, all_rows, flat_x.new_zeros(0, vision_width)
     return None
 
 

@@ -144,14 +144,13 @@ class PublishedFusion(FusionLayer):
         self.output = nn.ModuleDict({t: ConcatOutput(d_v, out_features[t]) for t in self.targets})
         self.scales = TargetScales(self.targets, config.fusion_alpha)
 
-    def _fuse(self, flat_x: torch.Tensor, selected: tuple[torch.Tensor, torch.Tensor] | None) -> torch.Tensor:
+    def _fuse(
+        self, flat_x: torch.Tensor, selected: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None
+    ) -> torch.Tensor:
         """The split form. flat_x: [B*T, d_h] -> [B*T, total]."""
         if selected is None:  # every position is text (decode steps, text-only prompts)
             return torch.cat([self._target(t, flat_x, None)[0] for t in self.targets], dim=-1)
-        rows, vision = selected  # [N_img], [N_img, d_v]
-        is_text = torch.ones(flat_x.shape[0], dtype=torch.bool, device=flat_x.device)
-        is_text[rows] = False
-        text_rows = is_text.nonzero().squeeze(1)  # [N_text]
+        rows, text_rows, vision = selected  # [N_img], [N_text], [N_img, d_v]
         text_x = flat_x.index_select(0, text_rows)  # [N_text, d_h]
         vision = vision.to(flat_x.dtype)
         terms = []

@@ -113,9 +113,11 @@ class ReleaseFusion(FusionLayer):
             branches = {t: ReleaseStableTarget(d_h, d_v, out_features[t], alpha) for t in self.targets}
         self.branches = nn.ModuleDict(branches)
 
-    def _fuse(self, flat_x: torch.Tensor, selected: tuple[torch.Tensor, torch.Tensor] | None) -> torch.Tensor:
-        # flat_x: [B*T, d_h] -> [B*T, total]
-        rows, vision = selected if selected is not None else (None, None)
+    def _fuse(
+        self, flat_x: torch.Tensor, selected: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None
+    ) -> torch.Tensor:
+        # flat_x: [B*T, d_h] -> [B*T, total]; the text half runs at every position
+        rows, _, vision = selected if selected is not None else (None, None, None)
         terms = []
         for target in self.targets:
             branch = self.branches[target]

@@ -68,7 +68,12 @@ def _unset(help_text: str):
 @dataclass
 class ModelArguments:
     model_name_or_path: str = field(metadata={"help": "The base LLM (folder or hub id)."})
-    vision_tower: str = field(metadata={"help": "The CLIP vision tower (folder or hub id)."})
+    vision_tower: str = field(
+        metadata={
+            "help": "The vision tower: a CLIP or SigLIP folder or hub id, or an OpenCLIP tower "
+            "(local-dir:FOLDER, hf-hub:ORG/NAME or open_clip:MODEL,PRETRAINED; the openclip extra)."
+        }
+    )
     version: str = field(default="v1", metadata={"help": f"Conversation template: {sorted(conv_templates)}."})
     model_type: str | None = _unset(
         "fusion_llama (Inverse-LLaVA) or llava_llama (LLaVA-1.5 baseline). (default: what "
@@ -158,6 +163,7 @@ class TrainingArguments(transformers.TrainingArguments):
             "positions per sample). The same samples per step and the same loss and gradients as padding."
         },
     )
+    compile_fusion: bool | None = _unset("torch.compile the fusion layers only. (default: off)")
     warmup_ratio: float | None = _unset("LLaVA's spelling of a fractional --warmup_steps (e.g. 0.03).")
     evaluation_strategy: str | None = _unset("LLaVA's spelling of --eval_strategy (transformers' old name).")
     overwrite_output_dir: bool = field(
@@ -355,7 +361,11 @@ def resolve_run(
             )
     else:
         _reject(model_args, FUSION_FLAGS, "the LLaVA-1.5 baseline (llava_llama) has no fusion layers")
-        _reject(training_args, ("fusion_lr",), "the LLaVA-1.5 baseline (llava_llama) has no fusion layers")
+        _reject(
+            training_args,
+            ("fusion_lr", "compile_fusion"),
+            "the LLaVA-1.5 baseline (llava_llama) has no fusion layers",
+        )
         if model_args.mm_projector_type is not None:
             fields["mm_projector_type"] = model_args.mm_projector_type
         if model_args.tune_mm_mlp_adapter and model_args.pretrain_mm_mlp_adapter:

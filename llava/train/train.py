@@ -24,10 +24,13 @@ from llava.data.dataset import DataCollatorForSupervisedDataset, LazySupervisedD
 from llava.data.packing import PaddingFreeCollator
 from llava.data.preprocess import load_tokenizer
 from llava.model.builder import build_from_backbones
+from llava.model.compiled_fusion import compile_fusion
 from llava.model.fingerprint import location_fingerprint
+from llava.model.per_sample_attention import FLASH_PREFIX, padding_free_attention
 from llava.model.vision_tower import load_image_processor
 from llava.train.arguments import (
     DataArguments,
+    FlagError,
     ModelArguments,
     RunSpec,
     TrainingArguments,
@@ -66,13 +69,13 @@ def _setup_logging(training_args: TrainingArguments) -> None:
 def _prepare_output_dir(training_args: TrainingArguments) -> None:
     """Refuse a used `--output_dir` unless the run resumes or overwrites; with
     `--overwrite_output_dir True` the earlier run's checkpoints and model are removed first (by the
-    main process, the others waiting)."""
+    world's main process, every other process on every node waiting: the folder is shared)."""
     used = guard_output_dir(
         training_args.output_dir,
         resuming=resume_requested(training_args.resume_from_checkpoint),
         overwrite=training_args.overwrite_output_dir,
     )
-    with training_args.main_process_first(desc="clearing --output_dir"):
+    with training_args.main_process_first(local=False, desc="clearing --output_dir"):
         if used and training_args.should_save:
             clear_output_dir(training_args.output_dir, used)
 
@@ -212,16 +215,13 @@ def train(
     if model_args.pretrain_mm_mlp_adapter:
         load_projector(model, model_args.pretrain_mm_mlp_adapter)
     model.config.use_cache = False
-    if training_args.padding_free and not model.config._attn_implementation.startswith("flash_attention"):
-        logger.warning(
-            "--padding_free True under %s attention: exact, but its packed-sequence mask makes attention "
-            "compute the whole packed row (S x S positions); flash_attention_2 computes each sample's own "
-            "block (see docs/performance.md)",
-            model.config._attn_implementation,
-        )
+    if training_args.padding_free:
+        _use_padding_free_attention(model)
     tokenizer = load_tokenizer(model_args.model_name_or_path, training_args.model_max_length)
     image_processor = load_image_processor(model_args.vision_tower)
     model, plan = apply_recipe(model, spec)
+    if training_args.compile_fusion:
+        _compile_fusion(model, training_args)
 
     dataset = LazySupervisedDataset(
         data_args.data_path,
@@ -280,6 +280,33 @@ def train(
     if training_args.should_save:  # written last: a finished model's completion marker
         write_json_atomically(os.path.join(training_args.output_dir, SUMMARY_FILE), summary)
     return summary
+
+
+def _use_padding_free_attention(model) -> None:
+    """`--padding_free True` computes attention within each sample: flash-attention's varlen path
+    as it is, SDPA replaced by the same kernel run per sample (`llava.model.per_sample_attention`);
+    eager, asked for by name, stays and computes the whole packed row."""
+    chosen = model.config._attn_implementation
+    attention = padding_free_attention(chosen)
+    if attention != chosen:
+        model.set_attn_implementation(attention)
+        logger.info("--padding_free True: %s attention computed per sample (%s)", chosen, attention)
+    elif not attention.startswith(FLASH_PREFIX):
+        logger.warning(
+            "--padding_free True under %s attention: exact, but its packed-sequence mask makes attention "
+            "compute the whole packed row (S x S positions); sdpa and flash_attention_2 compute each "
+            "sample's own block (see docs/performance.md)",
+            attention,
+        )
+
+
+def _compile_fusion(model, training_args: TrainingArguments) -> None:
+    """`--compile_fusion True`: the fusion layers compiled in place (`llava.model.compiled_fusion`).
+    Refused under ZeRO-3, whose hooks gather a module's parameters inside the call it would compile
+    (not supported, not tested)."""
+    if training_args.deepspeed and training_args.hf_deepspeed_config.is_zero3():
+        raise FlagError("--compile_fusion True does not apply under DeepSpeed ZeRO-3 (use ZeRO-2 or none)")
+    compile_fusion(model)
 
 
 def main(argv: list[str] | None = None, default_attn_implementation: str | None = None) -> dict:

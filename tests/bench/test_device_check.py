@@ -15,7 +15,16 @@ import torch
 from llava.bench import device_check
 
 REPO = Path(__file__).resolve().parents[2]
-SECTIONS = ["conditions", "attention", "generation", "train_step", "padding_free", "decode", "zero3"]
+SECTIONS = [
+    "conditions",
+    "attention",
+    "generation",
+    "train_step",
+    "padding_free",
+    "packed_attention",
+    "decode",
+    "zero3",
+]
 
 
 @pytest.fixture(scope="module")
@@ -41,11 +50,17 @@ def test_tiny_device_check_runs_every_section(report):
     }
     conditions = report["conditions"]
     assert conditions["dtype"] == "bfloat16" and conditions["versions"]["torch"] == torch.__version__
+    for key, _, _ in device_check.MODELS:  # both fusion layers and the baseline
+        assert report["attention"][key]["sdpa"]["within_tolerance"] is True
+        assert "skipped" in report["attention"][key]["flash_attention_2"]  # no flash-attn on a CPU
+        assert report["generation"][f"{key}/float32"]["identical"] is True
     for model_type in device_check.METHODS:
-        assert report["attention"][model_type]["sdpa"]["within_tolerance"] is True
-        assert "skipped" in report["attention"][model_type]["flash_attention_2"]  # no flash-attn on a CPU
-        assert report["generation"][f"{model_type}/float32"]["identical"] is True
         assert report["padding_free"][model_type]["max_loss_diff"] <= 1e-5
+        assert report["padding_free"][model_type]["attention"]["padding_free"] == "per_sample_attention"
+    kernels = report["packed_attention"]["results"]
+    assert (
+        kernels["blockwise_sdpa"]["within_tolerance"] is True and "varlen_flash" not in kernels
+    )  # CUDA only
     assert report["train_step"]["results"]["fusion"]["tokens_per_s"] > 0
     assert report["decode"]["fusion_decode_tokens_per_s"] > 0 and "bound" in report["decode"]
     zero3 = report["zero3"]

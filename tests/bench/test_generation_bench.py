@@ -3,6 +3,8 @@ checked: the numbers are the benchmark's output, not a test's)."""
 
 from __future__ import annotations
 
+import pytest
+
 from llava.bench.generation import main
 
 TINY = [
@@ -36,3 +38,12 @@ def test_generation_bench_reports_cache_and_decode_floor(capsys):
         result["fusion_decode_ratio"]
         == result["fusion_decode_tokens_per_s"] / result["plain_decode_tokens_per_s"]
     )
+
+
+@pytest.mark.slow
+def test_generation_bench_compiled_fusion_decodes_the_same_tokens():
+    """The published layer compiled (prefill and decode steps) against the eager model."""
+    result = main([*TINY, "--fusion-variant", "published", "--compile-fusion", "--json"])
+    compiled = result["compiled_fusion"]
+    assert compiled["fusion_variant"] == "published" and compiled["compiled_tokens_identical"] is True
+    assert compiled["compiled_over_eager"] > 0 and isinstance(compiled["compile_seconds"], float)

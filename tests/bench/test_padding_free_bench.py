@@ -1,5 +1,5 @@
-"""The padding-free benchmark: the three modes on the same micro-batches, equal losses and gradients,
-its mix and its sample orders."""
+"""The padding-free benchmark: the three modes on the same micro-batches (padding-free under the
+attention `--padding_free True` runs), equal losses and gradients, its mix and its sample orders."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ from types import SimpleNamespace
 
 from llava.bench import padding_free
 from llava.bench.padding_free import MIX, draw_samples, expanded_length, main, order_samples
+from llava.model.per_sample_attention import PER_SAMPLE
 from tests import tolerances
 
 
@@ -30,13 +31,15 @@ def test_padding_free_bench_reports_both_modes(capsys, monkeypatch):
     monkeypatch.setattr(padding_free, "max_grad_diff", recording_diff)
     report = main(["--json", "--batch", "4", "--steps", "1", "--warmup", "0"])
     assert json.loads(capsys.readouterr().out) == json.loads(json.dumps(report))
+    # on a CPU the entry point trains under SDPA, which --padding_free True runs per sample
+    assert report["attention"] == {"padded": "sdpa", "padding_free": PER_SAMPLE, "packed_mask": "sdpa"}
     padded, free = report["results"]["padded"], report["results"]["padding_free"]
-    varlen = report["results"]["padding_free_varlen"]
+    packed_mask = report["results"]["packed_mask"]
     assert report["tokens_per_s_ratio"] == free["tokens_per_s"] / padded["tokens_per_s"]
-    assert report["tokens_per_s_ratio_varlen"] == varlen["tokens_per_s"] / padded["tokens_per_s"]
+    assert report["tokens_per_s_ratio_packed_mask"] == packed_mask["tokens_per_s"] / padded["tokens_per_s"]
     # the packed row's SDPA computes the whole [S, S] scores, each sample's block alone less
-    assert varlen["flops_per_step"] < free["flops_per_step"]
-    assert report["flops_ratio_varlen"] == varlen["flops_per_step"] / padded["flops_per_step"]
+    assert free["flops_per_step"] < packed_mask["flops_per_step"]
+    assert report["flops_ratio_packed_mask"] == packed_mask["flops_per_step"] / padded["flops_per_step"]
     # One comparison, before any optimizer step: the packed rows and the padded batch add the same
     # terms in other orders (twice the contractions for a gradient); the longest is a packed row
     # (summed over in the weights' gradients) or the MLP.
@@ -45,6 +48,7 @@ def test_padding_free_bench_reports_both_modes(capsys, monkeypatch):
     assert report["max_loss_diff"] <= tolerances.forward(width, depth, max(sizes["loss"]))
     assert report["max_grad_diff"] <= tolerances.forward(width, 2 * depth, max(sizes["grad"]))
     assert free["padding_fraction"] == 0.0 and free["positions_per_step"] == report["useful_tokens_per_step"]
+    assert packed_mask["positions_per_step"] == free["positions_per_step"]
     assert padded["positions_per_step"] >= free["positions_per_step"]
     assert free["flops_per_step"] > 0 and padded["flops_per_step"] > 0
     assert sum(kind["drawn"] for kind in report["mix"].values()) == 4

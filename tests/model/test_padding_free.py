@@ -2,9 +2,10 @@
 gradient of every parameter (fp32, up to the rounding of other summation orders), for both models,
 with image samples, text-only samples and a sample with two images: eager and SDPA on Llama + CLIP
 and Qwen2 + SigLIP, SDPA on every LLM family with every tower, under activation checkpointing, and
-under flash-attention's varlen conventions (computed per sample on CPU). Also: the collator's
-labels and positions, the expansion's positions, image mask and vision stream, and the errors on
-malformed packed rows."""
+under flash-attention's varlen conventions (computed per sample on CPU), and under the
+per-sample kernel `--padding_free True` runs off flash-attention (every family). Also: that kernel
+against a dense mask, the collator's labels and positions, the expansion's positions, image mask and
+vision stream, and the errors on malformed packed rows."""
 
 from __future__ import annotations
 
@@ -20,9 +21,10 @@ from transformers.modeling_flash_attention_utils import (
 from llava.constants import IGNORE_INDEX, IMAGE_TOKEN_INDEX
 from llava.data.dataset import DataCollatorForSupervisedDataset
 from llava.data.packing import PaddingFreeCollator
+from llava.model import per_sample_attention as per_sample_attention_module
 from llava.model.builder import build_from_backbones
 from llava.model.multimodal import merge_image_positions, packed_sample_ids, restarting_positions
-from llava.model.per_sample_attention import per_sample_attention
+from llava.model.per_sample_attention import PER_SAMPLE, per_sample_attention, sample_bounds, window_mask
 from llava.model.vision_tower import tower_image_size
 from llava.tools.make_tiny_checkpoints import LLMS
 from tests import tolerances
@@ -118,7 +120,7 @@ def compare(model, samples: list[dict]) -> None:
 
 
 @pytest.mark.parametrize("model_type", ["fusion_llama", "llava_llama"])
-@pytest.mark.parametrize("attn", ["eager", "sdpa"])
+@pytest.mark.parametrize("attn", ["eager", "sdpa", PER_SAMPLE])
 @pytest.mark.parametrize(("llm", "tower"), [("llama", "clip"), ("qwen2", "siglip")])
 def test_padding_free_equals_padded(tiny_backbones, model_type, attn, llm, tower):
     model = build_model(tiny_backbones(llm, tower), model_type, attn)
@@ -140,9 +142,33 @@ def test_padding_free_equals_padded_every_family_and_tower(tiny_backbones, model
     compare(model, samples)
 
 
-def test_padding_free_under_activation_checkpointing(tiny_backbones):
+@pytest.mark.parametrize("model_type", ["fusion_llama", "llava_llama"])
+@pytest.mark.parametrize("llm", list(LLMS))
+def test_per_sample_kernel_every_family(tiny_backbones, monkeypatch, model_type, llm):
+    """`--padding_free True`'s kernel off flash-attention: the packed row per sample (every layer
+    cuts it at the samples' bounds), the padded batch through its SDPA fallback; Mistral's
+    24-position window cuts the long samples' blocks."""
+    model = build_model(tiny_backbones(llm, "clip"), model_type, PER_SAMPLE)
+    samples = make_samples(model.config.vocab_size)
+    attach_images(samples, tower_image_size(model.config.vision_config))
+    cuts = []
+    blockwise = per_sample_attention_module.blockwise_sdpa
+
+    def recording_blockwise(query, key, value, bounds, *args):
+        cuts.append(bounds)
+        return blockwise(query, key, value, bounds, *args)
+
+    monkeypatch.setattr(per_sample_attention_module, "blockwise_sdpa", recording_blockwise)
+    compare(model, samples)
+    n_patches = model.config.num_image_tokens
+    lengths = [s["input_ids"].shape[0] + s["n_images"] * (n_patches - 1) for s in samples]
+    assert cuts == [torch.tensor([0, *lengths]).cumsum(0).tolist()] * model.config.num_hidden_layers
+
+
+@pytest.mark.parametrize("attn", ["sdpa", PER_SAMPLE])
+def test_padding_free_under_activation_checkpointing(tiny_backbones, attn):
     """The packed row's positions reach every layer through the checkpointed decoder layers."""
-    model = build_model(tiny_backbones("llama", "clip"), "fusion_llama", "sdpa")
+    model = build_model(tiny_backbones("llama", "clip"), "fusion_llama", attn)
     model.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})
     samples = make_samples(model.config.vocab_size)
     attach_images(samples, tower_image_size(model.config.vision_config))
@@ -185,6 +211,64 @@ def test_flash_attention_varlen_path_sees_each_sample(tiny_backbones, model_type
     bounds = torch.tensor([0, *lengths]).cumsum(0).tolist()
     assert VARLEN_CALLS == [bounds] * model.config.num_hidden_layers
     assert_same_loss_and_grads(model, padded, packed, row=bounds[-1])
+
+
+@pytest.mark.parametrize("window", [None, 5])
+def test_per_sample_kernel_equals_block_diagonal_mask(window):
+    """The kernel against SDPA over the whole row with the block-diagonal causal (windowed) mask:
+    three samples, grouped-query heads (4 query heads on 2 key/value heads), forward and backward.
+    Each score and each gradient sums over at most one sample's keys in either (S positions or
+    the head width, the longest contraction), in another blocking."""
+    generator = torch.Generator().manual_seed(0)
+    lengths = [7, 1, 12]
+    position_ids = torch.cat([torch.arange(n) for n in lengths]).unsqueeze(0)  # [1, S]
+    row = position_ids.shape[1]
+    query = torch.randn(1, 4, row, 8, generator=generator, requires_grad=True)
+    key, value = (torch.randn(1, 2, row, 8, generator=generator, requires_grad=True) for _ in range(2))
+    module = torch.nn.Module()
+    module.is_causal = True
+    out, _ = per_sample_attention(
+        module, query, key, value, None, sliding_window=window, position_ids=position_ids
+    )
+    grads = torch.autograd.grad(out.square().sum(), (query, key, value))
+
+    bounds = sample_bounds(position_ids)
+    assert bounds == [0, 7, 8, 20]
+    mask = torch.zeros(row, row, dtype=torch.bool)
+    for start, end in zip(bounds[:-1], bounds[1:], strict=True):
+        mask[start:end, start:end] = window_mask(end - start, window or row, mask.device)
+    dense = torch.nn.functional.scaled_dot_product_attention(
+        query, key, value, attn_mask=mask, enable_gqa=True
+    )
+    dense = dense.transpose(1, 2)  # [1, S, H, hd]
+    dense_grads = torch.autograd.grad(dense.square().sum(), (query, key, value))
+    width, depth = max(row, query.shape[-1]), 2  # scores, then their mixing of values
+    assert (out - dense).abs().max() <= tolerances.forward(width, depth, dense.abs().max().item())
+    for got, expected in zip(grads, dense_grads, strict=True):
+        assert (got - expected).abs().max() <= tolerances.forward(
+            width, 2 * depth, expected.abs().max().item()
+        )
+    if window is not None:  # the window bites: the last query of the long sample sees 5 keys, not 12
+        assert mask[19].sum() == 5
+
+
+@pytest.mark.parametrize("model_type", ["fusion_llama", "llava_llama"])
+def test_per_sample_model_generates_as_sdpa(tiny_backbones, model_type):
+    """A model left on the kernel after training generates as under SDPA: a left-padded batch and
+    the cached decode steps take SDPA's mask, a batch of one its prompt as one block."""
+    model = build_model(tiny_backbones("llama", "clip"), model_type, "sdpa").eval()
+    side = tower_image_size(model.config.vision_config)
+    images = torch.randn(2, 3, side, side, generator=torch.Generator().manual_seed(3))
+    pad = model.generation_config.pad_token_id or 0
+    prompts = [[1, 40, IMAGE_TOKEN_INDEX, 41, 42], [1, IMAGE_TOKEN_INDEX, 45]]
+    batch = torch.tensor([[pad] * (5 - len(p)) + p for p in prompts])
+    mask = torch.tensor([[0] * (5 - len(p)) + [1] * len(p) for p in prompts])
+    greedy = {"max_new_tokens": 6, "min_new_tokens": 6, "do_sample": False, "use_cache": True}
+    expected = model.generate(batch, images=images, attention_mask=mask, **greedy)
+    one = model.generate(batch[:1], images=images[:1], **greedy)
+    model.set_attn_implementation(PER_SAMPLE)
+    assert torch.equal(model.generate(batch, images=images, attention_mask=mask, **greedy), expected)
+    assert torch.equal(model.generate(batch[:1], images=images[:1], **greedy), one)
 
 
 def test_text_only_micro_batch(tiny_backbones):

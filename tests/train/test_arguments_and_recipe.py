@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 import re
+from pathlib import Path
 
 import pytest
 import torch
@@ -14,6 +15,7 @@ from llava.model.builder import build_from_backbones
 from llava.train import train
 from llava.train.arguments import (
     DataArguments,
+    FlagError,
     ModelArguments,
     TrainingArguments,
     parse_arguments,
@@ -68,6 +70,7 @@ def test_baseline_defaults():
             "--layer_ids_to_inject does not apply",
         ),
         (["--model_type", "llava_llama", "--fusion_lr", "1e-4"], "--fusion_lr does not apply"),
+        (["--model_type", "llava_llama", "--compile_fusion", "True"], "--compile_fusion does not apply"),
         (
             ["--use_vision_fusion", "True", "--mm_projector_type", "linear"],
             "--mm_projector_type does not apply",
@@ -110,6 +113,15 @@ def test_inapplicable_flags_are_rejected(flags, message):
 def test_out_of_range_numeric_flags_are_rejected_naming_the_flag(flags, message):
     with pytest.raises(ValueError, match=message):
         resolve("--lora_enable", "True", *flags)
+
+
+def test_compile_fusion_is_refused_under_zero3():
+    """ZeRO-3's hooks gather a module's parameters inside the call `--compile_fusion` compiles."""
+    zero3 = str(Path(__file__).resolve().parents[2] / "scripts" / "zero3.json")
+    flags = [*REQUIRED, "--report_to", "none", "--model_type", "fusion_llama", "--compile_fusion", "True"]
+    _, _, training_args = parse_arguments([*flags, "--deepspeed", zero3])
+    with pytest.raises(FlagError, match="--compile_fusion True does not apply under DeepSpeed ZeRO-3"):
+        train._compile_fusion(None, training_args)
 
 
 def test_unknown_flags_and_fusion_hidden_dim_for_concat_are_errors(tiny_checkpoints):

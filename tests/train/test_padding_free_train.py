@@ -1,16 +1,20 @@
 """`--padding_free True` through the training entry point: the same samples per step as padded
 batching, so the same losses step by step and the same trained weights (fp32, dropout off),
-for both models, with gradient accumulation. The two runs add the same terms in other orders
+for both models, with gradient accumulation; the packed run computes attention per sample (its SDPA
+becomes `llava.model.per_sample_attention`, the kernel run per sample). The two runs add the same terms in other orders
 (one packed row, not a padded batch); the tolerances are float32's for that
 (`tests/tolerances.py`), under SGD, whose weights a rounding-level gradient difference cannot
 move by more than lr x that difference (Adam's can, by a whole lr)."""
 
 from __future__ import annotations
 
+import logging
+
 import pytest
 from transformers import AutoConfig
 
 from llava.data.packing import PaddingFreeCollator
+from llava.model import per_sample_attention
 from tests import tolerances
 from tests.train.train_helpers import BASELINE_FLAGS, FUSION_FLAGS, CaptureSteps, max_abs_diff, run_training
 
@@ -31,6 +35,15 @@ def test_padding_free_run_equals_padded_run(
         return batch
 
     monkeypatch.setattr(PaddingFreeCollator, "__call__", recording_collate)
+    cuts = []  # the samples' bounds each attention layer's kernel cut its packed row at
+    blockwise = per_sample_attention.blockwise_sdpa
+
+    def recording_blockwise(query, key, value, bounds, *args):
+        cuts.append(bounds)
+        return blockwise(query, key, value, bounds, *args)
+
+    monkeypatch.setattr(per_sample_attention, "blockwise_sdpa", recording_blockwise)
+    caplog.set_level(logging.INFO, logger="llava.train.train")
     method_flags = FUSION_FLAGS if model_type == "fusion_llama" else BASELINE_FLAGS
     extra = [
         *method_flags,
@@ -48,11 +61,14 @@ def test_padding_free_run_equals_padded_run(
     ]
     logged = CaptureSteps()
     padded, padded_weights = run_training(run_flags(tmp_path / "padded", *extra), callbacks=[logged])
-    assert "--padding_free True under" not in caplog.text
+    assert "--padding_free True" not in caplog.text and not cuts
     packed, packed_weights = run_training(run_flags(tmp_path / "packed", *extra, "--padding_free", "True"))
-    assert "--padding_free True under sdpa attention: exact" in caplog.text  # the tiny runs' SDPA
+    assert "--padding_free True: sdpa attention computed per sample (per_sample_attention)" in caplog.text
 
     assert len(rows) >= 8 and all(n == 2 and shape[0] == 1 for n, shape in rows)
+    llm_layers = AutoConfig.from_pretrained(tiny_checkpoints[0]).num_hidden_layers
+    # every layer of the 4 x 2 micro-batches cut its packed row (two samples) at the samples' bounds
+    assert len(cuts) == llm_layers * 4 * 2 and all(len(bounds) == 3 for bounds in cuts)
     assert packed["global_step"] == padded["global_step"] == 4
     assert len(packed["losses"]) == len(padded["losses"]) == 4 == len(logged.steps)
     # The LLM and the tower in series; the longest contraction is a packed row of two samples
