@@ -24,17 +24,13 @@ from __future__ import annotations
 
 import logging
 import queue
-import threading
 import time
-from collections import deque
-from collections.abc import Sequence
-from concurrent.futures import Future
 from dataclasses import dataclass
 
 import torch
 
 from llava.inference.decode_batch import DecodeBatch
-from llava.inference.decoding import Completion, DecodingSettings
+from llava.inference.decoding import Completion
 from llava.inference.engine import LoadedModel
 from llava.inference.rows import (
     LIBRARY_TOP_K,
@@ -43,8 +39,7 @@ from llava.inference.rows import (
     end_token_ids,
     next_tokens,
 )
-from llava.inference.scheduler import Job
-from llava.inference.streaming import DeltaCallback
+from llava.inference.scheduler import Job, QueueScheduler
 
 logger = logging.getLogger(__name__)
 
@@ -55,7 +50,7 @@ class _Row:
     answer: RowAnswer
 
 
-class ContinuousScheduler:
+class ContinuousScheduler(QueueScheduler):
     """Queues requests for `engine` and decodes them in one continuous batch from one worker thread.
 
     `batches` counts the forward passes that admitted requests (prefills, and beam-search
@@ -67,72 +62,16 @@ class ContinuousScheduler:
             processors this loop does not apply (`llava.inference.rows.check_generation_config`).
     """
 
-    HISTORY = 1024
     kind = "continuous"  # `--scheduler continuous`
+    thread_name = "llava-continuous"
 
     def __init__(self, engine: LoadedModel, max_batch_size: int = 16, max_wait_s: float = 0.01) -> None:
-        if max_batch_size < 1:
-            raise ValueError(f"max_batch_size must be >= 1, got {max_batch_size}")
-        if max_wait_s < 0:
-            raise ValueError(f"max_wait_s must be >= 0, got {max_wait_s}")
         check_generation_config(engine.model)
-        self.engine = engine
-        self.max_batch_size = max_batch_size
-        self.max_wait_s = max_wait_s
-        self.batches = self.steps = self.cancelled = 0
-        self.batch_sizes: deque[int] = deque(maxlen=self.HISTORY)
+        self.steps = 0
         self._end_ids = end_token_ids(engine.model, engine.tokenizer)
         self._top_k = engine.model.generation_config.top_k or LIBRARY_TOP_K
         self._batch = DecodeBatch(engine.model)  # its slots' owners are `_Row`s (worker thread only)
-        self._queue: queue.Queue[Job | None] = queue.Queue()
-        self._lock = threading.Lock()  # guards `_closed`, `_cancelling` and `_active`
-        self._closed = self._cancelling = False
-        self._active: list[Job] = []  # admitted, not yet answered
-        self._thread = threading.Thread(target=self._loop, name="llava-continuous", daemon=True)
-        self._thread.start()
-
-    def submit(
-        self,
-        prompt: Sequence[int],
-        pixels: torch.Tensor | None,
-        settings: DecodingSettings,
-        on_delta: DeltaCallback | None = None,
-        cancelled: threading.Event | None = None,
-    ) -> Future[Completion]:
-        """Queue one prompt; the future holds its completion (or its error). `on_delta` is
-        called from the worker thread with each piece of streamed text. Setting `cancelled`
-        takes the request out of the batch before the next step: its future then holds
-        `GenerationCancelled`."""
-        job = Job(list(prompt), pixels, settings, on_delta, cancelled or threading.Event())
-        with self._lock:
-            if self._closed or not self._thread.is_alive():
-                raise RuntimeError("the batch scheduler is closed")
-            self._queue.put(job)
-        return job.future
-
-    def close(self, cancel: bool = False, timeout_s: float | None = None) -> None:
-        """Stop the worker once the queued and running requests are finished, or, with `cancel`,
-        once they are cancelled; waits at most `timeout_s` for it (None: no limit)."""
-        with self._lock:
-            self._closed = True
-            if cancel:
-                self._cancelling = True
-                for job in self._active:
-                    job.cancelled.set()
-                self._drop_queued()
-            self._queue.put(None)
-        self._thread.join(timeout_s)
-        if self._thread.is_alive():
-            logger.warning("the batch worker did not stop within %s s", timeout_s)
-
-    def _drop_queued(self) -> None:
-        while True:
-            try:
-                job = self._queue.get_nowait()
-            except queue.Empty:
-                return
-            if job is not None:
-                self._drop(job)
+        super().__init__(engine, max_batch_size, max_wait_s)
 
     def _loop(self) -> None:
         closing = False
@@ -179,7 +118,7 @@ class ContinuousScheduler:
             with self._lock:
                 admitted = not self._cancelling  # else gathered while `close(cancel=True)` ran
                 if admitted:
-                    self._active.append(job)
+                    self._in_flight.append(job)
             if not admitted:
                 self._drop(job)
             elif job.settings.num_beams > 1:
@@ -286,7 +225,7 @@ class ContinuousScheduler:
         """Answer an admitted request: its error, its completion, or (cancelled, or neither
         given) `GenerationCancelled`."""
         with self._lock:
-            self._active.remove(job)
+            self._in_flight.remove(job)
         if error is not None:
             job.future.set_exception(error)
         elif completion is None or job.cancelled.is_set():
@@ -298,14 +237,10 @@ class ContinuousScheduler:
         """Fail every request admitted and not yet answered with `err` (a decode step or a join
         is one pass over all the rows: no single request to blame), and start from an empty batch."""
         with self._lock:
-            jobs = list(self._active)
+            jobs = list(self._in_flight)
         logger.error(
             "a batched forward pass failed; %d request(s) get its error: %s", len(jobs), err, exc_info=err
         )
         for job in jobs:
             self._settle(job, error=err)
         self._batch = DecodeBatch(self.engine.model)
-
-    def _drop(self, job: Job) -> None:
-        self.cancelled += 1
-        job.drop()

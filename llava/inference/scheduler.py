@@ -59,15 +59,18 @@ class Job:
             self.future.set_exception(GenerationCancelled("the request was cancelled"))
 
 
-class BatchScheduler:
-    """Queues requests for `engine` and answers them in batches from one worker thread.
+class QueueScheduler:
+    """What both schedulers share: a queue of requests for `engine`, one worker thread that owns
+    the model (`_loop`, the subclass's), the requests in flight, and how the scheduler closes.
 
-    `batches` counts the `generate` calls made; `batch_sizes` holds the sizes of the latest
-    `HISTORY` of them, in order; `cancelled` counts the requests cancelled before they finished.
+    `batches` counts the batched forward passes (the subclass says which); `batch_sizes` holds the
+    latest `HISTORY` batch sizes, in order; `cancelled` counts the requests cancelled before they
+    finished. A subclass sets what its `_loop` reads before calling `__init__`, which starts it.
     """
 
     HISTORY = 1024
-    kind = "request"  # `--scheduler request`
+    kind = ""  # the `--scheduler` value
+    thread_name = "llava-batcher"
 
     def __init__(self, engine: LoadedModel, max_batch_size: int = 16, max_wait_s: float = 0.01) -> None:
         if max_batch_size < 1:
@@ -81,10 +84,10 @@ class BatchScheduler:
         self.cancelled = 0
         self.batch_sizes: deque[int] = deque(maxlen=self.HISTORY)
         self._queue: queue.Queue[Job | None] = queue.Queue()
-        self._lock = threading.Lock()  # guards `_closed`, `_cancelling` and `_running`
+        self._lock = threading.Lock()  # guards `_closed`, `_cancelling` and `_in_flight`
         self._closed = self._cancelling = False
-        self._running: list[Job] = []
-        self._thread = threading.Thread(target=self._loop, name="llava-batcher", daemon=True)
+        self._in_flight: list[Job] = []  # taken from the queue, not yet answered
+        self._thread = threading.Thread(target=self._loop, name=self.thread_name, daemon=True)
         self._thread.start()
 
     def submit(
@@ -95,10 +98,9 @@ class BatchScheduler:
         on_delta: DeltaCallback | None = None,
         cancelled: threading.Event | None = None,
     ) -> Future[Completion]:
-        """Queue one prompt; the future holds its completion (or the error of its batch).
-        `on_delta` is called from the worker thread with each piece of streamed text. Setting
-        `cancelled` stops the request after the current step: its future then holds
-        `GenerationCancelled`."""
+        """Queue one prompt; the future holds its completion (or its error). `on_delta` is called
+        from the worker thread with each piece of streamed text. Setting `cancelled` stops the
+        request after the current step: its future then holds `GenerationCancelled`."""
         job = Job(list(prompt), pixels, settings, on_delta, cancelled or threading.Event())
         with self._lock:
             if self._closed or not self._thread.is_alive():
@@ -107,13 +109,13 @@ class BatchScheduler:
         return job.future
 
     def close(self, cancel: bool = False, timeout_s: float | None = None) -> None:
-        """Stop the worker once the queued requests are finished, or, with `cancel`, once the
-        queued and running ones are cancelled; waits at most `timeout_s` for it (None: no limit)."""
+        """Stop the worker once the queued and running requests are finished, or, with `cancel`,
+        once they are cancelled; waits at most `timeout_s` for it (None: no limit)."""
         with self._lock:
             self._closed = True
             if cancel:
                 self._cancelling = True
-                for job in self._running:
+                for job in self._in_flight:
                     job.cancelled.set()
                 self._drop_queued()
             self._queue.put(None)
@@ -129,6 +131,20 @@ class BatchScheduler:
                 return
             if job is not None:
                 self._drop(job)
+
+    def _drop(self, job: Job) -> None:
+        self.cancelled += 1
+        job.drop()
+
+    def _loop(self) -> None:
+        raise NotImplementedError
+
+
+class BatchScheduler(QueueScheduler):
+    """Request-level batching (`--scheduler request`): requests that arrive together share one
+    `generate` call and run to its end. `batches` counts the `generate` calls."""
+
+    kind = "request"
 
     def _gather(self, first: Job) -> tuple[list[Job], bool]:
         """`first` and the requests arriving within the wait, and whether `close` was called."""
@@ -160,15 +176,11 @@ class BatchScheduler:
             for settings, group in groups.items():
                 self._run(settings, group)
 
-    def _drop(self, job: Job) -> None:
-        self.cancelled += 1
-        job.drop()
-
     def _run(self, settings: DecodingSettings, jobs: list[Job]) -> None:
         with self._lock:
             cancelling = self._cancelling
             if not cancelling:
-                self._running = jobs
+                self._in_flight = jobs
         if cancelling:  # gathered while `close(cancel=True)` ran
             for job in jobs:
                 self._drop(job)
@@ -189,7 +201,7 @@ class BatchScheduler:
             failure = err
         finally:
             with self._lock:
-                self._running = []
+                self._in_flight = []
         if failure is not None:
             self._failed(settings, jobs, failure)
             return
