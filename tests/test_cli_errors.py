@@ -113,6 +113,12 @@ def test_a_missing_image_is_one_line_and_a_traceback_with_debug(tiny_model_path,
     assert "Traceback" in debug.stderr and "MissingImageError: image file not found" in debug.stderr
 
 
+def test_the_chat_cli_ends_on_a_missing_image_in_one_line(tiny_model_path, tmp_path):
+    lost = tmp_path / "lost.png"
+    args = ["--model-path", tiny_model_path, "--image-file", str(lost), "--device", "cpu"]
+    assert_one_line(command("llava.serve.cli", *args), f"image file not found: {lost}")
+
+
 def test_a_runner_names_the_question_with_a_missing_image(tiny_model_path, image_folder, tmp_path):
     questions = tmp_path / "q.jsonl"
     questions.write_text(json.dumps({"question_id": "q7", "image": "lost.png", "text": "What?"}) + "\n")

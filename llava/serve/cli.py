@@ -15,6 +15,7 @@ from collections.abc import Callable, Sequence
 
 from PIL import Image
 
+from llava.cli_errors import run_command
 from llava.inference import DecodingSettings, LoadedModel, open_conversation, with_image_tokens
 from llava.inference.arguments import (
     add_decoding_arguments,
@@ -102,4 +103,4 @@ def main(argv: Sequence[str] | None = None) -> ChatSession:
 
 
 if __name__ == "__main__":
-    main()
+    run_command(main)
