@@ -4,8 +4,9 @@
 A local folder's fingerprint hashes its `config.json` and, for each weight file, its name, size
 and first and last MiB (a few MiB read for a 7B checkpoint, whose weights differ throughout
 from any other's); a local file's hashes its whole content; a hub id is its own fingerprint (a
-hub revision is not resolved here). Moving a folder keeps its fingerprint; retraining into it,
-or pointing at another model, changes it.
+hub revision is not resolved here). An OpenCLIP `local-dir:FOLDER` location is that folder,
+its `open_clip_config.json` hashed too. Moving a folder keeps its fingerprint; retraining into
+it, or pointing at another model, changes it.
 """
 
 from __future__ import annotations
@@ -16,6 +17,8 @@ from pathlib import Path
 
 _WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth")
 _CHUNK = 1 << 20
+_CONFIGS = ("config.json", "open_clip_config.json")
+_LOCAL_DIR = "local-dir:"  # open_clip's prefix for a local folder
 
 
 def file_sha256(path: str | os.PathLike) -> str:
@@ -31,15 +34,16 @@ def location_fingerprint(location: str | os.PathLike | None) -> str | None:
     anything else, None for None."""
     if location is None:
         return None
-    path = Path(location).expanduser()
+    text = os.fspath(location)
+    path = Path(text.removeprefix(_LOCAL_DIR)).expanduser()
     if path.is_file():
         return f"sha256:{file_sha256(path)}"
     if not path.is_dir():
         return f"hub:{location}"
     digest = hashlib.sha256()
-    config = path / "config.json"
-    if config.is_file():
-        digest.update(config.read_bytes())
+    for name in _CONFIGS:
+        if (path / name).is_file():
+            digest.update((path / name).read_bytes())
     for item in sorted(path.iterdir()):
         if item.is_file() and item.name.endswith(_WEIGHT_SUFFIXES):
             size = item.stat().st_size

@@ -36,3 +36,19 @@ def test_a_file_is_hashed_whole(tmp_path):
     before = location_fingerprint(tmp_path / "data.json")
     (tmp_path / "data.json").write_text("[2]")
     assert location_fingerprint(tmp_path / "data.json") != before
+
+
+def test_an_open_clip_local_dir_is_its_folder(tmp_path):
+    """`local-dir:FOLDER` (open_clip's location of a local tower) is fingerprinted as the folder,
+    its `open_clip_config.json` included, not taken for a hub id."""
+    folder = tmp_path / "tower"
+    folder.mkdir()
+    (folder / "open_clip_config.json").write_text('{"model_cfg": {"embed_dim": 8}}')
+    save_file(
+        {"w": torch.randn(1000, generator=torch.Generator().manual_seed(0))},
+        folder / "open_clip_model.safetensors",
+    )
+    first = location_fingerprint(f"local-dir:{folder}")
+    assert first.startswith("sha256:") and first == location_fingerprint(folder)
+    (folder / "open_clip_config.json").write_text('{"model_cfg": {"embed_dim": 16}}')
+    assert location_fingerprint(f"local-dir:{folder}") != first
