@@ -4,14 +4,11 @@ and its answers equal this project's runner's for the same questions."""
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
-from llava.eval import model_vqa_loader
+from tests.serve.lmms_eval_helpers import loader_answers, logged_samples, run_lmms_eval, sample_answers
 
 # lmms-eval is installed by .ci/run (with --no-deps: its own requirements pull a CUDA torch).
 pytest.importorskip("lmms_eval", reason="needs lmms-eval, installed as .ci/run does")
@@ -86,68 +83,18 @@ def local_task(image_folder, tmp_path_factory) -> tuple[Path, Path]:
 @pytest.fixture(scope="module")
 def runner_answers(tiny_model_path, local_task, tmp_path_factory) -> list[str]:
     questions, _ = local_task
-    answers = tmp_path_factory.mktemp("runner") / "answers.jsonl"
-    model_vqa_loader.main(
-        [
-            "--model-path",
-            tiny_model_path,
-            "--question-file",
-            str(questions),
-            "--answers-file",
-            str(answers),
-            "--temperature",
-            "0",
-            "--max_new_tokens",
-            str(MAX_NEW_TOKENS),
-            "--device",
-            "cpu",
-        ]
-    )
-    records = [json.loads(line) for line in answers.read_text(encoding="utf-8").splitlines()]
-    return [r["text"] for r in sorted(records, key=lambda r: r["question_id"])]
+    return loader_answers(tiny_model_path, questions, tmp_path_factory.mktemp("runner"), MAX_NEW_TOKENS)
 
 
 @pytest.mark.slow
 @pytest.mark.parametrize("mode", ["chat", "simple"])
 def test_lmms_eval_answers_equal_the_runners(mode, tiny_model_path, local_task, runner_answers, tmp_path):
     _, tasks = local_task
-    command = [
-        sys.executable,
-        "-m",
-        "lmms_eval",
-        "--model",
-        "inverse_llava",
-        "--model_args",
-        f"pretrained={tiny_model_path},device=cpu",
-        "--tasks",
-        "inverse_llava_tiny",
-        "--include_path",
-        str(tasks),
-        "--batch_size",
-        "3",
-        "--log_samples",
-        "--output_path",
-        str(tmp_path / "out"),
-    ]
-    if mode == "simple":
-        command.append("--force_simple")
-    env = {
-        **os.environ,
-        "HF_HUB_OFFLINE": "1",
-        "HF_DATASETS_OFFLINE": "1",
-        "HF_HOME": str(tmp_path / "hf"),
-        "OMP_NUM_THREADS": "1",
-        "WANDB_MODE": "disabled",
-    }
-    done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=300, cwd=tmp_path)
-    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
-    (samples,) = (tmp_path / "out").rglob("*_samples_inverse_llava_tiny.jsonl")
-    rows = sorted((json.loads(line) for line in samples.read_text().splitlines()), key=lambda r: r["doc_id"])
+    extra = ("--force_simple",) if mode == "simple" else ()
+    out = run_lmms_eval(tiny_model_path, tasks, "inverse_llava_tiny", tmp_path, *extra)
+    rows = logged_samples(out, "inverse_llava_tiny")
     assert [r["input"] for r in rows] == QUESTIONS
-    answers = [
-        r["filtered_resps"] if isinstance(r["filtered_resps"], str) else r["filtered_resps"][0] for r in rows
-    ]
-    assert answers == runner_answers
+    assert sample_answers(rows) == runner_answers
     (results,) = (tmp_path / "out").rglob("*_results.json")
     assert "exact_match,none" in json.loads(results.read_text())["results"]["inverse_llava_tiny"]
 

@@ -9,15 +9,11 @@ path) where a question holds several images or none, which the runner's question
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 from PIL import Image
 
-from llava.eval import model_vqa_loader
 from llava.inference import DecodingSettings, LoadedModel, open_conversation, with_image_tokens
 
 pytest.importorskip("lmms_eval", reason="needs lmms-eval, installed as .ci/run does")
@@ -25,6 +21,7 @@ pytest.importorskip("lmms_eval", reason="needs lmms-eval, installed as .ci/run d
 from lmms_eval.api.instance import Instance  # noqa: E402 (after the skip)
 
 from llava.serve.lmms_eval_model import InverseLlavaChat  # noqa: E402
+from tests.serve.lmms_eval_helpers import loader_answers, logged_samples, run_lmms_eval, sample_answers
 
 MAX_NEW_TOKENS = 10
 VQA = [
@@ -170,33 +167,7 @@ def chat_tasks(image_folder, mixed_expected, tmp_path_factory) -> tuple[Path, Pa
 @pytest.fixture(scope="module")
 def runner_answers(tiny_model_path, chat_tasks, tmp_path_factory) -> list[str]:
     questions, _ = chat_tasks
-    answers = tmp_path_factory.mktemp("runner") / "answers.jsonl"
-    model_vqa_loader.main(
-        [
-            "--model-path",
-            tiny_model_path,
-            "--question-file",
-            str(questions),
-            "--answers-file",
-            str(answers),
-            "--temperature",
-            "0",
-            "--max_new_tokens",
-            str(MAX_NEW_TOKENS),
-            "--device",
-            "cpu",
-        ]
-    )
-    records = [json.loads(line) for line in answers.read_text(encoding="utf-8").splitlines()]
-    return [r["text"] for r in sorted(records, key=lambda r: r["question_id"])]
-
-
-def _answers(out: Path, task: str) -> list[str]:
-    (samples,) = out.rglob(f"*_samples_{task}.jsonl")
-    rows = sorted((json.loads(line) for line in samples.read_text().splitlines()), key=lambda r: r["doc_id"])
-    return [
-        r["filtered_resps"] if isinstance(r["filtered_resps"], str) else r["filtered_resps"][0] for r in rows
-    ]
+    return loader_answers(tiny_model_path, questions, tmp_path_factory.mktemp("runner"), MAX_NEW_TOKENS)
 
 
 @pytest.mark.slow
@@ -204,38 +175,10 @@ def test_lmms_eval_chat_tasks_answer_as_the_runner_and_the_engine(
     tiny_model_path, chat_tasks, runner_answers, mixed_expected, tmp_path
 ):
     _, tasks = chat_tasks
-    out = tmp_path / "out"
-    command = [
-        sys.executable,
-        "-m",
-        "lmms_eval",
-        "--model",
-        "inverse_llava",
-        "--model_args",
-        f"pretrained={tiny_model_path},device=cpu",
-        "--tasks",
-        "inverse_llava_chat_vqa,inverse_llava_chat_mixed",
-        "--include_path",
-        str(tasks),
-        "--batch_size",
-        "3",
-        "--log_samples",
-        "--output_path",
-        str(out),
-    ]
-    env = {
-        **os.environ,
-        "HF_HUB_OFFLINE": "1",
-        "HF_DATASETS_OFFLINE": "1",
-        "HF_HOME": str(tmp_path / "hf"),
-        "OMP_NUM_THREADS": "1",
-        "WANDB_MODE": "disabled",
-    }
-    done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=300, cwd=tmp_path)
-    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
-    assert _answers(out, "inverse_llava_chat_vqa") == runner_answers
+    out = run_lmms_eval(tiny_model_path, tasks, "inverse_llava_chat_vqa,inverse_llava_chat_mixed", tmp_path)
+    assert sample_answers(logged_samples(out, "inverse_llava_chat_vqa")) == runner_answers
     _, expected = mixed_expected
-    assert _answers(out, "inverse_llava_chat_mixed") == expected
+    assert sample_answers(logged_samples(out, "inverse_llava_chat_mixed")) == expected
 
 
 def _request(model: InverseLlavaChat, messages: list, gen_kwargs: dict | None = None) -> Instance:
